@@ -1,0 +1,192 @@
+"""A small patch-based transformer encoder forecaster, for tests, smoke runs and examples.
+
+It has the shape of an encoder TSFM (MOIRAI-like): instance normalisation, patching, an input
+projection, masked "horizon" tokens, pre-norm attention layers and a patch head; no downloads.
+Positions count from the forecast origin (context tokens ..., -2, -1; horizon tokens 0, 1, ...)
+and fully-unobserved patches are masked as attention keys, so left padding changes nothing.
+
+It is also the reference for writing a backbone spec: `ToySpec` below is all msft needs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from msft.layers import block_diagonal_mask
+from msft.losses import masked_mse
+from msft.registry import BackboneSpec, ScaleTokens, register_backbone
+
+
+@dataclass
+class ToyConfig:
+    patch_size: int = 8
+    d_model: int = 32
+    num_layers: int = 2
+    num_heads: int = 4
+    mlp_ratio: int = 2
+    dropout: float = 0.0
+
+
+class ToyAttention(nn.Module):
+    def __init__(self, d_model: int, num_heads: int, dropout: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+        self.dropout = dropout
+
+    def forward(self, x: Tensor, attn_mask: Tensor) -> Tensor:
+        """x: (batch, tokens, d_model); attn_mask: bool, broadcastable to (batch, 1, tokens, tokens)."""
+        q, k, v = (
+            rearrange(proj(x), "b t (h d) -> b h t d", h=self.num_heads)
+            for proj in (self.q_proj, self.k_proj, self.v_proj)
+        )
+        dropout = self.dropout if self.training else 0.0
+        out = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
+        return self.out_proj(rearrange(out, "b h t d -> b t (h d)"))
+
+
+class ToyLayer(nn.Module):
+    def __init__(self, cfg: ToyConfig):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.d_model)
+        self.attn = ToyAttention(cfg.d_model, cfg.num_heads, cfg.dropout)
+        self.norm2 = nn.LayerNorm(cfg.d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.d_model, cfg.mlp_ratio * cfg.d_model),
+            nn.GELU(),
+            nn.Linear(cfg.mlp_ratio * cfg.d_model, cfg.d_model),
+        )
+
+    def forward(self, x: Tensor, attn_mask: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x), attn_mask)
+        return x + self.mlp(self.norm2(x))
+
+
+@dataclass
+class ToyAux:
+    key_valid: Tensor  # (series, tokens) bool: False for fully-unobserved context patches
+    loc: Tensor  # (series, 1)
+    scale: Tensor  # (series, 1)
+
+    def attn_mask(self) -> Tensor:
+        return self.key_valid[:, None, None, :]  # (series, 1, 1, tokens)
+
+
+class ToyForecaster(nn.Module):
+    """Univariate forecaster ``(series, time) -> (series, horizon)``; see `forecast` for (b, t, v)."""
+
+    def __init__(self, config: ToyConfig | None = None, **overrides: Any):
+        super().__init__()
+        self.config = cfg = config or ToyConfig(**overrides)
+        self.in_proj = nn.Linear(2 * cfg.patch_size, cfg.d_model)  # patch values + observed mask
+        self.mask_token = nn.Parameter(torch.randn(cfg.d_model) * 0.02)
+        self.layers = nn.ModuleList(ToyLayer(cfg) for _ in range(cfg.num_layers))
+        self.norm = nn.LayerNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, cfg.patch_size)
+
+    # The three pieces below are shared by `forward` and by `ToySpec`, so a wrapped model runs the
+    # very same computation per scale.
+    def tokenize(self, context: Tensor, observed: Tensor, horizon: int) -> tuple[Tensor, ToyAux, int, int]:
+        """(series, time) -> tokens (series, n_context + n_horizon, d_model)."""
+        p = self.config.patch_size
+        observed = observed & ~torch.isnan(context)
+        count = observed.sum(-1, keepdim=True).clamp(min=1)
+        values = torch.where(observed, context, torch.zeros_like(context))
+        loc = values.sum(-1, keepdim=True) / count
+        var = (torch.where(observed, context - loc, torch.zeros_like(context)) ** 2).sum(-1, keepdim=True) / count
+        scale = (var + 1e-5).sqrt()
+        normed = torch.where(observed, (context - loc) / scale, torch.zeros_like(context))
+        pad = -context.shape[-1] % p
+        normed = nn.functional.pad(normed, (pad, 0))
+        observed = nn.functional.pad(observed, (pad, 0))
+        patches = rearrange(normed, "n (t p) -> n t p", p=p)
+        patch_obs = rearrange(observed, "n (t p) -> n t p", p=p)
+        context_tokens = self.in_proj(torch.cat([patches, patch_obs.to(patches.dtype)], dim=-1))
+        n_ctx, n_hor = patches.shape[1], math.ceil(horizon / p)
+        horizon_tokens = self.mask_token.expand(context.shape[0], n_hor, -1)
+        hidden = torch.cat([context_tokens, horizon_tokens], dim=1)
+        positions = torch.arange(-n_ctx, n_hor, device=hidden.device, dtype=hidden.dtype)
+        hidden = hidden + _sinusoid(positions, self.config.d_model)
+        key_valid = torch.cat([patch_obs.any(-1), patch_obs.new_ones(context.shape[0], n_hor)], dim=1)
+        return hidden, ToyAux(key_valid, loc, scale), n_ctx, n_hor
+
+    def decode(self, hidden: Tensor, aux: ToyAux, n_horizon: int, horizon: int) -> Tensor:
+        """Horizon tokens -> (series, horizon) forecast in the input's units."""
+        out = self.head(self.norm(hidden[:, hidden.shape[1] - n_horizon :]))  # (series, n_horizon, patch)
+        return rearrange(out, "n t p -> n (t p)")[:, :horizon] * aux.scale + aux.loc
+
+    def forward(self, context: Tensor, horizon: int, observed: Tensor | None = None) -> Tensor:
+        if observed is None:
+            observed = ~torch.isnan(context)
+        hidden, aux, _, n_hor = self.tokenize(context, observed, horizon)
+        for layer in self.layers:
+            hidden = layer(hidden, aux.attn_mask())
+        return self.decode(hidden, aux, n_hor, horizon)
+
+    def forecast(self, past_target: Tensor, horizon: int, past_observed: Tensor | None = None) -> Tensor:
+        """Channel-independent forecast of ``(batch, time, variate)`` -> ``(batch, horizon, variate)``."""
+        v = past_target.shape[2]
+        observed = None if past_observed is None else rearrange(past_observed, "b t v -> (b v) t")
+        out = self(rearrange(past_target, "b t v -> (b v) t"), horizon, observed)
+        return rearrange(out, "(b v) t -> b t v", v=v)
+
+
+def _sinusoid(positions: Tensor, d_model: int) -> Tensor:
+    """(tokens,) float positions -> (tokens, d_model) sinusoidal embedding."""
+    freqs = torch.exp(
+        torch.arange(0, d_model, 2, device=positions.device, dtype=positions.dtype) * (-math.log(1e4) / d_model)
+    )
+    angles = positions[:, None] * freqs[None, :]
+    return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(-2)[:, :d_model]
+
+
+@register_backbone
+class ToySpec(BackboneSpec):
+    name = "toy"
+    module_types = (f"{ToyForecaster.__module__}.ToyForecaster",)
+    input_projection = "in_proj"
+    attention_projections = (r"layers\.\d+\.attn\.(q|k|v)_proj",)
+
+    def d_model(self) -> int:
+        return self.backbone.config.d_model
+
+    def patch_size(self) -> int:
+        return self.backbone.config.patch_size
+
+    def layers(self) -> list[nn.Module]:
+        return list(self.backbone.layers)
+
+    def embed(self, context: Tensor, observed: Tensor, horizon: int, scale_idx: int) -> ScaleTokens:
+        hidden, aux, n_ctx, n_hor = self.backbone.tokenize(context, observed, horizon)
+        return ScaleTokens(hidden, num_prefix=0, num_context=n_ctx, num_horizon=n_hor, aux=aux)
+
+    def run_layer(self, layer: nn.Module, hidden: Tensor, aux: Any) -> Tensor:
+        mask = aux.attn_mask() if isinstance(aux, ToyAux) else aux
+        return layer(hidden, mask)
+
+    def join(self, tokens: list[ScaleTokens], block_diagonal: bool) -> Tensor:
+        key_valid = torch.cat([t.aux.key_valid for t in tokens], dim=1)  # (series, all tokens)
+        mask = key_valid[:, None, None, :]
+        if block_diagonal:
+            lengths = [t.hidden.shape[1] for t in tokens]
+            mask = mask & block_diagonal_mask(lengths, key_valid.device)  # (series, 1, T, T)
+        return mask
+
+    def head(self, hidden: Tensor, tokens: ScaleTokens, horizon: int, scale_idx: int, heads: nn.Module | None) -> Tensor:
+        return self.backbone.decode(hidden, tokens.aux, tokens.num_horizon, horizon)
+
+    def point(self, output: Tensor) -> Tensor:
+        return output
+
+    def loss(self, output: Tensor, target: Tensor, observed: Tensor) -> Tensor:
+        return masked_mse(output, target, observed)
+

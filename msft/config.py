@@ -1,0 +1,129 @@
+"""The one validated configuration of a multi-scale finetuned model.
+
+Every ablation of the MSFT paper is one boolean here, so a sweep over ablations is a sweep over
+fields. The dataclass is plain (no torch import) so configs can be built and checked cheaply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+ATTENTION_IMPLS = ("blocked", "dense")
+
+
+@dataclass(frozen=True)
+class MSFTConfig:
+    """Options of `msft.wrap`; a bad value raises ``ValueError`` naming the field.
+
+    scales: down-sampling factors, strictly increasing, starting at 1, each dividing the next.
+    lora_rank / lora_alpha / lora_dropout: the per-scale LoRA pairs (scaling = alpha / rank).
+    lora_targets: module names (exact, dotted suffix, or a regex matching the full name) that get
+        per-scale LoRA; ``None`` uses the backbone's attention q/k/v projections.
+    adapters, lora, c2f, f2c: switch each injected component on or off (ablations).
+    intra_scale_attention: tokens attend only within their own scale (off: across all scales).
+    attention_impl: how intra-scale attention is computed: "blocked" runs each scale's block on
+        its own (cost sum n_s^2); "dense" uses one block-diagonal masked matrix (cost (sum n_s)^2),
+        kept as a reference for tests and benchmarks.
+    learned_fusion: learn the softmax fusion logits (off: uniform, fixed weights).
+    fusion_prior: initial logit of scale 1 (the others start at 0); > 0 favours the original scale.
+    horizon: forecast length for backbones whose heads depend on it (MOMENT, Time-DPD).
+    patch_size: patch size for backbones that support several (MOIRAI); ``None`` = backbone default.
+    backbone_options: extra options read by the backbone's spec (documented there).
+    """
+
+    scales: tuple[int, ...] = (1, 2, 4)
+    lora_rank: int = 16
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] | None = None
+    adapters: bool = True
+    lora: bool = True
+    intra_scale_attention: bool = True
+    attention_impl: str = "blocked"
+    c2f: bool = True
+    f2c: bool = True
+    learned_fusion: bool = True
+    fusion_prior: float = 0.0
+    horizon: int | None = None
+    patch_size: int | None = None
+    backbone_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scales", _check_scales(self.scales))
+        if self.lora_targets is not None:
+            if isinstance(self.lora_targets, str):
+                object.__setattr__(self, "lora_targets", (self.lora_targets,))
+            else:
+                object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+            if not self.lora_targets or not all(isinstance(t, str) and t for t in self.lora_targets):
+                raise ValueError(f"lora_targets={self.lora_targets!r}: expected non-empty module names")
+        _check_int("lora_rank", self.lora_rank, minimum=1)
+        if not (isinstance(self.lora_alpha, (int, float)) and self.lora_alpha > 0):
+            raise ValueError(f"lora_alpha={self.lora_alpha!r}: expected a positive number")
+        if not (isinstance(self.lora_dropout, (int, float)) and 0.0 <= self.lora_dropout < 1.0):
+            raise ValueError(f"lora_dropout={self.lora_dropout!r}: expected a number in [0, 1)")
+        for name in ("adapters", "lora", "intra_scale_attention", "c2f", "f2c", "learned_fusion"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r}: expected True or False")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(f"attention_impl={self.attention_impl!r}: expected one of {ATTENTION_IMPLS}")
+        if not isinstance(self.fusion_prior, (int, float)):
+            raise ValueError(f"fusion_prior={self.fusion_prior!r}: expected a number")
+        if self.horizon is not None:
+            _check_int("horizon", self.horizon, minimum=1)
+        if self.patch_size is not None:
+            _check_int("patch_size", self.patch_size, minimum=1)
+        if not isinstance(self.backbone_options, dict):
+            raise ValueError(f"backbone_options={self.backbone_options!r}: expected a dict")
+
+    @property
+    def num_scales(self) -> int:
+        return len(self.scales)
+
+    @property
+    def lora_scaling(self) -> float:
+        return self.lora_alpha / self.lora_rank
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["scales"] = list(self.scales)
+        if self.lora_targets is not None:
+            out["lora_targets"] = list(self.lora_targets)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "MSFTConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown MSFT option(s) {unknown}: expected some of {sorted(known)}")
+        values = dict(values)
+        if "scales" in values:
+            values["scales"] = tuple(values["scales"])
+        return cls(**values)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r}: expected an integer >= {minimum}")
+
+
+def _check_scales(scales: Any) -> tuple[int, ...]:
+    try:
+        scales = tuple(scales)
+    except TypeError:
+        raise ValueError(f"scales={scales!r}: expected a sequence of integers such as [1, 2, 4]") from None
+    if not scales:
+        raise ValueError("scales=(): expected at least one scale, starting with 1")
+    if any(isinstance(s, bool) or not isinstance(s, int) for s in scales):
+        raise ValueError(f"scales={list(scales)}: expected integers")
+    if scales[0] != 1:
+        raise ValueError(f"scales={list(scales)}: expected the first scale to be 1 (the original resolution)")
+    for fine, coarse in zip(scales, scales[1:]):
+        if coarse <= fine:
+            raise ValueError(f"scales={list(scales)}: expected strictly increasing scales ({coarse} after {fine})")
+        if coarse % fine:
+            raise ValueError(f"scales={list(scales)}: expected each scale to divide the next ({fine} does not divide {coarse})")
+    return scales

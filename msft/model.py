@@ -1,0 +1,356 @@
+"""`wrap` a pretrained backbone into an `MSFTModel`, train it, `unwrap` it back.
+
+The model runs the backbone's layers itself, scale by scale: each scale's series is pooled,
+tokenised by the backbone's own (frozen) input path plus a per-scale adapter, and then every layer
+runs on each scale's block separately (intra-scale attention at cost sum n_s^2) with that scale's
+LoRA pair active, followed by cross-scale aggregation. Per-scale forecasts are fused with softmax
+weights (DESIGN.md §2).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from msft.config import MSFTConfig
+from msft.layers import CrossScaleAggregation, ScaleAdapter, ScaleFusion, ScaleLoRA, ScaleState
+from msft.registry import BackboneSpec, ScaleTokens, spec_for
+from msft.sampling import downsample, scaled_length, upsample
+
+ADAPTER_WEIGHTS = "adapter.safetensors"
+ADAPTER_CONFIG = "msft_config.json"
+_WRAPPED_FLAG = "_msft_wrapped"
+
+
+class MSFTModel(nn.Module):
+    """A backbone with msft's per-scale components injected. Build it with `msft.wrap`."""
+
+    def __init__(self, backbone: nn.Module, config: MSFTConfig):
+        super().__init__()
+        if isinstance(backbone, MSFTModel) or getattr(backbone, _WRAPPED_FLAG, False):
+            raise ValueError("the backbone is already wrapped by msft: call msft.unwrap(model) first")
+        spec_cls = spec_for(backbone)
+        self.config = config
+        self.spec: BackboneSpec = spec_cls(backbone, config)
+        self.backbone = backbone
+        self._state = ScaleState()
+        self._requires_grad = {name: p.requires_grad for name, p in backbone.named_parameters()}
+        backbone.requires_grad_(False)
+
+        d_model, k = self.spec.d_model(), config.num_scales
+        self._wrapped: list[str] = []
+        if config.adapters:
+            self._replace(self.spec.input_projection, lambda m: ScaleAdapter(m, k, d_model, self._state))
+        if config.lora:
+            targets = config.lora_targets or self.spec.attention_projections
+            names = _match_modules(backbone, targets)
+            for name in names:
+                self._replace(
+                    name,
+                    lambda m: ScaleLoRA(m, k, config.lora_rank, config.lora_alpha, config.lora_dropout, self._state),
+                )
+        num_layers = len(self.spec.layers())
+        self.msft_aggregation = (
+            nn.ModuleList(
+                CrossScaleAggregation(config.scales, d_model, config.c2f, config.f2c) for _ in range(num_layers)
+            )
+            if k > 1 and (config.c2f or config.f2c)
+            else None
+        )
+        self.msft_heads = self.spec.build_heads(k)
+        self.msft_fusion = ScaleFusion(k, config.learned_fusion, config.fusion_prior)
+        setattr(backbone, _WRAPPED_FLAG, True)
+
+    # -- public API -------------------------------------------------------------------------------
+    @property
+    def scales(self) -> tuple[int, ...]:
+        return self.config.scales
+
+    @property
+    def fusion_weights(self) -> Tensor:
+        """Softmax fusion weights, one per scale."""
+        return self.msft_fusion.weights()
+
+    def loss(
+        self,
+        past_target: Tensor,
+        future_target: Tensor,
+        past_observed: Tensor | None = None,
+        future_observed: Tensor | None = None,
+    ) -> Tensor:
+        """Fusion-weighted sum of the per-scale losses against the pooled future (scalar)."""
+        past_target, past_observed = self._check_past(past_target, past_observed)
+        future_target, future_observed = _check_future(future_target, future_observed, past_target)
+        outputs = self._forward(past_target, past_observed, future_target.shape[1])
+        future = rearrange(future_target, "b t v -> (b v) t")
+        future_obs = rearrange(future_observed, "b t v -> (b v) t")
+        weights = self.fusion_weights
+        total = past_target.new_zeros(())
+        for idx, (scale, output) in enumerate(zip(self.scales, outputs)):
+            target, observed = downsample(future, future_obs, scale, side="right")
+            total = total + weights[idx] * self.spec.loss(output, target, observed)
+        return total
+
+    def predict(self, past_target: Tensor, horizon: int, past_observed: Tensor | None = None) -> Tensor:
+        """Fused point forecast ``(batch, horizon, variate)`` at the original resolution.
+
+        For probabilistic backbones this is the median of the fused sample paths (see
+        `predict_samples`), the point forecast that minimises absolute error.
+        """
+        if self.spec.probabilistic:
+            return self.predict_samples(past_target, horizon, past_observed).median(dim=1).values
+        past_target, past_observed = self._check_past(past_target, past_observed)
+        outputs = self._forward(past_target, past_observed, horizon)
+        per_scale = [self.spec.point(out) for out in outputs]  # (series, ceil(H/s))
+        fused = self._fuse(per_scale, horizon)
+        return rearrange(fused, "(b v) t -> b t v", v=past_target.shape[2])
+
+    def predict_scales(self, past_target: Tensor, horizon: int, past_observed: Tensor | None = None) -> list[Tensor]:
+        """Each scale's own point forecast, ``(batch, ceil(horizon / s), variate)``, before fusion."""
+        past_target, past_observed = self._check_past(past_target, past_observed)
+        outputs = self._forward(past_target, past_observed, horizon)
+        v = past_target.shape[2]
+        return [rearrange(self.spec.point(out), "(b v) t -> b t v", v=v) for out in outputs]
+
+    def predict_samples(
+        self, past_target: Tensor, horizon: int, past_observed: Tensor | None = None, num_samples: int = 100
+    ) -> Tensor:
+        """``(batch, num_samples, horizon, variate)``: sample path j of every scale, up-sampled and
+        fused with the softmax weights (probabilistic backbones only)."""
+        if not self.spec.probabilistic:
+            raise ValueError(f"predict_samples: the {self.spec.name} backbone gives point forecasts only; use predict")
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples={num_samples!r}: expected a positive integer")
+        past_target, past_observed = self._check_past(past_target, past_observed)
+        outputs = self._forward(past_target, past_observed, horizon)
+        per_scale = [self.spec.sample(out, num_samples) for out in outputs]  # (series, S, ceil(H/s))
+        fused = self._fuse(per_scale, horizon)
+        return rearrange(fused, "(b v) n t -> b n t v", v=past_target.shape[2])
+
+    def forward(self, past_target: Tensor, horizon: int, past_observed: Tensor | None = None) -> Tensor:
+        return self.predict(past_target, horizon, past_observed)
+
+    def msft_parameters(self) -> dict[str, nn.Parameter]:
+        """msft's own parameters by name (what `save_adapter` writes)."""
+        return {n: p for n, p in self.named_parameters() if "msft_" in n}
+
+    def parameter_groups(
+        self,
+        lr: float,
+        xscale_lr: float | None = None,
+        head_lr: float | None = None,
+        scale_weight_lr: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Optimizer groups: adapters + LoRA (``lr``), aggregation (``xscale_lr``), msft heads and any
+        trainable backbone parameter (``head_lr``), fusion logits (``scale_weight_lr``)."""
+        groups: dict[str, list[nn.Parameter]] = {"lr": [], "xscale": [], "head": [], "fusion": []}
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            if name.startswith("msft_aggregation."):
+                groups["xscale"].append(p)
+            elif name.startswith("msft_fusion."):
+                groups["fusion"].append(p)
+            elif name.startswith("msft_heads.") or "msft_" not in name:
+                groups["head"].append(p)
+            else:
+                groups["lr"].append(p)
+        rates = {"lr": lr, "xscale": xscale_lr, "head": head_lr, "fusion": scale_weight_lr}
+        return [
+            {"params": params, "lr": rates[key] if rates[key] is not None else lr, "name": key}
+            for key, params in groups.items()
+            if params
+        ]
+
+    def save_adapter(self, path: str | Path) -> Path:
+        """Write msft's parameters (safetensors) and options (JSON) into directory ``path``."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {n: t.detach().cpu().contiguous() for n, t in self.state_dict().items() if "msft_" in n}
+        save_file(tensors, str(path / ADAPTER_WEIGHTS), metadata={"format": "pt", "backbone": self.spec.name})
+        meta = {"backbone": self.spec.name, "config": self.config.to_dict()}
+        (path / ADAPTER_CONFIG).write_text(json.dumps(meta, indent=2))
+        return path
+
+    # -- internals --------------------------------------------------------------------------------
+    def _replace(self, name: str, make) -> None:
+        parent, _, child = name.rpartition(".")
+        owner = self.backbone.get_submodule(parent) if parent else self.backbone
+        setattr(owner, child, make(getattr(owner, child)))
+        self._wrapped.append(name)
+
+    def _check_past(self, past_target: Any, past_observed: Any) -> tuple[Tensor, Tensor]:
+        past_target, past_observed = _check_series("past_target", past_target, past_observed, "past_observed")
+        length = past_target.shape[1]
+        needed = max(self.scales) * self.spec.patch_size()
+        if length < needed:
+            raise ValueError(
+                f"past_target has {length} time steps: expected at least max(scales) * patch_size = "
+                f"{max(self.scales)} * {self.spec.patch_size()} = {needed}"
+            )
+        self.spec.check_context(length)
+        seen = (past_observed & ~torch.isnan(past_target)).any(dim=1)  # (batch, variate)
+        if not bool(seen.all()):
+            b, v = (~seen).nonzero()[0].tolist()
+            raise ValueError(
+                f"past_target[{b}, :, {v}] has no observed value (all NaN or masked): expected at least one"
+            )
+        return past_target, past_observed
+
+    def _forward(self, past_target: Tensor, past_observed: Tensor, horizon: Any) -> list[Any]:
+        if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon <= 0:
+            raise ValueError(f"horizon={horizon!r}: expected a positive integer")
+        if self.config.horizon is not None and horizon > self.config.horizon:
+            raise ValueError(
+                f"horizon={horizon}: this model's heads were built for at most horizon={self.config.horizon}"
+            )
+        series = rearrange(past_target, "b t v -> (b v) t")
+        observed = rearrange(past_observed, "b t v -> (b v) t")
+        tokens: list[ScaleTokens] = []
+        for idx, scale in enumerate(self.scales):
+            context, context_observed = downsample(series, observed, scale, side="left")
+            with self._state.use(idx):
+                tokens.append(self.spec.embed(context, context_observed, scaled_length(horizon, scale), idx))
+        hidden = [t.hidden for t in tokens]
+        layouts = [t.layout for t in tokens]
+        run = self._layer_runner(tokens)
+        for layer_idx, layer in enumerate(self.spec.layers()):
+            hidden = run(layer, hidden)
+            if self.msft_aggregation is not None:
+                hidden = self.msft_aggregation[layer_idx](hidden, layouts)
+        outputs = []
+        for idx, (scale, h, t) in enumerate(zip(self.scales, hidden, tokens)):
+            with self._state.use(idx):
+                outputs.append(self.spec.head(h, t, scaled_length(horizon, scale), idx, self.msft_heads))
+        return outputs
+
+    def _layer_runner(self, tokens: list[ScaleTokens]):
+        """How one layer runs over all scales: per block, or concatenated with a (masked) joint aux."""
+        if self.config.intra_scale_attention and self.config.attention_impl == "blocked":
+
+            def per_block(layer: nn.Module, hidden: list[Tensor]) -> list[Tensor]:
+                out = []
+                for idx, (h, t) in enumerate(zip(hidden, tokens)):
+                    with self._state.use(idx):
+                        out.append(self.spec.run_layer(layer, h, t.aux))
+                return out
+
+            return per_block
+
+        joint_aux = self.spec.join(tokens, block_diagonal=self.config.intra_scale_attention)
+        lengths = [t.hidden.shape[1] for t in tokens]
+        segments = list(enumerate(lengths))
+
+        def joint(layer: nn.Module, hidden: list[Tensor]) -> list[Tensor]:
+            with self._state.use(segments):
+                out = self.spec.run_layer(layer, torch.cat(hidden, dim=1), joint_aux)
+            return list(out.split(lengths, dim=1))
+
+        return joint
+
+    def _fuse(self, per_scale: list[Tensor], horizon: int) -> Tensor:
+        weights = self.fusion_weights
+        fused = 0
+        for w, scale, pred in zip(weights, self.scales, per_scale):
+            fused = fused + w * upsample(pred, scale, horizon)
+        return fused
+
+
+def wrap(backbone: nn.Module, scales=(1, 2, 4), **options: Any) -> MSFTModel:
+    """Inject msft's per-scale components into ``backbone`` (in place) and return the model.
+
+    The backbone's own parameters are frozen and never modified; `unwrap` gives it back.
+    ``options`` are the fields of `msft.MSFTConfig`.
+    """
+    if not isinstance(backbone, nn.Module):
+        raise ValueError(f"backbone must be a torch.nn.Module, got {type(backbone).__name__}")
+    return MSFTModel(backbone, MSFTConfig.from_dict({"scales": scales, **options}))
+
+
+def unwrap(model: MSFTModel) -> nn.Module:
+    """Remove msft's components and return the original backbone (same module, same tensors)."""
+    if not isinstance(model, MSFTModel):
+        raise ValueError(f"unwrap expects an msft.MSFTModel, got {type(model).__name__}")
+    backbone = model.backbone
+    for name in reversed(model._wrapped):
+        parent, _, child = name.rpartition(".")
+        owner = backbone.get_submodule(parent) if parent else backbone
+        setattr(owner, child, getattr(owner, child).base_layer)
+    model._wrapped = []
+    for name, p in backbone.named_parameters():
+        p.requires_grad_(model._requires_grad.get(name, True))
+    if hasattr(backbone, _WRAPPED_FLAG):
+        delattr(backbone, _WRAPPED_FLAG)
+    return backbone
+
+
+def load_adapter(backbone: nn.Module, path: str | Path) -> MSFTModel:
+    """Wrap ``backbone`` with the options saved in ``path`` and load the saved msft parameters."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    weights, meta_file = path / ADAPTER_WEIGHTS, path / ADAPTER_CONFIG
+    for file in (weights, meta_file):
+        if not file.is_file():
+            raise FileNotFoundError(f"{file} not found: expected a directory written by save_adapter")
+    meta = json.loads(meta_file.read_text())
+    model = MSFTModel(backbone, MSFTConfig.from_dict(meta["config"]))
+    if model.spec.name != meta["backbone"]:
+        unwrap(model)
+        raise ValueError(f"adapter {path} was saved for a {meta['backbone']} backbone, not {model.spec.name}")
+    tensors = load_file(str(weights))
+    expected = {n for n in model.state_dict() if "msft_" in n}
+    missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+    if missing or unexpected:
+        unwrap(model)
+        raise ValueError(f"adapter {path} does not fit this backbone: missing {missing}, unexpected {unexpected}")
+    model.load_state_dict(tensors, strict=False)
+    return model
+
+
+def _match_modules(backbone: nn.Module, targets: tuple[str, ...]) -> list[str]:
+    """Names of modules matched by any target: exact name, dotted suffix, or full regex match."""
+    names = []
+    for name, _ in backbone.named_modules():
+        if not name:
+            continue
+        for t in targets:
+            if name == t or name.endswith("." + t) or re.fullmatch(t, name):
+                names.append(name)
+                break
+    if not names:
+        raise ValueError(f"lora_targets={list(targets)} matched no module of {type(backbone).__name__}")
+    return names
+
+
+def _check_series(name: str, target: Any, observed: Any, observed_name: str) -> tuple[Tensor, Tensor]:
+    if not isinstance(target, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape (batch, time, variate), got {type(target).__name__}")
+    if target.dim() != 3:
+        raise ValueError(f"{name} has shape {tuple(target.shape)}: expected 3 dims (batch, time, variate)")
+    if not target.is_floating_point():
+        raise ValueError(f"{name} has dtype {target.dtype}: expected a floating-point tensor")
+    if observed is None:
+        observed = ~torch.isnan(target)
+    elif not isinstance(observed, Tensor) or observed.shape != target.shape:
+        shape = tuple(observed.shape) if isinstance(observed, Tensor) else type(observed).__name__
+        raise ValueError(f"{observed_name} has shape {shape}: expected {tuple(target.shape)} like {name}")
+    return target, observed.bool() & ~torch.isnan(target)
+
+
+def _check_future(future: Any, observed: Any, past: Tensor) -> tuple[Tensor, Tensor]:
+    future, observed = _check_series("future_target", future, observed, "future_observed")
+    if future.shape[0] != past.shape[0] or future.shape[2] != past.shape[2]:
+        raise ValueError(
+            f"future_target has shape {tuple(future.shape)}: expected (batch={past.shape[0]}, horizon, "
+            f"variate={past.shape[2]}) to match past_target"
+        )
+    return future, observed

@@ -1,0 +1,52 @@
+"""Down-sampling to coarser scales and up-sampling forecasts back (DESIGN.md §2.1, §2.6).
+
+A scale ``s`` is non-overlapping average pooling with kernel = stride = ``s``. The context is padded
+on the left and the horizon on the right, so that the pooled windows stay aligned with the forecast
+origin. Missing points (NaN or ``observed=False``) are left out of the mean; a pooled point is
+observed when any of its window is.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def downsample(
+    series: Tensor, observed: Tensor, scale: int, side: str = "left"
+) -> tuple[Tensor, Tensor]:
+    """NaN-aware average pooling of ``(batch, time)`` series.
+
+    Returns ``(pooled, pooled_observed)`` of length ``ceil(time / scale)``; the partial window is at
+    the start for ``side="left"`` (a context) and at the end for ``side="right"`` (a horizon).
+    Unobserved pooled points hold 0.
+    """
+    if side not in ("left", "right"):
+        raise ValueError(f"side={side!r}: expected 'left' or 'right'")
+    observed = observed & ~torch.isnan(series)
+    if scale == 1:
+        return torch.where(observed, series, torch.zeros_like(series)), observed
+    length = series.shape[-1]
+    pad = math.ceil(length / scale) * scale - length
+    values = torch.where(observed, series, torch.zeros_like(series))
+    if pad:
+        padding = (pad, 0) if side == "left" else (0, pad)
+        values = torch.nn.functional.pad(values, padding)
+        observed = torch.nn.functional.pad(observed, padding)
+    windows = values.unflatten(-1, (-1, scale))  # (batch, time / scale, scale)
+    counts = observed.unflatten(-1, (-1, scale)).sum(-1)
+    pooled = windows.sum(-1) / counts.clamp(min=1)
+    return pooled, counts > 0
+
+
+def upsample(forecast: Tensor, scale: int, horizon: int) -> Tensor:
+    """Repeat each step of a ``(..., ceil(horizon / scale))`` forecast ``scale`` times, truncated."""
+    if scale == 1:
+        return forecast[..., :horizon]
+    return forecast.repeat_interleave(scale, dim=-1)[..., :horizon]
+
+
+def scaled_length(length: int, scale: int) -> int:
+    return math.ceil(length / scale)
