@@ -155,6 +155,7 @@ class ToySpec(BackboneSpec):
     module_types = (f"{ToyForecaster.__module__}.ToyForecaster",)
     input_projection = "in_proj"
     attention_projections = (r"layers\.\d+\.attn\.(q|k|v)_proj",)
+    output_head = "head"
 
     def d_model(self) -> int:
         return self.backbone.config.d_model

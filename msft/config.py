@@ -99,9 +99,6 @@ class MSFTConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown MSFT option(s) {unknown}: expected some of {sorted(known)}")
-        values = dict(values)
-        if "scales" in values:
-            values["scales"] = tuple(values["scales"])
         return cls(**values)
 
 

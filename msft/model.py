@@ -307,11 +307,19 @@ def load_adapter(backbone: nn.Module, path: str | Path) -> MSFTModel:
         unwrap(model)
         raise ValueError(f"adapter {path} was saved for a {meta['backbone']} backbone, not {model.spec.name}")
     tensors = load_file(str(weights))
-    expected = {n for n in model.state_dict() if "msft_" in n}
-    missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
-    if missing or unexpected:
+    expected = {n: t.shape for n, t in model.state_dict().items() if "msft_" in n}
+    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    mismatched = sorted(
+        f"{n}: saved {tuple(t.shape)}, expected {tuple(expected[n])}"
+        for n, t in tensors.items()
+        if n in expected and t.shape != expected[n]
+    )
+    if missing or unexpected or mismatched:
         unwrap(model)
-        raise ValueError(f"adapter {path} does not fit this backbone: missing {missing}, unexpected {unexpected}")
+        raise ValueError(
+            f"adapter {path} does not fit this backbone: missing {missing}, unexpected {unexpected}, "
+            f"shape mismatches {mismatched}"
+        )
     model.load_state_dict(tensors, strict=False)
     return model
 

@@ -55,6 +55,9 @@ class BackboneSpec:
     input_projection: ClassVar[str]
     #: default LoRA targets (see MSFTConfig.lora_targets for the matching rules).
     attention_projections: ClassVar[tuple[str, ...]]
+    #: the backbone's own output head (dotted name), if it has a pretrained one: what baselines such
+    #: as linear probing train. None when msft builds the heads (`build_heads`).
+    output_head: ClassVar[str | None] = None
     #: True when `head` outputs distributions (`sample` is implemented).
     probabilistic: ClassVar[bool] = False
 

@@ -1,0 +1,118 @@
+"""Intra-scale attention, aggregation, fusion and the ablation switches."""
+
+import pytest
+import torch
+
+import msft
+from msft.layers import CrossScaleAggregation
+
+from .test_wrap import HORIZON, make_backbone, randomize_msft, sine_batch, train
+
+
+def _perturb_scale_adapter(model, scale_idx):
+    with torch.no_grad():
+        model.backbone.in_proj.msft_adapter_weight[scale_idx].normal_(0, 0.5)
+
+
+@pytest.mark.parametrize("impl", ["blocked", "dense"])
+def test_other_scales_do_not_reach_scale_one_without_aggregation(impl):
+    """Changing only scale 2's tokens leaves scale 1's output untouched (intra-scale attention)."""
+    past, _ = sine_batch()
+    model = msft.wrap(make_backbone(), scales=[1, 2, 4], c2f=False, f2c=False, attention_impl=impl)
+    before = model.predict_scales(past, HORIZON)
+    _perturb_scale_adapter(model, 1)
+    after = model.predict_scales(past, HORIZON)
+    torch.testing.assert_close(after[0], before[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(after[2], before[2], rtol=0, atol=1e-6)
+    assert not torch.allclose(after[1], before[1])
+
+
+def test_without_intra_scale_attention_scales_do_mix():
+    """The same perturbation leaks into scale 1 when tokens attend across scales (the test above can fail)."""
+    past, _ = sine_batch()
+    model = msft.wrap(make_backbone(), scales=[1, 2, 4], c2f=False, f2c=False, intra_scale_attention=False)
+    before = model.predict_scales(past, HORIZON)
+    _perturb_scale_adapter(model, 1)
+    assert not torch.allclose(model.predict_scales(past, HORIZON)[0], before[0])
+
+
+def test_blocked_and_dense_attention_agree():
+    past, future = sine_batch(length=100)
+    blocked = msft.wrap(make_backbone(), scales=[1, 2, 4])
+    randomize_msft(blocked)
+    state = {k: v for k, v in blocked.state_dict().items() if "msft_" in k}
+    dense = msft.wrap(make_backbone(), scales=[1, 2, 4], attention_impl="dense")
+    dense.load_state_dict(state, strict=False)
+    torch.testing.assert_close(dense.predict(past, HORIZON), blocked.predict(past, HORIZON), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dense.loss(past, future), blocked.loss(past, future), rtol=1e-5, atol=1e-5)
+
+
+def test_aggregation_by_hand():
+    """C2F repeats the coarse map onto the fine tokens it covers; F2C averages the fine map onto coarse."""
+    agg = CrossScaleAggregation([1, 2], d_model=1, c2f=True, f2c=True)
+    with torch.no_grad():
+        for phi in (agg.msft_c2f[0], agg.msft_f2c[0]):
+            phi.weight.fill_(1.0)
+            phi.bias.zero_()
+    # fine: 3 context tokens + 2 horizon tokens; coarse: 2 context + 1 horizon (layout: prefix, ctx, hor)
+    fine = torch.tensor([1.0, 2.0, 3.0, 10.0, 20.0]).view(1, 5, 1)
+    coarse = torch.tensor([100.0, 200.0, 1000.0]).view(1, 3, 1)
+    new_fine, new_coarse = agg([fine, coarse], [(0, 3, 2), (0, 2, 1)])
+    # context is aligned at its right end: coarse ctx [100, 200] covers fine ctx [(pad, 1), (2, 3)]
+    # horizon at its left end: coarse hor [1000] covers fine hor [10, 20]
+    assert new_fine.flatten().tolist() == [1 + 100, 2 + 200, 3 + 200, 10 + 1000, 20 + 1000]
+    assert new_coarse.flatten().tolist() == [100 + 1.0, 200 + 2.5, 1000 + 15.0]
+
+
+def test_fusion_upsamples_and_weights_scale_forecasts():
+    past, _ = sine_batch()
+    model = msft.wrap(make_backbone(), scales=[1, 2, 4])
+    with torch.no_grad():
+        model.msft_fusion.msft_fusion_logits.copy_(torch.tensor([0.3, -0.2, 0.1]))
+    per_scale = model.predict_scales(past, HORIZON)
+    w = model.fusion_weights
+    expected = sum(
+        w[i] * p.repeat_interleave(s, dim=1)[:, :HORIZON] for i, (s, p) in enumerate(zip([1, 2, 4], per_scale))
+    )
+    torch.testing.assert_close(model.predict(past, HORIZON), expected)
+
+
+def test_fusion_prior_and_uniform_fusion():
+    model = msft.wrap(make_backbone(), scales=[1, 2], fusion_prior=2.0)
+    assert model.fusion_weights[0] > 0.85
+    fixed = msft.wrap(make_backbone(), scales=[1, 2, 4], learned_fusion=False)
+    torch.testing.assert_close(fixed.fusion_weights, torch.full((3,), 1 / 3))
+    assert "msft_fusion.msft_fusion_logits" not in dict(fixed.named_parameters())
+
+
+ABLATIONS = [
+    {},
+    {"adapters": False},
+    {"lora": False},
+    {"intra_scale_attention": False},
+    {"c2f": False},
+    {"f2c": False},
+    {"c2f": False, "f2c": False},
+    {"learned_fusion": False},
+    {"attention_impl": "dense"},
+]
+
+
+@pytest.mark.parametrize("options", ABLATIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "full")
+def test_every_ablation_trains(options):
+    model = msft.wrap(make_backbone(), scales=[1, 2, 4], **options)
+    losses = train(model, steps=40, lr=1e-2)
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5, losses
+
+
+def test_missing_values_give_finite_loss():
+    past, future = sine_batch(length=100)
+    past[0, :30, 0] = float("nan")
+    past[1, 40:60, 1] = float("nan")
+    future[2, :5, 0] = float("nan")
+    model = msft.wrap(make_backbone(), scales=[1, 2, 4])
+    loss = model.loss(past, future)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.msft_parameters().values() if p.grad is not None)
