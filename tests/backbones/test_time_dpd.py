@@ -259,7 +259,7 @@ def test_bad_inputs_raise():
 
 
 # -- msft on it ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("kind", ["qwen2", "gpt2"])
+@pytest.mark.parametrize("kind", ["qwen2", "llama", "gpt2"])
 def test_wrap_with_scale_1_equals_the_backbone_at_init(kind):
     model = make_model(kind).eval()
     past, _ = sine_batch()
@@ -270,7 +270,7 @@ def test_wrap_with_scale_1_equals_the_backbone_at_init(kind):
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind, targets", [("qwen2", ("q_proj", "k_proj", "v_proj")), ("gpt2", ("c_attn",))])
+@pytest.mark.parametrize("kind, targets", [("qwen2", ("q_proj", "k_proj", "v_proj")), ("llama", ("q_proj", "k_proj", "v_proj")), ("gpt2", ("c_attn",))])
 def test_lora_and_adapters_go_where_the_spec_says(kind, targets):
     model = make_model(kind)
     wrapped = msft.wrap(model, scales=[1, 2, 4])
