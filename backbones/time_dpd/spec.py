@@ -1,0 +1,113 @@
+"""How msft sees Time-DPD.
+
+Each scale's sequence is ``[prompt prefix | patch tokens]`` (``ScaleTokens(num_prefix=P,
+num_context=patches, num_horizon=0)``); the prefix is built from that scale's pooled context, so
+its length and its text (statistics, "previous L/s steps", "next ceil(H/s) steps") are per scale.
+Per block, each scale runs its own full sequence through a decoder layer with the causal mask: it
+sees the prompt prefix and its own earlier tokens only. Joined, the scales' sequences are
+concatenated and the causal mask is composed with a block-diagonal one (intra-scale attention) or
+left causal across scales (the no-intra-scale ablation). Positions restart at 0 in every scale.
+
+Adapters wrap the reprogramming output projection (``(series, patches, d_llm)``); per-scale LoRA
+goes on ``q_proj/k_proj/v_proj`` for rotary decoders (Qwen2, Llama) and on GPT-2's fused ``c_attn``.
+The heads are one flatten head per scale; scale 1's is a copy of the backbone's trained head, so
+``wrap(model, scales=[1])`` at initialisation is the backbone.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from backbones.time_dpd import llm as llm_lib
+from backbones.time_dpd.model import FlattenHead, TimeDPD, TimeDPDAux
+from msft.losses import masked_mse
+from msft.registry import BackboneSpec, ScaleTokens, register_backbone
+
+ROTARY_LORA_TARGETS = (r"llm\.layers\.\d+\.self_attn\.(q|k|v)_proj",)
+GPT2_LORA_TARGETS = (r"llm\.h\.\d+\.attn\.c_attn",)
+
+
+@register_backbone
+class TimeDPDSpec(BackboneSpec):
+    name = "time_dpd"
+    module_types = (f"{TimeDPD.__module__}.TimeDPD",)
+    input_projection = "reprogramming.out_projection"
+    attention_projections = ROTARY_LORA_TARGETS
+
+    def __init__(self, backbone: TimeDPD, config):
+        super().__init__(backbone, config)
+        cfg = backbone.config
+        if config.horizon is not None and config.horizon != cfg.horizon:
+            raise ValueError(
+                f"horizon={config.horizon}: expected the Time-DPD model's horizon {cfg.horizon} (or None)"
+            )
+        for scale in config.scales:
+            if math.ceil(cfg.context_length / scale) + cfg.stride < cfg.patch_len:
+                raise ValueError(
+                    f"scales={list(config.scales)}: scale {scale} leaves {math.ceil(cfg.context_length / scale)} "
+                    f"context steps, fewer than one patch (patch_len - stride = {cfg.patch_len - cfg.stride})"
+                )
+        if hasattr(backbone.llm, "h"):  # GPT-2: q, k, v are one fused Conv1D
+            self.attention_projections = GPT2_LORA_TARGETS
+
+    # -- geometry -------------------------------------------------------------------------------
+    def d_model(self) -> int:
+        return self.backbone.d_llm
+
+    def patch_size(self) -> int:
+        return self.backbone.config.patch_len
+
+    def layers(self) -> list[nn.Module]:
+        return llm_lib.decoder_layers(self.backbone.llm)
+
+    def check_context(self, context_length: int) -> None:
+        expected = self.backbone.config.context_length
+        if context_length != expected:
+            raise ValueError(f"past_target has {context_length} time steps: expected {expected} (Time-DPD's context_length)")
+
+    def build_heads(self, num_scales: int) -> nn.Module:
+        cfg = self.backbone.config
+        heads = [copy.deepcopy(self.backbone.head)]
+        for scale in self.config.scales[1:num_scales]:
+            patches = cfg.num_patches(math.ceil(cfg.context_length / scale))
+            heads.append(FlattenHead(patches, cfg.head_channels, math.ceil(cfg.horizon / scale), cfg.dropout))
+        return nn.ModuleList(heads).requires_grad_(True)
+
+    # -- forward pieces ---------------------------------------------------------------------------
+    def embed(self, context: Tensor, observed: Tensor, horizon: int, scale_idx: int) -> ScaleTokens:
+        model_horizon = math.ceil(self.backbone.config.horizon / self.config.scales[scale_idx])
+        if horizon > model_horizon:
+            raise ValueError(
+                f"horizon={horizon * self.config.scales[scale_idx]}: expected at most the Time-DPD model's "
+                f"horizon {self.backbone.config.horizon}"
+            )
+        hidden, aux = self.backbone.tokenize(context, observed, model_horizon)
+        num_patches = hidden.shape[1] - aux.num_prefix
+        return ScaleTokens(hidden, num_prefix=aux.num_prefix, num_context=num_patches, num_horizon=0, aux=aux)
+
+    def run_layer(self, layer: nn.Module, hidden: Tensor, aux: Any) -> Tensor:
+        inputs = aux.layer if isinstance(aux, TimeDPDAux) else aux
+        return self.backbone.run_layer(layer, hidden, inputs)
+
+    def join(self, tokens: list[ScaleTokens], block_diagonal: bool) -> llm_lib.LayerInputs:
+        valid = torch.cat([t.aux.valid for t in tokens], dim=1)  # (series, all tokens)
+        positions = torch.cat([t.aux.positions for t in tokens], dim=1)
+        block_ids = None
+        if block_diagonal:
+            lengths = torch.tensor([t.hidden.shape[1] for t in tokens], device=valid.device)
+            block_ids = torch.repeat_interleave(torch.arange(len(tokens), device=valid.device), lengths)
+        return llm_lib.layer_inputs(self.backbone.llm, valid, positions, block_ids)
+
+    def head(self, hidden: Tensor, tokens: ScaleTokens, horizon: int, scale_idx: int, heads: nn.Module | None) -> Tensor:
+        return self.backbone.decode(hidden, tokens.aux, heads[scale_idx])[:, :horizon]
+
+    def point(self, output: Tensor) -> Tensor:
+        return output
+
+    def loss(self, output: Tensor, target: Tensor, observed: Tensor) -> Tensor:
+        return masked_mse(output, target, observed)

@@ -1,0 +1,381 @@
+"""Time-DPD backbone and msft on it, with tiny random-weight Qwen2 / Llama / GPT-2 decoders and a
+tokenizer built here, so nothing is downloaded (network access fails the test)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import socket
+
+import numpy as np
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import (
+    GPT2Config,
+    GPT2Model,
+    LlamaConfig,
+    LlamaModel,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen2Model,
+)
+
+import msft
+from backbones.time_dpd import TimeDPD, TimeDPDConfig, default_llm_config, format_prompt, prompt_statistics
+from backbones.time_dpd.model import DEFAULT_SOFT_PROMPT, RevIN
+from backbones.time_dpd.prompt import TEMPLATE
+from msft.layers import ScaleAdapter, ScaleLoRA
+from msft.sampling import downsample
+
+CONTEXT, HORIZON = 64, 16
+SMALL = dict(context_length=CONTEXT, horizon=HORIZON, d_model=8, num_heads=2, d_keys=8, num_prototypes=16,
+             head_channels=16, dropout=0.0, llm_dtype="float32")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one intra-op thread is much faster than oversubscribed ones on a busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def make_tokenizer() -> PreTrainedTokenizerFast:
+    """Word-level tokenizer over the prompt's words, single digits and punctuation."""
+    text = TEMPLATE + " " + DEFAULT_SOFT_PROMPT + " a univariate time series upward downward"
+    words = sorted(set(re.findall(r"\w+|[^\w\s]", text)) | set("0123456789.-,:;"))
+    vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(words)}}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Whitespace(), pre_tokenizers.Digits(individual_digits=True)]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[UNK]")
+
+
+VOCAB = len(make_tokenizer())
+
+
+def make_llm(kind: str, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if kind == "qwen2":
+        llm = Qwen2Model(Qwen2Config(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     num_key_value_heads=2, intermediate_size=64))
+    elif kind == "llama":
+        llm = LlamaModel(LlamaConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     num_key_value_heads=2, intermediate_size=64))
+    else:
+        llm = GPT2Model(GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=256,
+                                   bos_token_id=0, eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
+    return llm.to(dtype)
+
+
+def make_model(kind: str = "qwen2", dtype: torch.dtype = torch.float32, **overrides) -> TimeDPD:
+    config = TimeDPDConfig(**{**SMALL, "llm_dtype": str(dtype).removeprefix("torch."), **overrides})
+    torch.manual_seed(1)
+    return TimeDPD(config, llm=make_llm(kind, dtype), tokenizer=make_tokenizer())
+
+
+def sine_batch(batch: int = 4, variates: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    phase = torch.rand(batch, 1, variates, generator=g) * 2 * math.pi
+    level = torch.randn(batch, 1, variates, generator=g) * 3
+    t = torch.arange(CONTEXT + HORIZON, dtype=torch.float32)[None, :, None]
+    series = level + 2 * torch.sin(2 * math.pi * t / 16 + phase) + 0.05 * torch.randn(batch, CONTEXT + HORIZON,
+                                                                                         variates, generator=g)
+    return series[:, :CONTEXT], series[:, CONTEXT:]
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in module.named_parameters()}
+
+
+# -- prompt and RevIN ------------------------------------------------------------------------------
+def hand_statistics(x: np.ndarray, observed: np.ndarray, top_k: int):
+    values = x[observed]
+    t = np.arange(len(x))[observed]
+    slope = np.polyfit(t, values, 1)[0]
+    filled = np.where(observed, x, 0.0)
+    n = len(x)
+    autocorr = [sum(filled[i] * filled[(i + lag) % n] for i in range(n)) for lag in range(1, n // 2 + 1)]
+    lags = sorted(range(1, n // 2 + 1), key=lambda lag: (-autocorr[lag - 1], lag))[:top_k]
+    return values.min(), values.max(), np.median(values), "upward" if slope > 0 else "downward", tuple(lags)
+
+
+def test_prompt_statistics_equal_a_hand_computation():
+    g = torch.Generator().manual_seed(3)
+    t = torch.arange(48, dtype=torch.float64)
+    series = torch.stack([
+        torch.sin(2 * math.pi * t / 12) + 0.02 * t,
+        -0.05 * t + torch.randn(48, generator=g, dtype=torch.float64),
+        torch.cos(2 * math.pi * t / 7) + 0.3 * torch.sin(2 * math.pi * t / 5),
+        torch.sin(2 * math.pi * t / 12) + 0.1 * torch.randn(48, generator=g, dtype=torch.float64),
+    ])
+    observed = torch.ones_like(series, dtype=torch.bool)
+    observed[1, :5] = False
+    observed[2, 20:23] = False
+    stats = prompt_statistics(series, observed, top_k=5)
+    for row, s in enumerate(stats):
+        lo, hi, mid, trend, lags = hand_statistics(series[row].numpy(), observed[row].numpy(), 5)
+        assert s.minimum == pytest.approx(lo, abs=1e-5)
+        assert s.maximum == pytest.approx(hi, abs=1e-5)
+        assert s.median == pytest.approx(mid, abs=1e-5)
+        assert (s.trend, s.lags) == (trend, lags)
+    assert [s.trend for s in stats[:2]] == ["upward", "downward"]
+    assert stats[3].lags[0] == 12
+    text = format_prompt(stats[3], "toy data.", context=48, horizon=8)
+    assert "forecast the next 8 steps given the previous 48 steps" in text
+    assert f"min value {stats[3].minimum:.3f}" in text and "top 5 lags are : 12," in text
+
+
+def test_revin_round_trips_exactly():
+    torch.manual_seed(0)
+    revin = RevIN()
+    with torch.no_grad():
+        revin.gamma.fill_(1.7)
+        revin.beta.fill_(-0.4)
+    x = torch.randn(5, 40) * 10 + 3
+    observed = torch.rand(5, 40) > 0.2
+    loc, scale = revin.statistics(x, observed)
+    back = revin.denormalise(revin.normalise(revin.standardise(x, observed, loc, scale)), loc, scale)
+    torch.testing.assert_close(back[observed], x[observed], rtol=1e-6, atol=1e-5)
+    # the output is de-normalised: a constant shift and scale of the input moves the forecast alike
+    model = make_model().eval()
+    past, _ = sine_batch()
+    with torch.no_grad():
+        torch.testing.assert_close(model(past * 3 + 7), model(past) * 3 + 7, rtol=1e-4, atol=1e-4)
+
+
+# -- the backbone alone ----------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["qwen2", "llama", "gpt2"])
+def test_forecast_of_a_series_does_not_depend_on_its_batch(kind):
+    model = make_model(kind).eval()
+    past, _ = sine_batch(batch=3, variates=2)
+    with torch.no_grad():
+        together = model(past)
+        alone = torch.cat([model(past[i : i + 1]) for i in range(3)])
+    assert together.shape == (3, HORIZON, 2)
+    prompts = model._token_ids([format_prompt(s, "x", CONTEXT, HORIZON) for s in prompt_statistics(
+        past.transpose(1, 2).reshape(6, CONTEXT), torch.ones(6, CONTEXT, dtype=torch.bool))])
+    assert len({len(p) for p in prompts}) > 1, "the prompts should differ in length, so padding is exercised"
+    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "gpt2"])
+def test_backbone_trains_and_only_its_trainable_parts_change(kind):
+    model = make_model(kind)
+    trainable = model.trainable_parameters()
+    assert set(trainable) == {n for n, _ in model.named_parameters() if not n.startswith("llm.")}
+    assert all(not p.requires_grad for p in model.llm.parameters())
+    before = snapshot(model)
+    optimiser = torch.optim.Adam(trainable.values(), lr=3e-3)
+    past, future = sine_batch()
+    losses = []
+    for _ in range(40):
+        optimiser.zero_grad()
+        loss = model.loss(past, future)
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    assert all(p.grad is None for p in model.llm.parameters())
+    assert len(optimiser.state) == len(trainable)
+    for name, p in model.named_parameters():
+        changed = not torch.equal(p, before[name])
+        assert changed == (name in trainable), name
+
+
+def test_bf16_llm_with_fp32_trainable_parts_runs_forward_and_backward():
+    model = make_model("qwen2", dtype=torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in model.llm.parameters())
+    assert all(p.dtype == torch.float32 for p in model.trainable_parameters().values())
+    past, future = sine_batch()
+    loss = model.loss(past, future)
+    loss.backward()
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    for name, p in model.trainable_parameters().items():
+        assert p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all(), name
+    assert model.soft_prompt.grad.abs().sum() > 0  # gradients flow back through the frozen LLM
+    wrapped = msft.wrap(model, scales=[1, 2, 4])
+    wrapped.loss(past, future).backward()
+    assert all(p.grad is None for p in model.llm.parameters() if not p.requires_grad)
+
+
+def test_loads_llm_and_tokenizer_from_a_local_directory(tmp_path):
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                         num_key_value_heads=2, intermediate_size=64)
+    Qwen2ForCausalLM(config).save_pretrained(tmp_path)  # the hub layout: a causal LM checkpoint
+    make_tokenizer().save_pretrained(tmp_path)
+    model = TimeDPD(TimeDPDConfig(**{**SMALL, "llm": str(tmp_path), "llm_layers": 2, "llm_dtype": "bfloat16"}))
+    assert isinstance(model.llm, Qwen2Model) and len(model.llm.layers) == 2
+    assert model.llm.embed_tokens.weight.dtype == torch.bfloat16
+    reference = Qwen2ForCausalLM.from_pretrained(tmp_path).model
+    torch.testing.assert_close(model.llm.layers[1].mlp.up_proj.weight.float(),
+                               reference.layers[1].mlp.up_proj.weight.to(torch.bfloat16).float())
+    past, _ = sine_batch()
+    assert model(past).shape == (4, HORIZON, 2)
+
+
+def test_default_config_names_deepseek_and_its_sizes():
+    assert TimeDPDConfig().llm == "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
+    llm_config = default_llm_config()
+    assert (llm_config.hidden_size, llm_config.num_hidden_layers, llm_config.num_attention_heads,
+            llm_config.num_key_value_heads, llm_config.intermediate_size, llm_config.vocab_size) == (
+        3584, 28, 28, 4, 18944, 152064)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("context_length", 0), ("llm_dtype", "int8"), ("dropout", 1.5), ("stride", 32), ("llm_layers", 0),
+     ("soft_prompt", " ")],
+)
+def test_bad_config_values_raise(field, value):
+    with pytest.raises(ValueError, match=field):
+        TimeDPDConfig(**{**SMALL, field: value})
+
+
+def test_bad_inputs_raise():
+    model = make_model()
+    with pytest.raises(ValueError, match="expected 64"):
+        model(torch.randn(2, 50, 1))
+    with pytest.raises(ValueError, match="batch, time, variate"):
+        model(torch.randn(2, 64))
+    with pytest.raises(ValueError, match="llm_layers=5"):
+        make_model(llm_layers=5)
+
+
+# -- msft on it ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["qwen2", "llama", "gpt2"])
+def test_wrap_with_scale_1_equals_the_backbone_at_init(kind):
+    model = make_model(kind).eval()
+    past, _ = sine_batch()
+    with torch.no_grad():
+        expected = model(past)
+        wrapped = msft.wrap(model, scales=[1], horizon=HORIZON).eval()
+        got = wrapped.predict(past, HORIZON)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind, targets", [("qwen2", ("q_proj", "k_proj", "v_proj")), ("llama", ("q_proj", "k_proj", "v_proj")), ("gpt2", ("c_attn",))])
+def test_lora_and_adapters_go_where_the_spec_says(kind, targets):
+    model = make_model(kind)
+    wrapped = msft.wrap(model, scales=[1, 2, 4])
+    lora = [n for n, m in model.named_modules() if isinstance(m, ScaleLoRA)]
+    assert len(lora) == 2 * len(targets) and all(n.rsplit(".", 1)[-1] in targets for n in lora)
+    assert isinstance(model.reprogramming.out_projection, ScaleAdapter)
+    assert [head.linear.out_features for head in wrapped.msft_heads] == [16, 8, 4]
+    msft.unwrap(wrapped)
+    assert not any(isinstance(m, (ScaleLoRA, ScaleAdapter)) for m in model.modules())
+
+
+def perturb(model: msft.MSFTModel, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.msft_parameters().values():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "gpt2"])
+def test_blocked_intra_scale_attention_equals_the_dense_masked_reference(kind):
+    model = make_model(kind).eval()
+    wrapped = msft.wrap(model, scales=[1, 2, 4]).eval()
+    perturb(wrapped)
+    past, _ = sine_batch()
+    with torch.no_grad():
+        blocked = wrapped.predict(past, HORIZON)
+        wrapped.config = dataclasses.replace(wrapped.config, attention_impl="dense")
+        dense = wrapped.predict(past, HORIZON)
+        wrapped.config = dataclasses.replace(wrapped.config, intra_scale_attention=False)
+        across = wrapped.predict(past, HORIZON)
+    torch.testing.assert_close(blocked, dense, rtol=1e-4, atol=1e-4)
+    assert torch.isfinite(across).all() and not torch.allclose(across, dense, atol=1e-4)
+
+
+@pytest.mark.parametrize("impl", ["blocked", "dense"])
+def test_a_scale_sees_its_prompt_and_its_own_earlier_tokens_only(impl):
+    """Perturbing the last token of scale 1 changes neither the other scales (intra-scale attention,
+    no cross-scale aggregation here) nor scale 1's earlier tokens (causal)."""
+    model = make_model().eval()
+    wrapped = msft.wrap(model, scales=[1, 2, 4], c2f=False, f2c=False, attention_impl=impl).eval()
+    perturb(wrapped)
+    past, _ = sine_batch(batch=2, variates=1)
+    series, observed = past[:, :, 0], torch.ones(2, CONTEXT, dtype=torch.bool)
+    tokens = []
+    with torch.no_grad():
+        for idx, scale in enumerate(wrapped.scales):
+            context, context_observed = downsample(series, observed, scale)
+            with wrapped._state.use(idx):
+                tokens.append(wrapped.spec.embed(context, context_observed, math.ceil(HORIZON / scale), idx))
+        base = [t.hidden for t in tokens]
+        moved = [base[0].clone(), *base[1:]]
+        moved[0][:, -1] += 1.0
+        run = wrapped._layer_runner(tokens)
+        for layer in wrapped.spec.layers():
+            base, moved = run(layer, base), run(layer, moved)
+    for idx in (1, 2):
+        torch.testing.assert_close(moved[idx], base[idx], rtol=0, atol=1e-6)
+    torch.testing.assert_close(moved[0][:, :-1], base[0][:, :-1], rtol=0, atol=1e-6)
+    assert not torch.allclose(moved[0][:, -1], base[0][:, -1])
+    assert tokens[0].num_prefix > 0 and tokens[0].num_context == model.config.num_patches()
+
+
+def test_multi_scale_model_trains_and_leaves_the_backbone_unchanged():
+    model = make_model()
+    before = snapshot(model)
+    wrapped = msft.wrap(model, scales=[1, 2, 4], horizon=HORIZON)
+    optimiser = torch.optim.Adam(wrapped.parameter_groups(lr=1e-2))
+    past, future = sine_batch()
+    losses = []
+    for _ in range(50):
+        optimiser.zero_grad()
+        loss = wrapped.loss(past, future)
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    assert all(p.grad is None for n, p in wrapped.named_parameters() if "msft_" not in n)
+    forecast = wrapped.predict(past, HORIZON)
+    assert forecast.shape == (4, HORIZON, 2) and torch.isfinite(forecast).all()
+    assert [f.shape[1] for f in wrapped.predict_scales(past, HORIZON)] == [16, 8, 4]
+    restored = msft.unwrap(wrapped)
+    assert restored is model
+    after = snapshot(model)
+    assert after.keys() == before.keys() and all(torch.equal(after[n], before[n]) for n in before)
+    assert set(model.trainable_parameters()) == {n for n in before if not n.startswith("llm.")}
+
+
+def test_adapter_save_load_round_trip(tmp_path):
+    model = make_model().eval()
+    wrapped = msft.wrap(model, scales=[1, 2, 4]).eval()
+    perturb(wrapped, seed=5)
+    past, _ = sine_batch()
+    with torch.no_grad():
+        expected = wrapped.predict(past, HORIZON)
+    wrapped.save_adapter(tmp_path)
+    backbone = msft.unwrap(wrapped)
+    loaded = msft.load_adapter(backbone, tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.predict(past, HORIZON), expected, rtol=0, atol=0)
+
+
+def test_wrap_rejects_a_mismatched_horizon_or_context():
+    model = make_model()
+    with pytest.raises(ValueError, match="horizon=24"):
+        msft.wrap(model, scales=[1, 2], horizon=24)
+    wrapped = msft.wrap(model, scales=[1, 2])
+    with pytest.raises(ValueError, match="expected 64"):
+        wrapped.predict(torch.randn(2, 80, 1), HORIZON)
