@@ -44,6 +44,7 @@ class MSFTConfig:
     attention_impl: str = "blocked"
     c2f: bool = True
     f2c: bool = True
+    aggregation_rank: int | None = None
     learned_fusion: bool = True
     fusion_prior: float = 0.0
     horizon: int | None = None
@@ -73,6 +74,8 @@ class MSFTConfig:
             raise ValueError(f"fusion_prior={self.fusion_prior!r}: expected a number")
         if self.horizon is not None:
             _check_int("horizon", self.horizon, minimum=1)
+        if self.aggregation_rank is not None:
+            _check_int("aggregation_rank", self.aggregation_rank, minimum=1)
         if self.patch_size is not None:
             _check_int("patch_size", self.patch_size, minimum=1)
         if not isinstance(self.backbone_options, dict):

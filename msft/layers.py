@@ -142,12 +142,12 @@ class CrossScaleAggregation(nn.Module):
     (before either update).
     """
 
-    def __init__(self, scales: Sequence[int], d_model: int, c2f: bool, f2c: bool):
+    def __init__(self, scales: Sequence[int], d_model: int, c2f: bool, f2c: bool, rank: int | None = None):
         super().__init__()
         self.factors = [coarse // fine for fine, coarse in zip(scales, scales[1:])]
         pairs = len(self.factors)
-        self.msft_c2f = nn.ModuleList(_zero_linear(d_model) for _ in range(pairs)) if c2f else None
-        self.msft_f2c = nn.ModuleList(_zero_linear(d_model) for _ in range(pairs)) if f2c else None
+        self.msft_c2f = nn.ModuleList(_zero_map(d_model, rank) for _ in range(pairs)) if c2f else None
+        self.msft_f2c = nn.ModuleList(_zero_map(d_model, rank) for _ in range(pairs)) if f2c else None
 
     def forward(self, hidden: list[Tensor], layouts: Sequence[tuple[int, int, int]]) -> list[Tensor]:
         """hidden[i]: ``(batch, tokens_i, d_model)``; layouts[i]: (prefix, context, horizon) tokens."""
@@ -174,11 +174,14 @@ class CrossScaleAggregation(nn.Module):
         return [h + u for h, u in zip(hidden, updates)]
 
 
-def _zero_linear(d_model: int) -> nn.Linear:
-    layer = nn.Linear(d_model, d_model)
-    nn.init.zeros_(layer.weight)
-    nn.init.zeros_(layer.bias)
-    return layer
+def _zero_map(d_model: int, rank: int | None) -> nn.Module:
+    """A d -> d linear map that outputs zero at init: full, or low-rank ``d -> rank -> d``."""
+    out = nn.Linear(d_model if rank is None else rank, d_model)
+    nn.init.zeros_(out.weight)
+    nn.init.zeros_(out.bias)
+    if rank is None:
+        return out
+    return nn.Sequential(nn.Linear(d_model, rank, bias=False), out)
 
 
 def _segment(layout: tuple[int, int, int], which: int) -> slice:

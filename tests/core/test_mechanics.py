@@ -64,6 +64,15 @@ def test_aggregation_by_hand():
     assert new_coarse.flatten().tolist() == [100 + 1.0, 200 + 2.5, 1000 + 15.0]
 
 
+def test_low_rank_aggregation_is_identity_at_init_and_smaller():
+    past, _ = sine_batch()
+    full = msft.wrap(make_backbone(), scales=[1, 2, 4])
+    low = msft.wrap(make_backbone(), scales=[1, 2, 4], aggregation_rank=4)
+    count = lambda m: sum(p.numel() for p in m.msft_aggregation.parameters())  # noqa: E731
+    assert count(low) < count(full) / 2
+    torch.testing.assert_close(low.predict(past, HORIZON), full.predict(past, HORIZON), rtol=0, atol=0)
+
+
 def test_fusion_upsamples_and_weights_scale_forecasts():
     past, _ = sine_batch()
     model = msft.wrap(make_backbone(), scales=[1, 2, 4])
@@ -94,6 +103,7 @@ ABLATIONS = [
     {"f2c": False},
     {"c2f": False, "f2c": False},
     {"learned_fusion": False},
+    {"aggregation_rank": 4},
     {"attention_impl": "dense"},
 ]
 
