@@ -232,8 +232,7 @@ class MomentSpec(BackboneSpec):
     # -- forward pieces ---------------------------------------------------------------------------
     def embed(self, context: Tensor, observed: Tensor, horizon: int, scale_idx: int) -> ScaleTokens:
         """``context``/``observed``: (series, steps <= seq_len) -> 64 patch tokens of the scale."""
-        series, steps = context.shape
-        pad = self.seq_len - steps
+        pad = self.seq_len - context.shape[-1]
         observed = nn.functional.pad(observed & ~torch.isnan(context), (pad, 0))  # (series, seq_len)
         values = nn.functional.pad(torch.nan_to_num(context), (pad, 0))
         normed, loc, scale = self._normalize(values, observed)
