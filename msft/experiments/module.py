@@ -68,14 +68,18 @@ class ForecastModule(L.LightningModule):
 
 
 class EpochSeed(L.Callback):
-    """Reseed torch at every epoch start from (seed, epoch): shuffling and dropout of an epoch are the
-    same whether or not the run was interrupted and resumed before it."""
+    """Reseed torch before an epoch's first batch from (seed, epoch): dropout in an epoch is the same
+    whether or not the run was resumed before it. (Not at epoch start: a fresh data-loader iterator
+    draws from the global generator, and Lightning creates it before or after that hook depending on
+    whether it is resuming.)"""
 
     def __init__(self, seed: int):
         self.seed = seed
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        torch.manual_seed(self.seed * 100_003 + trainer.current_epoch)
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if batch_idx == 0:
+            torch.manual_seed(self.seed * 100_003 + trainer.current_epoch)
 
 
 class Interrupted(RuntimeError):
@@ -91,3 +95,22 @@ class StopAt(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         if trainer.global_step >= self.step:
             raise Interrupted(f"interrupted at step {trainer.global_step} (trainer.interrupt_at_step)")
+
+
+class EpochShuffledBatches(torch.utils.data.Sampler):
+    """Shuffled index batches drawn from (seed, epoch) alone: Lightning calls `set_epoch` before each
+    epoch, so an epoch sees the same batches whether or not the run was resumed before it."""
+
+    def __init__(self, num_items: int, batch_size: int, seed: int):
+        self.num_items, self.batch_size, self.seed, self.epoch = num_items, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.num_items, generator=generator)
+        yield from order.split(self.batch_size)
+
+    def __len__(self) -> int:
+        return -(-self.num_items // self.batch_size)

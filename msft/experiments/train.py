@@ -22,7 +22,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from msft.experiments.methods import build_model
-from msft.experiments.module import EpochSeed, ForecastModule, StopAt
+from torch.utils.data import DataLoader
+
+from msft.experiments.module import EpochSeed, EpochShuffledBatches, ForecastModule, StopAt
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | Non
     names = names or {}
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    data = build_datamodule(cfg.data)
+    data = build_datamodule(cfg.data, cfg.seed)
     data.setup("fit")
     backbone = instantiate(cfg.backbone)
     method = cfg.method
@@ -74,8 +76,14 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | Non
     return record
 
 
-def build_datamodule(data: DictConfig):
+def build_datamodule(data: DictConfig, seed: int = 0):
+    """The LSF data module of a data config, with training batches shuffled per (seed, epoch)."""
     from msft.data.datamodule import LSFDataModule
+
+    class SeededLSFDataModule(LSFDataModule):
+        def train_dataloader(self) -> DataLoader:
+            batches = EpochShuffledBatches(len(self.splits["train"]), self.batch_size, seed)
+            return DataLoader(self.splits["train"], sampler=batches, batch_size=None, num_workers=self.num_workers)
 
     dataset = data.dataset
     if data.get("path"):
@@ -85,7 +93,7 @@ def build_datamodule(data: DictConfig):
         dataset = str(path)
     elif dataset is None:
         raise ValueError("data.path is required for data=csv: pass data.path=/path/to/file.csv")
-    return LSFDataModule(dataset, context_length=data.context_length, horizon=data.horizon, mode=data.mode,
+    return SeededLSFDataModule(dataset, context_length=data.context_length, horizon=data.horizon, mode=data.mode,
                          batch_size=data.batch_size, eval_batch_size=data.eval_batch_size,
                          targets=_plain(data.get("target")), data_dir=data.get("data_dir"),
                          download=data.get("download", False), train_stride=data.train_stride)
