@@ -51,6 +51,12 @@ def test_user_csv_trains_and_evaluates(tmp_path):
     assert saved["windows"] == 2 * (100 - 8 + 1)
     assert (tmp_path / "run" / "adapter" / "adapter.safetensors").exists()
     assert "horizon: 8" in (tmp_path / "run" / "config.yaml").read_text()
+    # The saved run loads back for inference and reproduces its test metrics.
+    from msft.experiments.inference import load_run
+    from msft.protocols import evaluate_lsf
+
+    again = evaluate_lsf(load_run(tmp_path / "run"), path, 8, 32, "S", targets=["x0", "x2"])
+    assert again["mse"] == pytest.approx(saved["mse"], rel=1e-6)
 
 
 def test_sweep_of_two_backbones_by_two_methods_writes_the_table(tmp_path, data_dir):
