@@ -1,7 +1,8 @@
 """Locating, verifying and downloading data files.
 
 Resolution order of the data directory: explicit ``data_dir`` argument → ``MSFT_DATA_DIR`` →
-``$MSFT_CACHE_DIR/data`` (default ``~/.cache/msft/data``). Verification is sha256 against the
+``$MSFT_CACHE_DIR/data`` (default ``~/.cache/msft/data``); ETTh1, bundled with msft, is the fallback
+when the resolved directory does not hold it. Verification is sha256 against the
 published checksums; a file that does not match is never used. Downloads go to a temporary file in
 the target directory and are renamed into place only after verification.
 """
@@ -18,6 +19,11 @@ from pathlib import Path
 from msft.data.registry import DatasetSpec
 
 logger = logging.getLogger(__name__)
+
+# Datasets shipped inside the package (licence in bundled/LICENSE-ETTh1), the fallback when no data
+# directory holds them, so the default experiment runs offline.
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
+BUNDLED = ("ETTh1",)
 
 _VERIFIED: set[tuple[str, int, int]] = set()  # (path, size, mtime_ns) already checked this process
 
@@ -119,6 +125,8 @@ def locate(spec: DatasetSpec, data_dir: str | os.PathLike | None = None, downloa
            verify: bool = True) -> Path:
     """Path of a verified local copy of ``spec``; DataNotFoundError if absent (and not downloaded)."""
     path = resolve_data_dir(data_dir) / spec.relpath
+    if not path.exists() and (BUNDLED_DIR / Path(spec.relpath).name).exists() and spec.name in BUNDLED:
+        path = BUNDLED_DIR / Path(spec.relpath).name  # shipped with msft (see bundled/LICENSE-ETTh1)
     if not path.exists():
         if download_missing:
             return download(spec, data_dir)

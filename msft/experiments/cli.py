@@ -1,0 +1,74 @@
+"""``msft-train``: the Hydra app. Every job runs `msft.experiments.train.run` in its own run directory.
+
+A failed job is caught, written as ``metrics.json`` with ``status: failed`` and the error, and the
+sweep goes on; at the end of a sweep `ResultsTable` prints the comparison table, lists failures,
+and writes ``results/<experiment>.{md,csv}``; the command exits 1 if any job failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+logger = logging.getLogger("msft.experiments")
+
+# The repository's configs/ (the package is installed editable by scripts/setup.sh);
+# MSFT_CONFIG_DIR points elsewhere, e.g. at a copy you edit.
+CONFIG_DIR = os.environ.get("MSFT_CONFIG_DIR", str(Path(__file__).resolve().parents[2] / "configs"))
+_FAILED: list[str] = []
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def _app(cfg: DictConfig) -> dict[str, Any]:
+    from msft.experiments.train import METRICS, run, write_json_atomic
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    names = {"backbone": cfg.names.backbone}
+    try:
+        return run(cfg, run_dir, names)
+    except Exception as error:  # one failed job must not stop a sweep: record it and go on
+        message = f"{type(error).__name__}: {error}"
+        logger.error("run %s failed: %s", run_dir, message)
+        logger.debug("%s", traceback.format_exc())
+        (run_dir / "error.txt").write_text(traceback.format_exc())
+        record = {"status": "failed", "error": message, "experiment": cfg.experiment,
+                  "backbone": names["backbone"], "dataset": cfg.data.name, "horizon": cfg.data.horizon,
+                  "method": cfg.method.name, "seed": cfg.seed}
+        write_json_atomic(run_dir / METRICS, record)
+        _FAILED.append(f"{run_dir}: {message}")
+        return record
+
+
+class ResultsTable(Callback):
+    """At the end of a sweep: aggregate its runs, print the table, write results/<experiment>.*."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from msft.experiments.results import collect, write_tables
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        records = collect([sweep_dir])
+        if not records:
+            return
+        command = f"msft-results {sweep_dir} --name {config.experiment} --out {config.results_dir}"
+        markdown = write_tables(records, Path(config.results_dir), config.experiment, command)
+        print("\n" + markdown, flush=True)
+
+
+def main() -> None:
+    _app()
+    if _FAILED:
+        print(f"\n{len(_FAILED)} run(s) failed:", *_FAILED, sep="\n  ", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Finetuning methods as ways of building one `msft.MSFTModel`, so every method runs through msft's
+generic forward and works for every registered backbone.
+
+``wrap(backbone, scales=[1], adapters=False, lora=False, c2f=False, f2c=False, learned_fusion=False)``
+is exactly the backbone (tested identity in the core), so the baselines differ only in what trains:
+
+- ``zero_shot``: nothing; ``full``: every backbone parameter; ``linear_probe``: the backbone's head
+  (``spec.output_head``; msft's own heads when the backbone has none);
+- ``lora`` / ``adalora``: peft LoRA / AdaLoRA injected into the backbone's q/k/v before wrapping;
+- ``msft``: the multi-scale model, with `msft.MSFTConfig` options from the method config;
+- ``prompt_tuning``: not available generically (see `build_model`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+import msft
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("zero_shot", "full", "linear_probe", "lora", "adalora", "msft", "prompt_tuning")
+IDENTITY = dict(scales=[1], adapters=False, lora=False, c2f=False, f2c=False, learned_fusion=False)
+
+
+@dataclass
+class Built:
+    model: msft.MSFTModel
+    trains: bool
+    tuner: Any = None  # peft's AdaLoraModel, whose rank allocation must be stepped during training
+
+
+def build_model(backbone: nn.Module, kind: str, horizon: int, options: dict[str, Any] | None = None,
+                peft: dict[str, Any] | None = None, total_steps: int | None = None) -> Built:
+    """Apply method ``kind`` to ``backbone`` (in place) and return the wrapped model.
+
+    ``options``: `msft.wrap` options (only for ``msft``); ``peft``: LoRA/AdaLoRA settings
+    (``r``, ``alpha``, ``dropout`` and, for AdaLoRA, ``target_r``); ``total_steps``: AdaLoRA's budget.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"method kind={kind!r}: expected one of {KINDS}")
+    options = dict(options or {})
+    if kind != "msft" and options:
+        raise ValueError(f"method {kind!r} takes no msft options, got {sorted(options)}")
+    if kind == "prompt_tuning":
+        raise ValueError(
+            "method prompt_tuning is not available: peft's prompt tuning needs a transformers model and "
+            "cannot wrap these backbones, and a generic learnable prefix would have to change every "
+            "backbone's token masks; prompt tuning is backbone-specific (see docs/runner.md)")
+    tuner = None
+    if kind in ("lora", "adalora"):
+        tuner = _inject_peft(backbone, kind, peft or {}, total_steps)
+    if kind == "msft":
+        model = msft.wrap(backbone, horizon=horizon, **options)
+    else:
+        model = msft.wrap(backbone, horizon=horizon, **IDENTITY)
+    if kind == "full":
+        model.backbone.requires_grad_(True)
+    elif kind == "linear_probe":
+        head = model.spec.output_head
+        if head is not None:
+            model.backbone.get_submodule(head).requires_grad_(True)
+        elif model.msft_heads is None:
+            raise ValueError(f"linear_probe: the {model.spec.name} backbone names no output_head and has no msft heads")
+    elif kind in ("lora", "adalora"):
+        for name, p in model.backbone.named_parameters():
+            if "lora_" in name:  # wrap froze them with the rest of the backbone
+                p.requires_grad_(True)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    trains = kind != "zero_shot"
+    if trains and trainable == 0:
+        raise ValueError(f"method {kind!r} left no trainable parameter on the {model.spec.name} backbone")
+    if not trains:
+        model.requires_grad_(False)
+    return Built(model, trains, tuner)
+
+
+def _inject_peft(backbone: nn.Module, kind: str, settings: dict[str, Any], total_steps: int | None):
+    """peft LoRA / AdaLoRA on the spec's attention projections (regex patterns, full match)."""
+    import peft
+
+    from msft.registry import spec_for
+
+    patterns = spec_for(backbone).attention_projections
+    target = "|".join(f"(?:{p})" for p in patterns)
+    r, alpha, dropout = settings.get("r", 16), settings.get("alpha", 32), settings.get("dropout", 0.05)
+    if kind == "lora":
+        config = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target)
+        peft.inject_adapter_in_model(config, backbone)
+        return None
+    if not total_steps or total_steps < 2:
+        raise ValueError(f"adalora needs the number of training steps (>= 2), got total_steps={total_steps!r}")
+    # AdaLoRA keeps a rank allocator on its tuner object; inject_adapter_in_model would drop it.
+    config = peft.AdaLoraConfig(init_r=settings.get("init_r", r), target_r=settings.get("target_r", r // 2),
+                                lora_alpha=alpha, lora_dropout=dropout, target_modules=target,
+                                total_step=total_steps, tinit=int(0.1 * total_steps),
+                                tfinal=int(0.2 * total_steps))
+    return peft.tuners.adalora.AdaLoraModel(backbone, config, "default")

@@ -1,0 +1,116 @@
+"""The Lightning module that trains any `msft.MSFTModel` with its own loss, and two small callbacks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+import msft
+
+
+class ForecastModule(L.LightningModule):
+    """Train ``model.loss`` with AdamW over ``model.parameter_groups(**lr)``.
+
+    Checkpoints hold only the trainable parameters (the frozen backbone is rebuilt from its config),
+    plus Lightning's optimiser and loop state, so ``resume`` continues exactly where a run stopped.
+    ``tuner`` is peft's AdaLoRA tuner when the method is AdaLoRA: its rank allocation steps after
+    every optimiser step.
+    """
+
+    def __init__(self, model: msft.MSFTModel, lr: dict[str, float | None], weight_decay: float = 0.0,
+                 tuner: Any = None):
+        super().__init__()
+        self.model = model
+        self.lr = dict(lr)
+        self.weight_decay = weight_decay
+        self._tuner = [tuner] if tuner is not None else []  # a list: not registered as a submodule
+        self.strict_loading = False  # checkpoints lack the frozen parameters on purpose
+
+    def _loss(self, batch: dict[str, Tensor]) -> Tensor:
+        return self.model.loss(batch["past_target"], batch["future_target"], batch["past_observed"],
+                               batch["future_observed"])
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss = self._loss(batch)
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True,
+                 batch_size=batch["past_target"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        loss = self._loss(batch)
+        self.log("val_loss", loss, prog_bar=True, on_epoch=True, sync_dist=True,
+                 batch_size=batch["past_target"].shape[0])
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._tuner:  # gradients are still there: Lightning zeroes them before the next step
+            self._tuner[0].update_and_allocate(self.global_step)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.model.parameter_groups(**self.lr), weight_decay=self.weight_decay)
+
+    def trainable_names(self) -> set[str]:
+        return {name for name, p in self.named_parameters() if p.requires_grad}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        keep = self.trainable_names()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+
+    def load_trainable(self, path: str) -> None:
+        """Load a checkpoint written by this module; every trainable parameter must be in it."""
+        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        missing = sorted(self.trainable_names() - set(state))
+        if missing:
+            raise ValueError(f"checkpoint {path} lacks trainable parameters {missing[:5]}")
+        self.load_state_dict(state, strict=False)
+
+
+class EpochSeed(L.Callback):
+    """Reseed torch before an epoch's first batch from (seed, epoch): dropout in an epoch is the same
+    whether or not the run was resumed before it. (Not at epoch start: a fresh data-loader iterator
+    draws from the global generator, and Lightning creates it before or after that hook depending on
+    whether it is resuming.)"""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if batch_idx == 0:
+            torch.manual_seed(self.seed * 100_003 + trainer.current_epoch)
+
+
+class Interrupted(RuntimeError):
+    """Raised by `StopAt`."""
+
+
+class StopAt(L.Callback):
+    """Raise `Interrupted` after ``step`` optimiser steps: simulates a crash (tests, docs)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step >= self.step:
+            raise Interrupted(f"interrupted at step {trainer.global_step} (trainer.interrupt_at_step)")
+
+
+class EpochShuffledBatches(torch.utils.data.Sampler):
+    """Shuffled index batches drawn from (seed, epoch) alone: Lightning calls `set_epoch` before each
+    epoch, so an epoch sees the same batches whether or not the run was resumed before it."""
+
+    def __init__(self, num_items: int, batch_size: int, seed: int):
+        self.num_items, self.batch_size, self.seed, self.epoch = num_items, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.num_items, generator=generator)
+        yield from order.split(self.batch_size)
+
+    def __len__(self) -> int:
+        return -(-self.num_items // self.batch_size)

@@ -1,0 +1,161 @@
+"""One run: build data, backbone and method from a composed config, train, evaluate, write the run dir.
+
+`run` is what the Hydra app calls per job; it is plain Python on an OmegaConf config, so tests and
+notebooks can call it too. The run directory gets ``config.yaml`` (resolved), ``metrics.json``
+(written atomically), ``checkpoints/`` (trainable parameters only), ``metrics.csv`` (learning
+curves), ``adapter/`` (msft runs) and ``plots/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from msft.experiments.methods import build_model
+from torch.utils.data import DataLoader
+
+from msft.experiments.module import EpochSeed, EpochShuffledBatches, ForecastModule, StopAt
+
+logger = logging.getLogger(__name__)
+
+METRICS = "metrics.json"
+TRAINER_EXTRAS = ("patience",)  # keys of the trainer group that are not `lightning.Trainer` arguments
+
+
+def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | None = None) -> dict[str, Any]:
+    """Train and evaluate one (backbone, data, method) configuration; return and write its metrics."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    names = names or {}
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    data = build_datamodule(cfg.data, cfg.seed)
+    data.setup("fit")
+    backbone = instantiate(cfg.backbone)
+    method = cfg.method
+    total_steps = _planned_steps(cfg, len(data.train_dataloader()))
+    built = build_model(backbone, method.kind, cfg.data.horizon, _plain(method.get("options")),
+                        _plain(method.get("peft")), total_steps)
+    model = built.model
+    module = ForecastModule(model, _plain(cfg.data.lr), cfg.weight_decay, built.tuner)
+    record: dict[str, Any] = {
+        "status": "ok", "experiment": cfg.experiment, "backbone": names.get("backbone", type(backbone).__name__),
+        "dataset": cfg.data.name, "horizon": cfg.data.horizon, "context_length": cfg.data.context_length,
+        "mode": cfg.data.mode, "method": method.name, "seed": cfg.seed,
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "total_params": sum(p.numel() for p in model.parameters()),
+    }
+    start = time.perf_counter()
+    if built.trains:
+        record.update(_fit(cfg, module, data, run_dir))
+    record["fit_seconds"] = round(time.perf_counter() - start, 2)
+    if int(os.environ.get("LOCAL_RANK", "0")) != 0 or int(os.environ.get("NODE_RANK", "0")) != 0:
+        return record  # only one process evaluates and writes
+    record.update(_evaluate(cfg, model, data))
+    if "msft_fusion" in dict(model.named_children()) and model.config.num_scales > 1:
+        record["fusion_weights"] = dict(zip(map(str, model.scales), model.fusion_weights.tolist()))
+    if method.kind == "msft":
+        model.save_adapter(run_dir / "adapter")
+    if cfg.plots:
+        from msft.experiments.plots import plot_run
+
+        plot_run(run_dir, model, data, record)
+    write_json_atomic(run_dir / METRICS, record)
+    logger.info("%s %s H=%d %s: mse=%.4f mae=%.4f", record["backbone"], record["dataset"], record["horizon"],
+                record["method"], record["mse"], record["mae"])
+    return record
+
+
+def build_datamodule(data: DictConfig, seed: int = 0):
+    """The LSF data module of a data config, with training batches shuffled per (seed, epoch)."""
+    from msft.data.datamodule import LSFDataModule
+
+    class SeededLSFDataModule(LSFDataModule):
+        def train_dataloader(self) -> DataLoader:
+            batches = EpochShuffledBatches(len(self.splits["train"]), self.batch_size, seed)
+            return DataLoader(self.splits["train"], sampler=batches, batch_size=None, num_workers=self.num_workers)
+
+    dataset = data.dataset
+    if data.get("path"):
+        path = Path(str(data.path)).expanduser()
+        if not path.is_file():
+            raise ValueError(f"data.path={str(data.path)!r}: no such file; expected a CSV with a date column")
+        dataset = str(path)
+    elif dataset is None:
+        raise ValueError("data.path is required for data=csv: pass data.path=/path/to/file.csv")
+    return SeededLSFDataModule(dataset, context_length=data.context_length, horizon=data.horizon, mode=data.mode,
+                         batch_size=data.batch_size, eval_batch_size=data.eval_batch_size,
+                         targets=_plain(data.get("target")), data_dir=data.get("data_dir"),
+                         download=data.get("download", False), train_stride=data.train_stride)
+
+
+def _fit(cfg: DictConfig, module: ForecastModule, data, run_dir: Path) -> dict[str, Any]:
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    ckpt_dir = run_dir / "checkpoints"
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_loss", mode="min",
+                                 save_top_k=1, save_last=True, enable_version_counter=False)
+    callbacks = [checkpoint, EarlyStopping("val_loss", patience=cfg.trainer.patience, mode="min"),
+                 EpochSeed(cfg.seed)]
+    if cfg.get("interrupt_at_step"):
+        callbacks.append(StopAt(cfg.interrupt_at_step))
+    trainer_args = {k: v for k, v in _plain(cfg.trainer).items() if k not in TRAINER_EXTRAS}
+    trainer = L.Trainer(default_root_dir=run_dir, callbacks=callbacks, enable_model_summary=False,
+                        logger=CSVLogger(run_dir, name="", version=""), **trainer_args)
+    last = ckpt_dir / "last.ckpt"
+    resume = str(last) if cfg.resume and last.exists() else None
+    if cfg.resume and resume is None:
+        logger.info("resume=true but %s does not exist: starting from scratch", last)
+    trainer.fit(module, datamodule=data, ckpt_path=resume)
+    if checkpoint.best_model_path:
+        module.load_trainable(checkpoint.best_model_path)
+    best = checkpoint.best_model_score
+    return {"val_loss": None if best is None else float(best), "epochs": trainer.current_epoch,
+            "steps": trainer.global_step, "resumed": resume is not None}
+
+
+@torch.no_grad()
+def _evaluate(cfg: DictConfig, model, data) -> dict[str, Any]:
+    from msft.protocols import evaluate_lsf
+
+    device = "cuda" if torch.cuda.is_available() and cfg.trainer.accelerator in ("gpu", "cuda", "auto") else "cpu"
+    model.to(device).eval()
+    start = time.perf_counter()
+    result = evaluate_lsf(model, data.data, cfg.data.horizon, cfg.data.context_length, cfg.data.mode,
+                          batch_size=cfg.data.eval_batch_size, device=device)
+    return {**result, "eval_seconds": round(time.perf_counter() - start, 2)}
+
+
+def _planned_steps(cfg: DictConfig, batches_per_epoch: int) -> int:
+    limit = cfg.trainer.get("limit_train_batches")
+    if isinstance(limit, int) and limit > 0:
+        batches_per_epoch = min(batches_per_epoch, limit)
+    elif isinstance(limit, float):
+        batches_per_epoch = max(int(batches_per_epoch * limit), 1)
+    return batches_per_epoch * max(cfg.trainer.max_epochs, 1)
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """Write JSON to a temp file in the same directory, then rename: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=2)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The main job: set everything up, then run msft-train with its default config (toy backbone
+# pretrained on synthetic S2 series, ETTh1, H=96: zero_shot vs lora vs full vs msft), offline.
+# It prints the comparison table and writes results/main.{md,csv}; extra arguments go to msft-train.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+exec .venv/bin/msft-train "$@"

@@ -1,0 +1,84 @@
+"""Every config file composes, and its group's object instantiates with tiny sizes."""
+
+import inspect
+
+import lightning as L
+import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from msft.experiments.methods import KINDS, build_model
+from msft.experiments.train import TRAINER_EXTRAS
+
+from .conftest import CONFIG_DIR, TINY, compose
+
+GROUPS = {group: sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+          for group in ("backbone", "data", "method", "trainer")}
+
+
+def test_default_config_is_the_main_job():
+    cfg = compose()
+    assert cfg.data.name == "ETTh1" and cfg.data.horizon == 96 and cfg.experiment == "main"
+    hydra = compose(["hydra.mode=MULTIRUN"])  # composes with its hydra section too
+    assert hydra.method.kind == "msft"
+
+
+@pytest.mark.parametrize("name", GROUPS["backbone"])
+def test_backbone_configs_instantiate(name):
+    cfg = compose([f"backbone={name}", "backbone.pretrain_steps=0", "backbone.d_model=16"])
+    model = instantiate(cfg.backbone)
+    import msft
+
+    wrapped = msft.wrap(model, scales=[1], adapters=False, lora=False, c2f=False, f2c=False, learned_fusion=False)
+    assert wrapped.spec.name  # registered with msft
+
+
+@pytest.mark.parametrize("name", GROUPS["data"])
+def test_data_configs_compose(name):
+    overrides = [f"data={name}"] + (["data.path=/some/file.csv"] if name == "csv" else [])
+    cfg = compose(overrides)
+    assert cfg.data.name == name and cfg.data.horizon > 0 and cfg.data.context_length > 0
+    assert set(cfg.data.lr) == {"lr", "xscale_lr", "head_lr", "scale_weight_lr"}
+    assert OmegaConf.to_container(cfg.data, resolve=True, throw_on_missing=True)
+
+
+@pytest.mark.parametrize("name", GROUPS["method"])
+def test_method_configs_build(name):
+    cfg = compose([f"method={name}", *TINY])
+    assert cfg.method.kind in KINDS and cfg.method.name == name
+    backbone = instantiate(cfg.backbone)
+    method = OmegaConf.to_container(cfg.method)
+    args = dict(kind=method["kind"], horizon=8, options=method.get("options"), peft=method.get("peft"),
+                total_steps=10)
+    if cfg.method.kind == "prompt_tuning":
+        with pytest.raises(ValueError, match="prompt_tuning is not available"):
+            build_model(backbone, **args)
+        return
+    built = build_model(backbone, **args)
+    trainable = {n for n, p in built.model.named_parameters() if p.requires_grad}
+    assert bool(trainable) == (cfg.method.kind != "zero_shot")
+    if cfg.method.kind in ("lora", "adalora"):
+        assert trainable and all("lora_" in n for n in trainable)
+    if cfg.method.kind == "linear_probe":
+        assert trainable and all(n.startswith("backbone.head.") for n in trainable)
+    import torch
+
+    out = built.model.predict(torch.randn(2, 32, 1), 8)
+    assert out.shape == (2, 8, 1) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", GROUPS["trainer"])
+def test_trainer_configs_are_trainer_arguments(name):
+    cfg = compose([f"trainer={name}"])
+    known = set(inspect.signature(L.Trainer).parameters)
+    unknown = set(cfg.trainer) - known - set(TRAINER_EXTRAS)
+    assert not unknown, f"trainer/{name}.yaml has keys lightning.Trainer does not take: {unknown}"
+
+
+def test_msft_ablations_change_one_option():
+    base = OmegaConf.to_container(compose(["method=msft"]).method.options)
+    for name in GROUPS["method"]:
+        if name.startswith("msft_"):
+            options = OmegaConf.to_container(compose([f"method={name}"]).method.options)
+            changed = {k for k in base if options[k] != base[k]}
+            assert 1 <= len(changed) <= 2, (name, changed)
