@@ -63,13 +63,15 @@ def run_distill(
     out_dir: str | os.PathLike | None = None,
     eval_batch_size: int = 256,
     throughput_batch: int = 256,
+    throughput_threads: int | None = None,
 ) -> dict[str, Any]:
     """Teacher, distilled student and undistilled student on ``dataset``'s test split.
 
     Returns ``{"rows": [{"model", "mse", "mae", "params", "windows_per_s"}, ...], "setup": {...},
     "timings_s": {...}}``. Students train on the train windows taken every ``train_stride`` steps
     (the windows the teacher is cached over), keep their best validation epoch, and the distilled one
-    is saved to ``out_dir/student`` when ``out_dir`` is given. With a teacher that gives no features
+    is saved to ``out_dir/student`` when ``out_dir`` is given. Throughput is measured at
+    ``throughput_threads`` torch threads (default: the current setting), restored afterwards. With a teacher that gives no features
     the feature term is switched off (``beta=0``), which the setup records.
     """
     from msft.data import prepare_lsf
@@ -118,18 +120,28 @@ def run_distill(
             "mae": metrics["mae"],
             "windows": metrics["windows"],
             "params": num_parameters(model),
-            "windows_per_s": measure_throughput(model, test_past, horizon),
+            "windows_per_s": _at_threads(throughput_threads, measure_throughput, model, test_past, horizon),
         })
     setup = {
         "dataset": data.name, "horizon": horizon, "context_length": context_length, "mode": mode,
         "train_windows": len(train), "train_stride": train_stride, "val_windows": len(val),
         "student": asdict(config), "distill": distill.to_dict(), "epochs": epochs, "batch_size": batch_size,
         "lr": lr, "seed": seed, "throughput_batch": int(test_past.shape[0]),
+        "throughput_threads": throughput_threads or torch.get_num_threads(),
         "teacher_features": None if cache.features is None else int(cache.features.shape[-1]),
         "best_epoch": {"distilled": distilled_fit.best_epoch, "plain": plain_fit.best_epoch},
         "val_mse": {"distilled": distilled_fit.val_mse, "plain": plain_fit.val_mse},
     }
     return {"rows": rows, "setup": setup, "timings_s": timings}
+
+
+def _at_threads(threads: int | None, fn, *args: Any) -> Any:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads or previous)
+    try:
+        return fn(*args)
+    finally:
+        torch.set_num_threads(previous)
 
 
 def markdown_table(result: dict[str, Any]) -> str:
