@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from msft.data.files import download
+from msft.data.files import ChecksumError, DataNotFoundError, download
 from msft.data.pf import PF_DATASETS
 from msft.data.registry import get_spec
 
@@ -21,7 +21,10 @@ def main(argv: list[str] | None = None) -> None:
             spec = PF_DATASETS[name[3:].lower()].file
         else:
             spec = get_spec(name)
-        path = download(spec, args.data_dir)
+        try:
+            path = download(spec, args.data_dir)
+        except (DataNotFoundError, ChecksumError) as error:
+            raise SystemExit(f"{name}: {error}") from None
         logging.info("%s: %s", name, path)
 
 
