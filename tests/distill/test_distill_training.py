@@ -1,0 +1,293 @@
+"""Student, teachers, cache, training loop and command line, on synthetic data (no real data needed)."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from einops import rearrange
+
+import msft
+from backbones.toy import ToyForecaster
+from msft.data import Windows
+from msft.distill import (
+    DistillConfig,
+    HookTeacher,
+    MLPStudent,
+    StudentConfig,
+    TeacherCache,
+    cache_teacher,
+    fit_student,
+    load_student,
+    load_teacher,
+    msft_teacher,
+    save_teacher,
+    teacher_outputs,
+)
+from msft.protocols import SeasonalNaive, evaluate_lsf
+
+
+def noise_windows(n_time=400, context=48, horizon=24, variates=2, seed=0):
+    rng = np.random.default_rng(seed)
+    return Windows(rng.standard_normal((n_time, variates)).astype(np.float32), context, horizon, stride=3)
+
+
+# -- student ------------------------------------------------------------------------------------------
+def test_student_predict_shapes_and_revin_equivariance():
+    torch.manual_seed(0)
+    student = MLPStudent(context_length=32, horizon=8, hidden=16, num_layers=2).eval()
+    past = torch.randn(5, 40, 3)
+    out = student.predict(past, 8)
+    assert out.shape == (5, 8, 3)
+    assert student.predict(past, 5).shape == (5, 5, 3)
+    assert student.features(past).shape == (5, 3, 16)
+    # RevIN: an affine change of the input is an affine change of the forecast.
+    torch.testing.assert_close(student.predict(3.0 * past + 2.0, 8), 3.0 * out + 2.0, rtol=1e-4, atol=1e-4)
+    # channel independence: variate 1 alone gives the same forecast
+    torch.testing.assert_close(student.predict(past[:, :, 1:2], 8), out[:, :, 1:2])
+
+
+def test_student_save_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    student = MLPStudent(context_length=32, horizon=8, hidden=16, dropout=0.1)
+    with torch.no_grad():
+        student.affine_weight.fill_(1.5)
+    student.save(tmp_path / "s")
+    loaded = load_student(tmp_path / "s")
+    assert loaded.config == student.config
+    past = torch.randn(4, 32, 1)
+    torch.testing.assert_close(loaded.predict(past, 8), student.eval().predict(past, 8))
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [({"context_length": 0, "horizon": 8}, "context_length"), ({"context_length": 8, "horizon": 8, "hidden": 1.5}, "hidden"),
+     ({"context_length": 8, "horizon": 8, "dropout": 1.0}, "dropout")],
+)
+def test_student_config_rejects_bad_values(options, match):
+    with pytest.raises(ValueError, match=match):
+        StudentConfig(**options)
+
+
+def test_student_rejects_bad_input(tmp_path):
+    student = MLPStudent(context_length=32, horizon=8)
+    with pytest.raises(ValueError, match="at least 32"):
+        student.predict(torch.randn(2, 16, 1), 8)
+    with pytest.raises(ValueError, match="horizon=9"):
+        student.predict(torch.randn(2, 32, 1), 9)
+    with pytest.raises(ValueError, match="batch, time, variate"):
+        student.predict(torch.randn(2, 32), 8)
+    with pytest.raises(FileNotFoundError, match="MLPStudent.save"):
+        load_student(tmp_path)
+
+
+# -- teachers and cache -------------------------------------------------------------------------------
+def tiny_msft_teacher():
+    torch.manual_seed(0)
+    return msft.wrap(ToyForecaster(d_model=16, num_layers=2, patch_size=4), scales=[1, 2]).eval()
+
+
+def test_msft_teacher_features_come_from_the_scale1_block_of_the_last_layer():
+    model = tiny_msft_teacher()
+    past = torch.randn(3, 48, 2)
+    forecast, feats = teacher_outputs(model, past, 24)
+    torch.testing.assert_close(forecast, model.predict(past, 24))
+    assert feats.shape == (3, 2, 16)
+    # The same pooled hidden state, computed by running the scale-1 block by hand on a scale-1 model
+    # (no aggregation after the last layer touches the hooked output).
+    captured = []
+    handle = model.spec.layers()[-1].register_forward_hook(lambda m, a, o: captured.append(o))
+    model.predict(past, 24)
+    handle.remove()
+    expected = rearrange(captured[0].mean(1), "(b v) d -> b v d", v=2)
+    torch.testing.assert_close(feats, expected)
+    assert len(captured) == 2 and captured[0].shape[1] > captured[1].shape[1]  # blocks: scale 1, then scale 2
+
+
+def test_teacher_without_features_and_custom_features():
+    past = torch.randn(4, 48, 1)
+    forecast, feats = teacher_outputs(SeasonalNaive(12), past, 24)
+    assert feats is None and forecast.shape == (4, 24, 1)
+
+    class WithFeatures:
+        def predict(self, past_target, horizon):
+            return past_target[:, -horizon:]
+
+        def features(self, past_target):
+            return past_target[:, -5:, 0]  # (batch * variate, 5)
+
+    _, feats = teacher_outputs(WithFeatures(), past, 24)
+    assert feats.shape == (4, 1, 5)
+    with pytest.raises(ValueError, match="forecast of shape"):
+        teacher_outputs(lambda p: p[:, :3], past, 24)
+    with pytest.raises(ValueError, match="layer must be"):
+        HookTeacher(SeasonalNaive(12), "layers.1")
+
+
+def test_cache_teacher_aligns_with_windows_and_round_trips(tmp_path):
+    windows = noise_windows()
+    model = tiny_msft_teacher()
+    path = tmp_path / "cache.safetensors"
+    cache = cache_teacher(model, windows, 24, batch_size=50, path=path)
+    assert cache.forecast.shape == (len(windows), 24, 1) and cache.features.shape == (len(windows), 1, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(cache.forecast[7:9], model.predict(windows[7:9]["past_target"], 24))
+    assert path.is_file()
+    again = cache_teacher(None, windows, 24, path=path)  # loaded, the teacher is not called
+    torch.testing.assert_close(again.features, cache.features)
+    with pytest.raises(ValueError, match="holds"):
+        cache_teacher(None, noise_windows(n_time=300), 24, path=path)
+
+
+def test_save_and_load_teacher(tmp_path):
+    model = tiny_msft_teacher()
+    with torch.no_grad():
+        for p in model.msft_parameters().values():
+            p.add_(0.05 * torch.randn_like(p))
+    save_teacher(model, tmp_path / "t")
+    loaded = load_teacher(tmp_path / "t")
+    past = torch.randn(2, 48, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.predict(past, 24), model.predict(past, 24))
+
+
+# -- training -----------------------------------------------------------------------------------------
+def test_zero_weights_train_exactly_like_plain_mse():
+    windows = noise_windows()
+    garbage = TeacherCache(torch.randn(len(windows), 24, 1) * 100, torch.randn(len(windows), 1, 5))
+    torch.manual_seed(0)
+    distilled = MLPStudent(context_length=48, horizon=24, hidden=16)
+    reference = MLPStudent(context_length=48, horizon=24, hidden=16)
+    reference.load_state_dict(distilled.state_dict())
+    fit_student(distilled, windows, DistillConfig(alpha=0.0, beta=0.0), garbage, epochs=2, batch_size=32, seed=3)
+
+    # the documented loop, written out with plain MSE
+    optimizer = torch.optim.Adam(reference.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(2):
+        order = torch.randperm(len(windows), generator=generator)
+        for start in range(0, len(windows), 32):
+            batch = windows[order[start : start + 32]]
+            pred, _ = reference(batch["past_target"][:, :, 0])
+            loss = (pred - batch["future_target"][:, :, 0]).square().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    for (name, a), b in zip(distilled.state_dict().items(), reference.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+class SineWindows:
+    """Contexts: a sine of period 12 with a random phase plus noise; futures: pure noise (no period)."""
+
+    def __init__(self, n, context=48, horizon=48, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        t = torch.arange(context + horizon, dtype=torch.float32)
+        phase = torch.rand(n, 1, generator=g) * 2 * math.pi
+        sine = torch.sin(2 * math.pi * t / 12 + phase)  # (n, time)
+        noise = 0.3 * torch.randn(n, context + horizon, generator=g)
+        past = (sine + noise)[:, :context]
+        future = noise[:, context:]
+        self.data = {"past_target": past[..., None], "future_target": future[..., None],
+                     "past_observed": torch.ones_like(past[..., None], dtype=torch.bool),
+                     "future_observed": torch.ones_like(future[..., None], dtype=torch.bool)}
+
+    def __len__(self):
+        return self.data["past_target"].shape[0]
+
+    def __getitem__(self, index):
+        return {key: value[index] for key, value in self.data.items()}
+
+
+def dominant_bin(forecast):
+    amplitude = torch.fft.rfft(forecast[..., 0], dim=-1).abs()[:, 1:].mean(0)
+    return int(amplitude.argmax()) + 1, amplitude
+
+
+def test_student_learns_the_periodicity_of_a_fixed_teacher():
+    train, test = SineWindows(512, seed=0), SineWindows(64, seed=1)
+    teacher = SeasonalNaive(12)  # continues the period-12 cycle of the context
+    cache = cache_teacher(teacher, train, 48)
+    students = {}
+    for name, cfg in (("distilled", DistillConfig(beta=0.0)), ("plain", DistillConfig(alpha=0.0, beta=0.0))):
+        torch.manual_seed(0)
+        students[name] = MLPStudent(context_length=48, horizon=48, hidden=64)
+        fit_student(students[name], train, cfg, cache, epochs=30, batch_size=64, lr=3e-3)
+    with torch.no_grad():
+        bin_d, amp_d = dominant_bin(students["distilled"].predict(test[:]["past_target"], 48))
+        _, amp_p = dominant_bin(students["plain"].predict(test[:]["past_target"], 48))
+    assert bin_d == 48 // 12  # the teacher's period: 48 steps / 12 = frequency bin 4
+    assert amp_d[3] > 5 * amp_p[3]  # the plain student has no reason to oscillate
+
+
+def test_fit_student_validates_its_inputs():
+    windows = noise_windows()
+    student = MLPStudent(context_length=48, horizon=24, hidden=8)
+    with pytest.raises(ValueError, match="teacher cache"):
+        fit_student(student, windows, DistillConfig())
+    no_features = TeacherCache(torch.zeros(len(windows), 24, 1))
+    with pytest.raises(ValueError, match="no features"):
+        fit_student(student, windows, DistillConfig(), no_features)
+    with pytest.raises(ValueError, match="holds"):
+        fit_student(student, windows, DistillConfig(beta=0), TeacherCache(torch.zeros(3, 24, 1)))
+    with pytest.raises(ValueError, match="epochs"):
+        fit_student(student, windows, epochs=0)
+
+
+def test_fit_with_features_trains_a_regressor_and_keeps_the_best_epoch():
+    windows, val = noise_windows(seed=0), noise_windows(seed=1)
+    cache = cache_teacher(tiny_msft_teacher(), windows, 24)
+    student = MLPStudent(context_length=48, horizon=24, hidden=8)
+    result = fit_student(student, windows, DistillConfig(), cache, epochs=3, batch_size=64, val_windows=val)
+    assert result.regressor.in_features == 16 and result.regressor.out_features == 8
+    assert {"mse", "prediction", "feature", "total"} <= set(result.history[0])
+    assert result.best_epoch == int(np.argmin(result.val_mse))
+
+
+# -- the protocol API and the command line ------------------------------------------------------------
+def synthetic_csv(path, rows=1200):
+    t = np.arange(rows)
+    frame = pd.DataFrame({
+        "date": pd.date_range("2020-01-01", periods=rows, freq="h"),
+        "a": np.sin(2 * np.pi * t / 24) + 0.1 * np.random.default_rng(0).standard_normal(rows),
+        "OT": np.cos(2 * np.pi * t / 24) + 0.01 * t,
+    })
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_student_runs_through_evaluate_lsf(tmp_path):
+    csv = synthetic_csv(tmp_path / "toy.csv")
+    student = MLPStudent(context_length=96, horizon=24).eval()
+    result = evaluate_lsf(student, str(csv), horizon=24, context_length=96, mode="S")
+    assert result["windows"] > 0 and math.isfinite(result["mse"])
+
+
+def test_command_line_writes_results_and_a_loadable_student(tmp_path):
+    from msft.distill.__main__ import main
+
+    csv = synthetic_csv(tmp_path / "toy.csv")
+    out = tmp_path / "out"
+    assert main(["--teacher", "seasonal_naive:24", "--dataset", str(csv), "--horizon", "24", "--context-length", "96",
+                 "--epochs", "2", "--hidden", "16", "--out", str(out)]) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert [r["model"] for r in result["rows"]] == ["teacher", "student (distilled)", "student (no distillation)"]
+    assert result["setup"]["distill"]["beta"] == 0.0  # seasonal naive gives no features
+    assert result["command"].startswith("python -m msft.distill --teacher seasonal_naive:24")
+    assert load_student(out / "student").config.horizon == 24
+    with pytest.raises(ValueError, match="--teacher"):
+        main(["--teacher", "nope", "--out", str(out)])
+
+
+def test_run_distill_on_real_etth1(data_dir):
+    from msft.distill.run import markdown_table, run_distill
+
+    result = run_distill(SeasonalNaive(24), "ETTh1", 96, 336, "S", data_dir, train_stride=64,
+                         student={"hidden": 32}, epochs=1, throughput_batch=32)
+    teacher, distilled, plain = result["rows"]
+    assert teacher["windows"] == distilled["windows"] == 7 * (2880 - 96 + 1)  # the full test split, stride 1
+    assert teacher["mse"] == pytest.approx(evaluate_lsf(SeasonalNaive(24), "ETTh1", 96, 336, "S", data_dir)["mse"])
+    assert distilled["params"] == plain["params"] == 336 * 32 + 32 + 32 * 96 + 96 + 2
+    assert "| teacher |" in markdown_table(result)
