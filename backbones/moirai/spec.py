@@ -7,7 +7,12 @@ prediction patches, the encoder layers (with their sample mask, variate bias and
 then the encoder's final norm and the pretrained mixture head ``param_proj`` on the prediction
 tokens. With ``scales=[1]`` at initialisation this is `MoiraiModule.forward` on the same batch.
 
-When scales are concatenated (``attention_impl="dense"`` or no intra-scale attention), each scale
+Blocked intra-scale attention (the default) concatenates the scales and runs uni2ts' layer from its
+own pieces with the token-wise parts over all tokens and attention per scale block
+(`_layer_in_blocks`, via the core's `join_blocks` hook), so every weight is read once per layer.
+
+When scales are concatenated for the reference paths (``attention_impl="dense"`` or no intra-scale
+attention), each scale
 is its own variate (the paper's "scales as variates"): variate id = scale index, time ids restart
 at 0 per scale, and the block-diagonal mask is composed with MOIRAI's sample mask.
 
@@ -70,6 +75,7 @@ class MoiraiAux:
     scale: Tensor | None = None  # (series, tokens, 1)
     patch_size: Tensor | None = None  # (series, tokens) long
     blocks: list[slice] | None = None  # scales concatenated: attention stays inside each slice
+    uniform_blocks: bool = False  # every block holds a single variate id
 
 
 @dataclass
@@ -197,12 +203,14 @@ class MoiraiSpec(BackboneSpec):
         starts = [sum(lengths[:i]) for i in range(len(lengths))]
         sample_id = torch.cat([t.aux.sample_id for t in tokens], dim=1)  # (series, all tokens)
         packed = bool((sample_id == sample_id[:, :1]).all())  # one sample per row: nothing to mask
+        uniform = all(bool((t.aux.variate_id == t.aux.variate_id[:, :1]).all()) for t in tokens)
         return MoiraiAux(
             attn_mask=None if packed else _sample_mask(sample_id),
             time_id=torch.cat([t.aux.time_id for t in tokens], dim=1),
             variate_id=torch.cat([t.aux.variate_id + idx for idx, t in enumerate(tokens)], dim=1),
             sample_id=sample_id,
             blocks=[slice(start, start + n) for start, n in zip(starts, lengths)],
+            uniform_blocks=uniform,
         )
 
     def join(self, tokens: list[ScaleTokens], block_diagonal: bool) -> MoiraiAux:
@@ -258,18 +266,14 @@ def _attention_in_blocks(attn: nn.Module, x: Tensor, aux: MoiraiAux) -> Tensor:
     value = repeat(attn.v_proj(x), "... kv (group dim) -> ... group hpg kv dim", group=groups, hpg=hpg)
     var_q, var_kv = attn._get_var_id(query, key, aux.variate_id, aux.variate_id)  # (series, 1, 1, tokens)
     time_q, time_kv = attn._get_time_id(query, key, aux.time_id, aux.time_id)
-    biases = [
-        attn._update_attn_mask(
-            None if aux.attn_mask is None else aux.attn_mask[:, b, b],
-            query[..., b, :],
-            key[..., b, :],
-            query_var_id=_ids(var_q, b),
-            kv_var_id=_ids(var_kv, b),
-            query_time_id=_ids(time_q, b),
-            kv_time_id=_ids(time_kv, b),
-        )
-        for b in aux.blocks
-    ]  # (series, group, hpg, n_s, n_s) each
+    if aux.uniform_blocks and aux.attn_mask is None and attn.time_attn_bias is None:
+        # One variate id per block and no mask: the variate bias is one constant per head over the
+        # whole block, which softmax ignores. Skipping it lets SDPA run without a float mask.
+        biases = [None] * len(aux.blocks)
+    else:
+        biases = [
+            _block_bias(attn, aux, query, key, b, var_q, var_kv, time_q, time_kv) for b in aux.blocks
+        ]  # (series, group, hpg, n_s, n_s) each
     query, key = attn._qk_proj(query, key, var_q, var_kv, time_q, time_kv)  # rotary: token-wise
     out = torch.cat(
         [
@@ -286,6 +290,19 @@ def _attention_in_blocks(attn: nn.Module, x: Tensor, aux: MoiraiAux) -> Tensor:
         dim=-2,
     )  # (series, group, hpg, tokens, head_dim)
     return attn.out_proj(rearrange(out, "... group hpg q dim -> ... q (group hpg dim)"))
+
+
+def _block_bias(attn, aux, query, key, block, var_q, var_kv, time_q, time_kv) -> Tensor:
+    """uni2ts' variate/time attention bias (and mask) of one block."""
+    return attn._update_attn_mask(
+        None if aux.attn_mask is None else aux.attn_mask[:, block, block],
+        query[..., block, :],
+        key[..., block, :],
+        query_var_id=_ids(var_q, block),
+        kv_var_id=_ids(var_kv, block),
+        query_time_id=_ids(time_q, block),
+        kv_time_id=_ids(time_kv, block),
+    )
 
 
 def _ids(ids: Tensor | None, block: slice) -> Tensor | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -224,12 +225,16 @@ def test_blocked_attention_equals_dense_mask(pristine):
         torch.testing.assert_close(blocked.loss(past, future), dense.loss(past, future), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("scales", [[1, 2], [1, 2, 4, 8]])
-def test_concatenated_blocks_equal_separate_blocks(pristine, scales):
-    """The fast path (token-wise parts over all scales, attention per block) is the per-block layer."""
+@pytest.mark.parametrize("scales, variate_bias", [([1, 2], False), ([1, 2, 4, 8], False), ([1, 2, 4], True)])
+def test_concatenated_blocks_equal_separate_blocks(pristine, scales, variate_bias):
+    """The fast path (token-wise parts over all scales, attention per block) is the per-block layer,
+    whether or not it skips the (per-block constant) variate bias."""
     past, future = series(context=4 * PATCH * 8)
     fast = msft.wrap(copy.deepcopy(pristine), scales=scales, patch_size=PATCH)
     perturb(fast)
+    if variate_bias:
+        join_blocks = fast.spec.join_blocks
+        fast.spec.join_blocks = lambda tokens: dataclasses.replace(join_blocks(tokens), uniform_blocks=False)
     reference = msft.wrap(copy.deepcopy(pristine), scales=scales, patch_size=PATCH)
     reference.load_state_dict(fast.state_dict())
     reference.spec.join_blocks = lambda tokens: None  # msft's default: each block through the layer
