@@ -27,12 +27,20 @@ def test_resolution_order(monkeypatch, tmp_path):
 
 def test_missing_file_names_path_and_download_command(tmp_path):
     with pytest.raises(DataNotFoundError) as info:
-        load_lsf("ETTh1", data_dir=tmp_path)
+        load_lsf("ETTm1", data_dir=tmp_path)
     message = str(info.value)
-    assert str(tmp_path / "ETT-small" / "ETTh1.csv") in message
-    assert "python -m msft.data.download ETTh1" in message
+    assert str(tmp_path / "ETT-small" / "ETTm1.csv") in message
+    assert "python -m msft.data.download ETTm1" in message
     assert "raw.githubusercontent.com/zhouhaoyi/ETDataset" in message
     assert isinstance(info.value, FileNotFoundError)
+
+
+def test_etth1_falls_back_to_the_bundled_copy(tmp_path):
+    from msft.data.files import BUNDLED_DIR
+
+    frame = load_lsf("ETTh1", data_dir=tmp_path)  # tmp_path holds nothing
+    assert (BUNDLED_DIR / "LICENSE-ETTh1").is_file()
+    assert frame.shape == (17420, 8) and str(frame["date"].iloc[0]).startswith("2016-07-01 00:00")
 
 
 def test_missing_file_without_url_names_the_source(tmp_path):
@@ -66,9 +74,9 @@ def test_corrupt_file_of_right_size_is_rejected(data_dir, tmp_path):
 
 def test_download_verifies_then_renames(data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("MSFT_DATA_MIRROR", data_dir.as_uri())
-    frame = load_lsf("ETTh1", data_dir=tmp_path / "cache", download=True)
+    frame = load_lsf("ETTh2", data_dir=tmp_path / "cache", download=True)
     assert len(frame) == 17420
-    assert (tmp_path / "cache" / "ETT-small" / "ETTh1.csv").exists()
+    assert (tmp_path / "cache" / "ETT-small" / "ETTh2.csv").exists()
     assert not list((tmp_path / "cache" / "ETT-small").glob("*.part"))
 
 
