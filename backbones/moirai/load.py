@@ -51,7 +51,8 @@ def load_moirai(
 
 def moirai_from_config(config: dict[str, Any] | str | Path, seed: int | None = None):
     """A `MoiraiModule` with the geometry of ``config`` (a dict, a ``config.json`` or its directory) and
-    random weights, e.g. ``moirai_from_config("../shared/reference/moirai-1.1-R-small")``."""
+    random weights, e.g. ``moirai_from_config("../shared/reference/moirai-1.1-R-small")``, or the name of
+    a geometry shipped in ``backbones/moirai/geometry`` (``"moirai-1.1-R-small"``)."""
     import torch
     from uni2ts.model.moirai import MoiraiModule
     from uni2ts.model.moirai.module import decode_distr_output
@@ -71,10 +72,15 @@ def moirai_from_config(config: dict[str, Any] | str | Path, seed: int | None = N
     return module
 
 
+# Published geometries shipped with msft (config.json only, no weights), usable by name.
+GEOMETRY_DIR = Path(__file__).resolve().parent / "geometry"
+
+
 def _read_config(config: dict[str, Any] | str | Path) -> dict[str, Any]:
     if isinstance(config, dict):
         return config
-    path = Path(config)
+    bundled = GEOMETRY_DIR / f"{config}.json"
+    path = bundled if isinstance(config, str) and bundled.is_file() else Path(config)
     if path.is_dir():
         path = path / CONFIG_FILE
     if not path.is_file():

@@ -16,6 +16,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -93,3 +94,51 @@ def _save_atomic(state: dict, path: Path) -> None:
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def build_backbone(cfg: Any) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Instantiate a ``backbone`` config; return the module and its ``wrap_options`` (the `msft.wrap`
+    options every method on this backbone needs, e.g. MOIRAI's ``patch_size``), which are not
+    arguments of the builder."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    values = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+    wrap_options = values.pop("wrap_options", None) or {}
+    return instantiate(values), dict(wrap_options)
+
+
+def moirai(source: str | None = None, config: str | None = None, seed: int = 0) -> torch.nn.Module:
+    """A uni2ts `MoiraiModule`: pretrained from ``source`` (hub id or local directory), or with random
+    weights and the geometry of ``config`` (a config.json or its directory)."""
+    from backbones.moirai import load_moirai, moirai_from_config
+
+    if (source is None) == (config is None):
+        raise ValueError(f"moirai: give exactly one of source={source!r} (pretrained) or config={config!r} (random)")
+    return load_moirai(source) if source is not None else moirai_from_config(config, seed=seed)
+
+
+def moment(source: str | None = None, t5_config: str | dict | None = None, forecast_horizon: int = 96,
+           seed: int = 0) -> torch.nn.Module:
+    """A momentfm MOMENT: pretrained from ``source`` (hub id, size name or local directory), or with
+    random weights from a T5 geometry ``t5_config`` ("small", "base", "large" or a dict)."""
+    from backbones.moment import build_moment, load_moment
+
+    if (source is None) == (t5_config is None):
+        raise ValueError(f"moment: give exactly one of source={source!r} or t5_config={t5_config!r}")
+    torch.manual_seed(seed)
+    if source is not None:
+        return load_moment(source, forecast_horizon=forecast_horizon)
+    return build_moment(t5_config, forecast_horizon=forecast_horizon)
+
+
+def time_dpd(tiny_llm: str | None = None, seed: int = 1, **config: Any) -> torch.nn.Module:
+    """Time-DPD: its LLM from ``config["llm"]`` (hub id or local directory), or, with ``tiny_llm`` set
+    to "qwen2", "llama" or "gpt2", a tiny random decoder built offline (smoke runs and tests)."""
+    from backbones.time_dpd import TimeDPD, TimeDPDConfig
+    from backbones.time_dpd.tiny import tiny_time_dpd
+
+    if tiny_llm is not None:
+        return tiny_time_dpd(tiny_llm, seed=seed, **config)
+    torch.manual_seed(seed)
+    return TimeDPD(TimeDPDConfig(**config))

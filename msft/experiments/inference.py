@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import msft
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+import msft
+from msft.experiments.backbones import build_backbone
 from msft.experiments.methods import build_model
 from msft.experiments.module import ForecastModule
 
@@ -26,8 +26,9 @@ def load_run(run_dir: str | Path) -> msft.MSFTModel:
     cfg = OmegaConf.load(config_file)
     # The pretrained toy weights come from the cache; everything else trained is in the checkpoint.
     method = OmegaConf.to_container(cfg.method)
-    built = build_model(instantiate(cfg.backbone), method["kind"], cfg.data.horizon, method.get("options"),
-                        method.get("peft"), total_steps=max(cfg.trainer.max_epochs, 2))
+    backbone, wrap_options = build_backbone(cfg.backbone)
+    built = build_model(backbone, method["kind"], cfg.data.horizon, method.get("options"),
+                        method.get("peft"), total_steps=max(cfg.trainer.max_epochs, 2), wrap_options=wrap_options)
     best = run_dir / "checkpoints" / "best.ckpt"
     if built.trains:
         if not best.is_file():

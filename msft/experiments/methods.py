@@ -35,11 +35,14 @@ class Built:
 
 
 def build_model(backbone: nn.Module, kind: str, horizon: int, options: dict[str, Any] | None = None,
-                peft: dict[str, Any] | None = None, total_steps: int | None = None) -> Built:
+                peft: dict[str, Any] | None = None, total_steps: int | None = None,
+                wrap_options: dict[str, Any] | None = None) -> Built:
     """Apply method ``kind`` to ``backbone`` (in place) and return the wrapped model.
 
     ``options``: `msft.wrap` options (only for ``msft``); ``peft``: LoRA/AdaLoRA settings
-    (``r``, ``alpha``, ``dropout`` and, for AdaLoRA, ``target_r``); ``total_steps``: AdaLoRA's budget.
+    (``r``, ``alpha``, ``dropout`` and, for AdaLoRA, ``target_r``); ``total_steps``: AdaLoRA's budget;
+    ``wrap_options``: `msft.wrap` options every method of this backbone needs (e.g. MOIRAI's
+    ``patch_size``), from the backbone config's ``wrap_options`` key.
     """
     if kind not in KINDS:
         raise ValueError(f"method kind={kind!r}: expected one of {KINDS}")
@@ -54,10 +57,11 @@ def build_model(backbone: nn.Module, kind: str, horizon: int, options: dict[str,
     tuner = None
     if kind in ("lora", "adalora"):
         tuner = _inject_peft(backbone, kind, peft or {}, total_steps)
+    base = dict(wrap_options or {})
     if kind == "msft":
-        model = msft.wrap(backbone, horizon=horizon, **options)
+        model = msft.wrap(backbone, horizon=horizon, **{**base, **options})
     else:
-        model = msft.wrap(backbone, horizon=horizon, **IDENTITY)
+        model = msft.wrap(backbone, horizon=horizon, **{**base, **IDENTITY})
     if kind == "full":
         model.backbone.requires_grad_(True)
     elif kind == "linear_probe":

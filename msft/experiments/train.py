@@ -18,12 +18,11 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
-
-from msft.experiments.methods import build_model
 from torch.utils.data import DataLoader
 
+from msft.experiments.backbones import build_backbone
+from msft.experiments.methods import build_model
 from msft.experiments.module import EpochSeed, EpochShuffledBatches, ForecastModule, StopAt
 
 logger = logging.getLogger(__name__)
@@ -41,11 +40,11 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | Non
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = build_datamodule(cfg.data, cfg.seed)
     data.setup("fit")
-    backbone = instantiate(cfg.backbone)
+    backbone, wrap_options = build_backbone(cfg.backbone)
     method = cfg.method
     total_steps = _planned_steps(cfg, len(data.train_dataloader()))
     built = build_model(backbone, method.kind, cfg.data.horizon, _plain(method.get("options")),
-                        _plain(method.get("peft")), total_steps)
+                        _plain(method.get("peft")), total_steps, wrap_options)
     model = built.model
     module = ForecastModule(model, _plain(cfg.data.lr), cfg.weight_decay, built.tuner)
     record: dict[str, Any] = {

@@ -5,28 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import socket
 
 import numpy as np
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import (
-    GPT2Config,
-    GPT2Model,
-    LlamaConfig,
-    LlamaModel,
-    PreTrainedTokenizerFast,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-    Qwen2Model,
-)
+from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen2Model
 
 import msft
 from backbones.time_dpd import TimeDPD, TimeDPDConfig, default_llm_config, format_prompt, prompt_statistics
-from backbones.time_dpd.model import DEFAULT_SOFT_PROMPT, RevIN
-from backbones.time_dpd.prompt import TEMPLATE
+from backbones.time_dpd.model import RevIN
+from backbones.time_dpd.tiny import tiny_llm, tiny_tokenizer
 from msft.layers import ScaleAdapter, ScaleLoRA
 from msft.sampling import downsample
 
@@ -54,33 +43,12 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
-def make_tokenizer() -> PreTrainedTokenizerFast:
-    """Word-level tokenizer over the prompt's words, single digits and punctuation."""
-    text = TEMPLATE + " " + DEFAULT_SOFT_PROMPT + " a univariate time series upward downward"
-    words = sorted(set(re.findall(r"\w+|[^\w\s]", text)) | set("0123456789.-,:;"))
-    vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(words)}}
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Whitespace(), pre_tokenizers.Digits(individual_digits=True)]
-    )
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[UNK]")
-
-
+make_tokenizer = tiny_tokenizer
 VOCAB = len(make_tokenizer())
 
 
 def make_llm(kind: str, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
-    torch.manual_seed(0)
-    if kind == "qwen2":
-        llm = Qwen2Model(Qwen2Config(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                     num_key_value_heads=2, intermediate_size=64))
-    elif kind == "llama":
-        llm = LlamaModel(LlamaConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                     num_key_value_heads=2, intermediate_size=64))
-    else:
-        llm = GPT2Model(GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=256,
-                                   bos_token_id=0, eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
-    return llm.to(dtype)
+    return tiny_llm(kind, vocab_size=VOCAB, dtype=dtype)
 
 
 def make_model(kind: str = "qwen2", dtype: torch.dtype = torch.float32, **overrides) -> TimeDPD:

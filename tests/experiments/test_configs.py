@@ -4,10 +4,11 @@ import inspect
 
 import lightning as L
 import pytest
+import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from msft.experiments.methods import KINDS, build_model
+from msft.experiments.methods import IDENTITY, KINDS, build_model
 from msft.experiments.train import TRAINER_EXTRAS
 
 from .conftest import CONFIG_DIR, TINY, compose
@@ -23,14 +24,43 @@ def test_default_config_is_the_main_job():
     assert hydra.method.kind == "msft"
 
 
+# Offline-buildable backbone configs and the overrides that make them tiny; every other backbone
+# config names pretrained weights on the hub, which must fail fast with a clear error here (offline).
+OFFLINE = {
+    "toy": ["backbone.pretrain_steps=0", "backbone.d_model=16"],
+    "toy_tiny": [],
+    "moirai_random": [],
+    "moment_random": ["data.horizon=8"],
+    "time_dpd_tiny": ["data.context_length=32", "data.horizon=8"],
+}
+
+
+def _builder_accepts_its_keys(cfg):
+    from hydra.utils import get_method
+
+    builder = get_method(cfg.backbone._target_)
+    keys = set(cfg.backbone) - {"_target_", "wrap_options"}
+    params = inspect.signature(builder).parameters
+    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    assert takes_kwargs or keys <= set(params), f"{sorted(keys - set(params))} are not arguments of {builder}"
+
+
 @pytest.mark.parametrize("name", GROUPS["backbone"])
 def test_backbone_configs_instantiate(name):
-    cfg = compose([f"backbone={name}", "backbone.pretrain_steps=0", "backbone.d_model=16"])
-    model = instantiate(cfg.backbone)
     import msft
+    from msft.experiments.backbones import build_backbone
 
-    wrapped = msft.wrap(model, scales=[1], adapters=False, lora=False, c2f=False, f2c=False, learned_fusion=False)
+    cfg = compose([f"backbone={name}", *OFFLINE.get(name, [])])
+    _builder_accepts_its_keys(cfg)
+    if name not in OFFLINE:
+        with pytest.raises(Exception, match="(?i)local|offline|unreachable|connect"):
+            build_backbone(cfg.backbone)
+        return
+    model, wrap_options = build_backbone(cfg.backbone)
+    wrapped = msft.wrap(model, horizon=cfg.data.horizon, **wrap_options, **IDENTITY)
     assert wrapped.spec.name  # registered with msft
+    past = torch.randn(2, cfg.data.context_length, 1)
+    assert wrapped.predict(past, cfg.data.horizon).shape == (2, cfg.data.horizon, 1)
 
 
 @pytest.mark.parametrize("name", GROUPS["data"])
@@ -82,3 +112,10 @@ def test_msft_ablations_change_one_option():
             options = OmegaConf.to_container(compose([f"method={name}"]).method.options)
             changed = {k for k in base if options[k] != base[k]}
             assert 1 <= len(changed) <= 2, (name, changed)
+
+
+def test_backbone_dataset_presets_apply():
+    cfg = compose(["backbone=moirai_1.1_small", "data=ETTm1"])
+    assert cfg.data.context_length == 4000 and cfg.backbone.wrap_options.patch_size == 128
+    cfg = compose(["backbone=moirai_1.1_small", "data=ETTh2"])  # no preset: the data/backbone defaults
+    assert cfg.data.context_length == 512 and cfg.backbone.wrap_options.patch_size == 32
