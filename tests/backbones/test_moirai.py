@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import os
 import time
 from pathlib import Path
@@ -17,25 +18,18 @@ from einops import rearrange
 import msft
 from backbones import moirai as moirai_backbone
 from backbones.moirai import HubUnreachableError, load_moirai, moirai_from_config, pack_series
+from backbones.moirai.load import GEOMETRY_DIR
 
 pytest.importorskip("uni2ts")
 from uni2ts.loss.packed import PackedNLLLoss  # noqa: E402
 from uni2ts.model.moirai.forecast import MoiraiForecast  # noqa: E402
 
-CONFIG = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "moirai-1.1-R-small" / "config.json"
-if not CONFIG.is_file():  # worktrees live next to shared/
-    CONFIG = Path("/work/shared/reference/moirai-1.1-R-small/config.json")
+# The published MOIRAI 1.1-R small geometry, shipped with msft (checked against shared/reference below).
+CONFIG = GEOMETRY_DIR / "moirai-1.1-R-small.json"
+REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "moirai-1.1-R-small" / "config.json"
 PATCH = 16
 CONTEXT, HORIZON = 8 * PATCH + 5, 20  # not multiples of the patch size: exercises MOIRAI's padding
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 OpenMP threads spin and run ~50x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -347,11 +341,20 @@ def test_load_from_local_directory(pristine, tmp_path):
     assert tuple(loaded.patch_sizes) == tuple(pristine.patch_sizes)
 
 
-def test_load_from_config_file_or_directory():
+def test_load_from_config_file_directory_or_shipped_name(tmp_path):
+    (tmp_path / "config.json").write_text(CONFIG.read_text())
     a = moirai_from_config(CONFIG, seed=1)
-    b = moirai_from_config(CONFIG.parent, seed=1)
+    b = moirai_from_config(tmp_path, seed=1)
+    c = moirai_from_config("moirai-1.1-R-small", seed=1)
     assert a.d_model == 384 and len(a.encoder.layers) == 6
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    for other in (b, c):
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), other.state_dict().values()))
+
+
+def test_shipped_geometry_is_the_published_config():
+    if not REFERENCE.is_file():
+        pytest.skip(f"{REFERENCE} not found (the shared reference directory is beside the checkout in CI)")
+    assert json.loads(CONFIG.read_text()) == json.loads(REFERENCE.read_text())
 
 
 def test_missing_local_directory(tmp_path):

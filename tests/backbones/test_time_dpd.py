@@ -24,14 +24,6 @@ SMALL = dict(context_length=CONTEXT, horizon=HORIZON, d_model=8, num_heads=2, d_
              head_channels=16, dropout=0.0, llm_dtype="float32")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one intra-op thread is much faster than oversubscribed ones on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
