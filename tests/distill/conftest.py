@@ -1,7 +1,6 @@
 import pytest
 
 
-
 @pytest.fixture(scope="session")
 def data_dir():
     """``$MSFT_DATA_DIR``, else ``<repo>/../shared/data``; skip when ETT-small/ETTh1.csv is not there."""
