@@ -1,0 +1,26 @@
+"""Datasets for msft experiments: LSF / PF loaders, windows, the S2 generator (not imported by ``import msft``).
+
+``LSFDataModule`` needs ``lightning`` and is imported on first access.
+"""
+
+from msft.data.files import ChecksumError, DataNotFoundError, download, resolve_data_dir
+from msft.data.lsf import LSFSplit, load_lsf, prepare_lsf, read_csv, split_borders
+from msft.data.pf import PF_DATASETS, RollingWindows, load_pf, rolling_windows
+from msft.data.registry import LSF_DATASETS, DatasetSpec, get_spec
+from msft.data.synthetic import add_trend_seasonality, arma_series, s2_series, synthetic_frame
+from msft.data.windows import Windows
+
+__all__ = [
+    "ChecksumError", "DataNotFoundError", "DatasetSpec", "LSFDataModule", "LSFSplit", "LSF_DATASETS",
+    "PF_DATASETS", "RollingWindows", "Windows", "add_trend_seasonality", "arma_series", "download",
+    "get_spec", "load_lsf", "load_pf", "prepare_lsf", "read_csv", "resolve_data_dir", "rolling_windows",
+    "s2_series", "split_borders", "synthetic_frame",
+]
+
+
+def __getattr__(name: str):
+    if name == "LSFDataModule":
+        from msft.data.datamodule import LSFDataModule
+
+        return LSFDataModule
+    raise AttributeError(f"module 'msft.data' has no attribute {name!r}")

@@ -1,0 +1,56 @@
+"""The LSF protocol: stride-1 windows over a split, MSE/MAE on the train-stat z-scored scale."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import pandas as pd
+import torch
+
+from msft.data.lsf import LSFSplit, prepare_lsf
+from msft.protocols._forecasters import check_shape, point_forecaster
+
+logger = logging.getLogger(__name__)
+
+
+def evaluate_lsf(forecaster: Any, dataset: str | os.PathLike | pd.DataFrame | LSFSplit = "ETTh1",
+                 horizon: int = 96, context_length: int = 512, mode: str = "S",
+                 data_dir: str | os.PathLike | None = None, *, split: str = "test", batch_size: int = 1024,
+                 targets: str | list[str] | None = None, download: bool = False,
+                 device: str | torch.device | None = None) -> dict[str, float | int]:
+    """MSE and MAE of ``forecaster`` over every window of ``split``, averaged over windows × steps × channels.
+
+    ``forecaster``: ``f(past (batch, L, V)) -> (batch, H, V)`` or an object with
+    ``.predict(past_target, horizon)``. Mode ``"S"`` feeds each channel as its own series (V=1),
+    ``"M"`` all channels together. ``windows`` in the result counts forecast windows (in mode S,
+    time windows × channels). ``dataset`` may be a name, a CSV path, a frame or a prepared
+    :class:`~msft.data.LSFSplit` (whose ``context_length`` must equal ``context_length``).
+    """
+    if isinstance(dataset, LSFSplit):
+        if dataset.context_length != context_length:
+            raise ValueError(f"context_length={context_length} but the LSFSplit was prepared with "
+                             f"{dataset.context_length}")
+        data = dataset
+    else:
+        data = prepare_lsf(dataset, context_length, targets=targets, data_dir=data_dir, download=download)
+    windows = data.windows(split, horizon, mode)
+    if len(windows) == 0:
+        raise ValueError(f"{data.name} {split} split has no window of context_length={context_length} + "
+                         f"horizon={horizon}")
+    predict = point_forecaster(forecaster)
+    squared = absolute = 0.0
+    with torch.no_grad():
+        for batch in windows.batches(batch_size):
+            past, future = batch["past_target"], batch["future_target"]  # (batch, L, V), (batch, H, V)
+            if device is not None:
+                past, future = past.to(device), future.to(device)
+            pred = check_shape(predict(past, horizon), tuple(future.shape), "forecaster")
+            error = (pred.to(future.dtype) - future).double()
+            squared += float(error.square().sum())
+            absolute += float(error.abs().sum())
+    count = future.shape[1] * future.shape[2] * len(windows)
+    result = {"mse": squared / count, "mae": absolute / count, "windows": len(windows)}
+    logger.info("LSF %s H=%d L=%d mode=%s: %s", data.name, horizon, context_length, mode, result)
+    return result
