@@ -1,0 +1,126 @@
+"""Build a uni2ts `MoiraiModule` from the Hugging Face hub, a local directory or a bare config.
+
+A MOIRAI checkpoint is a directory (or hub repository) holding ``config.json`` and
+``model.safetensors``, as written by ``MoiraiModule.save_pretrained``. When the hub cannot be
+reached, `load_moirai` fails within a few seconds (one metadata request with a short timeout and no
+retries) with an error that says how to point it at a local directory instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+#: published MOIRAI checkpoints (any repository with the same layout works too).
+KNOWN_CHECKPOINTS = tuple(
+    f"Salesforce/moirai-{version}-R-{size}" for version in ("1.0", "1.1") for size in ("small", "base", "large")
+)
+
+
+class HubUnreachableError(OSError):
+    """The checkpoint is not cached and the Hugging Face hub cannot be reached (or offline mode is on)."""
+
+
+def load_moirai(
+    source: str | Path,
+    *,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    timeout: float = 3.0,
+    endpoint: str | None = None,
+):
+    """A pretrained `MoiraiModule` from a hub id (``"Salesforce/moirai-1.1-R-small"``) or a directory.
+
+    A directory must hold ``config.json`` and ``model.safetensors``. Hub files come from the local
+    cache when present (so ``HF_HUB_OFFLINE=1`` works after a first download); otherwise one metadata
+    request with ``timeout`` seconds decides whether the hub is reachable before downloading.
+    """
+    from uni2ts.model.moirai import MoiraiModule
+
+    directory = _local_directory(source) or _download(str(source), revision, cache_dir, timeout, endpoint)
+    module = MoiraiModule.from_pretrained(str(directory))
+    module.eval()
+    return module
+
+
+def moirai_from_config(config: dict[str, Any] | str | Path, seed: int | None = None):
+    """A `MoiraiModule` with the geometry of ``config`` (a dict, a ``config.json`` or its directory) and
+    random weights, e.g. ``moirai_from_config("../shared/reference/moirai-1.1-R-small")``."""
+    import torch
+    from uni2ts.model.moirai import MoiraiModule
+    from uni2ts.model.moirai.module import decode_distr_output
+
+    values = _read_config(config)
+    required = ("distr_output", "d_model", "num_layers", "patch_sizes", "max_seq_len", "attn_dropout_p", "dropout_p")
+    missing = [key for key in required if key not in values]
+    if missing:
+        raise ValueError(f"MOIRAI config is missing {missing}: expected the keys of MoiraiModule.__init__ {list(required)}")
+    values = dict(values)
+    values["distr_output"] = decode_distr_output(values["distr_output"])
+    values["patch_sizes"] = tuple(values["patch_sizes"])
+    if seed is not None:
+        torch.manual_seed(seed)
+    module = MoiraiModule(**values)
+    module.eval()
+    return module
+
+
+def _read_config(config: dict[str, Any] | str | Path) -> dict[str, Any]:
+    if isinstance(config, dict):
+        return config
+    path = Path(config)
+    if path.is_dir():
+        path = path / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: expected a MOIRAI config.json or a directory holding one")
+    return json.loads(path.read_text())
+
+
+def _local_directory(source: str | Path) -> Path | None:
+    path = Path(source).expanduser()
+    if not path.exists():
+        if isinstance(source, Path) or str(source).startswith((".", "/", "~")):
+            raise FileNotFoundError(f"{path} does not exist: expected a directory with {CONFIG_FILE} and {WEIGHTS_FILE}")
+        return None
+    if not path.is_dir():
+        raise ValueError(f"source={str(source)!r} is a file: expected a directory with {CONFIG_FILE} and {WEIGHTS_FILE}")
+    missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (path / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{path} has no {missing}: expected a MOIRAI checkpoint ({CONFIG_FILE} and {WEIGHTS_FILE})")
+    return path
+
+
+def _download(repo_id: str, revision: str | None, cache_dir: str | Path | None, timeout: float, endpoint: str | None) -> Path:
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    common = dict(repo_id=repo_id, revision=revision, cache_dir=cache_dir)
+    try:  # a cached checkpoint needs no network at all
+        paths = [hf_hub_download(filename=f, local_files_only=True, **common) for f in (CONFIG_FILE, WEIGHTS_FILE)]
+        return Path(paths[0]).parent
+    except LocalEntryNotFoundError:
+        pass
+    if constants.HF_HUB_OFFLINE:
+        raise HubUnreachableError(_unreachable_message(repo_id, "HF_HUB_OFFLINE is set and it is not in the local cache"))
+    try:  # one quick request, without hf_hub_download's retries (which take ~20 s when offline)
+        get_hf_file_metadata(hf_hub_url(repo_id, CONFIG_FILE, revision=revision, endpoint=endpoint), timeout=timeout, endpoint=endpoint)
+    except Exception as err:  # connection refused, DNS failure, timeout, 404, gated repo, ...
+        raise HubUnreachableError(_unreachable_message(repo_id, f"{type(err).__name__}: {err}")) from err
+    logger.info("downloading %s from the Hugging Face hub", repo_id)
+    paths = [hf_hub_download(filename=f, etag_timeout=timeout, endpoint=endpoint, **common) for f in (CONFIG_FILE, WEIGHTS_FILE)]
+    return Path(paths[0]).parent
+
+
+def _unreachable_message(repo_id: str, reason: str) -> str:
+    return (
+        f"cannot load MOIRAI checkpoint {repo_id!r} from the Hugging Face hub ({reason}). "
+        f"Download it where the hub is reachable, e.g. `hf download {repo_id} --local-dir ./{repo_id.split('/')[-1]}`, "
+        f"and pass that directory instead: load_moirai('./{repo_id.split('/')[-1]}') "
+        f"(it must hold {CONFIG_FILE} and {WEIGHTS_FILE}). For random weights use moirai_from_config(config)."
+    )

@@ -1,0 +1,351 @@
+"""MSFT on a real uni2ts MoiraiModule with the MOIRAI-1.1-R-small geometry and random weights."""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+from einops import rearrange
+
+import msft
+from backbones import moirai as moirai_backbone
+from backbones.moirai import HubUnreachableError, load_moirai, moirai_from_config, pack_series
+
+pytest.importorskip("uni2ts")
+from uni2ts.loss.packed import PackedNLLLoss  # noqa: E402
+from uni2ts.model.moirai.forecast import MoiraiForecast  # noqa: E402
+
+CONFIG = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "moirai-1.1-R-small" / "config.json"
+if not CONFIG.is_file():  # worktrees live next to shared/
+    CONFIG = Path("/work/shared/reference/moirai-1.1-R-small/config.json")
+PATCH = 16
+CONTEXT, HORIZON = 8 * PATCH + 5, 20  # not multiples of the patch size: exercises MOIRAI's padding
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine, 2 OpenMP threads spin and run ~50x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def pristine():
+    """One randomly initialised 1.1-R-small module; tests take deep copies."""
+    return moirai_from_config(CONFIG, seed=0)
+
+
+@pytest.fixture
+def module(pristine):
+    return copy.deepcopy(pristine)
+
+
+def series(batch=2, variates=2, context=CONTEXT, horizon=HORIZON, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    past = torch.randn(batch, context, variates, generator=g).cumsum(1) + 10
+    future = torch.randn(batch, horizon, variates, generator=g) + past[:, -1:]
+    return past, future
+
+
+def forecast_reference(module, patch, context, horizon):
+    return MoiraiForecast(
+        prediction_length=horizon,
+        target_dim=1,
+        feat_dynamic_real_dim=0,
+        past_feat_dynamic_real_dim=0,
+        context_length=context,
+        module=module,
+        patch_size=patch,
+    )
+
+
+def capture_params(module):
+    """Record every output of the mixture head ``param_proj``."""
+    seen = []
+    handle = module.param_proj.register_forward_hook(lambda mod, args, out: seen.append(out))
+    return seen, handle
+
+
+def leaves(tree):
+    return torch.utils._pytree.tree_flatten(tree)[0]
+
+
+# -- packing ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "patch, context, horizon, nan_slices",
+    [
+        (8, 64, 16, []),
+        (16, 133, 20, [(0, slice(0, 40))]),  # leading unobserved patches: time ids start late
+        (32, 100, 7, [(1, slice(50, 90))]),  # a fully unobserved patch inside the context
+        (64, 130, 96, [(0, slice(10, 11)), (1, slice(0, 3))]),
+    ],
+)
+def test_packing_matches_moirai_forecast(pristine, patch, context, horizon, nan_slices):
+    past, future = series(batch=2, variates=1, context=context, horizon=horizon)
+    for row, where in nan_slices:
+        past[row, where, 0] = float("nan")
+    observed = ~torch.isnan(past)
+    fc = forecast_reference(pristine, patch, context, horizon)
+    expected = fc._convert(
+        patch,
+        torch.nan_to_num(past),  # gluonts' AddObservedValuesIndicator fills NaN with 0
+        observed,
+        torch.zeros(past.shape[:2], dtype=torch.bool),
+        future_target=future,
+        future_observed_target=torch.ones_like(future, dtype=torch.bool),
+    )
+    packed = pack_series(past[..., 0], observed[..., 0], horizon, patch, 128, future=future[..., 0])
+    for name, want, got in zip(
+        ("target", "observed_mask", "sample_id", "time_id", "variate_id", "prediction_mask"),
+        expected,
+        packed.module_inputs(),
+    ):
+        assert torch.equal(want, got), name
+
+
+# -- scales=[1] is the unwrapped module -----------------------------------------------------------
+
+
+def test_single_scale_equals_unwrapped_module(module):
+    past, future = series()
+    past[0, :30, 1] = float("nan")
+    flat = rearrange(past, "b t v -> (b v) t")
+    packed = pack_series(flat, ~torch.isnan(flat), HORIZON, PATCH, 128, future=rearrange(future, "b t v -> (b v) t"))
+
+    seen, handle = capture_params(module)
+    with torch.no_grad():
+        distr = module(*packed.module_inputs())
+        expected_nll = PackedNLLLoss()(
+            distr, packed.target, packed.prediction_mask, packed.observed_mask, packed.sample_id, packed.variate_id
+        )
+        model = msft.wrap(module, scales=[1], patch_size=PATCH)
+        nll = model.loss(past, future)
+    handle.remove()
+    expected_params, params = seen
+    assert len(leaves(params)) == len(leaves(expected_params)) > 0
+    for want, got in zip(leaves(expected_params), leaves(params)):
+        if want.dim():  # (series, tokens, max_patch); 0-dim leaves are fixed scales
+            want = want[:, packed.num_context :]
+        assert torch.equal(want, got)
+    assert torch.equal(nll, expected_nll)
+
+
+def test_single_scale_samples_are_moirai_forecast_paths(module):
+    """Same distribution, same random stream: the paths MoiraiForecast formats from its prediction tokens."""
+    past, _ = series(batch=2, variates=3)
+    flat = rearrange(past, "b t v -> (b v) t")
+    packed = pack_series(flat, torch.ones_like(flat, dtype=torch.bool), HORIZON, PATCH, 128)
+    seen, handle = capture_params(module)
+    with torch.no_grad():
+        distr = module(*packed.module_inputs())
+    handle.remove()
+    n = packed.num_context
+    params = torch.utils._pytree.tree_map(lambda t: t[:, n:] if t.dim() else t, seen[0])
+    prediction = module.distr_output.distribution(params, loc=distr.loc[:, n:], scale=distr.scale[:, n:])
+    torch.manual_seed(7)
+    draws = prediction.sample(torch.Size((50,)))  # (samples, series, n_horizon, max_patch)
+    draws = torch.cat([draws.new_zeros(50, flat.shape[0], n, 128), draws], dim=2)
+    expected = forecast_reference(module, PATCH, CONTEXT, HORIZON)._format_preds(PATCH, draws, 1)  # (series, samples, H)
+
+    model = msft.wrap(module, scales=[1], patch_size=PATCH)
+    torch.manual_seed(7)
+    with torch.no_grad():
+        samples = model.predict_samples(past, HORIZON, num_samples=50)
+    assert samples.shape == (2, 50, HORIZON, 3)
+    assert torch.equal(rearrange(samples, "b s t v -> (b v) s t"), expected)
+
+
+# -- multi-scale training ---------------------------------------------------------------------------
+
+CASES = {
+    "blocked [1,2,4]": dict(scales=[1, 2, 4]),
+    "blocked [1,2,4,8]": dict(scales=[1, 2, 4, 8]),
+    "dense [1,2,4]": dict(scales=[1, 2, 4], attention_impl="dense"),
+    "no intra-scale [1,2]": dict(scales=[1, 2], intra_scale_attention=False),
+    "train head [1,2,4]": dict(scales=[1, 2, 4], backbone_options={"train_head": True}),
+}
+
+
+@pytest.mark.parametrize("options", CASES.values(), ids=CASES.keys())
+def test_forward_backward_trains_only_msft(module, options):
+    before = {n: t.clone() for n, t in module.state_dict().items()}
+    model = msft.wrap(module, patch_size=PATCH, **options)
+    past, future = series(context=8 * PATCH * 2 + 3)
+    optimizer = torch.optim.AdamW(model.parameter_groups(lr=1e-3), lr=1e-3)
+    for _ in range(2):
+        loss = model.loss(past, future)
+        assert torch.isfinite(loss)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    for name, p in model.named_parameters():
+        if "msft_" in name:
+            assert p.requires_grad and p.grad is not None and torch.isfinite(p.grad).all(), name
+        else:
+            assert not p.requires_grad and p.grad is None, name
+    if options.get("backbone_options", {}).get("train_head"):
+        assert any(n.startswith("msft_heads.") for n, _ in model.named_parameters())
+    samples = model.predict_samples(past, HORIZON, num_samples=8)
+    assert samples.shape == (2, 8, HORIZON, 2) and torch.isfinite(samples).all()
+    backbone = msft.unwrap(model)
+    after = backbone.state_dict()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(before[n], after[n]) for n in before)
+
+
+def perturb(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.msft_parameters().values():
+            p.add_(torch.randn(p.shape, generator=g) * 0.02)
+
+
+def test_blocked_attention_equals_dense_mask(pristine):
+    past, future = series(context=4 * PATCH * 4)
+    blocked = msft.wrap(copy.deepcopy(pristine), scales=[1, 2, 4], patch_size=PATCH)
+    perturb(blocked)  # non-zero LoRA / adapters / aggregation
+    dense = msft.wrap(copy.deepcopy(pristine), scales=[1, 2, 4], patch_size=PATCH, attention_impl="dense")
+    dense.load_state_dict(blocked.state_dict())  # LoRA A is randomly initialised: share every value
+    with torch.no_grad():
+        torch.testing.assert_close(blocked.loss(past, future), dense.loss(past, future), rtol=1e-5, atol=1e-5)
+
+
+def test_scales_as_variates_in_joint_layout(module):
+    """Concatenated scales get their own variate ids, time ids from 0, and (block-diagonal) masks."""
+    model = msft.wrap(module, scales=[1, 2], patch_size=PATCH, attention_impl="dense")
+    flat = torch.randn(3, 4 * PATCH)
+    tokens = [model.spec.embed(flat, torch.ones_like(flat, dtype=torch.bool), HORIZON, 0)]
+    tokens.append(model.spec.embed(flat[:, ::2], torch.ones_like(flat[:, ::2], dtype=torch.bool), 10, 1))
+    n0, n1 = (t.hidden.shape[1] for t in tokens)
+    for block_diagonal in (True, False):
+        aux = model.spec.join(tokens, block_diagonal)
+        assert aux.variate_id[0].tolist() == [0] * n0 + [1] * n1
+        assert aux.time_id[0, 0] == 0 and aux.time_id[0, n0] == 0
+        assert bool(aux.attn_mask[:, :n0, n0:].any()) is not block_diagonal
+        assert bool(aux.attn_mask[:, :n0, :n0].all())
+
+
+def test_nan_context_and_future_train_with_finite_loss(module):
+    model = msft.wrap(module, scales=[1, 2, 4], patch_size=PATCH)
+    perturb(model)
+    past, future = series(context=4 * PATCH * 4)
+    past[0, : 3 * PATCH, 0] = float("nan")  # leading unobserved patches
+    past[1, 100:140, 1] = float("nan")  # a gap covering whole patches
+    past[0, 7::5, 1] = float("nan")  # scattered
+    future[1, 3:9, 0] = float("nan")
+    observed = torch.ones_like(past, dtype=torch.bool)
+    observed[1, -10:, 0] = False  # masked but not NaN
+    loss = model.loss(past, future, past_observed=observed)
+    assert torch.isfinite(loss)
+    loss.backward()
+    for name, p in model.msft_parameters().items():
+        assert torch.isfinite(p.grad).all(), name
+    assert torch.isfinite(model.predict(past, HORIZON, past_observed=observed)).all()
+
+
+def test_predict_is_median_of_fused_samples(module):
+    model = msft.wrap(module, scales=[1, 2], patch_size=PATCH)
+    past, _ = series(context=4 * PATCH * 2)
+    torch.manual_seed(3)
+    samples = model.predict_samples(past, HORIZON, num_samples=100)
+    torch.manual_seed(3)
+    point = model.predict(past, HORIZON)
+    assert torch.equal(point, samples.median(dim=1).values)
+    per_scale = model.predict_scales(past, HORIZON)
+    assert [p.shape for p in per_scale] == [(2, HORIZON, 2), (2, HORIZON // 2, 2)]
+
+
+def test_adapter_round_trip(pristine, tmp_path):
+    options = dict(scales=[1, 2, 4], patch_size=PATCH, backbone_options={"train_head": True})
+    model = msft.wrap(copy.deepcopy(pristine), **options)
+    past, future = series(context=4 * PATCH * 4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
+    model.loss(past, future).backward()
+    optimizer.step()
+    with torch.no_grad():
+        expected = model.loss(past, future)
+    model.save_adapter(tmp_path / "adapter")
+    loaded = msft.load_adapter(copy.deepcopy(pristine), tmp_path / "adapter")
+    with torch.no_grad():
+        assert torch.equal(loaded.loss(past, future), expected)
+    assert loaded.spec.patch_size() == PATCH
+
+
+# -- options and loading ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        (dict(patch_size=12), "patch_size=12"),
+        (dict(backbone_options={"heads": 1}), "heads"),
+        (dict(backbone_options={"train_head": "yes"}), "train_head"),
+        (dict(backbone_options={"freq": "fortnight"}), "fortnight"),
+    ],
+)
+def test_bad_options_raise_before_touching_the_module(module, options, match):
+    with pytest.raises(ValueError, match=match):
+        msft.wrap(module, scales=[1, 2], **options)
+    assert type(module.in_proj).__name__ == "MultiInSizeLinear"
+
+
+@pytest.mark.parametrize("freq, patch", [(None, 32), ("h", 32), ("15min", 32), ("D", 16), ("W-SUN", 16), ("MS", 8), ("10s", 64)])
+def test_default_patch_size_per_frequency(module, freq, patch):
+    assert moirai_backbone.default_patch_size(freq) == patch
+    model = msft.wrap(module, scales=[1, 2], backbone_options={} if freq is None else {"freq": freq})
+    assert model.spec.patch_size() == patch
+
+
+def test_context_too_short_for_coarsest_scale(module):
+    model = msft.wrap(module, scales=[1, 2, 4], patch_size=32)
+    with pytest.raises(ValueError, match="4 \\* 32"):
+        model.loss(*series(context=100))
+
+
+def test_load_from_local_directory(pristine, tmp_path):
+    pristine.save_pretrained(tmp_path / "ckpt")
+    loaded = load_moirai(tmp_path / "ckpt")
+    expected = pristine.state_dict()
+    assert all(torch.equal(expected[n], t) for n, t in loaded.state_dict().items())
+    assert tuple(loaded.patch_sizes) == tuple(pristine.patch_sizes)
+
+
+def test_load_from_config_file_or_directory():
+    a = moirai_from_config(CONFIG, seed=1)
+    b = moirai_from_config(CONFIG.parent, seed=1)
+    assert a.d_model == 384 and len(a.encoder.layers) == 6
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_missing_local_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_moirai(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        load_moirai(tmp_path / "empty")
+
+
+def test_hub_offline_error_says_how_to_use_a_directory(tmp_path):
+    with pytest.raises(HubUnreachableError, match="moirai-1.1-R-small.*pass that directory"):
+        load_moirai("Salesforce/moirai-1.1-R-small", cache_dir=tmp_path)
+
+
+def test_hub_unreachable_fails_fast(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    start = time.monotonic()
+    with pytest.raises(HubUnreachableError, match="Salesforce/moirai-1.0-R-base"):
+        load_moirai("Salesforce/moirai-1.0-R-base", cache_dir=tmp_path, endpoint="http://127.0.0.1:9", timeout=2)
+    # hf_hub_download's own retries take ~20 s here; the loader must not wait for them
+    assert time.monotonic() - start < 10
