@@ -181,7 +181,8 @@ def masked_batch(rng: np.random.Generator, pool: SeriesPool, batch_size: int, pa
     return {
         "target": target,  # (batch, tokens, max_patch)
         "observed_mask": seen,
-        "sample_id": torch.zeros(batch_size, tokens, dtype=torch.long),
+        # uni2ts treats sample_id 0 as packing padding (its scaler then returns loc 0, scale 1).
+        "sample_id": torch.ones(batch_size, tokens, dtype=torch.long),
         "time_id": torch.arange(tokens).expand(batch_size, tokens).clone(),
         "variate_id": torch.zeros(batch_size, tokens, dtype=torch.long),
         "prediction_mask": prediction_mask,
@@ -208,9 +209,9 @@ def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--steps", type=int, default=1800)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=24)
+    p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup", type=int, default=30)
     p.add_argument("--d-model", type=int, default=128)
@@ -222,7 +223,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-tokens", type=int, default=24, help="tokens per training series (context + masked)")
     p.add_argument("--pool", type=int, default=1024, help="S2 series generated up front")
     p.add_argument("--checkpoint-minutes", type=float, default=2.0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="train at most this many steps in this invocation, then save state.pt and stop")
+    p.add_argument("--export-only", action="store_true",
+                   help="write out/model from the current state.pt without training (to evaluate a run in progress)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads; 1 is several times faster than 2 on a contended 2-core machine")
     args = p.parse_args(argv)
     if args.patch_weights is not None and len(args.patch_weights) != len(args.patch_sizes):
         raise ValueError(f"--patch-weights {args.patch_weights}: expected one weight per patch size {args.patch_sizes}")
@@ -253,7 +259,8 @@ def main(argv: list[str] | None = None) -> None:
 
     module.train()
     last_save, window = time.time(), []
-    while step < args.steps:
+    stop = args.steps if args.stop_after is None else min(args.steps, step + args.stop_after)
+    while step < stop and not args.export_only:
         t0 = time.time()
         rng = np.random.default_rng([args.seed, step])
         batch = masked_batch(rng, pool, args.batch_size, tuple(args.patch_sizes), args.max_tokens, max_patch,
@@ -276,7 +283,11 @@ def main(argv: list[str] | None = None) -> None:
         if time.time() - last_save > 60 * args.checkpoint_minutes:
             save_state()
             last_save = time.time()
-    save_state()
+    if not args.export_only:
+        save_state()
+    if step < args.steps and not args.export_only:
+        logger.info("stopped at step %d of %d; rerun the command to continue", step, args.steps)
+        return
     module.save_pretrained(args.out / "model")
     (args.out / "model" / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     (args.out / "train_log.json").write_text(json.dumps(
