@@ -110,14 +110,14 @@ def seasonal(rng: np.random.Generator, n: int, length: int, max_period: int) -> 
     return out
 
 
-def trend(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
+def trend(rng: np.random.Generator, n: int, length: int, walk_max: float = 0.3) -> np.ndarray:
     """Linear, piecewise-linear or random-walk level, scaled to a few units over the series."""
     t = np.arange(length) / length
     kind = rng.integers(0, 4, (n, 1))
     linear = rng.normal(0, 1.5, (n, 1)) * t
     knot = rng.uniform(0.2, 0.9, (n, 1))
     piecewise = linear + rng.normal(0, 2, (n, 1)) * np.maximum(t - knot, 0)
-    walk = np.cumsum(rng.normal(0, 1, (n, length)), axis=1) * rng.uniform(0.02, 0.3, (n, 1))
+    walk = np.cumsum(rng.normal(0, 1, (n, length)), axis=1) * rng.uniform(0.1 * walk_max, walk_max, (n, 1))
     return np.select([kind == 0, kind == 1, kind == 2], [np.zeros((n, length)), linear, piecewise], walk)
 
 
@@ -137,13 +137,14 @@ def noise(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
     return sigma * ar + spikes
 
 
-def synthetic_batch(rng: np.random.Generator, pool: SeriesPool, n: int, length: int) -> np.ndarray:
+def synthetic_batch(rng: np.random.Generator, pool: SeriesPool, n: int, length: int, s2_share: float = 0.25,
+                    walk_max: float = 0.3) -> np.ndarray:
     """(n, length) composed series: ~25% pure S2, else seasonal + trend + noise (+ a share of S2)."""
     s2 = pool.crop(rng, n, length)
     s2 = (s2 - s2.mean(1, keepdims=True)) / (s2.std(1, keepdims=True) + 1e-6)
-    composed = seasonal(rng, n, length, max_period=length // 3) + trend(rng, n, length) + noise(rng, n, length)
+    composed = seasonal(rng, n, length, max_period=length // 3) + trend(rng, n, length, walk_max) + noise(rng, n, length)
     composed += (rng.uniform(size=(n, 1)) < 0.3) * rng.uniform(0.1, 0.8, (n, 1)) * s2
-    x = np.where(rng.uniform(size=(n, 1)) < 0.25, s2, composed)
+    x = np.where(rng.uniform(size=(n, 1)) < s2_share, s2, composed)
     positive = rng.uniform(size=(n, 1)) < 0.1  # count-like / non-negative series for the NegBin/LogNormal parts
     x = np.where(positive, np.maximum(x - x.min(1, keepdims=True), 0) * rng.uniform(1, 20, (n, 1)), x)
     x = np.where(positive & (rng.uniform(size=(n, 1)) < 0.5), np.round(x), x)
@@ -154,14 +155,14 @@ def synthetic_batch(rng: np.random.Generator, pool: SeriesPool, n: int, length: 
 
 # -- MOIRAI's masked-prediction inputs ---------------------------------------------------------------
 def masked_batch(rng: np.random.Generator, pool: SeriesPool, batch_size: int, patch_sizes: tuple[int, ...],
-                 max_tokens: int, max_patch: int, patch_weights: tuple[float, ...] | None = None
-                 ) -> dict[str, torch.Tensor]:
+                 max_tokens: int, max_patch: int, patch_weights: tuple[float, ...] | None = None,
+                 s2_share: float = 0.25, walk_max: float = 0.3) -> dict[str, torch.Tensor]:
     """One batch in MoiraiModule.forward's layout: one patch size, the last 15–50% of patches masked."""
     weights = None if patch_weights is None else np.asarray(patch_weights) / np.sum(patch_weights)
     ps = int(rng.choice(patch_sizes, p=weights))
     tokens = int(rng.integers(min(6, max_tokens), max_tokens + 1))
     horizon_tokens = max(1, int(round(tokens * rng.uniform(0.15, 0.5))))
-    values = synthetic_batch(rng, pool, batch_size, tokens * ps)  # (batch, tokens * ps)
+    values = synthetic_batch(rng, pool, batch_size, tokens * ps, s2_share, walk_max)  # (batch, tokens * ps)
     observed = np.ones_like(values, dtype=bool)
     # Left padding as MOIRAI sees it when the context is not a multiple of the patch size, and the
     # odd missing value.
@@ -221,6 +222,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="relative frequency of each patch size in training batches (default: patch 32, the LSF one, twice as often)")
     p.add_argument("--max-seq-len", type=int, default=512)
     p.add_argument("--max-tokens", type=int, default=24, help="tokens per training series (context + masked)")
+    p.add_argument("--s2-share", type=float, default=0.25, help="share of pure S2 series in a batch")
+    p.add_argument("--walk-max", type=float, default=0.3, help="largest random-walk step of the trend component")
     p.add_argument("--pool", type=int, default=1024, help="S2 series generated up front")
     p.add_argument("--checkpoint-minutes", type=float, default=2.0)
     p.add_argument("--stop-after", type=int, default=None,
@@ -264,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.time()
         rng = np.random.default_rng([args.seed, step])
         batch = masked_batch(rng, pool, args.batch_size, tuple(args.patch_sizes), args.max_tokens, max_patch,
-                             args.patch_weights)
+                             args.patch_weights, args.s2_share, args.walk_max)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
         loss = masked_nll(module, batch)

@@ -33,14 +33,27 @@ def _zero_shot_table() -> list[str]:
     return lines
 
 
-def card(log: dict, size_bytes: int, n_params: int) -> str:
+def _command(a: dict) -> str:
+    return (f"nice -n 10 python scripts/pretrain_tiny_moirai.py --out {a['out']} --seed {a['seed']} "
+            f"--steps {a['steps']} --batch-size {a['batch_size']} --lr {a['lr']} "
+            f"--warmup {a['warmup']} --d-model {a['d_model']} --num-layers {a['num_layers']} "
+            f"--patch-sizes {' '.join(map(str, a['patch_sizes']))} "
+            f"--patch-weights {' '.join(str(w) for w in a['patch_weights'])} --max-seq-len {a['max_seq_len']} "
+            f"--max-tokens {a['max_tokens']} --pool {a['pool']} --s2-share {a.get('s2_share', 0.25)} "
+            f"--walk-max {a.get('walk_max', 0.3)} --threads {a['threads']}")
+
+
+def card(log: dict, size_bytes: int, n_params: int, stage1: dict | None = None) -> str:
     a = log["args"]
-    command = (f"nice -n 10 python scripts/pretrain_tiny_moirai.py --out {a['out']} --seed {a['seed']}"
-               f"  # defaults: --steps {a['steps']} --batch-size {a['batch_size']} --lr {a['lr']} "
-               f"--warmup {a['warmup']} --d-model {a['d_model']} --num-layers {a['num_layers']} "
-               f"--patch-sizes {' '.join(map(str, a['patch_sizes']))} "
-               f"--patch-weights {' '.join(str(w) for w in a['patch_weights'])} --max-seq-len {a['max_seq_len']} "
-               f"--max-tokens {a['max_tokens']} --pool {a['pool']} --threads {a['threads']}")
+    if stage1 is None:
+        command = f"`{_command(a)}`"
+    else:
+        s1 = stage1["args"]
+        command = (f"two stages. Stage 1 ({stage1['steps']} steps, {stage1['train_seconds'] / 60:.1f} min): "
+                   f"`{_command(s1)}`. Stage 2 continues stage 1's `state.pt` (weights, AdamW state, step) with "
+                   f"a longer cosine schedule (a warm restart at lr ≈ 7e-4) and a recipe with fewer pure-S2 series "
+                   f"and gentler random walks, because stage 1 had not learned to continue seasonal patterns: "
+                   f"`mkdir -p {a['out']} && cp {s1['out']}/state.pt {a['out']}/ && {_command(a)}`")
     final = log["history"][-1]["loss"] if log["history"] else float("nan")
     lines = [
         "# tiny MOIRAI (msft's embedded backbone)",
@@ -59,10 +72,10 @@ def card(log: dict, size_bytes: int, n_params: int) -> str:
         "",
         "## How it was made",
         "",
-        f"- Command (seed {a['seed']}): `{command}`",
+        f"- Command (seed {a['seed']}): {command}",
         f"- steps: {log['steps']} AdamW steps (weight decay 0.1, betas 0.9/0.98), batch {a['batch_size']} series, "
         f"lr {a['lr']} with {a['warmup']} warm-up steps then cosine to 10%; grad-norm clip 1.",
-        f"- wall time: {log['train_seconds'] / 60:.1f} minutes of training on a shared 2-core CPU machine "
+        f"- wall time: {log['train_seconds'] / 60:.1f} minutes of training in total on a shared 2-core CPU machine "
         f"(torch threads {a['threads']}, other jobs running); final training loss {final:.3f} (mean NLL per "
         "masked point, on the series' original scale).",
         "- Objective: MOIRAI's masked-prediction NLL. Per batch one patch size (16/32/64 with weights "
@@ -70,7 +83,7 @@ def card(log: dict, size_bytes: int, n_params: int) -> str:
         "by the mask embedding; loss = mixture NLL on the observed points of the masked patches, averaged per "
         "series (uni2ts PackedNLLLoss with one series per row). Random left padding, missing points and a "
         "partial last patch teach the layouts msft produces.",
-        "- Data recipe (no benchmark data, so zero-shot numbers are not leaked): per batch, generated from "
+        "- Data recipe (stage 2: --s2-share 0.1 --walk-max 0.05; no benchmark data, so zero-shot numbers are not leaked): per batch, generated from "
         "`numpy.random.default_rng([seed, step])`: 25% pure S2 series (`msft.data.synthetic.s2_series`, "
         "mixture draws or stationary ARMA, cropped from a pool generated once), otherwise a sum of "
         "seasonal profiles (random Fourier shapes, 1–4 harmonics, periods 4, 7, 12, 24, 30, 48, 52, 96, 144, "
@@ -100,6 +113,7 @@ def card(log: dict, size_bytes: int, n_params: int) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", type=Path, default=ROOT / "runs" / "tiny_moirai")
+    p.add_argument("--stage1", type=Path, default=None, help="the run that --run continued (for the card)")
     p.add_argument("--card-only", action="store_true", help="rewrite README.md only (after new zero-shot numbers)")
     args = p.parse_args(argv)
     TARGET.mkdir(parents=True, exist_ok=True)
@@ -107,12 +121,16 @@ def main(argv: list[str] | None = None) -> None:
         for name in ("config.json", "model.safetensors"):
             shutil.copyfile(args.run / "model" / name, TARGET / name)
         shutil.copyfile(args.run / "train_log.json", TARGET.parent / "tiny_moirai_train_log.json")
+        if args.stage1 is not None:
+            shutil.copyfile(args.stage1 / "train_log.json", TARGET.parent / "tiny_moirai_train_log_stage1.json")
     log = json.loads((TARGET.parent / "tiny_moirai_train_log.json").read_text())
+    stage1_path = TARGET.parent / "tiny_moirai_train_log_stage1.json"
+    stage1 = json.loads(stage1_path.read_text()) if stage1_path.exists() else None
     from safetensors.torch import load_file
 
     n_params = sum(t.numel() for t in load_file(TARGET / "model.safetensors").values())
     size = sum((TARGET / n).stat().st_size for n in ("config.json", "model.safetensors"))
-    (TARGET / "README.md").write_text(card(log, size, n_params))
+    (TARGET / "README.md").write_text(card(log, size, n_params, stage1))
     print(f"wrote {TARGET}")
 
 
