@@ -171,7 +171,7 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--horizon", type=int, default=96)
     p.add_argument("--context", type=int, default=512)
     p.add_argument("--patch-size", type=int, default=32)
-    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--steps", type=int, default=80)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3, help="adapters, LoRA, aggregation, fusion")
     p.add_argument("--full-lr", type=float, default=1e-4, help="backbone weights in full finetuning")
