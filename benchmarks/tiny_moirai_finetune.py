@@ -196,6 +196,7 @@ def load_backbone(checkpoint: Path | None):
 
 def compare(args, argv: list[str] | None, module_name: str, title: str) -> dict:
     torch.set_num_threads(args.threads)
+    args.started = time.time()
     args.test_stride = {k: int(v) for k, v in (item.split("=") for item in args.test_stride)}
     backbone = load_backbone(args.checkpoint)
     results: dict[str, dict] = {}
@@ -232,8 +233,9 @@ def write_results(args, argv: list[str] | None, module_name: str, title: str, re
              f"Budget per finetuned run: {args.steps} AdamW steps × {args.batch_size} random train windows, "
              f"warm-up {max(1, args.steps // 10)} steps then cosine; lr {args.lr} (adapters, LoRA, aggregation, "
              f"fusion), {args.full_lr} (backbone weights, full finetuning); grad-norm clip 1.",
-             f"Finetuned methods: mean ± std over seeds {args.seeds}; zero-shot is deterministic up to sampling "
-             f"(seed {args.seeds[0]}).",
+             f"Finetuned methods: mean ± std over seeds {args.seeds}; zero-shot is one run (deterministic with "
+             "the mean point forecast).",
+             f"Wall time of this script: {(time.time() - args.started) / 60:.1f} min.",
              ("Point forecast: mean of the fused forecast distribution (fusion of each scale's mixture mean)"
               if args.point == "mean" else f"Point forecast: median of {args.samples} fused sample paths")
              + f"; patch size {args.patch_size} at every scale.",

@@ -102,6 +102,10 @@ def card(log: dict, size_bytes: int, n_params: int, stage1: dict | None = None) 
         "",
         "- Tiny and briefly trained (CPU minutes, not GPU days): a smoke-scale stand-in for MOIRAI-small, not a "
         "competitive forecaster. Use the published MOIRAI checkpoints for real numbers.",
+        "- It has not learned to continue a clean seasonal cycle (on a pure sine it forecasts roughly the "
+        "context mean): zero-shot it beats last value and seasonal naive on ETTh2, ETTm2 and Weather but "
+        "loses to seasonal naive on ETTh1 and ETTm1, whose daily cycles dominate. Finetuning (LoRA, full, "
+        "MSFT) closes part of that gap.",
         "- Trained with context up to a few hundred points per patch size (at most "
         f"{a['max_tokens']} patches); longer contexts are outside what it has seen.",
         "- Licence: Apache-2.0, as msft and uni2ts.",
