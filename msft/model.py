@@ -233,19 +233,22 @@ class MSFTModel(nn.Module):
         return outputs
 
     def _layer_runner(self, tokens: list[ScaleTokens]):
-        """How one layer runs over all scales: per block, or concatenated with a (masked) joint aux."""
+        """How one layer runs over all scales: per block, or concatenated with a joint aux (a masked one,
+        or the spec's `join_blocks` whose `run_layer` attends within each block itself)."""
         if self.config.intra_scale_attention and self.config.attention_impl == "blocked":
+            joint_aux = self.spec.join_blocks(tokens) if len(tokens) > 1 else None
+            if joint_aux is None:
 
-            def per_block(layer: nn.Module, hidden: list[Tensor]) -> list[Tensor]:
-                out = []
-                for idx, (h, t) in enumerate(zip(hidden, tokens)):
-                    with self._state.use(idx):
-                        out.append(self.spec.run_layer(layer, h, t.aux))
-                return out
+                def per_block(layer: nn.Module, hidden: list[Tensor]) -> list[Tensor]:
+                    out = []
+                    for idx, (h, t) in enumerate(zip(hidden, tokens)):
+                        with self._state.use(idx):
+                            out.append(self.spec.run_layer(layer, h, t.aux))
+                    return out
 
-            return per_block
-
-        joint_aux = self.spec.join(tokens, block_diagonal=self.config.intra_scale_attention)
+                return per_block
+        else:
+            joint_aux = self.spec.join(tokens, block_diagonal=self.config.intra_scale_attention)
         lengths = [t.hidden.shape[1] for t in tokens]
         segments = list(enumerate(lengths))
 

@@ -97,6 +97,13 @@ class BackboneSpec:
         masks keep each token inside its own scale (the dense reference of intra-scale attention)."""
         raise NotImplementedError
 
+    def join_blocks(self, tokens: list[ScaleTokens]) -> Any:
+        """Optional fast path of intra-scale attention: ``aux`` for all scales concatenated along the
+        token axis, for a `run_layer` that keeps attention inside each scale's block itself (cost
+        sum n_s^2) while running the token-wise parts (projections, MLP) once over all tokens.
+        ``None`` (the default): msft runs each scale's block through the layer separately."""
+        return None
+
     def head(self, hidden: Tensor, tokens: ScaleTokens, horizon: int, scale_idx: int, heads: nn.Module | None) -> Any:
         """The scale's forecast output for ``horizon`` steps at its own resolution."""
         raise NotImplementedError

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -128,10 +129,14 @@ def test_single_scale_equals_unwrapped_module(module):
         expected_nll = PackedNLLLoss()(
             distr, packed.target, packed.prediction_mask, packed.observed_mask, packed.sample_id, packed.variate_id
         )
-        model = msft.wrap(module, scales=[1], patch_size=PATCH)
-        nll = model.loss(past, future)
     handle.remove()
-    expected_params, params = seen
+    model = msft.wrap(module, scales=[1], patch_size=PATCH)
+    outputs = []
+    head = model.spec.head
+    model.spec.head = lambda *args: outputs.append(head(*args)) or outputs[-1]
+    with torch.no_grad():
+        nll = model.loss(past, future)
+    (expected_params,), params = seen, outputs[0].params
     assert len(leaves(params)) == len(leaves(expected_params)) > 0
     for want, got in zip(leaves(expected_params), leaves(params)):
         if want.dim():  # (series, tokens, max_patch); 0-dim leaves are fixed scales
@@ -218,6 +223,28 @@ def test_blocked_attention_equals_dense_mask(pristine):
     dense.load_state_dict(blocked.state_dict())  # LoRA A is randomly initialised: share every value
     with torch.no_grad():
         torch.testing.assert_close(blocked.loss(past, future), dense.loss(past, future), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("scales, variate_bias", [([1, 2], False), ([1, 2, 4, 8], False), ([1, 2, 4], True)])
+def test_concatenated_blocks_equal_separate_blocks(pristine, scales, variate_bias):
+    """The fast path (token-wise parts over all scales, attention per block) is the per-block layer,
+    whether or not it skips the (per-block constant) variate bias."""
+    past, future = series(context=4 * PATCH * 8)
+    fast = msft.wrap(copy.deepcopy(pristine), scales=scales, patch_size=PATCH)
+    perturb(fast)
+    if variate_bias:
+        join_blocks = fast.spec.join_blocks
+        fast.spec.join_blocks = lambda tokens: dataclasses.replace(join_blocks(tokens), uniform_blocks=False)
+    reference = msft.wrap(copy.deepcopy(pristine), scales=scales, patch_size=PATCH)
+    reference.load_state_dict(fast.state_dict())
+    reference.spec.join_blocks = lambda tokens: None  # msft's default: each block through the layer
+    losses = [model.loss(past, future) for model in (fast, reference)]
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-5)
+    grads = []
+    for model, loss in zip((fast, reference), losses):
+        loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.msft_parameters().values()]))
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-5)
 
 
 def test_scales_as_variates_in_joint_layout(module):
