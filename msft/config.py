@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ATTENTION_IMPLS = ("blocked", "dense")
+POINT_FORECASTS = ("median", "mean")
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,9 @@ class MSFTConfig:
         kept as a reference for tests and benchmarks.
     learned_fusion: learn the softmax fusion logits (off: uniform, fixed weights).
     fusion_prior: initial logit of scale 1 (the others start at 0); > 0 favours the original scale.
+    point_forecast: for probabilistic backbones, what `predict` returns: "median" of the fused
+        sample paths (default), or "mean": the fusion of each scale's closed-form mean, which is
+        exactly the mean of the fused paths (fusion is linear) and needs no sampling.
     horizon: forecast length for backbones whose heads depend on it (MOMENT, Time-DPD).
     patch_size: patch size for backbones that support several (MOIRAI); ``None`` = backbone default.
     backbone_options: extra options read by the backbone's spec (documented there).
@@ -47,6 +51,7 @@ class MSFTConfig:
     aggregation_rank: int | None = None
     learned_fusion: bool = True
     fusion_prior: float = 0.0
+    point_forecast: str = "median"
     horizon: int | None = None
     patch_size: int | None = None
     backbone_options: dict[str, Any] = field(default_factory=dict)
@@ -70,6 +75,8 @@ class MSFTConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected True or False")
         if self.attention_impl not in ATTENTION_IMPLS:
             raise ValueError(f"attention_impl={self.attention_impl!r}: expected one of {ATTENTION_IMPLS}")
+        if self.point_forecast not in POINT_FORECASTS:
+            raise ValueError(f"point_forecast={self.point_forecast!r}: expected one of {POINT_FORECASTS}")
         if not isinstance(self.fusion_prior, (int, float)):
             raise ValueError(f"fusion_prior={self.fusion_prior!r}: expected a number")
         if self.horizon is not None:

@@ -102,13 +102,16 @@ class MSFTModel(nn.Module):
         """Fused point forecast ``(batch, horizon, variate)`` at the original resolution.
 
         For probabilistic backbones this is the median of the fused sample paths (see
-        `predict_samples`), the point forecast that minimises absolute error.
+        `predict_samples`), the point forecast that minimises absolute error, or with
+        ``point_forecast="mean"`` the fusion of each scale's mean: exactly the mean of the fused
+        paths (fusion is linear), the forecast that minimises squared error, with no sampling.
         """
-        if self.spec.probabilistic:
+        probabilistic = self.spec.probabilistic
+        if probabilistic and self.config.point_forecast == "median":
             return self.predict_samples(past_target, horizon, past_observed).median(dim=1).values
         past_target, past_observed = self._check_past(past_target, past_observed)
         outputs = self._forward(past_target, past_observed, horizon)
-        per_scale = [self.spec.point(out) for out in outputs]  # (series, ceil(H/s))
+        per_scale = [self.spec.mean(out) if probabilistic else self.spec.point(out) for out in outputs]
         fused = self._fuse(per_scale, horizon)
         return rearrange(fused, "(b v) t -> b t v", v=past_target.shape[2])
 

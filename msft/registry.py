@@ -112,6 +112,11 @@ class BackboneSpec:
         """``(series, horizon)`` point forecast from a `head` output."""
         raise NotImplementedError
 
+    def mean(self, output: Any) -> Tensor:
+        """``(series, horizon)`` mean of a `head` output (probabilistic backbones; used when
+        ``point_forecast="mean"``)."""
+        raise NotImplementedError(f"the {self.name} backbone has no closed-form forecast mean")
+
     def sample(self, output: Any, num_samples: int) -> Tensor:
         """``(series, num_samples, horizon)`` sample paths (probabilistic backbones)."""
         raise NotImplementedError(f"the {self.name} backbone gives point forecasts only")

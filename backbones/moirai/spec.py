@@ -87,6 +87,11 @@ class MoiraiOutput:
     patch_size: int
     horizon: int  # steps at this scale's resolution
 
+    def mean(self) -> Tensor:
+        """``(series, horizon)`` mean of the distribution."""
+        mean = self.distr.mean[..., : self.patch_size]  # (series, n_horizon, patch)
+        return rearrange(mean, "n t p -> n (t p)")[..., : self.horizon]
+
     def sample(self, num_samples: int) -> Tensor:
         """``(series, num_samples, horizon)`` sample paths."""
         draws = self.distr.sample(torch.Size((num_samples,)))  # (samples, series, n_horizon, max_patch)
@@ -236,6 +241,10 @@ class MoiraiSpec(BackboneSpec):
     def point(self, output: MoiraiOutput) -> Tensor:
         """The median of ``point_samples`` sample paths (the mixture has no closed-form median)."""
         return output.sample(self.point_samples).median(dim=1).values
+
+    def mean(self, output: MoiraiOutput) -> Tensor:
+        """The mixture's closed-form mean, ``(series, horizon)``."""
+        return output.mean()
 
     def sample(self, output: MoiraiOutput, num_samples: int) -> Tensor:
         return output.sample(num_samples)

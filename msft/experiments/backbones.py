@@ -142,3 +142,12 @@ def time_dpd(tiny_llm: str | None = None, seed: int = 1, **config: Any) -> torch
         return tiny_time_dpd(tiny_llm, seed=seed, **config)
     torch.manual_seed(seed)
     return TimeDPD(TimeDPDConfig(**config))
+
+
+def tiny_moirai() -> torch.nn.Module:
+    """msft's embedded pretrained MOIRAI (``msft/pretrained/tiny_moirai``, synthetic data only), loaded
+    through the same path as any MOIRAI checkpoint directory."""
+    from backbones.moirai import load_moirai
+    from msft.pretrained import TINY_MOIRAI_DIR
+
+    return load_moirai(TINY_MOIRAI_DIR)

@@ -29,6 +29,7 @@ def test_default_config_is_the_main_job():
 OFFLINE = {
     "toy": ["backbone.pretrain_steps=0", "backbone.d_model=16"],
     "toy_tiny": [],
+    "tiny_moirai": [],
     "moirai_random": [],
     "moment_random": ["data.horizon=8"],
     "time_dpd_tiny": ["data.context_length=32", "data.horizon=8"],
