@@ -286,6 +286,32 @@ def test_predict_is_median_of_fused_samples(module):
     assert [p.shape for p in per_scale] == [(2, HORIZON, 2), (2, HORIZON // 2, 2)]
 
 
+def test_point_forecast_mean_is_the_unwrapped_distribution_mean(module):
+    """scales=[1], point_forecast="mean": exactly the mean of MoiraiModule's own distribution."""
+    past, _ = series()
+    flat = rearrange(past, "b t v -> (b v) t")
+    packed = pack_series(flat, ~torch.isnan(flat), HORIZON, PATCH, 128)
+    with torch.no_grad():
+        distr = module(*packed.module_inputs())
+    mean = distr.mean[:, packed.num_context :, :PATCH]  # (series, horizon tokens, patch)
+    expected = rearrange(rearrange(mean, "n t p -> n (t p)")[:, :HORIZON], "(b v) t -> b t v", v=past.shape[2])
+    model = msft.wrap(module, scales=[1], patch_size=PATCH, point_forecast="mean")
+    with torch.no_grad():
+        torch.testing.assert_close(model.predict(past, HORIZON), expected)
+
+
+def test_fused_mean_is_the_mean_of_fused_samples(module):
+    model = msft.wrap(module, scales=[1, 2, 4], patch_size=PATCH, point_forecast="mean")
+    perturb(model)
+    past, _ = series(context=4 * PATCH * 2)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        mean = model.predict(past, HORIZON)
+        samples = model.predict_samples(past, HORIZON, num_samples=4000)
+    spread = samples.std(dim=1) / 4000**0.5  # standard error of the sample mean
+    assert ((samples.mean(dim=1) - mean).abs() <= 6 * spread + 1e-4).all()
+
+
 def test_adapter_round_trip(pristine, tmp_path):
     options = dict(scales=[1, 2, 4], patch_size=PATCH, backbone_options={"train_head": True})
     model = msft.wrap(copy.deepcopy(pristine), **options)
