@@ -34,6 +34,9 @@ class MSFTConfig:
         exactly the mean of the fused paths (fusion is linear) and needs no sampling.
     horizon: forecast length for backbones whose heads depend on it (MOMENT, Time-DPD).
     patch_size: patch size for backbones that support several (MOIRAI); ``None`` = backbone default.
+    prompt_tokens: learnable soft-prompt vectors (Lester et al., 2021) prepended to each scale's
+        tokens at the input of the encoder, one prompt per scale; 0 (default) = none. Only backbones
+        whose spec implements `add_prefix` (``supports_prefix``) take it.
     backbone_options: extra options read by the backbone's spec (documented there).
     """
 
@@ -54,6 +57,7 @@ class MSFTConfig:
     point_forecast: str = "median"
     horizon: int | None = None
     patch_size: int | None = None
+    prompt_tokens: int = 0
     backbone_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -85,6 +89,7 @@ class MSFTConfig:
             _check_int("aggregation_rank", self.aggregation_rank, minimum=1)
         if self.patch_size is not None:
             _check_int("patch_size", self.patch_size, minimum=1)
+        _check_int("prompt_tokens", self.prompt_tokens, minimum=0)
         if not isinstance(self.backbone_options, dict):
             raise ValueError(f"backbone_options={self.backbone_options!r}: expected a dict")
 

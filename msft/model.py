@@ -38,6 +38,11 @@ class MSFTModel(nn.Module):
         spec_cls = spec_for(backbone)
         self.config = config
         self.spec: BackboneSpec = spec_cls(backbone, config)
+        if config.prompt_tokens and not self.spec.supports_prefix:
+            raise ValueError(
+                f"prompt_tokens={config.prompt_tokens}: the {self.spec.name} backbone does not support "
+                "prompt_tokens (its spec has no add_prefix); expected prompt_tokens=0"
+            )
         self.backbone = backbone
         self._state = ScaleState()
         self._requires_grad = {name: p.requires_grad for name, p in backbone.named_parameters()}
@@ -65,6 +70,11 @@ class MSFTModel(nn.Module):
             else None
         )
         self.msft_heads = self.spec.build_heads(k)
+        # Soft prompts are not identity at init (nothing prepended would be); small values as in
+        # prompt tuning, so the frozen backbone starts close to its own behaviour.
+        self.msft_prompt = (
+            nn.Parameter(torch.randn(k, config.prompt_tokens, d_model) * 0.02) if config.prompt_tokens else None
+        )
         self.msft_fusion = ScaleFusion(k, config.learned_fusion, config.fusion_prior)
         setattr(backbone, _WRAPPED_FLAG, True)
 
@@ -222,7 +232,12 @@ class MSFTModel(nn.Module):
         for idx, scale in enumerate(self.scales):
             context, context_observed = downsample(series, observed, scale, side="left")
             with self._state.use(idx):
-                tokens.append(self.spec.embed(context, context_observed, scaled_length(horizon, scale), idx))
+                scale_tokens = self.spec.embed(context, context_observed, scaled_length(horizon, scale), idx)
+            if self.msft_prompt is not None:
+                prompt = self.msft_prompt[idx].to(scale_tokens.hidden.dtype)  # (P, d_model)
+                prefix = prompt.expand(scale_tokens.hidden.shape[0], -1, -1)  # (series, P, d_model)
+                scale_tokens = self.spec.add_prefix(scale_tokens, prefix)
+            tokens.append(scale_tokens)
         hidden = [t.hidden for t in tokens]
         layouts = [t.layout for t in tokens]
         run = self._layer_runner(tokens)

@@ -60,6 +60,8 @@ class BackboneSpec:
     output_head: ClassVar[str | None] = None
     #: True when `head` outputs distributions (`sample` is implemented).
     probabilistic: ClassVar[bool] = False
+    #: True when `add_prefix` is implemented (soft prompts, ``MSFTConfig.prompt_tokens``).
+    supports_prefix: ClassVar[bool] = False
 
     def __init__(self, backbone: nn.Module, config: "MSFTConfig"):
         self.backbone = backbone
@@ -88,6 +90,12 @@ class BackboneSpec:
     def embed(self, context: Tensor, observed: Tensor, horizon: int, scale_idx: int) -> ScaleTokens:
         """Tokens of one scale: ``context``/``observed`` are ``(series, time)``; ``horizon`` steps ahead."""
         raise NotImplementedError
+
+    def add_prefix(self, tokens: ScaleTokens, prefix: Tensor) -> ScaleTokens:
+        """``tokens`` with ``prefix`` ``(series, P, d_model)`` prepended: ``num_prefix`` grows by P and
+        ``aux`` (masks, ids) is extended so the prefix is attended to like the scale's own tokens.
+        Set ``supports_prefix = True`` when implementing it."""
+        raise ValueError(f"the {self.name} backbone does not support prompt_tokens (its spec has no add_prefix)")
 
     def run_layer(self, layer: nn.Module, hidden: Tensor, aux: Any) -> Tensor:
         raise NotImplementedError
