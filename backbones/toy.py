@@ -156,6 +156,7 @@ class ToySpec(BackboneSpec):
     input_projection = "in_proj"
     attention_projections = (r"layers\.\d+\.attn\.(q|k|v)_proj",)
     output_head = "head"
+    supports_prefix = True
 
     def d_model(self) -> int:
         return self.backbone.config.d_model
@@ -169,6 +170,20 @@ class ToySpec(BackboneSpec):
     def embed(self, context: Tensor, observed: Tensor, horizon: int, scale_idx: int) -> ScaleTokens:
         hidden, aux, n_ctx, n_hor = self.backbone.tokenize(context, observed, horizon)
         return ScaleTokens(hidden, num_prefix=0, num_context=n_ctx, num_horizon=n_hor, aux=aux)
+
+    def add_prefix(self, tokens: ScaleTokens, prefix: Tensor) -> ScaleTokens:
+        """Soft prompt ``(series, P, d_model)`` in front: always-valid keys, no positional embedding
+        (positions count from the forecast origin, so the series' own positions are unchanged);
+        `decode` reads the last tokens, so the head is unaffected."""
+        aux = tokens.aux
+        key_valid = torch.cat([aux.key_valid.new_ones(prefix.shape[:2]), aux.key_valid], dim=1)
+        return ScaleTokens(
+            torch.cat([prefix, tokens.hidden], dim=1),  # (series, P + tokens, d_model)
+            num_prefix=tokens.num_prefix + prefix.shape[1],
+            num_context=tokens.num_context,
+            num_horizon=tokens.num_horizon,
+            aux=ToyAux(key_valid, aux.loc, aux.scale),
+        )
 
     def run_layer(self, layer: nn.Module, hidden: Tensor, aux: Any) -> Tensor:
         mask = aux.attn_mask() if isinstance(aux, ToyAux) else aux

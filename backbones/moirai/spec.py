@@ -16,6 +16,9 @@ attention), each scale
 is its own variate (the paper's "scales as variates"): variate id = scale index, time ids restart
 at 0 per scale, and the block-diagonal mask is composed with MOIRAI's sample mask.
 
+Soft prompts (``prompt_tokens``, `add_prefix`): each scale's prompt joins its sample and variate,
+at rotary time ids 0..P-1 with the series shifted by P, on every path (per block, blocked, dense).
+
 Options (``backbone_options``):
     freq: pandas frequency alias ("H", "15T", "D", ...) choosing the default patch size when
         ``patch_size`` is not given (`default_patch_size`).
@@ -136,6 +139,7 @@ class MoiraiSpec(BackboneSpec):
     input_projection = "in_proj"
     attention_projections = (r"encoder\.layers\.\d+\.self_attn\.(q|k|v)_proj",)
     probabilistic = True
+    supports_prefix = True
 
     def __init__(self, backbone: nn.Module, config):
         super().__init__(backbone, config)
@@ -195,6 +199,38 @@ class MoiraiSpec(BackboneSpec):
             patch_size=batch.patch_size,
         )
         return ScaleTokens(hidden, num_prefix=0, num_context=batch.num_context, num_horizon=batch.num_horizon, aux=aux)
+
+    def add_prefix(self, tokens: ScaleTokens, prefix: Tensor) -> ScaleTokens:
+        """Soft prompt ``(series, P, d_model)`` in front of the scale's tokens, in the same sample and
+        variate as the series so every token attends to it. Rotary time ids: the prompt takes
+        0..P-1 and the series' ids shift by P. RoPE sees only differences of time ids, so the series
+        tokens keep their relative positions and the prompt reads as the P patches before them.
+        ``loc``/``scale``/``patch_size`` are copied from the first token (the head reads only the
+        prediction tokens)."""
+        aux, p = tokens.aux, prefix.shape[1]
+
+        def front(ids: Tensor) -> Tensor:  # (series, tokens, ...) -> (series, P + tokens, ...)
+            return torch.cat([ids[:, :1].expand(-1, p, *ids.shape[2:]), ids], dim=1)
+
+        steps = torch.arange(p, device=aux.time_id.device, dtype=aux.time_id.dtype)
+        time_id = torch.cat([steps.expand(aux.time_id.shape[0], -1), aux.time_id + p], dim=1)
+        sample_id = front(aux.sample_id)
+        new_aux = MoiraiAux(
+            attn_mask=_sample_mask(sample_id),
+            time_id=time_id,
+            variate_id=front(aux.variate_id),
+            sample_id=sample_id,
+            loc=front(aux.loc),
+            scale=front(aux.scale),
+            patch_size=front(aux.patch_size),
+        )
+        return ScaleTokens(
+            torch.cat([prefix, tokens.hidden], dim=1),  # (series, P + tokens, d_model)
+            num_prefix=tokens.num_prefix + p,
+            num_context=tokens.num_context,
+            num_horizon=tokens.num_horizon,
+            aux=new_aux,
+        )
 
     def run_layer(self, layer: nn.Module, hidden: Tensor, aux: MoiraiAux) -> Tensor:
         if aux.blocks is not None:
