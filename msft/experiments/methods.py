@@ -8,7 +8,10 @@ is exactly the backbone (tested identity in the core), so the baselines differ o
   (``spec.output_head``; msft's own heads when the backbone has none);
 - ``lora`` / ``adalora``: peft LoRA / AdaLoRA injected into the backbone's q/k/v before wrapping;
 - ``msft``: the multi-scale model, with `msft.MSFTConfig` options from the method config;
-- ``prompt_tuning``: not available generically (see `build_model`).
+- ``prompt_tuning``: the identity wrap plus ``prompt_tokens`` learnable soft-prompt vectors per
+  scale (``msft_prompt``, Lester et al. 2021) in front of the encoder's tokens; only they (and msft's
+  own heads, if the backbone has them) train. msft's own implementation through the spec's
+  ``add_prefix`` (toy, MOIRAI): peft's prompt tuning needs a transformers model.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ def build_model(backbone: nn.Module, kind: str, horizon: int, options: dict[str,
                 wrap_options: dict[str, Any] | None = None) -> Built:
     """Apply method ``kind`` to ``backbone`` (in place) and return the wrapped model.
 
-    ``options``: `msft.wrap` options (only for ``msft``); ``peft``: LoRA/AdaLoRA settings
+    ``options``: `msft.wrap` options (for ``msft``; ``prompt_tokens`` only for ``prompt_tuning``); ``peft``: LoRA/AdaLoRA settings
     (``r``, ``alpha``, ``dropout`` and, for AdaLoRA, ``target_r``); ``total_steps``: AdaLoRA's budget;
     ``wrap_options``: `msft.wrap` options every method of this backbone needs (e.g. MOIRAI's
     ``patch_size``), from the backbone config's ``wrap_options`` key.
@@ -47,19 +50,19 @@ def build_model(backbone: nn.Module, kind: str, horizon: int, options: dict[str,
     if kind not in KINDS:
         raise ValueError(f"method kind={kind!r}: expected one of {KINDS}")
     options = dict(options or {})
-    if kind != "msft" and options:
-        raise ValueError(f"method {kind!r} takes no msft options, got {sorted(options)}")
     if kind == "prompt_tuning":
-        raise ValueError(
-            "method prompt_tuning is not available: peft's prompt tuning needs a transformers model and "
-            "cannot wrap these backbones, and a generic learnable prefix would have to change every "
-            "backbone's token masks; prompt tuning is backbone-specific (see docs/runner.md)")
+        if set(options) != {"prompt_tokens"}:
+            raise ValueError(f"method 'prompt_tuning' takes exactly the option prompt_tokens, got {sorted(options)}")
+    elif kind != "msft" and options:
+        raise ValueError(f"method {kind!r} takes no msft options, got {sorted(options)}")
     tuner = None
     if kind in ("lora", "adalora"):
         tuner = _inject_peft(backbone, kind, peft or {}, total_steps)
     base = dict(wrap_options or {})
     if kind == "msft":
         model = msft.wrap(backbone, horizon=horizon, **{**base, **options})
+    elif kind == "prompt_tuning":
+        model = msft.wrap(backbone, horizon=horizon, **{**base, **IDENTITY}, prompt_tokens=options["prompt_tokens"])
     else:
         model = msft.wrap(backbone, horizon=horizon, **{**base, **IDENTITY})
     if kind == "full":

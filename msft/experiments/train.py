@@ -63,7 +63,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | Non
     record.update(_evaluate(cfg, model, data))
     if "msft_fusion" in dict(model.named_children()) and model.config.num_scales > 1:
         record["fusion_weights"] = dict(zip(map(str, model.scales), model.fusion_weights.tolist()))
-    if method.kind == "msft":
+    if method.kind in ("msft", "prompt_tuning"):  # the adapter holds msft's parameters (and the prompt)
         model.save_adapter(run_dir / "adapter")
     if cfg.plots:
         from msft.experiments.plots import plot_run
