@@ -405,3 +405,36 @@ def test_hub_unreachable_fails_fast(tmp_path, monkeypatch):
         load_moirai("Salesforce/moirai-1.0-R-base", cache_dir=tmp_path, endpoint="http://127.0.0.1:9", timeout=2)
     # hf_hub_download's own retries take ~20 s here; the loader must not wait for them
     assert time.monotonic() - start < 10
+
+
+def test_prompt_tokens_on_every_attention_path(pristine):
+    """Soft prompts: same sample and variate as the series, time ids 0..P-1 with the series shifted
+    by P; per-block, blocked (join_blocks) and dense paths agree; only the prompt trains."""
+    past, future = series(context=4 * PATCH * 4)
+    fast = msft.wrap(copy.deepcopy(pristine), scales=[1, 2, 4], patch_size=PATCH, prompt_tokens=3)
+    perturb(fast)
+    flat = torch.randn(2, 4 * PATCH)
+    plain = fast.spec.embed(flat, torch.ones_like(flat, dtype=torch.bool), HORIZON, 0)
+    tokens = fast.spec.add_prefix(plain, torch.zeros(2, 3, fast.spec.d_model()))
+    assert tokens.layout == (3, plain.num_context, plain.num_horizon)
+    assert tokens.aux.time_id[0].tolist() == [0, 1, 2] + (plain.aux.time_id[0] + 3).tolist()
+    assert bool((tokens.aux.sample_id == plain.aux.sample_id[:, :1]).all())
+    assert bool(tokens.aux.attn_mask.all()) and bool((tokens.aux.variate_id == 0).all())
+    models = {"fast": fast}
+    for name, options in {"per_block": {}, "dense": dict(attention_impl="dense")}.items():
+        models[name] = msft.wrap(copy.deepcopy(pristine), scales=[1, 2, 4], patch_size=PATCH, prompt_tokens=3, **options)
+        models[name].load_state_dict(fast.state_dict())
+    models["per_block"].spec.join_blocks = lambda tokens: None
+    losses = {name: model.loss(past, future) for name, model in models.items()}
+    for name in ("per_block", "dense"):
+        torch.testing.assert_close(losses["fast"], losses[name], rtol=1e-5, atol=1e-5)
+    only = msft.wrap(copy.deepcopy(pristine), scales=[1], patch_size=PATCH, prompt_tokens=2, adapters=False,
+                     lora=False, learned_fusion=False)
+    assert {n for n, p in only.named_parameters() if p.requires_grad} == {"msft_prompt"}
+    before = {n: t.clone() for n, t in only.backbone.state_dict().items()}
+    start = only.msft_prompt.detach().clone()
+    optim = torch.optim.Adam([only.msft_prompt], lr=1e-2)
+    only.loss(past, future).backward()
+    optim.step()
+    assert not torch.equal(only.msft_prompt.detach(), start)
+    assert all(torch.equal(before[n], t) for n, t in only.backbone.state_dict().items())
