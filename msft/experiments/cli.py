@@ -59,7 +59,8 @@ class ResultsTable(Callback):
         if not records:
             return
         command = f"msft-results {sweep_dir} --name {config.experiment} --out {config.results_dir}"
-        markdown = write_tables(records, Path(config.results_dir), config.experiment, command)
+        trained_by = " ".join(["msft-train", *sys.argv[1:]])
+        markdown = write_tables(records, Path(config.results_dir), config.experiment, command, trained_by)
         print("\n" + markdown, flush=True)
 
 
