@@ -46,20 +46,25 @@ class MSFTModel(nn.Module):
         self.backbone = backbone
         self._state = ScaleState()
         self._requires_grad = {name: p.requires_grad for name, p in backbone.named_parameters()}
-        backbone.requires_grad_(False)
-
-        d_model, k = self.spec.d_model(), config.num_scales
         self._wrapped: list[str] = []
+        lora_names = _match_modules(backbone, config.lora_targets or self.spec.attention_projections) if config.lora else []
+        try:
+            self._inject(lora_names)
+        except Exception:  # leave the backbone exactly as it was given
+            self._restore()
+            raise
+
+    def _inject(self, lora_names: list[str]) -> None:
+        config, backbone = self.config, self.backbone
+        backbone.requires_grad_(False)
+        d_model, k = self.spec.d_model(), config.num_scales
         if config.adapters:
             self._replace(self.spec.input_projection, lambda m: ScaleAdapter(m, k, d_model, self._state))
-        if config.lora:
-            targets = config.lora_targets or self.spec.attention_projections
-            names = _match_modules(backbone, targets)
-            for name in names:
-                self._replace(
-                    name,
-                    lambda m: ScaleLoRA(m, k, config.lora_rank, config.lora_alpha, config.lora_dropout, self._state),
-                )
+        for name in lora_names:
+            self._replace(
+                name,
+                lambda m: ScaleLoRA(m, k, config.lora_rank, config.lora_alpha, config.lora_dropout, self._state),
+            )
         num_layers = len(self.spec.layers())
         self.msft_aggregation = (
             nn.ModuleList(
@@ -195,6 +200,19 @@ class MSFTModel(nn.Module):
         return path
 
     # -- internals --------------------------------------------------------------------------------
+    def _restore(self) -> None:
+        """Undo `_inject`: original modules back in place, original requires_grad flags."""
+        backbone = self.backbone
+        for name in reversed(self._wrapped):
+            parent, _, child = name.rpartition(".")
+            owner = backbone.get_submodule(parent) if parent else backbone
+            setattr(owner, child, getattr(owner, child).base_layer)
+        self._wrapped = []
+        for name, p in backbone.named_parameters():
+            p.requires_grad_(self._requires_grad.get(name, True))
+        if hasattr(backbone, _WRAPPED_FLAG):
+            delattr(backbone, _WRAPPED_FLAG)
+
     def _replace(self, name: str, make) -> None:
         parent, _, child = name.rpartition(".")
         owner = self.backbone.get_submodule(parent) if parent else self.backbone
@@ -301,17 +319,8 @@ def unwrap(model: MSFTModel) -> nn.Module:
     """Remove msft's components and return the original backbone (same module, same tensors)."""
     if not isinstance(model, MSFTModel):
         raise ValueError(f"unwrap expects an msft.MSFTModel, got {type(model).__name__}")
-    backbone = model.backbone
-    for name in reversed(model._wrapped):
-        parent, _, child = name.rpartition(".")
-        owner = backbone.get_submodule(parent) if parent else backbone
-        setattr(owner, child, getattr(owner, child).base_layer)
-    model._wrapped = []
-    for name, p in backbone.named_parameters():
-        p.requires_grad_(model._requires_grad.get(name, True))
-    if hasattr(backbone, _WRAPPED_FLAG):
-        delattr(backbone, _WRAPPED_FLAG)
-    return backbone
+    model._restore()
+    return model.backbone
 
 
 def load_adapter(backbone: nn.Module, path: str | Path) -> MSFTModel:

@@ -95,3 +95,13 @@ def test_import_is_light_and_silent():
     dt, heavy = eval(result.stderr.strip().splitlines()[-1])
     assert heavy == []
     assert dt < 0.5
+
+
+def test_a_failed_wrap_leaves_the_backbone_untouched():
+    backbone = make_backbone()
+    before = {n: type(m) for n, m in backbone.named_modules()}
+    with pytest.raises(ValueError, match="matched no module"):
+        msft.wrap(backbone, scales=[1, 2], lora_targets=["nope"])
+    assert {n: type(m) for n, m in backbone.named_modules()} == before
+    assert all(p.requires_grad for p in backbone.parameters())
+    msft.wrap(backbone, scales=[1, 2])  # still wrappable
