@@ -182,6 +182,7 @@ class MomentSpec(BackboneSpec):
     module_types = ("momentfm.models.moment.MOMENT",)
     input_projection = "patch_embedding"
     attention_projections = (r"encoder\.block\.\d+\.layer\.0\.SelfAttention\.(q|k|v)",)
+    supports_prefix = True
 
     def __init__(self, backbone: nn.Module, config):
         super().__init__(backbone, config)
@@ -246,6 +247,18 @@ class MomentSpec(BackboneSpec):
         aux.loc, aux.scale = loc, scale
         return ScaleTokens(hidden, num_prefix=0, num_context=self.num_patches, num_horizon=0, aux=aux)
 
+    def add_prefix(self, tokens: ScaleTokens, prefix: Tensor) -> ScaleTokens:
+        """Soft prompt ``(series, P, d_model)`` in front: always-valid keys at T5 positions 0..P-1,
+        the patches shifted by P (the relative bias between patches is unchanged); the heads read
+        only the patch tokens."""
+        aux, n = tokens.aux, prefix.shape[1]
+        hidden = torch.cat([prefix.to(tokens.hidden.dtype), tokens.hidden], dim=1)  # (series, P + patches, d)
+        key_valid = torch.cat([aux.key_valid.new_ones(prefix.shape[:2]), aux.key_valid], dim=1)
+        positions = torch.cat([torch.arange(n, device=hidden.device), aux.positions + n])
+        new = self._aux(hidden, key_valid, positions, scale_ids=None)
+        new.loc, new.scale = aux.loc, aux.scale
+        return ScaleTokens(hidden, tokens.num_prefix + n, tokens.num_context, tokens.num_horizon, new)
+
     def run_layer(self, layer: nn.Module, hidden: Tensor, aux: MomentAux) -> Tensor:
         def run(h: Tensor) -> Tensor:
             return _plain_forward(layer)(layer, h, attention_mask=aux.attention_mask, position_bias=aux.position_bias)[0]
@@ -275,6 +288,7 @@ class MomentSpec(BackboneSpec):
         return self._aux(hidden, key_valid, positions, scale_ids)
 
     def head(self, hidden: Tensor, tokens: ScaleTokens, horizon: int, scale_idx: int, heads: nn.Module | None) -> Tensor:
+        hidden = hidden[:, tokens.num_prefix :]  # the patch tokens (a soft prompt may precede them)
         hidden = self.encoder.dropout(self.encoder.final_layer_norm(hidden))  # the end of T5Stack
         out = heads[scale_idx](hidden)[:, :horizon]  # (series, horizon)
         return self._denormalize(out, tokens.aux.loc, tokens.aux.scale)

@@ -283,3 +283,23 @@ def test_real_geometries():
     for size, (d_model, layers, heads) in {"small": (512, 8, 6), "base": (768, 12, 12), "large": (1024, 24, 16)}.items():
         t5 = moment_config(size)["t5_config"]
         assert (t5["d_model"], t5["num_layers"], t5["num_heads"]) == (d_model, layers, heads)
+
+
+def test_soft_prompt_trains_alone_and_blocked_equals_dense():
+    backbone = tiny_moment()
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    only_prompt = dict(adapters=False, lora=False, c2f=False, f2c=False, learned_fusion=False)
+    wrapped = msft.wrap(backbone, scales=[1, 2], horizon=HORIZON, prompt_tokens=3, **only_prompt)
+    trainable = {n.split(".")[0] for n, p in wrapped.named_parameters() if p.requires_grad}
+    assert trainable == {"msft_prompt", "msft_heads"}  # MOMENT's heads are always trained
+    past = series(length=300)
+    future = torch.randn(past.shape[0], HORIZON, past.shape[2])
+    wrapped.loss(past, future).backward()
+    assert wrapped.msft_prompt.grad is not None and wrapped.msft_prompt.grad.abs().sum() > 0
+    assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())
+    wrapped.eval()
+    with torch.no_grad():
+        blocked = wrapped.predict(past, HORIZON)
+        wrapped.config = dataclasses.replace(wrapped.config, attention_impl="dense")
+        dense = wrapped.predict(past, HORIZON)
+    torch.testing.assert_close(dense, blocked, atol=1e-5, rtol=1e-5)
