@@ -32,7 +32,7 @@ class PFSplit:
     values: np.ndarray
     context_length: int
     horizon: int
-    windows: int
+    num_windows: int  # rolling blocks in each of val and test
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, context_length: int, horizon: int, windows: int) -> "PFSplit":
@@ -48,15 +48,15 @@ class PFSplit:
 
     @property
     def test_start(self) -> int:
-        return len(self.values) - self.windows * self.horizon
+        return len(self.values) - self.num_windows * self.horizon
 
     @property
     def val_start(self) -> int:
-        return self.test_start - self.windows * self.horizon
+        return self.test_start - self.num_windows * self.horizon
 
     def windows_of(self, split: str, stride: int = 1) -> Windows:
         """``train``: every window ending before the validation region (``stride`` apart);
-        ``val`` / ``test``: the region's ``windows`` non-overlapping blocks, series-major."""
+        ``val`` / ``test``: the region's ``num_windows`` non-overlapping blocks, series-major."""
         context = self.context_length
         if split == "train":
             return Windows(self.values[:self.val_start], context, self.horizon, stride=stride)

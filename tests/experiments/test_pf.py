@@ -56,12 +56,12 @@ def _pf_cfg(path, backbone, *extra):
                     f"data.horizon={HORIZON}", f"data.windows={WINDOWS}", "data.seasonality=24",
                     f"data.context_length={CONTEXT}", "data.batch_size=8", "data.num_samples=10",
                     "trainer=tiny", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-                    "trainer.limit_val_batches=1", "plots=false", *extra])
+                    "trainer.limit_val_batches=1", *extra])
 
 
 def test_tiny_moirai_pf_run_reports_the_six_metrics_and_a_crps_table(tmp_path):
     path = wide_csv(tmp_path / "wide.csv")
-    cfg = _pf_cfg(path, "moirai_random", "backbone.wrap_options.patch_size=8", "method=msft")
+    cfg = _pf_cfg(path, "moirai_random", "backbone.wrap_options.patch_size=8", "method=msft", "plots=true")
     record = run(cfg, tmp_path / "runs" / "pf" / "msft", {"backbone": "moirai_random"})
     saved = json.loads((tmp_path / "runs" / "pf" / "msft" / "metrics.json").read_text())
     assert saved["status"] == "ok" and saved["protocol"] == "pf" and saved["steps"] == 2
@@ -69,6 +69,7 @@ def test_tiny_moirai_pf_run_reports_the_six_metrics_and_a_crps_table(tmp_path):
     for metric in ("crps", "msis", "smape", "mase", "nd", "nrmse"):
         assert np.isfinite(saved[metric]) and saved[metric] >= 0, metric
     assert record["crps"] == saved["crps"]
+    assert (tmp_path / "runs" / "pf" / "msft" / "plots" / "forecast.png").exists()
     table = write_tables(collect([tmp_path / "runs"]), tmp_path / "tables", "pf", "msft-results runs")
     assert "msft CRPS | msft MASE" in table and "MSE" not in table
     assert f"| moirai_random | wide | {HORIZON} | {saved['crps']:.4f} |" in table
