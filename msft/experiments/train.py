@@ -28,6 +28,7 @@ from msft.experiments.module import EpochSeed, EpochShuffledBatches, ForecastMod
 logger = logging.getLogger(__name__)
 
 METRICS = "metrics.json"
+PROTOCOLS = ("lsf", "pf")
 TRAINER_EXTRAS = ("patience",)  # keys of the trainer group that are not `lightning.Trainer` arguments
 
 
@@ -38,9 +39,14 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | Non
     names = names or {}
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    protocol = cfg.data.get("protocol", "lsf")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"data.protocol={protocol!r}; expected one of {PROTOCOLS}")
     data = build_datamodule(cfg.data, cfg.seed)
     data.setup("fit")
     backbone, wrap_options = build_backbone(cfg.backbone)
+    if protocol == "pf":
+        _check_probabilistic(backbone, names.get("backbone"))
     method = cfg.method
     total_steps = _planned_steps(cfg, len(data.train_dataloader()))
     built = build_model(backbone, method.kind, cfg.data.horizon, _plain(method.get("options")),
@@ -50,7 +56,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | Non
     record: dict[str, Any] = {
         "status": "ok", "experiment": cfg.experiment, "backbone": names.get("backbone", type(backbone).__name__),
         "dataset": cfg.data.name, "horizon": cfg.data.horizon, "context_length": cfg.data.context_length,
-        "mode": cfg.data.mode, "method": method.name, "seed": cfg.seed,
+        "mode": cfg.data.mode, "protocol": protocol, "method": method.name, "seed": cfg.seed,
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "total_params": sum(p.numel() for p in model.parameters()),
     }
@@ -70,19 +76,38 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | Non
 
         plot_run(run_dir, model, data, record)
     write_json_atomic(run_dir / METRICS, record)
-    logger.info("%s %s H=%d %s: mse=%.4f mae=%.4f", record["backbone"], record["dataset"], record["horizon"],
-                record["method"], record["mse"], record["mae"])
+    scores = ("crps", "mase") if protocol == "pf" else ("mse", "mae")
+    logger.info("%s %s H=%d %s: %s", record["backbone"], record["dataset"], record["horizon"], record["method"],
+                " ".join(f"{k}={record[k]:.4f}" for k in scores))
     return record
 
 
-def build_datamodule(data: DictConfig, seed: int = 0):
-    """The LSF data module of a data config, with training batches shuffled per (seed, epoch)."""
-    from msft.data.datamodule import LSFDataModule
+def _check_probabilistic(backbone: torch.nn.Module, name: str | None) -> None:
+    """PF metrics score sample paths: fail before training when the backbone gives point forecasts only."""
+    from msft.registry import spec_for
 
-    class SeededLSFDataModule(LSFDataModule):
+    spec = spec_for(backbone)
+    if not spec.probabilistic:
+        raise ValueError(f"backbone {name or spec.name!r} ({spec.name}) gives point forecasts only; the PF protocol "
+                         f"(data.protocol=pf) scores sample paths and needs a probabilistic backbone (MOIRAI)")
+
+
+def build_datamodule(data: DictConfig, seed: int = 0):
+    """The data module of a data config (LSF, or PF when ``data.protocol`` is "pf"), with training
+    batches shuffled per (seed, epoch)."""
+    from msft.data.datamodule import LSFDataModule
+    from msft.experiments.pf_data import PFDataModule
+
+    class Seeded:
         def train_dataloader(self) -> DataLoader:
             batches = EpochShuffledBatches(len(self.splits["train"]), self.batch_size, seed)
             return DataLoader(self.splits["train"], sampler=batches, batch_size=None, num_workers=self.num_workers)
+
+    class SeededLSFDataModule(Seeded, LSFDataModule):
+        pass
+
+    class SeededPFDataModule(Seeded, PFDataModule):
+        pass
 
     dataset = data.dataset
     if data.get("path"):
@@ -91,7 +116,13 @@ def build_datamodule(data: DictConfig, seed: int = 0):
             raise ValueError(f"data.path={str(data.path)!r}: no such file; expected a CSV with a date column")
         dataset = str(path)
     elif dataset is None:
-        raise ValueError("data.path is required for data=csv: pass data.path=/path/to/file.csv")
+        raise ValueError(f"data.path is required for data={data.name}: pass data.path=/path/to/file.csv")
+    if data.get("protocol", "lsf") == "pf":
+        return SeededPFDataModule(dataset, context_length=data.context_length, horizon=data.horizon,
+                                  windows=data.windows, batch_size=data.batch_size,
+                                  eval_batch_size=data.eval_batch_size, targets=_plain(data.get("target")),
+                                  data_dir=data.get("data_dir"), download=data.get("download", False),
+                                  train_stride=data.train_stride)
     return SeededLSFDataModule(dataset, context_length=data.context_length, horizon=data.horizon, mode=data.mode,
                          batch_size=data.batch_size, eval_batch_size=data.eval_batch_size,
                          targets=_plain(data.get("target")), data_dir=data.get("data_dir"),
@@ -126,11 +157,20 @@ def _fit(cfg: DictConfig, module: ForecastModule, data, run_dir: Path) -> dict[s
 
 @torch.no_grad()
 def _evaluate(cfg: DictConfig, model, data) -> dict[str, Any]:
-    from msft.protocols import evaluate_lsf
+    from msft.protocols import evaluate_lsf, evaluate_pf
 
     device = "cuda" if torch.cuda.is_available() and cfg.trainer.accelerator in ("gpu", "cuda", "auto") else "cpu"
     model.to(device).eval()
     start = time.perf_counter()
+    if cfg.data.get("protocol", "lsf") == "pf":
+        def sample(past, horizon, num_samples):  # evaluate_pf hands CPU tensors
+            return model.predict_samples(past.to(device), horizon, num_samples=num_samples).cpu()
+
+        result = evaluate_pf(sample, data.data.frame, horizon=cfg.data.horizon, windows=cfg.data.windows,
+                             context_length=cfg.data.context_length, num_samples=cfg.data.num_samples,
+                             seasonality=cfg.data.seasonality, batch_size=cfg.data.eval_batch_size)
+        result["windows"] = len(data.splits["test"])
+        return {**result, "eval_seconds": round(time.perf_counter() - start, 2)}
     result = evaluate_lsf(model, data.data, cfg.data.horizon, cfg.data.context_length, cfg.data.mode,
                           batch_size=cfg.data.eval_batch_size, device=device)
     return {**result, "eval_seconds": round(time.perf_counter() - start, 2)}

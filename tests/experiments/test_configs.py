@@ -66,10 +66,17 @@ def test_backbone_configs_instantiate(name):
 
 @pytest.mark.parametrize("name", GROUPS["data"])
 def test_data_configs_compose(name):
-    overrides = [f"data={name}"] + (["data.path=/some/file.csv"] if name == "csv" else [])
+    overrides = [f"data={name}"] + (["data.path=/some/file.csv"] if name in ("csv", "pf_csv") else [])
     cfg = compose(overrides)
     assert cfg.data.name == name and cfg.data.horizon > 0 and cfg.data.context_length > 0
     assert set(cfg.data.lr) == {"lr", "xscale_lr", "head_lr", "scale_weight_lr"}
+    assert cfg.data.protocol == ("pf" if name.startswith("pf_") else "lsf")
+    if cfg.data.protocol == "pf" and cfg.data.dataset is not None:  # the dataset's published protocol
+        from msft.data import PF_DATASETS
+
+        spec = PF_DATASETS[cfg.data.dataset]
+        assert (cfg.data.horizon, cfg.data.windows, cfg.data.seasonality) == (spec.horizon, spec.windows,
+                                                                              spec.seasonality)
     assert OmegaConf.to_container(cfg.data, resolve=True, throw_on_missing=True)
 
 
