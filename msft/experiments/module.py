@@ -30,6 +30,14 @@ class ForecastModule(L.LightningModule):
         self.strict_loading = False  # checkpoints lack the frozen parameters on purpose
 
     def _loss(self, batch: dict[str, Tensor]) -> Tensor:
+        """The model's loss on the batch's usable windows. A window whose context has no observed
+        point in some variate (msft rejects it) or whose future has none (no signal) is dropped:
+        series that start late or have long gaps (PF sets, user CSVs) produce such windows."""
+        keep = batch["past_observed"].any(1).all(-1) & batch["future_observed"].any(1).any(-1)  # (batch,)
+        if not bool(keep.any()):  # nothing to learn from: a zero loss that still has a graph
+            return sum(p.sum() * 0.0 for p in self.model.parameters() if p.requires_grad)
+        if not bool(keep.all()):
+            batch = {key: value[keep] for key, value in batch.items()}
         return self.model.loss(batch["past_target"], batch["future_target"], batch["past_observed"],
                                batch["future_observed"])
 
