@@ -35,7 +35,7 @@ import torch
 
 import backbones.moirai  # noqa: F401  (registers the MOIRAI spec even where the entry point is not installed)
 import msft
-from benchmarks.tiny_moirai_common import DATA_DIR, DATASETS, machine_line, write_table
+from benchmarks.tiny_moirai_common import DATA_DIR, DATASETS, SampleMedian, machine_line, write_table
 from msft.data.lsf import prepare_lsf
 from msft.protocols import evaluate_lsf
 
@@ -46,18 +46,6 @@ METHODS = {
     "lora": dict(_SINGLE, lora_rank=16, lora_alpha=32.0),
     "msft": dict(scales=[1, 2, 4]),
 }
-
-
-class SampleMedian:
-    """``predict(past, horizon)``: median of ``num_samples`` fused sample paths (msft's ``predict``)."""
-
-    def __init__(self, model, num_samples: int, seed: int = 0):
-        self.model, self.num_samples, self.seed = model, num_samples, seed
-
-    @torch.no_grad()
-    def predict(self, past_target, horizon):
-        torch.manual_seed(self.seed)
-        return self.model.predict_samples(past_target, horizon, num_samples=self.num_samples).median(dim=1).values
 
 
 def evaluate(forecaster, data, horizon: int, context: int, stride: int, batch_size: int) -> dict:

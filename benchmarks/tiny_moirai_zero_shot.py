@@ -4,7 +4,7 @@
 
 LSF protocol (msft.protocols.evaluate_lsf): S mode (each channel its own series), context 512,
 H=96, the full test split with stride 1, MSE/MAE on the train-split z-scored scale. The tiny MOIRAI
-point forecast is the median of ``--samples`` sample paths (see tiny_moirai_common.MoiraiForecaster).
+point forecast is the mixture mean, or the median of ``--samples`` sample paths (``--point median``).
 Writes results/pretrained/zero_shot.{md,json}.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.tiny_moirai_common import DATA_DIR, DATASETS, MoiraiForecaster, machine_line, write_table
+from benchmarks.tiny_moirai_common import DATA_DIR, DATASETS, machine_line, moirai_forecaster, write_table
 from msft.protocols import evaluate_lsf
 from msft.protocols.baselines import default_period, last_value, seasonal_naive
 
@@ -38,13 +38,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    if args.checkpoint is None:
-        from msft.pretrained import load_tiny_moirai
-        module = load_tiny_moirai()
-    else:
-        from uni2ts.model.moirai import MoiraiModule
-        module = MoiraiModule.from_pretrained(str(args.checkpoint)).eval()
-    model = MoiraiForecaster(module, args.patch_size, num_samples=args.samples, point=args.point)
+    from backbones.moirai import load_moirai
+    from msft.pretrained import TINY_MOIRAI_DIR
+
+    module = load_moirai(args.checkpoint or TINY_MOIRAI_DIR)
+    model = moirai_forecaster(module, args.patch_size, args.point, args.samples)
 
     results = {}
     for name in args.datasets:
