@@ -52,6 +52,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=1.0)
     p.add_argument("--beta", type=float, default=1.0)
     p.add_argument("--tau", type=float, default=0.5)
+    p.add_argument("--period-reduction", default="mean", choices=["mean", "sum"],
+                   help="the spectral KL averaged over frequency bins (default, as TimeDistill's code) or summed")
     p.add_argument("--no-period", action="store_true", help="switch the multi-period (spectral KL) term off")
     p.add_argument("--no-scale", action="store_true", help="switch the multi-scale (pooled MSE) term off")
     p.add_argument("--epochs", type=int, default=20)
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     distill = DistillConfig(alpha=args.alpha, beta=args.beta, tau=args.tau, period=not args.no_period,
-                            scale=not args.no_scale)
+                            scale=not args.no_scale, period_reduction=args.period_reduction)
     teacher = build_teacher(args.teacher)
     result = run_distill(
         teacher, args.dataset, args.horizon, args.context_length, args.mode, args.data_dir, args.train_stride,

@@ -8,6 +8,7 @@ is its command line.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
@@ -64,6 +65,7 @@ def run_distill(
     eval_batch_size: int = 256,
     throughput_batch: int = 256,
     throughput_threads: int | None = None,
+    variants: dict[str, DistillConfig] | None = None,
 ) -> dict[str, Any]:
     """Teacher, distilled student and undistilled student on ``dataset``'s test split.
 
@@ -72,7 +74,8 @@ def run_distill(
     (the windows the teacher is cached over), keep their best validation epoch, and the distilled one
     is saved to ``out_dir/student`` when ``out_dir`` is given. Throughput is measured at
     ``throughput_threads`` torch threads (default: the current setting), restored afterwards. With a teacher that gives no features
-    the feature term is switched off (``beta=0``), which the setup records.
+    the feature term is switched off (``beta=0``), which the setup records. ``variants`` (row name ->
+    config) adds more distilled students, from the same initialisation and cache, as extra rows (ablations).
     """
     from msft.data import prepare_lsf
     from msft.protocols import evaluate_lsf
@@ -97,7 +100,8 @@ def run_distill(
     torch.manual_seed(seed)
     distilled = MLPStudent(config)
     plain = MLPStudent(config)
-    plain.load_state_dict(distilled.state_dict())  # the same initialisation for both
+    plain_init = copy.deepcopy(distilled.state_dict())
+    plain.load_state_dict(plain_init)  # the same initialisation for every student
     fit = dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, val_windows=val)
     start = time.perf_counter()
     distilled_fit = fit_student(distilled, train, distill, cache, **fit)
@@ -105,12 +109,19 @@ def run_distill(
     start = time.perf_counter()
     plain_fit = fit_student(plain, train, DistillConfig(alpha=0.0, beta=0.0), **fit)
     timings["fit_plain"] = time.perf_counter() - start
+    students = {"student (distilled)": (distilled, distilled_fit), "student (no distillation)": (plain, plain_fit)}
+    for name, variant in (variants or {}).items():
+        model = MLPStudent(config)
+        model.load_state_dict(plain_init)
+        start = time.perf_counter()
+        students[name] = (model, fit_student(model, train, variant, cache, **fit))
+        timings[f"fit_{name}"] = time.perf_counter() - start
     if out_dir is not None:
         distilled.save(Path(out_dir) / "student")
 
     test_past = data.windows("test", horizon, mode)[:throughput_batch]["past_target"]
     rows = []
-    for name, model in (("teacher", teacher), ("student (distilled)", distilled), ("student (no distillation)", plain)):
+    for name, model in [("teacher", teacher)] + [(name, model) for name, (model, _) in students.items()]:
         start = time.perf_counter()
         metrics = evaluate_lsf(model, data, horizon, context_length, mode, batch_size=eval_batch_size)
         timings[f"test_{name}"] = time.perf_counter() - start
@@ -129,8 +140,9 @@ def run_distill(
         "lr": lr, "seed": seed, "throughput_batch": int(test_past.shape[0]),
         "throughput_threads": throughput_threads or torch.get_num_threads(),
         "teacher_features": None if cache.features is None else int(cache.features.shape[-1]),
-        "best_epoch": {"distilled": distilled_fit.best_epoch, "plain": plain_fit.best_epoch},
-        "val_mse": {"distilled": distilled_fit.val_mse, "plain": plain_fit.val_mse},
+        "best_epoch": {name: fitted.best_epoch for name, (_, fitted) in students.items()},
+        "val_mse": {name: fitted.val_mse for name, (_, fitted) in students.items()},
+        "variants": {name: variant.to_dict() for name, variant in (variants or {}).items()},
     }
     return {"rows": rows, "setup": setup, "timings_s": timings}
 

@@ -37,8 +37,23 @@ TEACHER = [0.0, 1.0, 0.0, -1.0, 2.0, 2.0]
 
 @pytest.mark.parametrize("tau", [0.5, 1.0, 2.0])
 def test_period_loss_equals_hand_kl(tau):
-    got = period_loss(torch.tensor([STUDENT], dtype=torch.float64), torch.tensor([TEACHER], dtype=torch.float64), tau)
-    assert got.item() == pytest.approx(hand_period(STUDENT, TEACHER, tau), rel=1e-10)
+    s, t = torch.tensor([STUDENT], dtype=torch.float64), torch.tensor([TEACHER], dtype=torch.float64)
+    kl = hand_period(STUDENT, TEACHER, tau)
+    assert period_loss(s, t, tau, reduction="sum").item() == pytest.approx(kl, rel=1e-10)
+    # The default: the KL per frequency bin; 6 points -> rFFT bins 0..3, DC dropped -> 3 bins.
+    assert period_loss(s, t, tau).item() == pytest.approx(kl / 3, rel=1e-10)
+    assert period_loss(s, t, tau, reduction="mean").item() == pytest.approx(kl / 3, rel=1e-10)
+
+
+def test_config_period_reduction_reaches_the_loss():
+    torch.manual_seed(2)
+    pred, target, teacher = torch.randn(3, 16), torch.randn(3, 16), torch.randn(3, 16)
+    summed, _ = distillation_loss(pred, target, DistillConfig(beta=0, scale=False, period_reduction="sum"), teacher)
+    mean, _ = distillation_loss(pred, target, DistillConfig(beta=0, scale=False), teacher)
+    mse = ((pred - target) ** 2).mean()
+    assert (summed - mse).item() == pytest.approx(8 * (mean - mse).item(), rel=1e-5)  # 16 points -> 8 non-DC bins
+    with pytest.raises(ValueError, match="reduction"):
+        period_loss(pred, teacher, reduction="max")
 
 
 def test_period_loss_averages_over_leading_axes():
@@ -46,7 +61,8 @@ def test_period_loss_averages_over_leading_axes():
     s = torch.tensor([[STUDENT], [other_s]], dtype=torch.float64)  # (2, 1, 6)
     t = torch.tensor([[TEACHER], [other_t]], dtype=torch.float64)
     expected = (hand_period(STUDENT, TEACHER, 0.5) + hand_period(other_s, other_t, 0.5)) / 2
-    assert period_loss(s, t).item() == pytest.approx(expected, rel=1e-10)
+    assert period_loss(s, t, reduction="sum").item() == pytest.approx(expected, rel=1e-10)
+    assert period_loss(s, t).item() == pytest.approx(expected / 3, rel=1e-10)
 
 
 def test_period_loss_drops_the_dc_bin():
@@ -66,8 +82,19 @@ def test_period_loss_kl_direction_teacher_is_target():
     reference = torch.nn.functional.kl_div(
         torch.log_softmax(amp_s / 0.5, -1), torch.log_softmax(amp_t / 0.5, -1), log_target=True, reduction="sum"
     )
-    assert period_loss(s, t).item() == pytest.approx(reference.item(), rel=1e-10)
+    assert period_loss(s, t, reduction="sum").item() == pytest.approx(reference.item(), rel=1e-10)
     assert period_loss(s, t).item() != pytest.approx(period_loss(t, s).item(), rel=1e-3)  # KL is not symmetric
+
+
+def test_period_loss_mean_matches_kl_div_mean_over_bins_and_series():
+    """The default equals the TimeDistill code's ``F.kl_div(log q, p, reduction="mean")``: a mean over
+    every (series, bin) element."""
+    torch.manual_seed(3)
+    s, t = torch.randn(5, 24, dtype=torch.float64), torch.randn(5, 24, dtype=torch.float64)
+    log_q = torch.log_softmax(torch.fft.rfft(s).abs()[..., 1:] / 0.5, -1)
+    p = torch.softmax(torch.fft.rfft(t).abs()[..., 1:] / 0.5, -1)
+    reference = torch.nn.functional.kl_div(log_q, p, reduction="mean")
+    assert period_loss(s, t).item() == pytest.approx(reference.item(), rel=1e-10)
 
 
 def test_scale_loss_equals_hand_pooling():
@@ -123,7 +150,8 @@ def test_zero_weights_is_exactly_masked_mse():
 
 @pytest.mark.parametrize(
     "field, value",
-    [("alpha", -1.0), ("beta", "1"), ("tau", 0.0), ("period", 1), ("scale_factors", (0, 2)), ("scale_factors", ())],
+    [("alpha", -1.0), ("beta", "1"), ("tau", 0.0), ("period", 1), ("scale_factors", (0, 2)), ("scale_factors", ()),
+     ("period_reduction", "batchmean")],
 )
 def test_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=field):

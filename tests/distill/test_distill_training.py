@@ -291,3 +291,20 @@ def test_run_distill_on_real_etth1(data_dir):
     assert teacher["mse"] == pytest.approx(evaluate_lsf(SeasonalNaive(24), "ETTh1", 96, 336, "S", data_dir)["mse"])
     assert distilled["params"] == plain["params"] == 336 * 32 + 32 + 32 * 96 + 96 + 2
     assert "| teacher |" in markdown_table(result)
+
+
+def test_run_distill_variants_share_the_initialisation(tmp_path):
+    """A variant identical to the main distilled config trains to the same student, step for step."""
+    from msft.distill.run import run_distill
+
+    csv = synthetic_csv(tmp_path / "toy.csv")
+    same = DistillConfig(beta=0.0)
+    result = run_distill(SeasonalNaive(24), str(csv), 24, 96, "S", distill=same, epochs=2,
+                         student={"hidden": 16}, throughput_batch=8,
+                         variants={"same": same, "summed KL": DistillConfig(beta=0.0, period_reduction="sum")})
+    rows = {row["model"]: row for row in result["rows"]}
+    assert list(rows) == ["teacher", "student (distilled)", "student (no distillation)", "same", "summed KL"]
+    assert rows["same"]["mse"] == rows["student (distilled)"]["mse"]
+    assert rows["summed KL"]["mse"] != rows["student (distilled)"]["mse"]
+    assert result["setup"]["variants"]["summed KL"]["period_reduction"] == "sum"
+    assert set(result["setup"]["best_epoch"]) == set(rows) - {"teacher"}
