@@ -137,14 +137,27 @@ def noise(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
     return sigma * ar + spikes
 
 
+def clean_seasonal(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
+    """Strongly periodic series: on-grid periods, low noise, at most a gentle linear trend. These teach
+    the model to continue a cycle from the patch one period back, which the noisier compositions alone
+    did not (a pure sine was forecast as its mean)."""
+    t = np.arange(length) / length
+    x = seasonal(rng, n, length, max_period=length // 3)
+    x += (rng.uniform(size=(n, 1)) < 0.3) * rng.normal(0, 1.0, (n, 1)) * t
+    return x + rng.uniform(0.02, 0.3, (n, 1)) * rng.standard_normal((n, length))
+
+
 def synthetic_batch(rng: np.random.Generator, pool: SeriesPool, n: int, length: int, s2_share: float = 0.25,
-                    walk_max: float = 0.3) -> np.ndarray:
-    """(n, length) composed series: ~25% pure S2, else seasonal + trend + noise (+ a share of S2)."""
+                    walk_max: float = 0.3, seasonal_share: float = 0.0) -> np.ndarray:
+    """(n, length) composed series: ~25% pure S2, else seasonal + trend + noise (+ a share of S2), and
+    with ``seasonal_share`` > 0 that share of clean periodic series."""
     s2 = pool.crop(rng, n, length)
     s2 = (s2 - s2.mean(1, keepdims=True)) / (s2.std(1, keepdims=True) + 1e-6)
     composed = seasonal(rng, n, length, max_period=length // 3) + trend(rng, n, length, walk_max) + noise(rng, n, length)
     composed += (rng.uniform(size=(n, 1)) < 0.3) * rng.uniform(0.1, 0.8, (n, 1)) * s2
     x = np.where(rng.uniform(size=(n, 1)) < s2_share, s2, composed)
+    if seasonal_share > 0:  # drawn only when asked, so earlier recipes keep their exact batches
+        x = np.where(rng.uniform(size=(n, 1)) < seasonal_share, clean_seasonal(rng, n, length), x)
     positive = rng.uniform(size=(n, 1)) < 0.1  # count-like / non-negative series for the NegBin/LogNormal parts
     x = np.where(positive, np.maximum(x - x.min(1, keepdims=True), 0) * rng.uniform(1, 20, (n, 1)), x)
     x = np.where(positive & (rng.uniform(size=(n, 1)) < 0.5), np.round(x), x)
@@ -156,13 +169,13 @@ def synthetic_batch(rng: np.random.Generator, pool: SeriesPool, n: int, length: 
 # -- MOIRAI's masked-prediction inputs ---------------------------------------------------------------
 def masked_batch(rng: np.random.Generator, pool: SeriesPool, batch_size: int, patch_sizes: tuple[int, ...],
                  max_tokens: int, max_patch: int, patch_weights: tuple[float, ...] | None = None,
-                 s2_share: float = 0.25, walk_max: float = 0.3) -> dict[str, torch.Tensor]:
+                 s2_share: float = 0.25, walk_max: float = 0.3, seasonal_share: float = 0.0) -> dict[str, torch.Tensor]:
     """One batch in MoiraiModule.forward's layout: one patch size, the last 15–50% of patches masked."""
     weights = None if patch_weights is None else np.asarray(patch_weights) / np.sum(patch_weights)
     ps = int(rng.choice(patch_sizes, p=weights))
     tokens = int(rng.integers(min(6, max_tokens), max_tokens + 1))
     horizon_tokens = max(1, int(round(tokens * rng.uniform(0.15, 0.5))))
-    values = synthetic_batch(rng, pool, batch_size, tokens * ps, s2_share, walk_max)  # (batch, tokens * ps)
+    values = synthetic_batch(rng, pool, batch_size, tokens * ps, s2_share, walk_max, seasonal_share)  # (batch, tokens * ps)
     observed = np.ones_like(values, dtype=bool)
     # Left padding as MOIRAI sees it when the context is not a multiple of the patch size, and the
     # odd missing value.
@@ -200,6 +213,18 @@ def masked_nll(module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return per_series[mask.any(2).any(1)].mean()
 
 
+def init_from_checkpoint(module, config: dict, directory: Path) -> None:
+    """Copy a saved MOIRAI's weights into ``module``; its config must describe the same architecture."""
+    from safetensors.torch import load_file
+
+    saved = json.loads((directory / "config.json").read_text())
+    different = {k: (saved.get(k), v) for k, v in config.items() if saved.get(k) != v}
+    if different:
+        raise ValueError(f"--init-from {directory}: its config differs from the requested architecture in "
+                         f"{different} (saved, requested); pass matching --d-model/--num-layers/--patch-sizes/--max-seq-len")
+    module.load_state_dict(load_file(directory / "model.safetensors"))
+
+
 def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
     if step < warmup:
         return lr * (step + 1) / warmup
@@ -224,6 +249,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-tokens", type=int, default=24, help="tokens per training series (context + masked)")
     p.add_argument("--s2-share", type=float, default=0.25, help="share of pure S2 series in a batch")
     p.add_argument("--walk-max", type=float, default=0.3, help="largest random-walk step of the trend component")
+    p.add_argument("--seasonal-share", type=float, default=0.0,
+                   help="share of clean periodic series (on-grid periods, low noise) in a batch")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="start from this MOIRAI checkpoint's weights (config.json + model.safetensors) with a fresh "
+                        "optimiser, when out/ holds no state.pt yet; the architecture flags must match its config")
     p.add_argument("--pool", type=int, default=1024, help="S2 series generated up front")
     p.add_argument("--checkpoint-minutes", type=float, default=2.0)
     p.add_argument("--stop-after", type=int, default=None,
@@ -251,6 +281,9 @@ def main(argv: list[str] | None = None) -> None:
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed, history = state["step"], state["elapsed"], state["history"]
         logger.info("resumed at step %d (%.0f s trained)", step, elapsed)
+    elif args.init_from is not None:
+        init_from_checkpoint(module, config, args.init_from)
+        logger.info("initialised from %s", args.init_from)
     pool = SeriesPool(args.pool, 4 * args.max_tokens * max(args.patch_sizes), seed=args.seed)
     max_patch = max(args.patch_sizes)
 
@@ -267,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.time()
         rng = np.random.default_rng([args.seed, step])
         batch = masked_batch(rng, pool, args.batch_size, tuple(args.patch_sizes), args.max_tokens, max_patch,
-                             args.patch_weights, args.s2_share, args.walk_max)
+                             args.patch_weights, args.s2_share, args.walk_max, args.seasonal_share)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
         loss = masked_nll(module, batch)
@@ -294,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
     module.save_pretrained(args.out / "model")
     (args.out / "model" / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     (args.out / "train_log.json").write_text(json.dumps(
-        {"args": vars(args) | {"out": str(args.out)}, "steps": step, "train_seconds": round(elapsed, 1),
+        {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "steps": step, "train_seconds": round(elapsed, 1),
          "history": history}, indent=1) + "\n")
     logger.info("done: %d steps in %.0f s -> %s", step, elapsed, args.out / "model")
 

@@ -88,3 +88,30 @@ def test_resumed_run_equals_a_straight_run(script, tmp_path):
 def test_bad_patch_weights_are_rejected(script, tmp_path):
     with pytest.raises(ValueError, match="patch-weights"):
         script.main(["--out", str(tmp_path), "--patch-weights", "1", "2", *TINY])
+
+
+def test_init_from_starts_at_the_checkpoint_and_rejects_another_architecture(script, tmp_path):
+    script.main(["--out", str(tmp_path / "first"), "--steps", "2", *TINY])
+    source = tmp_path / "first" / "model"
+    # --steps 0: nothing trained, so the exported weights are exactly the ones --init-from loaded.
+    script.main(["--out", str(tmp_path / "second"), "--steps", "0", "--init-from", str(source), *TINY])
+    a, b = load_file(source / "model.safetensors"), load_file(tmp_path / "second" / "model" / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    log = json.loads((tmp_path / "second" / "train_log.json").read_text())
+    assert log["args"]["init_from"] == str(source)
+    wider = [arg if arg != "64" else "128" for arg in TINY]  # --d-model 128
+    with pytest.raises(ValueError, match="d_model"):
+        script.main(["--out", str(tmp_path / "third"), "--steps", "1", "--init-from", str(source), *wider])
+
+
+def test_clean_seasonal_share(script, pool):
+    """share 0 draws nothing extra (older recipes keep their batches); share 1 gives periodic series."""
+    plain = script.synthetic_batch(np.random.default_rng(5), pool, 16, 256)
+    same = script.synthetic_batch(np.random.default_rng(5), pool, 16, 256, seasonal_share=0.0)
+    np.testing.assert_array_equal(plain, same)
+    x = script.clean_seasonal(np.random.default_rng(6), 256, 768)
+    x = x - x.mean(1, keepdims=True)
+    # Most clean series repeat: some lag up to a third of the length nearly reproduces the series.
+    best = np.array([max(np.corrcoef(row[:-lag], row[lag:])[0, 1] for lag in range(2, 256)) for row in x])
+    assert np.median(best) > 0.9
