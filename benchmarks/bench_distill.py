@@ -8,6 +8,7 @@ and finetuned briefly: the "finetuned forecaster". Both students start from the 
 train on the same (strided) training windows the teacher is cached over; every model is scored with
 `msft.protocols.evaluate_lsf` on the full test split (stride 1, mode S). Throughput: windows per
 second of ``.predict`` on one batch of test windows, one process, at 2 torch threads and at 1.
+The students are then trained again with ``--extra-seeds`` (same teacher and cache) for mean ± std.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -77,6 +79,19 @@ def train_teacher(dataset: str, args: argparse.Namespace, log: dict) -> msft.MSF
     return model.eval()
 
 
+def seed_table(seeds: dict) -> str:
+    """Test MSE of each student, mean ± std over the student seeds (same teacher and cache)."""
+    names = list(next(iter(seeds.values())))
+    lines = [f"Students over seeds {list(seeds)} (test MSE, mean ± std; wins = seeds where the distilled "
+             "student beats the undistilled one):", "", "| student | MSE mean ± std | wins |", "|---|---|---|"]
+    plain = [by_model["student (no distillation)"] for by_model in seeds.values()]
+    for name in names:
+        values = [by_model[name] for by_model in seeds.values()]
+        wins = "" if name == "student (no distillation)" else f"{sum(v < p for v, p in zip(values, plain))}/{len(values)}"
+        lines.append(f"| {name} | {statistics.mean(values):.4f} ± {statistics.pstdev(values) if len(values) == 1 else statistics.stdev(values):.4f} | {wins} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--out", default=str(REPO / "results" / "distill"))
@@ -92,6 +107,9 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--extra-seeds", type=int, nargs="*", default=[1, 2],
+                   help="student seeds (initialisation and batch order) run again after --seed, for mean ± std; "
+                        "the teacher and its cache stay the same")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     # Training and evaluation run at one thread: on this shared, oversubscribed machine two-thread
@@ -129,8 +147,17 @@ def main() -> int:
                              "num_layers": args.num_layers, "patch_size": 16, "scales": [1, 2, 4],
                              "teacher_steps": args.teacher_steps, "finetune_steps": args.finetune_steps,
                              "batch": args.teacher_batch}
+        result["seeds"] = {args.seed: {row["model"]: row["mse"] for row in result["rows"][1:]}}
+        for seed in args.extra_seeds:
+            again = run_distill(
+                teacher, dataset, args.horizon, args.context_length, "S", args.data_dir, SETTINGS[dataset],
+                student={"hidden": args.hidden}, distill=DistillConfig(), epochs=args.epochs, seed=seed,
+                cache_dir=out / "_cache", throughput_threads=args.threads,
+                variants={SUMMED: DistillConfig(period_reduction="sum")},
+            )
+            result["seeds"][seed] = {row["model"]: row["mse"] for row in again["rows"][1:]}
         report["datasets"][dataset] = result
-        print(dataset, json.dumps(result["rows"], indent=1), flush=True)
+        print(dataset, json.dumps(result["rows"], indent=1), json.dumps(result["seeds"]), flush=True)
     report["wall_s"] = time.perf_counter() - wall
     report["load_average_end"] = os.getloadavg()
     (out / "bench_distill.json").write_text(json.dumps(report, indent=2))
@@ -158,7 +185,7 @@ def main() -> int:
                   f"At 1 thread: teacher {one['teacher']:,.0f} windows/s, student {one['student']:,.0f} windows/s "
                   f"({one['student'] / one['teacher']:.1f}×). Students trained on {result['setup']['train_windows']:,} "
                   f"windows (stride {result['setup']['train_stride']}); best epochs "
-                  f"{result['setup']['best_epoch']}.", ""]
+                  f"{result['setup']['best_epoch']}.", "", seed_table(result["seeds"]), ""]
     (out / "bench_distill.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
