@@ -134,6 +134,22 @@ def test_pretrained_weights_forecast_far_better_than_random_weights(module):
     assert trained < untrained - 0.5, (trained, untrained)
 
 
+def test_continues_a_clean_daily_cycle(module):
+    """The shipped weights continue a period-24 cycle instead of forecasting its mean (the stage-2
+    checkpoint did the latter: results/pretrained/seasonal_probe.md): the forecast error is a small
+    fraction of the error of the context mean."""
+    generator = torch.Generator().manual_seed(1)
+    t = torch.arange(CONTEXT + HORIZON, dtype=torch.float64)
+    phase = 6.28 * torch.rand(16, 1, generator=generator, dtype=torch.float64)
+    series = torch.sin(2 * math.pi * t / 24 + phase) + 0.5 * torch.sin(4 * math.pi * t / 24 + 2 * phase)
+    series = series + 0.1 * torch.randn(series.shape, generator=generator, dtype=torch.float64)
+    past, future = series[:, :CONTEXT], series[:, CONTEXT:]
+    forecast = mean_forecast(module, past).double()
+    model_mse = float((forecast - future).square().mean())
+    mean_mse = float((past.mean(1, keepdim=True) - future).square().mean())
+    assert model_mse < 0.25 * mean_mse, (model_mse, mean_mse)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("backbones.moirai") is None, reason="MOIRAI backbone spec not present")
 def test_loads_through_the_moirai_backbone_loader_and_wraps_to_the_same_forecast(module):
     import msft
