@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job: set everything up, then run msft-train with its default config (toy backbone
-# pretrained on synthetic S2 series, ETTh1, H=96: zero_shot vs lora vs full vs msft), offline.
+# The main job: set everything up, then run msft-train with its default config (the embedded tiny
+# MOIRAI pretrained on synthetic series only, ETTh1, H=96: zero_shot vs lora vs full vs msft), offline.
 # It prints the comparison table and writes results/main.{md,csv}; extra arguments go to msft-train.
 set -euo pipefail
 cd "$(dirname "$0")/.."
