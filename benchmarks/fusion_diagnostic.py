@@ -8,7 +8,7 @@ with the learned fusion weights, uniform weights and each scale alone (everythin
 MSFT trains the fusion logits with the loss ``Σ_s w_s · loss_s`` (DESIGN.md §2.6): the gradient moves
 weight towards the scale whose own loss is lowest, and a coarse scale's pooled target is smoother,
 so its loss is lower whether or not its forecast helps the fused one.
-Writes results/pretrained/fusion_diagnostic.{md,json}.
+Writes results/pretrained/<--name>.{md,json}.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--stride", type=int, default=4, help="every STRIDE-th validation window")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("results/pretrained"))
+    p.add_argument("--name", default="fusion_diagnostic", help="output file stem")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -71,9 +72,9 @@ def main(argv: list[str] | None = None) -> dict:
              f"{args.dataset} validation split, S mode, H={args.horizon}, context {args.context}, every "
              f"{args.stride}-th window ({len(windows)} windows); point forecast as the run's (`predict`)."]
     args.out.mkdir(parents=True, exist_ok=True)
-    write_table(args.out / "fusion_diagnostic.md", "MSFT fusion weights: learned vs alternatives (validation)",
+    write_table(args.out / f"{args.name}.md", "MSFT fusion weights: learned vs alternatives (validation)",
                 command, ["fusion weights", "validation MSE"], rows, notes)
-    (args.out / "fusion_diagnostic.json").write_text(json.dumps(
+    (args.out / f"{args.name}.json").write_text(json.dumps(
         {"command": command, "machine": machine_line(), "run": str(args.run), **results}, indent=1) + "\n")
     return results
 

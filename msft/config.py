@@ -12,6 +12,7 @@ from typing import Any
 
 ATTENTION_IMPLS = ("blocked", "dense")
 POINT_FORECASTS = ("median", "mean")
+FUSION_OBJECTIVES = ("per_scale", "fused")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,11 @@ class MSFTConfig:
         kept as a reference for tests and benchmarks.
     learned_fusion: learn the softmax fusion logits (off: uniform, fixed weights).
     fusion_prior: initial logit of scale 1 (the others start at 0); > 0 favours the original scale.
+    fusion_objective: what trains the fusion logits. "per_scale" (default, the published method):
+        the loss is ``sum_s w_s * loss_s``, so the gradient moves weight towards the scale whose own
+        loss is lowest (a pooled, smoother target usually has the lowest). "fused": each scale's
+        loss is weighted by the detached ``w_s`` (the scales train as before) and the logits alone
+        are fitted by the squared error of the fused point forecast at the original resolution.
     point_forecast: for probabilistic backbones, what `predict` returns: "median" of the fused
         sample paths (default), or "mean": the fusion of each scale's closed-form mean, which is
         exactly the mean of the fused paths (fusion is linear) and needs no sampling.
@@ -54,6 +60,7 @@ class MSFTConfig:
     aggregation_rank: int | None = None
     learned_fusion: bool = True
     fusion_prior: float = 0.0
+    fusion_objective: str = "per_scale"
     point_forecast: str = "median"
     horizon: int | None = None
     patch_size: int | None = None
@@ -79,6 +86,8 @@ class MSFTConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected True or False")
         if self.attention_impl not in ATTENTION_IMPLS:
             raise ValueError(f"attention_impl={self.attention_impl!r}: expected one of {ATTENTION_IMPLS}")
+        if self.fusion_objective not in FUSION_OBJECTIVES:
+            raise ValueError(f"fusion_objective={self.fusion_objective!r}: expected one of {FUSION_OBJECTIVES}")
         if self.point_forecast not in POINT_FORECASTS:
             raise ValueError(f"point_forecast={self.point_forecast!r}: expected one of {POINT_FORECASTS}")
         if not isinstance(self.fusion_prior, (int, float)):

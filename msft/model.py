@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from msft.config import MSFTConfig
 from msft.layers import CrossScaleAggregation, ScaleAdapter, ScaleFusion, ScaleLoRA, ScaleState
+from msft.losses import masked_mse
 from msft.registry import BackboneSpec, ScaleTokens, spec_for
 from msft.sampling import downsample, scaled_length, upsample
 
@@ -100,17 +101,28 @@ class MSFTModel(nn.Module):
         past_observed: Tensor | None = None,
         future_observed: Tensor | None = None,
     ) -> Tensor:
-        """Fusion-weighted sum of the per-scale losses against the pooled future (scalar)."""
+        """Fusion-weighted sum of the per-scale losses against the pooled future (scalar).
+
+        With ``fusion_objective="fused"`` the weights are detached there, and the squared error of
+        the fused point forecast (each scale's point forecast detached) is added to fit the logits.
+        """
         past_target, past_observed = self._check_past(past_target, past_observed)
         future_target, future_observed = _check_future(future_target, future_observed, past_target)
-        outputs = self._forward(past_target, past_observed, future_target.shape[1])
+        horizon = future_target.shape[1]
+        outputs = self._forward(past_target, past_observed, horizon)
         future = rearrange(future_target, "b t v -> (b v) t")
         future_obs = rearrange(future_observed, "b t v -> (b v) t")
         weights = self.fusion_weights
+        fused_objective = self.config.fusion_objective == "fused"
         total = past_target.new_zeros(())
         for idx, (scale, output) in enumerate(zip(self.scales, outputs)):
             target, observed = downsample(future, future_obs, scale, side="right")
-            total = total + weights[idx] * self.spec.loss(output, target, observed)
+            weight = weights[idx].detach() if fused_objective else weights[idx]
+            total = total + weight * self.spec.loss(output, target, observed)
+        if fused_objective and self.msft_fusion.msft_fusion_logits.requires_grad:
+            point = self.spec.mean if self.spec.probabilistic else self.spec.point
+            fused = self._fuse([point(out).detach() for out in outputs], horizon)
+            total = total + masked_mse(fused, future, future_obs)
         return total
 
     def predict(self, past_target: Tensor, horizon: int, past_observed: Tensor | None = None) -> Tensor:

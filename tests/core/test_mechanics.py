@@ -94,6 +94,59 @@ def test_fusion_prior_and_uniform_fusion():
     assert "msft_fusion.msft_fusion_logits" not in dict(fixed.named_parameters())
 
 
+def _loss_and_grads(model, past, future):
+    model.zero_grad()
+    loss = model.loss(past, future)
+    loss.backward()
+    return loss, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_fused_fusion_objective_fits_the_logits_to_the_fused_forecast():
+    """fusion_objective="fused": every other parameter gets the gradient of sum_s sg(w_s) loss_s,
+    and the logits exactly the gradient of the fused point forecast's squared error."""
+    from einops import rearrange
+
+    from msft.losses import masked_mse
+    from msft.sampling import downsample, upsample
+
+    past, future = sine_batch()
+    per_scale = msft.wrap(make_backbone(), scales=[1, 2, 4], fusion_prior=0.3)
+    fused = msft.wrap(make_backbone(), scales=[1, 2, 4], fusion_prior=0.3, fusion_objective="fused")
+    randomize_msft(per_scale, seed=1)
+    randomize_msft(fused, seed=1)
+    _, grads_fused = _loss_and_grads(fused, past, future)
+    # The reference: per-scale losses with constant weights, done by hand on the per_scale model.
+    per_scale.zero_grad()
+    weights = per_scale.fusion_weights.detach()
+    outputs = per_scale._forward(*per_scale._check_past(past, None), HORIZON)
+    flat = rearrange(future, "b t v -> (b v) t")
+    seen = torch.ones_like(flat, dtype=torch.bool)
+    reference = sum(w * per_scale.spec.loss(out, *downsample(flat, seen, s, side="right"))
+                    for w, s, out in zip(weights, per_scale.scales, outputs))
+    reference.backward()
+    logits = "msft_fusion.msft_fusion_logits"
+    for name, p in per_scale.named_parameters():
+        if p.grad is not None and name != logits:
+            torch.testing.assert_close(grads_fused[name], p.grad, msg=name)
+    theta = per_scale.msft_fusion.msft_fusion_logits.detach().clone().requires_grad_(True)
+    points = [per_scale.spec.point(out).detach() for out in outputs]
+    fused_point = sum(w * upsample(pt, s, HORIZON) for w, s, pt in zip(torch.softmax(theta, 0), per_scale.scales, points))
+    masked_mse(fused_point, flat, seen).backward()
+    torch.testing.assert_close(grads_fused[logits], theta.grad)
+    # The default objective gives the logits a different gradient (the one of sum_s w_s loss_s).
+    _, grads_default = _loss_and_grads(per_scale, past, future)
+    assert not torch.allclose(grads_default[logits], grads_fused[logits])
+
+
+def test_fused_fusion_objective_with_fixed_weights_is_the_per_scale_loss():
+    past, future = sine_batch()
+    a = msft.wrap(make_backbone(), scales=[1, 2], learned_fusion=False)
+    b = msft.wrap(make_backbone(), scales=[1, 2], learned_fusion=False, fusion_objective="fused")
+    torch.testing.assert_close(a.loss(past, future), b.loss(past, future))
+    with pytest.raises(ValueError, match="fusion_objective"):
+        msft.wrap(make_backbone(), scales=[1, 2], fusion_objective="sum")
+
+
 ABLATIONS = [
     {},
     {"adapters": False},
@@ -103,6 +156,7 @@ ABLATIONS = [
     {"f2c": False},
     {"c2f": False, "f2c": False},
     {"learned_fusion": False},
+    {"fusion_objective": "fused"},
     {"aggregation_rank": 4},
     {"attention_impl": "dense"},
 ]
