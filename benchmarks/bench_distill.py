@@ -129,7 +129,7 @@ def main() -> int:
         result = run_distill(
             teacher, dataset, args.horizon, args.context_length, "S", args.data_dir, SETTINGS[dataset],
             student={"hidden": args.hidden}, distill=DistillConfig(), epochs=args.epochs, seed=args.seed,
-            out_dir=out / dataset, throughput_threads=args.threads,
+            cache_dir=out / "_cache", out_dir=out / dataset, throughput_threads=args.threads,
             variants={SUMMED: DistillConfig(period_reduction="sum")},
         )
         # Same batch again at one thread: the 2-thread number is sensitive to other load on the machine.

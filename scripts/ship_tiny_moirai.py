@@ -20,11 +20,20 @@ TARGET = ROOT / "msft" / "pretrained" / "tiny_moirai"
 RESULTS = ROOT / "results" / "pretrained"
 
 
+def _result(name: str) -> dict | None:
+    """results/pretrained/<name>.json, written by ``benchmarks.tiny_moirai_<name>``, or None."""
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _not_measured(name: str) -> list[str]:
+    return [f"(not yet measured: run `python -m benchmarks.tiny_moirai_{name}`)"]
+
+
 def _zero_shot_table() -> list[str]:
-    path = RESULTS / "zero_shot.json"
-    if not path.exists():
-        return ["(not yet measured: run `python -m benchmarks.tiny_moirai_zero_shot`)"]
-    data = json.loads(path.read_text())
+    data = _result("zero_shot")
+    if data is None:
+        return _not_measured("zero_shot")
     lines = [f"Command: `{data['command']}`", "",
              "| dataset (H=96, S mode, context 512) | tiny MOIRAI MSE | MAE | last value MSE | seasonal naive MSE |",
              "|---|---|---|---|---|"]
@@ -35,10 +44,9 @@ def _zero_shot_table() -> list[str]:
 
 
 def _probe_table() -> list[str]:
-    path = RESULTS / "seasonal_probe.json"
-    if not path.exists():
-        return ["(not yet measured: run `python -m benchmarks.tiny_moirai_seasonal_probe`)"]
-    data = json.loads(path.read_text())
+    data = _result("seasonal_probe")
+    if data is None:
+        return _not_measured("seasonal_probe")
     lines = [f"Command: `{data['command']}`", "",
              "| checkpoint | period | model MSE | seasonal naive MSE | context mean MSE |", "|---|---|---|---|---|"]
     for name, by_period in data["results"].items():
