@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import msft  # noqa: E402
-from backbones.toy import ToyForecaster  # noqa: E402
+from msft_backbones.toy import ToyForecaster  # noqa: E402
 from msft.data import prepare_lsf  # noqa: E402
 from msft.distill import DistillConfig, save_teacher  # noqa: E402
 from msft.distill.run import markdown_table, measure_throughput, run_distill  # noqa: E402
