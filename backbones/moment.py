@@ -23,22 +23,18 @@ config with random weights); `MOMENT_T5_CONFIGS` has the encoder geometries of M
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import warnings
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
-from msft.layers import ScaleState
-from msft.losses import masked_mse
-from msft.registry import BackboneSpec, ScaleTokens, register_backbone
+from msft.ops import BlockLayout, masked_mean_var
+from msft.registry import BackboneSpec, PointForecast, ScaleTokens, TinyBackbone, register_backbone
 
 # Encoder geometries of MOMENT-1 (the ``t5_config`` of the hub's config.json: google/flan-t5-*).
 _FLAN_T5 = {
@@ -116,7 +112,8 @@ def build_moment(
     """A `MOMENTPipeline` with random weights, built offline from a T5 geometry (no download).
 
     ``model_kwargs`` are momentfm's (``head_dropout``, ``revin_affine``, ...); gradient
-    checkpointing is off unless ``enable_gradient_checkpointing=True`` (msft supports both).
+    checkpointing is off unless ``enable_gradient_checkpointing=True`` (msft then checkpoints the
+    encoder blocks itself while wrapped, as with ``MSFTConfig.gradient_checkpointing``).
     """
     from momentfm.models.moment import MOMENTPipeline
 
@@ -181,8 +178,24 @@ class MomentSpec(BackboneSpec):
     name = "moment"
     module_types = ("momentfm.models.moment.MOMENT",)
     input_projection = "patch_embedding"
-    attention_projections = (r"encoder\.block\.\d+\.layer\.0\.SelfAttention\.(q|k|v)",)
-    supports_prefix = True
+
+    @classmethod
+    def tiny(cls) -> TinyBackbone:
+        """MOMENT's real pipeline on a 2-block, 32-wide T5 encoder (seq_len 512, as MOMENT-1)."""
+        t5 = {"d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 2, "num_heads": 4, "vocab_size": 8, "dropout_rate": 0.0}
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            backbone = build_moment(t5, forecast_horizon=12, head_dropout=0.0)
+
+        def forecast(past: Tensor) -> Tensor:  # (batch, time, variate) -> (batch, 12, variate), one variate at a time
+            out = []
+            for v in range(past.shape[2]):
+                x = nn.functional.pad(past[:, None, :, v], (backbone.seq_len - past.shape[1], 0), value=float("nan"))
+                mask = (~torch.isnan(x[:, 0])).float()  # (batch, seq_len): MOMENT's input_mask
+                out.append(backbone(x_enc=x, input_mask=mask).forecast[:, 0])  # (batch, horizon)
+            return torch.stack(out, dim=-1)
+
+        return TinyBackbone(backbone, context_length=96, horizon=12, forecast=forecast, options={"horizon": 12})
 
     def __init__(self, backbone: nn.Module, config):
         super().__init__(backbone, config)
@@ -209,6 +222,9 @@ class MomentSpec(BackboneSpec):
 
     def layers(self) -> list[nn.Module]:
         return list(self.encoder.block)
+
+    def lora_targets(self) -> tuple[str, ...]:
+        return (r"encoder\.block\.\d+\.layer\.0\.SelfAttention\.(q|k|v)",)
 
     def check_context(self, context_length: int) -> None:
         if context_length > self.seq_len:
@@ -260,52 +276,29 @@ class MomentSpec(BackboneSpec):
         return ScaleTokens(hidden, tokens.num_prefix + n, tokens.num_context, tokens.num_horizon, new)
 
     def run_layer(self, layer: nn.Module, hidden: Tensor, aux: MomentAux) -> Tensor:
-        def run(h: Tensor) -> Tensor:
-            return _plain_forward(layer)(layer, h, attention_mask=aux.attention_mask, position_bias=aux.position_bias)[0]
-
-        if not (getattr(layer, "gradient_checkpointing", False) and layer.training and torch.is_grad_enabled()):
-            return run(hidden)
-        # The recomputation in backward happens after msft has left the scale's context: replay it
-        # inside the same ScaleState so that the per-scale LoRA pairs are applied again.
-        state = _scale_state(layer)
-        active = state.active if state is not None else None
-
-        def replay(h: Tensor) -> Tensor:
-            with state.use(active) if state is not None else nullcontext():
-                return run(h)
-
-        return checkpoint(replay, hidden, use_reentrant=False)
+        """One T5 block on ``hidden`` ``(series, tokens, d_model)``."""
+        return layer(hidden, attention_mask=aux.attention_mask, position_bias=aux.position_bias)[0]
 
     def join(self, tokens: list[ScaleTokens], block_diagonal: bool) -> MomentAux:
         hidden = torch.cat([t.hidden for t in tokens], dim=1)  # (series, all tokens, d_model)
         key_valid = torch.cat([t.aux.key_valid for t in tokens], dim=1)
         positions = torch.cat([t.aux.positions for t in tokens])
-        scale_ids = None
-        if block_diagonal:
-            scale_ids = torch.cat(
-                [torch.full_like(t.aux.positions, idx) for idx, t in enumerate(tokens)]
-            )
+        scale_ids = BlockLayout.of(tokens).scale_ids(positions.device) if block_diagonal else None  # (tokens,)
         return self._aux(hidden, key_valid, positions, scale_ids)
 
-    def head(self, hidden: Tensor, tokens: ScaleTokens, horizon: int, scale_idx: int, heads: nn.Module | None) -> Tensor:
-        hidden = hidden[:, tokens.num_prefix :]  # the patch tokens (a soft prompt may precede them)
+    def head(
+        self, hidden: Tensor, tokens: ScaleTokens, horizon: int, scale_idx: int, heads: nn.Module | None
+    ) -> PointForecast:
+        hidden = hidden[:, tokens.num_prefix :]  # (series, patches, d_model): a soft prompt may precede them
         hidden = self.encoder.dropout(self.encoder.final_layer_norm(hidden))  # the end of T5Stack
         out = heads[scale_idx](hidden)[:, :horizon]  # (series, horizon)
-        return self._denormalize(out, tokens.aux.loc, tokens.aux.scale)
-
-    def point(self, output: Tensor) -> Tensor:
-        return output
-
-    def loss(self, output: Tensor, target: Tensor, observed: Tensor) -> Tensor:
-        return masked_mse(output, target, observed)
+        return PointForecast(self._denormalize(out, tokens.aux.loc, tokens.aux.scale))
 
     # -- internals --------------------------------------------------------------------------------
     def _normalize(self, values: Tensor, observed: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """MOMENT's RevIN over observed steps only (population std + eps); unobserved steps -> 0."""
         revin = self.backbone.normalizer
-        count = observed.sum(-1, keepdim=True).clamp(min=1)
-        loc = torch.where(observed, values, 0.0).sum(-1, keepdim=True) / count  # (series, 1)
-        var = torch.where(observed, values - loc, 0.0).square().sum(-1, keepdim=True) / count
+        loc, var = masked_mean_var(values, observed)  # (series, 1) each
         scale = var.sqrt() + revin.eps
         normed = (values - loc) / scale
         if revin.affine:
@@ -346,17 +339,3 @@ class MomentSpec(BackboneSpec):
             max_distance=attention.relative_attention_max_distance,
         )
         return attention.relative_attention_bias(buckets).permute(2, 0, 1).unsqueeze(0)  # (1, heads, q, k)
-
-
-def _plain_forward(layer: nn.Module):
-    """The block's forward without transformers' gradient-checkpointing wrapper."""
-    return inspect.unwrap(type(layer).forward)
-
-
-def _scale_state(layer: nn.Module) -> ScaleState | None:
-    for module in layer.modules():
-        state = getattr(module, "_state", None)
-        if isinstance(state, ScaleState):
-            return state
-    return None
-

@@ -19,6 +19,8 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
+from msft.ops import block_diagonal_mask  # noqa: F401  (re-exported: specs built on it before msft.ops)
+
 Segments = list[tuple[int, int]]  # (scale_idx, number of tokens), in token order
 
 
@@ -120,14 +122,6 @@ class ScaleLoRA(nn.Module):
         b = self.msft_lora_B[scale_idx]
         x = x.to(a.dtype)
         return (x @ a.T) @ b.T * self.scaling
-
-
-def block_diagonal_mask(lengths: Sequence[int], device: torch.device | None = None) -> Tensor:
-    """``(tokens, tokens)`` bool mask, True where query and key belong to the same block."""
-    ids = torch.repeat_interleave(
-        torch.arange(len(lengths), device=device), torch.tensor(list(lengths), device=device)
-    )
-    return ids[:, None] == ids[None, :]
 
 
 class CrossScaleAggregation(nn.Module):

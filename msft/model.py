@@ -10,18 +10,18 @@ weights (DESIGN.md §2).
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 from einops import rearrange
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from msft.config import MSFTConfig
 from msft.layers import CrossScaleAggregation, ScaleAdapter, ScaleFusion, ScaleLoRA, ScaleState
 from msft.losses import masked_mse
-from msft.registry import BackboneSpec, ScaleTokens, spec_for
+from msft.registry import BackboneSpec, Forecast, ScaleTokens, spec_for
 from msft.sampling import downsample, scaled_length, upsample
 
 ADAPTER_WEIGHTS = "adapter.safetensors"
@@ -48,7 +48,8 @@ class MSFTModel(nn.Module):
         self._state = ScaleState()
         self._requires_grad = {name: p.requires_grad for name, p in backbone.named_parameters()}
         self._wrapped: list[str] = []
-        lora_names = _match_modules(backbone, config.lora_targets or self.spec.attention_projections) if config.lora else []
+        self._own_checkpointing: list[nn.Module] = []
+        lora_names = self.spec.lora_modules(config.lora_targets) if config.lora else []
         try:
             self._inject(lora_names)
         except Exception:  # leave the backbone exactly as it was given
@@ -82,6 +83,12 @@ class MSFTModel(nn.Module):
             nn.Parameter(torch.randn(k, config.prompt_tokens, d_model) * 0.02) if config.prompt_tokens else None
         )
         self.msft_fusion = ScaleFusion(k, config.learned_fusion, config.fusion_prior)
+        # A layer's own checkpointing (transformers' `gradient_checkpointing` flag) would recompute it
+        # outside the active scale: msft checkpoints those layers itself while wrapped.
+        for layer in self.spec.layers():
+            if getattr(layer, "gradient_checkpointing", False) is True:
+                layer.gradient_checkpointing = False
+                self._own_checkpointing.append(layer)
         setattr(backbone, _WRAPPED_FLAG, True)
 
     # -- public API -------------------------------------------------------------------------------
@@ -118,10 +125,10 @@ class MSFTModel(nn.Module):
         for idx, (scale, output) in enumerate(zip(self.scales, outputs)):
             target, observed = downsample(future, future_obs, scale, side="right")
             weight = weights[idx].detach() if fused_objective else weights[idx]
-            total = total + weight * self.spec.loss(output, target, observed)
+            total = total + weight * output.loss(target, observed)
         if fused_objective and self.msft_fusion.msft_fusion_logits.requires_grad:
-            point = self.spec.mean if self.spec.probabilistic else self.spec.point
-            fused = self._fuse([point(out).detach() for out in outputs], horizon)
+            probabilistic = self.spec.probabilistic
+            fused = self._fuse([(out.mean() if probabilistic else out.point()).detach() for out in outputs], horizon)
             total = total + masked_mse(fused, future, future_obs)
         return total
 
@@ -138,7 +145,7 @@ class MSFTModel(nn.Module):
             return self.predict_samples(past_target, horizon, past_observed).median(dim=1).values
         past_target, past_observed = self._check_past(past_target, past_observed)
         outputs = self._forward(past_target, past_observed, horizon)
-        per_scale = [self.spec.mean(out) if probabilistic else self.spec.point(out) for out in outputs]
+        per_scale = [out.mean() if probabilistic else out.point() for out in outputs]
         fused = self._fuse(per_scale, horizon)
         return rearrange(fused, "(b v) t -> b t v", v=past_target.shape[2])
 
@@ -147,7 +154,7 @@ class MSFTModel(nn.Module):
         past_target, past_observed = self._check_past(past_target, past_observed)
         outputs = self._forward(past_target, past_observed, horizon)
         v = past_target.shape[2]
-        return [rearrange(self.spec.point(out), "(b v) t -> b t v", v=v) for out in outputs]
+        return [rearrange(out.point(), "(b v) t -> b t v", v=v) for out in outputs]
 
     def predict_samples(
         self, past_target: Tensor, horizon: int, past_observed: Tensor | None = None, num_samples: int = 100
@@ -160,7 +167,7 @@ class MSFTModel(nn.Module):
             raise ValueError(f"num_samples={num_samples!r}: expected a positive integer")
         past_target, past_observed = self._check_past(past_target, past_observed)
         outputs = self._forward(past_target, past_observed, horizon)
-        per_scale = [self.spec.sample(out, num_samples) for out in outputs]  # (series, S, ceil(H/s))
+        per_scale = [out.sample(num_samples) for out in outputs]  # (series, S, ceil(H/s))
         fused = self._fuse(per_scale, horizon)
         return rearrange(fused, "(b v) n t -> b n t v", v=past_target.shape[2])
 
@@ -220,6 +227,9 @@ class MSFTModel(nn.Module):
             owner = backbone.get_submodule(parent) if parent else backbone
             setattr(owner, child, getattr(owner, child).base_layer)
         self._wrapped = []
+        for layer in self._own_checkpointing:
+            layer.gradient_checkpointing = True
+        self._own_checkpointing = []
         for name, p in backbone.named_parameters():
             p.requires_grad_(self._requires_grad.get(name, True))
         if hasattr(backbone, _WRAPPED_FLAG):
@@ -249,7 +259,7 @@ class MSFTModel(nn.Module):
             )
         return past_target, past_observed
 
-    def _forward(self, past_target: Tensor, past_observed: Tensor, horizon: Any) -> list[Any]:
+    def _forward(self, past_target: Tensor, past_observed: Tensor, horizon: Any) -> list[Forecast]:
         if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon <= 0:
             raise ValueError(f"horizon={horizon!r}: expected a positive integer")
         if self.config.horizon is not None and horizon > self.config.horizon:
@@ -289,11 +299,7 @@ class MSFTModel(nn.Module):
             if joint_aux is None:
 
                 def per_block(layer: nn.Module, hidden: list[Tensor]) -> list[Tensor]:
-                    out = []
-                    for idx, (h, t) in enumerate(zip(hidden, tokens)):
-                        with self._state.use(idx):
-                            out.append(self.spec.run_layer(layer, h, t.aux))
-                    return out
+                    return [self._run_layer(layer, h, t.aux, idx) for idx, (h, t) in enumerate(zip(hidden, tokens))]
 
                 return per_block
         else:
@@ -302,11 +308,26 @@ class MSFTModel(nn.Module):
         segments = list(enumerate(lengths))
 
         def joint(layer: nn.Module, hidden: list[Tensor]) -> list[Tensor]:
-            with self._state.use(segments):
-                out = self.spec.run_layer(layer, torch.cat(hidden, dim=1), joint_aux)
+            out = self._run_layer(layer, torch.cat(hidden, dim=1), joint_aux, segments)
             return list(out.split(lengths, dim=1))
 
         return joint
+
+    def _run_layer(self, layer: nn.Module, hidden: Tensor, aux: Any, active: Any) -> Tensor:
+        """One layer on ``hidden`` ``(series, tokens, d_model)`` with the scale(s) ``active``;
+        checkpointed when asked, with the same scale context replayed on recomputation."""
+
+        def run(h: Tensor) -> Tensor:
+            with self._state.use(active):
+                return self.spec.run_layer(layer, h, aux)
+
+        if self._checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(run, hidden, use_reentrant=False)
+        return run(hidden)
+
+    @property
+    def _checkpointing(self) -> bool:
+        return self.config.gradient_checkpointing or bool(self._own_checkpointing)
 
     def _fuse(self, per_scale: list[Tensor], horizon: int) -> Tensor:
         weights = self.fusion_weights
@@ -365,21 +386,6 @@ def load_adapter(backbone: nn.Module, path: str | Path) -> MSFTModel:
         )
     model.load_state_dict(tensors, strict=False)
     return model
-
-
-def _match_modules(backbone: nn.Module, targets: tuple[str, ...]) -> list[str]:
-    """Names of modules matched by any target: exact name, dotted suffix, or full regex match."""
-    names = []
-    for name, _ in backbone.named_modules():
-        if not name:
-            continue
-        for t in targets:
-            if name == t or name.endswith("." + t) or re.fullmatch(t, name):
-                names.append(name)
-                break
-    if not names:
-        raise ValueError(f"lora_targets={list(targets)} matched no module of {type(backbone).__name__}")
-    return names
 
 
 def _check_series(name: str, target: Any, observed: Any, observed_name: str) -> tuple[Tensor, Tensor]:

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from msft_backbones.time_dpd import llm as llm_lib
 from msft_backbones.time_dpd.prompt import format_prompt, prompt_statistics
 from msft.losses import masked_mse
+from msft.ops import masked_mean_var
 
 DEFAULT_LLM = "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
 DEFAULT_SOFT_PROMPT = (
@@ -112,9 +113,7 @@ class RevIN(nn.Module):
 
     def statistics(self, x: Tensor, observed: Tensor) -> tuple[Tensor, Tensor]:
         """(series, time) -> mean and std over observed points, each (series, 1)."""
-        count = observed.sum(-1, keepdim=True).clamp(min=1)
-        loc = torch.where(observed, x, torch.zeros_like(x)).sum(-1, keepdim=True) / count
-        var = (torch.where(observed, x - loc, torch.zeros_like(x)) ** 2).sum(-1, keepdim=True) / count
+        loc, var = masked_mean_var(x, observed)
         return loc, (var + self.eps).sqrt()
 
     def standardise(self, x: Tensor, observed: Tensor, loc: Tensor, scale: Tensor) -> Tensor:

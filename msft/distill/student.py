@@ -18,6 +18,8 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from msft.ops import masked_mean_var
+
 STUDENT_WEIGHTS = "student.safetensors"
 STUDENT_CONFIG = "student_config.json"
 _KIND = "msft.distill.MLPStudent"
@@ -61,10 +63,7 @@ class MLPStudent(nn.Module):
     def forward(self, series: Tensor, observed: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """series: (n, L) with NaN or ``observed=False`` where missing -> ((n, H), (n, hidden))."""
         observed = ~torch.isnan(series) if observed is None else observed & ~torch.isnan(series)
-        count = observed.sum(-1, keepdim=True).clamp(min=1)
-        values = torch.where(observed, series, torch.zeros_like(series))
-        loc = values.sum(-1, keepdim=True) / count  # (n, 1)
-        var = torch.where(observed, series - loc, torch.zeros_like(series)).square().sum(-1, keepdim=True) / count
+        loc, var = masked_mean_var(series, observed)  # (n, 1) each
         scale = (var + 1e-5).sqrt()
         normed = torch.where(observed, (series - loc) / scale, torch.zeros_like(series))
         features = self.body(normed * self.affine_weight + self.affine_bias)  # (n, hidden)
