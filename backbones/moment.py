@@ -195,7 +195,7 @@ class MomentSpec(BackboneSpec):
                 out.append(backbone(x_enc=x, input_mask=mask).forecast[:, 0])  # (batch, horizon)
             return torch.stack(out, dim=-1)
 
-        return TinyBackbone(backbone, context_length=96, horizon=12, forecast=forecast, options={"horizon": 12})
+        return TinyBackbone(backbone, context_length=96, horizon=12, forecast=forecast)
 
     def __init__(self, backbone: nn.Module, config):
         super().__init__(backbone, config)

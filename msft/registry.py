@@ -103,8 +103,9 @@ class TinyBackbone:
     context_length: int
     horizon: int
     forecast: Any  # Callable[[Tensor], Tensor]
-    options: dict[str, Any] = field(default_factory=dict)  # msft.wrap options every wrap needs
-    scales: tuple[int, ...] = (1, 2, 4)  # a multi-scale geometry the context supports
+    #: msft.wrap options every wrap of it needs besides ``horizon`` (e.g. MOIRAI's patch_size); the
+    #: context supports ``scales=[1, 2, 4]``.
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 class BackboneSpec(abc.ABC):

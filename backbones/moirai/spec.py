@@ -151,6 +151,7 @@ class MoiraiSpec(BackboneSpec):
     name = "moirai"
     module_types = ("uni2ts.model.moirai.module.MoiraiModule",)
     input_projection = "in_proj"
+    output_head = "param_proj"  # the pretrained mixture head (what linear probing trains)
     forecast_type = MoiraiOutput
 
     @classmethod

@@ -114,15 +114,18 @@ def test_forward_backward_multiscale_only_msft_parameters_get_gradients():
         assert torch.equal(p, backbone_before[n]), n
 
 
-def test_gradient_checkpointing_gives_the_same_gradients():
+def test_moment_own_gradient_checkpointing_is_done_by_msft_while_wrapped():
+    """``enable_gradient_checkpointing=True`` (MOMENT's option) still checkpoints, with the scale
+    replayed: the same gradients as without; unwrap gives the blocks their own flag back."""
     grads = []
     for checkpointing in (False, True):
         model = tiny_moment(seed=5, enable_gradient_checkpointing=checkpointing)
         wrapped = msft.wrap(model, scales=[1, 2, 4], horizon=HORIZON).train()
         perturb_msft(wrapped)
-        assert model.encoder.block[0].gradient_checkpointing is checkpointing
+        assert wrapped._checkpointing is checkpointing
         wrapped.loss(series(), series(length=HORIZON, seed=9)).backward()
         grads.append({n: p.grad.clone() for n, p in wrapped.msft_parameters().items()})
+        assert msft.unwrap(wrapped).encoder.block[0].gradient_checkpointing is checkpointing
     assert grads[0].keys() == grads[1].keys()
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5, msg=name)

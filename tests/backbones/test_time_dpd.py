@@ -242,6 +242,20 @@ def test_lora_and_adapters_go_where_the_spec_says(kind, targets):
     assert not any(isinstance(m, (ScaleLoRA, ScaleAdapter)) for m in model.modules())
 
 
+@pytest.mark.parametrize("method", ["lora", "adalora"])
+@pytest.mark.parametrize("kind", ["gpt2", "qwen2"])
+def test_peft_lora_targets_what_msft_lora_targets(kind, method):
+    """The runner's peft LoRA / AdaLoRA take the spec's lora_targets(): GPT-2's fused c_attn included."""
+    from msft_runner.methods import build_model
+
+    built = build_model(make_model(kind), method, HORIZON, peft={"r": 4, "alpha": 8}, total_steps=10)
+    peft_modules = {n.rsplit(".lora_A", 1)[0] for n, _ in built.model.backbone.named_modules() if n.endswith(".lora_A")}
+    assert peft_modules == set(built.model.spec.lora_modules()) and len(peft_modules) == (2 if kind == "gpt2" else 6)
+    past, future = sine_batch()
+    built.model.loss(past, future).backward()
+    assert all(p.grad is not None for n, p in built.model.named_parameters() if p.requires_grad and "lora_" in n)
+
+
 def perturb(model: msft.MSFTModel, seed: int = 0) -> None:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
