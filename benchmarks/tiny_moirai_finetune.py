@@ -1,6 +1,6 @@
 """Finetuning comparison on the shipped tiny MOIRAI: zero-shot, full, LoRA and MSFT [1, 2, 4].
 
-    MSFT_DATA_DIR=/work/shared/data python -m benchmarks.tiny_moirai_finetune --datasets ETTh1 ETTh2 ...
+    MSFT_DATA_DIR=../shared/data python -m benchmarks.tiny_moirai_finetune --datasets ETTh1 ETTh2 ...
 
 Every method goes through ``msft.wrap`` on a fresh copy of the backbone (the MOIRAI spec, patch
 size ``--patch-size`` at every scale) and trains on ``model.loss`` (MOIRAI's mixture NLL on the
@@ -186,7 +186,7 @@ def compare(args, argv: list[str] | None, module_name: str, title: str) -> dict:
 
 
 def write_results(args, argv: list[str] | None, module_name: str, title: str, results: dict) -> None:
-    command = f"MSFT_DATA_DIR=/work/shared/data python -m {module_name} " + " ".join(
+    command = f"MSFT_DATA_DIR=../shared/data python -m {module_name} " + " ".join(
         argv if argv is not None else sys.argv[1:])
     header = ["dataset"] + [f"{m} MSE" for m in args.methods] + ["best"]
     rows = []
