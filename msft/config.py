@@ -123,7 +123,7 @@ class MSFTConfig:
         return out
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "MSFTConfig":
+    def from_dict(cls, values: dict[str, Any]) -> MSFTConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "msft.backbones"
-_REGISTRY: dict[str, type["BackboneSpec"]] = {}
+_REGISTRY: dict[str, type[BackboneSpec]] = {}
 
 
 @dataclass
@@ -144,7 +144,7 @@ class BackboneSpec(abc.ABC):
         cls.supports_prefix = cls.add_prefix is not BackboneSpec.add_prefix
         cls.blocked_layer = cls.join_blocks is not BackboneSpec.join_blocks
 
-    def __init__(self, backbone: nn.Module, config: "MSFTConfig"):
+    def __init__(self, backbone: nn.Module, config: MSFTConfig):
         self.backbone = backbone
         self.config = config
 
@@ -175,7 +175,8 @@ class BackboneSpec(abc.ABC):
         return None
 
     def check_context(self, context_length: int) -> None:
-        """Raise ValueError if the backbone cannot take this many context steps."""
+        """Raise ValueError if the backbone cannot take this many context steps (default: any)."""
+        return None
 
     # -- forward pieces -------------------------------------------------------------------------
     @abc.abstractmethod
@@ -254,7 +255,7 @@ def spec_for(backbone: nn.Module) -> type[BackboneSpec]:
     return spec
 
 
-def build_spec(backbone: nn.Module, config: "MSFTConfig") -> BackboneSpec:
+def build_spec(backbone: nn.Module, config: MSFTConfig) -> BackboneSpec:
     """The spec instance for ``backbone`` under ``config`` (what `msft.wrap` builds first), e.g. to
     ask it for `BackboneSpec.lora_modules` before wrapping."""
     return spec_for(backbone)(backbone, config)

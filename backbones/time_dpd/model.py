@@ -25,10 +25,10 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from msft_backbones.time_dpd import llm as llm_lib
-from msft_backbones.time_dpd.prompt import format_prompt, prompt_statistics
 from msft.losses import masked_mse
 from msft.ops import masked_mean_var
+from msft_backbones.time_dpd import llm as llm_lib
+from msft_backbones.time_dpd.prompt import format_prompt, prompt_statistics
 
 DEFAULT_LLM = "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
 DEFAULT_SOFT_PROMPT = (
