@@ -215,25 +215,6 @@ def test_channel_independence():
     torch.testing.assert_close(shorter, joint[:, :10], atol=1e-5, rtol=1e-5)
 
 
-# -- save / load ------------------------------------------------------------------------------------
-def test_save_load_adapter_round_trip(tmp_path):
-    wrapped = msft.wrap(tiny_moment(seed=7), scales=[1, 2, 4], horizon=HORIZON)
-    opt = torch.optim.Adam(wrapped.parameters(), lr=1e-2)
-    for _ in range(2):
-        opt.zero_grad()
-        wrapped.loss(series(), series(length=HORIZON, seed=9)).backward()
-        opt.step()
-    wrapped.eval()
-    past = series(length=256, seed=4)
-    with torch.no_grad():
-        expected = wrapped.predict(past, HORIZON)
-    wrapped.save_adapter(tmp_path / "adapter")
-    loaded = msft.load_adapter(tiny_moment(seed=7), tmp_path / "adapter").eval()
-    assert loaded.config.horizon == HORIZON
-    with torch.no_grad():
-        torch.testing.assert_close(loaded.predict(past, HORIZON), expected)
-
-
 # -- loading ----------------------------------------------------------------------------------------
 def test_load_from_local_directory(tmp_path):
     torch.manual_seed(0)

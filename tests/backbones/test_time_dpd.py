@@ -332,20 +332,6 @@ def test_multi_scale_model_trains_and_leaves_the_backbone_unchanged():
     assert set(model.trainable_parameters()) == {n for n in before if not n.startswith("llm.")}
 
 
-def test_adapter_save_load_round_trip(tmp_path):
-    model = make_model().eval()
-    wrapped = msft.wrap(model, scales=[1, 2, 4]).eval()
-    perturb(wrapped, seed=5)
-    past, _ = sine_batch()
-    with torch.no_grad():
-        expected = wrapped.predict(past, HORIZON)
-    wrapped.save_adapter(tmp_path)
-    backbone = msft.unwrap(wrapped)
-    loaded = msft.load_adapter(backbone, tmp_path).eval()
-    with torch.no_grad():
-        torch.testing.assert_close(loaded.predict(past, HORIZON), expected, rtol=0, atol=0)
-
-
 def test_wrap_rejects_a_mismatched_horizon_or_context():
     model = make_model()
     with pytest.raises(ValueError, match="horizon=24"):

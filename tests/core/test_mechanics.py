@@ -36,17 +36,6 @@ def test_without_intra_scale_attention_scales_do_mix():
     assert not torch.allclose(model.predict_scales(past, HORIZON)[0], before[0])
 
 
-def test_blocked_and_dense_attention_agree():
-    past, future = sine_batch(length=100)
-    blocked = msft.wrap(make_backbone(), scales=[1, 2, 4])
-    randomize_msft(blocked)
-    state = {k: v for k, v in blocked.state_dict().items() if "msft_" in k}
-    dense = msft.wrap(make_backbone(), scales=[1, 2, 4], attention_impl="dense")
-    dense.load_state_dict(state, strict=False)
-    torch.testing.assert_close(dense.predict(past, HORIZON), blocked.predict(past, HORIZON), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(dense.loss(past, future), blocked.loss(past, future), rtol=1e-5, atol=1e-5)
-
-
 def test_aggregation_by_hand():
     """C2F repeats the coarse map onto the fine tokens it covers; F2C averages the fine map onto coarse."""
     agg = CrossScaleAggregation([1, 2], d_model=1, c2f=True, f2c=True)
