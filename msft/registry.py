@@ -193,8 +193,9 @@ class BackboneSpec(abc.ABC):
     @abc.abstractmethod
     def run_layer(self, layer: nn.Module, hidden: Tensor, aux: Any) -> Tensor:
         """One layer: ``hidden`` ``(series, tokens, d_model)`` -> the same shape. ``aux`` is one
-        scale's (`ScaleTokens.aux`) or the concatenated scales' (`join`, `join_blocks`). Call the
-        layer module itself (``layer(...)``), so that hooks and checkpointing see it."""
+        scale's (`ScaleTokens.aux`) or the concatenated scales' (`join`, `join_blocks`). Prefer
+        calling the layer module itself (``layer(...)``) so that module hooks see it; the core runs
+        this under the scale context and, when asked, under gradient checkpointing."""
 
     @abc.abstractmethod
     def join(self, tokens: list[ScaleTokens], block_diagonal: bool) -> Any:
