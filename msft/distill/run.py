@@ -66,6 +66,7 @@ def run_distill(
     throughput_batch: int = 256,
     throughput_threads: int | None = None,
     variants: dict[str, DistillConfig] | None = None,
+    evaluate_teacher: bool = True,
 ) -> dict[str, Any]:
     """Teacher, distilled student and undistilled student on ``dataset``'s test split.
 
@@ -76,6 +77,8 @@ def run_distill(
     ``throughput_threads`` torch threads (default: the current setting), restored afterwards. With a teacher that gives no features
     the feature term is switched off (``beta=0``), which the setup records. ``variants`` (row name ->
     config) adds more distilled students, from the same initialisation and cache, as extra rows (ablations).
+    ``evaluate_teacher=False`` leaves the teacher's row out (e.g. a second student seed against a
+    teacher already scored).
     """
     from msft.data import prepare_lsf
     from msft.protocols import evaluate_lsf
@@ -121,7 +124,8 @@ def run_distill(
 
     test_past = data.windows("test", horizon, mode)[:throughput_batch]["past_target"]
     rows = []
-    for name, model in [("teacher", teacher)] + [(name, model) for name, (model, _) in students.items()]:
+    scored = [("teacher", teacher)] if evaluate_teacher else []
+    for name, model in scored + [(name, model) for name, (model, _) in students.items()]:
         start = time.perf_counter()
         metrics = evaluate_lsf(model, data, horizon, context_length, mode, batch_size=eval_batch_size)
         timings[f"test_{name}"] = time.perf_counter() - start

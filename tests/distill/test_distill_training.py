@@ -241,7 +241,13 @@ def test_fit_with_features_trains_a_regressor_and_keeps_the_best_epoch():
     cache = cache_teacher(tiny_msft_teacher(), windows, 24)
     student = MLPStudent(context_length=48, horizon=24, hidden=8)
     result = fit_student(student, windows, DistillConfig(), cache, epochs=3, batch_size=64, val_windows=val)
-    assert result.regressor.in_features == 16 and result.regressor.out_features == 8
+    # TimeDistill's two-layer regressor: Linear(teacher 16 -> student 8) -> ReLU -> Linear(8 -> 8)
+    first, act, second = result.regressor
+    assert (first.in_features, first.out_features, second.in_features, second.out_features) == (16, 8, 8, 8)
+    assert isinstance(act, torch.nn.ReLU)
+    linear = fit_student(MLPStudent(context_length=48, horizon=24, hidden=8), windows,
+                         DistillConfig(regressor="linear"), cache, epochs=1, batch_size=64)
+    assert isinstance(linear.regressor, torch.nn.Linear)
     assert {"mse", "prediction", "feature", "total"} <= set(result.history[0])
     assert result.best_epoch == int(np.argmin(result.val_mse))
 
@@ -289,7 +295,8 @@ def test_run_distill_on_real_etth1(data_dir):
     teacher, distilled, plain = result["rows"]
     assert teacher["windows"] == distilled["windows"] == 7 * (2880 - 96 + 1)  # the full test split, stride 1
     assert teacher["mse"] == pytest.approx(evaluate_lsf(SeasonalNaive(24), "ETTh1", 96, 336, "S", data_dir)["mse"])
-    assert distilled["params"] == plain["params"] == 336 * 32 + 32 + 32 * 96 + 96 + 2
+    # DMLP: two branches Linear(336, 32) -> BatchNorm1d(1) -> Linear(32, 96), plus the RevIN affine
+    assert distilled["params"] == plain["params"] == 2 * (336 * 32 + 32 + 2 + 32 * 96 + 96) + 2
     assert "| teacher |" in markdown_table(result)
 
 
