@@ -31,13 +31,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import backbones.moirai  # noqa: E402,F401  (registers the MOIRAI spec)
 import msft  # noqa: E402
 from benchmarks.tiny_moirai_finetune import finetune  # noqa: E402
 from msft.data import prepare_lsf  # noqa: E402
 from msft.distill import DistillConfig  # noqa: E402
 from msft.distill.run import markdown_table, run_distill  # noqa: E402
-from msft.pretrained import load_tiny_moirai  # noqa: E402
+from msft_backbones.moirai import load_tiny_moirai  # noqa: E402
 
 #: The ablation row: distillation of the predictions only (no feature term).
 PREDICTIONS_ONLY = "student (distilled, predictions only: β=0)"

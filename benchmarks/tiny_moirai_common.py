@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-import backbones.moirai  # noqa: F401  (registers the MOIRAI spec even where the entry point is not installed)
+import msft_backbones.moirai  # noqa: F401  (registers the MOIRAI spec even where the entry point is not installed)
 import msft
 
 DATASETS = ("ETTh1", "ETTh2", "ETTm1", "ETTm2", "Weather")

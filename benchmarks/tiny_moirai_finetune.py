@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-import backbones.moirai  # noqa: F401  (registers the MOIRAI spec even where the entry point is not installed)
+import msft_backbones.moirai  # noqa: F401  (registers the MOIRAI spec even where the entry point is not installed)
 import msft
 from benchmarks.tiny_moirai_common import DATA_DIR, DATASETS, SampleMedian, machine_line, write_table
 from msft.data.lsf import prepare_lsf
@@ -161,9 +161,9 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 def load_backbone(checkpoint: Path | None):
     if checkpoint is None:
-        from msft.pretrained import load_tiny_moirai
+        from msft_backbones.moirai import load_tiny_moirai
         return load_tiny_moirai()
-    return backbones.moirai.load_moirai(checkpoint)
+    return msft_backbones.moirai.load_moirai(checkpoint)
 
 
 def compare(args, argv: list[str] | None, module_name: str, title: str) -> dict:

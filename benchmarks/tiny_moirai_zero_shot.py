@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from backbones.moirai import load_moirai
-    from msft.pretrained import TINY_MOIRAI_DIR
+    from msft_backbones.moirai import load_moirai
+    from msft_backbones.moirai import TINY_MOIRAI_DIR
 
     module = load_moirai(args.checkpoint or TINY_MOIRAI_DIR)
     model = moirai_forecaster(module, args.patch_size, args.point, args.samples)

@@ -3,7 +3,7 @@
 import torch
 
 import msft
-from backbones.toy import ToyForecaster
+from msft_backbones.toy import ToyForecaster
 
 
 def perturbed_toy(**options):

@@ -28,8 +28,8 @@ def distil_one_epoch(teacher, context, horizon, width):
 
 def test_distillation_from_a_multi_scale_moirai_teacher():
     pytest.importorskip("uni2ts")
-    from backbones.moirai import moirai_from_config
-    from backbones.moirai.load import GEOMETRY_DIR
+    from msft_backbones.moirai import moirai_from_config
+    from msft_backbones.moirai.load import GEOMETRY_DIR
 
     geometry = {**json.loads((GEOMETRY_DIR / "moirai-1.1-R-small.json").read_text()), "d_model": 64, "num_layers": 2}
     teacher = msft.wrap(moirai_from_config(geometry, seed=0), scales=[1, 2, 4], patch_size=8,
@@ -49,7 +49,7 @@ def test_distillation_from_a_multi_scale_moirai_teacher():
 
 def test_distillation_from_a_moment_teacher_pools_only_real_patches():
     pytest.importorskip("momentfm")
-    from backbones.moment import build_moment
+    from msft_backbones.moment import build_moment
 
     torch.manual_seed(0)
     t5 = {"d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 2, "num_heads": 4, "vocab_size": 8, "dropout_rate": 0.0}
@@ -72,7 +72,7 @@ def test_distillation_from_a_moment_teacher_pools_only_real_patches():
 
 
 def tiny_time_dpd_teacher(description="a univariate time series."):
-    from backbones.time_dpd.tiny import tiny_time_dpd
+    from msft_backbones.time_dpd.tiny import tiny_time_dpd
 
     model = tiny_time_dpd(context_length=64, horizon=16, d_model=8, num_heads=2, d_keys=8, num_prototypes=16,
                           head_channels=16, dropout=0.0, description=description)
