@@ -1,6 +1,6 @@
 """Teacher vs distilled DMLP student vs the same student undistilled, ETTh1 / ETTm1, H=96, mode S.
 
-    MSFT_DATA_DIR=<data> python benchmarks/bench_distill.py --out results/distill
+    MSFT_DATA_DIR=../shared/data python benchmarks/bench_distill.py --out results/distill
 
 Teacher: the embedded tiny MOIRAI wrapped with ``msft.wrap(..., scales=[1, 2, 4], patch_size=32,
 point_forecast="mean")`` and finetuned on the dataset's train split with the recipe of
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    command = "MSFT_DATA_DIR=<data> python benchmarks/bench_distill.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "MSFT_DATA_DIR=../shared/data python benchmarks/bench_distill.py " + " ".join(sys.argv[1:] if argv is None else argv)
     report = {"command": command, "cpu_count": os.cpu_count(), "torch_threads": 1, "torch": torch.__version__,
               "load_average_start": os.getloadavg(), "datasets": {}}
     wall = time.perf_counter()
