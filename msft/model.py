@@ -25,6 +25,7 @@ from msft.losses import masked_mse
 from msft.registry import BackboneSpec, ScaleTokens, spec_for
 from msft.sampling import downsample, scaled_length, upsample
 
+
 @dataclass
 class ScaleFeatures:
     """One scale's last hidden states and which of its tokens hold real data (`MSFTModel.forward_features`).

@@ -28,9 +28,9 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from msft.losses import masked_mse
 from msft_backbones.time_dpd import llm as llm_lib
 from msft_backbones.time_dpd.prompt import PROMPT_MODES, format_prompt, prompt_statistics, reference_prompts
-from msft.losses import masked_mse
 
 DEFAULT_LLM = "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
 DEFAULT_SOFT_PROMPT = (

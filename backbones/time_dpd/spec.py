@@ -23,10 +23,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from msft_backbones.time_dpd import llm as llm_lib
-from msft_backbones.time_dpd.model import FlattenHead, TimeDPD, TimeDPDAux
 from msft.losses import masked_mse
 from msft.registry import BackboneSpec, ScaleTokens, register_backbone
+from msft_backbones.time_dpd import llm as llm_lib
+from msft_backbones.time_dpd.model import FlattenHead, TimeDPD, TimeDPDAux
 
 ROTARY_LORA_TARGETS = (r"llm\.layers\.\d+\.self_attn\.(q|k|v)_proj",)
 GPT2_LORA_TARGETS = (r"llm\.h\.\d+\.attn\.c_attn",)

@@ -27,7 +27,6 @@ from torch import Tensor
 from msft.losses import masked_mse
 from msft.sampling import downsample
 
-
 PERIOD_REDUCTIONS = ("mean", "sum")
 SCALE_POOLINGS = ("drop", "partial")
 REGRESSORS = ("mlp", "linear")

@@ -142,7 +142,7 @@ class TeacherCache:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "TeacherCache":
+    def load(cls, path: str | Path) -> TeacherCache:
         from safetensors.torch import load_file
 
         tensors = load_file(str(path))

@@ -14,11 +14,11 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen2Model
 
 import msft
+from msft.layers import ScaleAdapter, ScaleLoRA
+from msft.sampling import downsample
 from msft_backbones.time_dpd import TimeDPD, TimeDPDConfig, default_llm_config, format_prompt, prompt_statistics
 from msft_backbones.time_dpd.model import RevIN
 from msft_backbones.time_dpd.tiny import tiny_llm, tiny_tokenizer
-from msft.layers import ScaleAdapter, ScaleLoRA
-from msft.sampling import downsample
 
 CONTEXT, HORIZON = 64, 16
 SMALL = dict(context_length=CONTEXT, horizon=HORIZON, d_model=8, num_heads=2, d_keys=8, num_prototypes=16,

@@ -10,7 +10,6 @@ import torch
 from einops import rearrange
 
 import msft
-from msft_backbones.toy import ToyForecaster
 from msft.data import Windows
 from msft.distill import (
     DistillConfig,
@@ -28,6 +27,7 @@ from msft.distill import (
     teacher_outputs,
 )
 from msft.protocols import SeasonalNaive, evaluate_lsf
+from msft_backbones.toy import ToyForecaster
 
 
 def noise_windows(n_time=400, context=48, horizon=24, variates=2, seed=0):
