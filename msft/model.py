@@ -10,8 +10,9 @@ weights (DESIGN.md §2).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from einops import rearrange
@@ -23,6 +24,48 @@ from msft.layers import CrossScaleAggregation, ScaleAdapter, ScaleFusion, ScaleL
 from msft.losses import masked_mse
 from msft.registry import BackboneSpec, Forecast, ScaleTokens, spec_for
 from msft.sampling import downsample, scaled_length, upsample
+
+
+@dataclass
+class ScaleFeatures:
+    """One scale's last hidden states and which of its tokens hold real data (`MSFTModel.forward_features`).
+
+    ``hidden`` is the output of the last layer (after cross-scale aggregation), what the head reads,
+    before the backbone's final norm. ``valid`` is False at padding: context tokens whose steps hold no
+    observed value (left padding to the patch size or to a fixed input length, leading missing
+    values) and padded prompt tokens of backbones that pad prompts.
+    """
+
+    hidden: Tensor  # (series, tokens, d_model), series = batch * variate
+    layout: tuple[int, int, int]  # tokens of (prefix, context, horizon), in that order
+    valid: Tensor  # (series, tokens) bool
+
+    def series_mask(self) -> Tensor:
+        """``(series, tokens)`` bool: the valid context and horizon tokens (no prefix, no padding)."""
+        mask = self.valid.clone()
+        mask[:, : self.layout[0]] = False
+        return mask
+
+    def pooled(self) -> Tensor:
+        """``(series, d_model)``: the mean of ``hidden`` over `series_mask`."""
+        mask = self.series_mask().to(self.hidden.dtype)[..., None]  # (series, tokens, 1)
+        return (self.hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+@dataclass
+class Features:
+    """What `MSFTModel.forward_features` returns: ``predict``'s forecast and every scale's features."""
+
+    forecast: Tensor  # (batch, horizon, variate), as `MSFTModel.predict`
+    scales: list[ScaleFeatures]  # finest scale first
+
+
+class _Pass(NamedTuple):
+    outputs: list[Any]  # per scale, the spec's head output
+    hidden: list[Tensor]  # per scale, (series, tokens, d_model) after the last layer
+    tokens: list[ScaleTokens]
+    observed: list[Tensor]  # per scale, (series, ceil(L / s)) observed mask of the pooled context
+
 
 ADAPTER_WEIGHTS = "adapter.safetensors"
 ADAPTER_CONFIG = "msft_config.json"
@@ -140,14 +183,22 @@ class MSFTModel(nn.Module):
         ``point_forecast="mean"`` the fusion of each scale's mean: exactly the mean of the fused
         paths (fusion is linear), the forecast that minimises squared error, with no sampling.
         """
-        probabilistic = self.spec.probabilistic
-        if probabilistic and self.config.point_forecast == "median":
-            return self.predict_samples(past_target, horizon, past_observed).median(dim=1).values
         past_target, past_observed = self._check_past(past_target, past_observed)
         outputs = self._forward(past_target, past_observed, horizon)
-        per_scale = [out.mean() if probabilistic else out.point() for out in outputs]
-        fused = self._fuse(per_scale, horizon)
-        return rearrange(fused, "(b v) t -> b t v", v=past_target.shape[2])
+        return self._point_forecast(outputs, horizon, past_target.shape[2])
+
+    def forward_features(self, past_target: Tensor, horizon: int, past_observed: Tensor | None = None) -> Features:
+        """`predict`'s forecast and, per scale, the last layer's hidden states with their token layout
+        and validity, from one forward pass (what distillation needs; no hooks, any backbone).
+        ``Features.scales[0].pooled()`` is the finest scale's mean over its real data tokens."""
+        past_target, past_observed = self._check_past(past_target, past_observed)
+        run = self._run(past_target, past_observed, horizon)
+        forecast = self._point_forecast(run.outputs, horizon, past_target.shape[2])
+        scales = [
+            ScaleFeatures(h, t.layout, self._token_valid(t, observed))
+            for h, t, observed in zip(run.hidden, run.tokens, run.observed)
+        ]
+        return Features(forecast, scales)
 
     def predict_scales(self, past_target: Tensor, horizon: int, past_observed: Tensor | None = None) -> list[Tensor]:
         """Each scale's own point forecast, ``(batch, ceil(horizon / s), variate)``, before fusion."""
@@ -167,9 +218,7 @@ class MSFTModel(nn.Module):
             raise ValueError(f"num_samples={num_samples!r}: expected a positive integer")
         past_target, past_observed = self._check_past(past_target, past_observed)
         outputs = self._forward(past_target, past_observed, horizon)
-        per_scale = [out.sample(num_samples) for out in outputs]  # (series, S, ceil(H/s))
-        fused = self._fuse(per_scale, horizon)
-        return rearrange(fused, "(b v) n t -> b n t v", v=past_target.shape[2])
+        return self._fused_samples(outputs, horizon, past_target.shape[2], num_samples)
 
     def forward(self, past_target: Tensor, horizon: int, past_observed: Tensor | None = None) -> Tensor:
         return self.predict(past_target, horizon, past_observed)
@@ -259,7 +308,45 @@ class MSFTModel(nn.Module):
             )
         return past_target, past_observed
 
+    def _point_forecast(self, outputs: list[Forecast], horizon: int, variates: int) -> Tensor:
+        """Fused point forecast ``(batch, horizon, variate)`` of the per-scale head outputs."""
+        probabilistic = self.spec.probabilistic
+        if probabilistic and self.config.point_forecast == "median":
+            return self._fused_samples(outputs, horizon, variates, 100).median(dim=1).values
+        per_scale = [out.mean() if probabilistic else out.point() for out in outputs]
+        fused = self._fuse(per_scale, horizon)
+        return rearrange(fused, "(b v) t -> b t v", v=variates)
+
+    def _fused_samples(self, outputs: list[Forecast], horizon: int, variates: int, num_samples: int) -> Tensor:
+        per_scale = [out.sample(num_samples) for out in outputs]  # (series, S, ceil(H/s))
+        fused = self._fuse(per_scale, horizon)
+        return rearrange(fused, "(b v) n t -> b n t v", v=variates)
+
+    def _token_valid(self, tokens: ScaleTokens, observed: Tensor) -> Tensor:
+        """``(series, tokens)``: False at padding. A spec may say it itself (``token_valid(tokens,
+        observed)``); otherwise prefix and horizon tokens are valid and the context tokens are
+        ``patch_size`` non-overlapping patches right-aligned at the forecast origin (the layout the
+        cross-scale aggregation assumes), valid when one of their steps is observed."""
+        own = getattr(self.spec, "token_valid", None)
+        if own is not None:
+            return own(tokens, observed)
+        prefix, context, horizon = tokens.layout
+        if prefix + context + horizon != tokens.hidden.shape[1]:
+            raise ValueError(
+                f"the {self.spec.name} spec's layout {tokens.layout} does not add up to its "
+                f"{tokens.hidden.shape[1]} tokens: expected [prefix | context | horizon]"
+            )
+        patch = self.spec.patch_size()
+        pad = context * patch - observed.shape[1]  # steps before the series (negative: steps no token covers)
+        seen = nn.functional.pad(observed, (max(pad, 0), 0))[:, max(-pad, 0) :]  # (series, context * patch)
+        context_valid = rearrange(seen, "n (t p) -> n t p", p=patch).any(-1)  # (series, context)
+        ones = observed.new_ones(observed.shape[0], prefix)
+        return torch.cat([ones, context_valid, observed.new_ones(observed.shape[0], horizon)], dim=1)
+
     def _forward(self, past_target: Tensor, past_observed: Tensor, horizon: Any) -> list[Forecast]:
+        return self._run(past_target, past_observed, horizon).outputs
+
+    def _run(self, past_target: Tensor, past_observed: Tensor, horizon: Any) -> _Pass:
         if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon <= 0:
             raise ValueError(f"horizon={horizon!r}: expected a positive integer")
         if self.config.horizon is not None and horizon > self.config.horizon:
@@ -269,8 +356,10 @@ class MSFTModel(nn.Module):
         series = rearrange(past_target, "b t v -> (b v) t")
         observed = rearrange(past_observed, "b t v -> (b v) t")
         tokens: list[ScaleTokens] = []
+        pooled_observed: list[Tensor] = []
         for idx, scale in enumerate(self.scales):
             context, context_observed = downsample(series, observed, scale, side="left")
+            pooled_observed.append(context_observed)
             with self._state.use(idx):
                 scale_tokens = self.spec.embed(context, context_observed, scaled_length(horizon, scale), idx)
             if self.msft_prompt is not None:
@@ -289,7 +378,7 @@ class MSFTModel(nn.Module):
         for idx, (scale, h, t) in enumerate(zip(self.scales, hidden, tokens)):
             with self._state.use(idx):
                 outputs.append(self.spec.head(h, t, scaled_length(horizon, scale), idx, self.msft_heads))
-        return outputs
+        return _Pass(outputs, hidden, tokens, pooled_observed)
 
     def _layer_runner(self, tokens: list[ScaleTokens]):
         """How one layer runs over all scales: per block, or concatenated with a joint aux (a masked one,

@@ -52,7 +52,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | Non
     built = build_model(backbone, method.kind, cfg.data.horizon, _plain(method.get("options")),
                         _plain(method.get("peft")), total_steps, wrap_options)
     model = built.model
-    module = ForecastModule(model, _plain(cfg.data.lr), cfg.weight_decay, built.tuner)
+    module = ForecastModule(model, _plain(cfg.data.lr), cfg.weight_decay, built.tuner, cfg.get("lr_decay"))
     record: dict[str, Any] = {
         "status": "ok", "experiment": cfg.experiment, "backbone": names.get("backbone", type(backbone).__name__),
         "dataset": cfg.data.name, "horizon": cfg.data.horizon, "context_length": cfg.data.context_length,

@@ -2,9 +2,10 @@
 
 For each univariate series (variates are independent):
 
-    RevIN -> patches (16, stride 8, replication pad) -> patch embedding
-          -> reprogramming: cross-attention of patches onto text prototypes W·E -> LLM width
-    [soft prompt | data prompt | patch tokens] -> frozen LLM (first N layers) -> final norm
+    RevIN -> patches (16, stride 8, replication pad) -> patch embedding (Time-LLM's circular Conv1d
+          over neighbouring patches) -> reprogramming: cross-attention of patches onto text
+          prototypes W·E -> LLM width
+    [BOS | soft prompt | data prompt | patch tokens] -> frozen LLM (first N layers) -> final norm
           -> first `head_channels` channels of the patch tokens -> flatten head -> RevIN inverse
 
 Trainable: RevIN affine, patch embedding, prototype map W, reprogramming, soft prompt, head (fp32).
@@ -13,6 +14,8 @@ Frozen: the LLM (its own dtype, bf16 by default); it gets no gradients and no op
 The data prompt is per series, so its length varies across a batch: the prompts are padded on
 their left (between the soft prompt and the prompt text) and the pads are masked as keys and
 skipped by the position ids, so a series' forecast does not depend on the other series in its batch.
+The BOS token is there when the tokenizer adds one (``add_special_tokens=True``), as the LLM was
+trained to see it at the start of every sequence.
 """
 
 from __future__ import annotations
@@ -28,13 +31,16 @@ from torch import Tensor, nn
 from msft.losses import masked_mse
 from msft.ops import masked_mean_var
 from msft_backbones.time_dpd import llm as llm_lib
-from msft_backbones.time_dpd.prompt import format_prompt, prompt_statistics
+from msft_backbones.time_dpd.prompt import PROMPT_MODES, format_prompt, prompt_statistics, reference_prompts
 
 DEFAULT_LLM = "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
 DEFAULT_SOFT_PROMPT = (
     "You are an expert in time series analysis. Think step by step about the trend, the seasonality "
     "and the recent level of the series, then forecast its future values."
 )
+
+
+PATCH_EMBEDDINGS = ("conv", "linear")
 
 
 @dataclass
@@ -49,7 +55,11 @@ class TimeDPDConfig:
     num_prototypes: text prototypes V' (a learned linear map of the V vocabulary embeddings).
     head_channels: how many LLM channels of each patch token the flatten head reads (Time-LLM's d_ff).
     description: the dataset description in the prompt; soft_prompt: the text the soft prompt
-    tokens are initialised from; top_k_lags: lags named in the prompt.
+    tokens are initialised from; top_k_lags: lags named in the prompt ("msft" mode).
+    prompt: "msft" (rounded, robust statistics) or "reference" (Time-LLM's prompt exactly); see `prompt`.
+    patch_embedding: "conv" (Time-LLM's circular Conv1d, kernel 3 over neighbouring patches, no bias)
+    or "linear" (one Linear per patch).
+    revin_eps: variance epsilon of RevIN; its square guards the division by the affine weight.
     """
 
     llm: str = DEFAULT_LLM
@@ -69,6 +79,8 @@ class TimeDPDConfig:
     soft_prompt: str = DEFAULT_SOFT_PROMPT
     top_k_lags: int = 5
     revin_eps: float = 1e-5
+    prompt: str = "msft"
+    patch_embedding: str = "conv"
 
     def __post_init__(self) -> None:
         for name in ("context_length", "horizon", "patch_len", "stride", "d_model", "num_heads", "d_keys",
@@ -89,6 +101,10 @@ class TimeDPDConfig:
                 f"context_length={self.context_length}: expected at least patch_len - stride = "
                 f"{self.patch_len - self.stride}"
             )
+        if self.prompt not in PROMPT_MODES:
+            raise ValueError(f"prompt={self.prompt!r}: expected one of {PROMPT_MODES}")
+        if self.patch_embedding not in PATCH_EMBEDDINGS:
+            raise ValueError(f"patch_embedding={self.patch_embedding!r}: expected one of {PATCH_EMBEDDINGS}")
         if not self.soft_prompt.strip():
             raise ValueError("soft_prompt='': expected a text to initialise the soft prompt tokens from")
 
@@ -124,7 +140,8 @@ class RevIN(nn.Module):
         return standardised * self.gamma + self.beta
 
     def denormalise(self, y: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
-        return (y - self.beta) / self.gamma * scale + loc
+        """The inverse; ``gamma + eps**2`` as in Time-LLM's RevIN, so gamma = 0 stays finite."""
+        return (y - self.beta) / (self.gamma + self.eps * self.eps) * scale + loc
 
 
 class Reprogramming(nn.Module):
@@ -148,6 +165,21 @@ class Reprogramming(nn.Module):
         attn = self.dropout(torch.softmax(scores, dim=-1))
         out = torch.einsum("nhpv,hve->nphe", attn, v)
         return self.out_projection(rearrange(out, "n p h e -> n p (h e)"))
+
+
+class ConvPatchEmbedding(nn.Module):
+    """Time-LLM's patch embedding: a Conv1d from ``patch_len`` to ``d_model`` channels along the patch
+    axis, kernel 3 with circular padding (each patch sees its two neighbours, the first and last
+    patches each other), no bias, Kaiming-normal initialised (fan in, leaky ReLU)."""
+
+    def __init__(self, patch_len: int, d_model: int):
+        super().__init__()
+        self.conv = nn.Conv1d(patch_len, d_model, kernel_size=3, padding=1, padding_mode="circular", bias=False)
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_in", nonlinearity="leaky_relu")
+
+    def forward(self, patches: Tensor) -> Tensor:
+        """(series, patches, patch_len) -> (series, patches, d_model)."""
+        return self.conv(patches.transpose(1, 2)).transpose(1, 2)
 
 
 class FlattenHead(nn.Module):
@@ -197,11 +229,16 @@ class TimeDPD(nn.Module):
         vocab, d_llm = embeddings.shape
 
         self.revin = RevIN(cfg.revin_eps)
-        self.patch_embedding = nn.Linear(cfg.patch_len, cfg.d_model)
+        if cfg.patch_embedding == "conv":
+            self.patch_embedding = ConvPatchEmbedding(cfg.patch_len, cfg.d_model)
+        else:
+            self.patch_embedding = nn.Linear(cfg.patch_len, cfg.d_model)
         self.patch_dropout = nn.Dropout(cfg.dropout)
         self.prototype_map = nn.Linear(vocab, cfg.num_prototypes)  # E' = W E over the vocabulary axis
         self.reprogramming = Reprogramming(cfg.d_model, cfg.num_heads, cfg.d_keys, d_llm, cfg.dropout)
         soft_ids = self._token_ids([cfg.soft_prompt])[0]
+        #: what the tokenizer puts in front of a text (the BOS token, for most decoders): the sequence starts with it.
+        self.leading_ids = _leading_special_ids(tokenizer, cfg.soft_prompt)
         with torch.no_grad():
             soft = llm.get_input_embeddings()(torch.tensor(soft_ids, device=embeddings.device))
         self.soft_prompt = nn.Parameter(soft.detach().float().clone())  # (soft tokens, d_llm)
@@ -229,8 +266,7 @@ class TimeDPD(nn.Module):
         patches = patches[:, 0].unfold(-1, cfg.patch_len, cfg.stride)  # (series, patches, patch_len)
         patch_tokens = self.reprogramming(self.patch_dropout(self.patch_embedding(patches)), self.text_prototypes())
 
-        stats = prompt_statistics(standardised, observed, cfg.top_k_lags)
-        prompts = [format_prompt(s, cfg.description, context.shape[1], horizon) for s in stats]
+        prompts = self.prompts(standardised, observed, horizon)
         prefix, prefix_valid = self._prefix(prompts)  # (series, prefix, d_llm), (series, prefix)
         hidden = torch.cat([prefix, patch_tokens], dim=1)  # (series, tokens, d_llm)
         valid = torch.cat([prefix_valid, prefix_valid.new_ones(patch_tokens.shape[:2])], dim=1)
@@ -243,6 +279,14 @@ class TimeDPD(nn.Module):
         hidden = llm_lib.add_learned_positions(self.llm, hidden, positions)
         layer = llm_lib.layer_inputs(self.llm, valid, positions)
         return hidden, TimeDPDAux(layer, valid, positions, prefix.shape[1], loc, scale)
+
+    def prompts(self, standardised: Tensor, observed: Tensor, horizon: int) -> list[str]:
+        """The data prompt of each standardised series ``(series, time)`` (``config.prompt`` mode)."""
+        cfg = self.config
+        if cfg.prompt == "reference":
+            return reference_prompts(standardised, observed, cfg.description, standardised.shape[1], horizon)
+        stats = prompt_statistics(standardised, observed, cfg.top_k_lags)
+        return [format_prompt(s, cfg.description, standardised.shape[1], horizon) for s in stats]
 
     def text_prototypes(self) -> Tensor:
         """(V', d_llm) fp32: the learned map applied in the LLM's dtype (no fp32 copy of E)."""
@@ -302,7 +346,8 @@ class TimeDPD(nn.Module):
         return ids
 
     def _prefix(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
-        """``[soft prompt | left-padded prompt]`` fp32 ``(series, prefix, d_llm)`` and its validity."""
+        """``[BOS | soft prompt | left-padded prompt]`` fp32 ``(series, prefix, d_llm)`` and its validity
+        (BOS: whatever the tokenizer puts in front of a text, nothing for tokenizers that add none)."""
         ids = self._token_ids(prompts)
         width = max(len(i) for i in ids)
         device = self.soft_prompt.device
@@ -311,6 +356,20 @@ class TimeDPD(nn.Module):
         with torch.no_grad():
             text = self.llm.get_input_embeddings()(padded).float() * text_valid[..., None]
         soft = self.soft_prompt.expand(len(prompts), -1, -1)
+        if self.leading_ids:
+            with torch.no_grad():
+                lead = self.llm.get_input_embeddings()(torch.tensor(self.leading_ids, device=device)).float()
+            soft = torch.cat([lead.expand(len(prompts), -1, -1), soft], dim=1)  # (series, lead + soft, d_llm)
         prefix = torch.cat([soft, text], dim=1)
         valid = torch.cat([text_valid.new_ones(soft.shape[:2]), text_valid], dim=1)
         return prefix, valid
+
+
+def _leading_special_ids(tokenizer: Any, text: str) -> list[int]:
+    """The ids the tokenizer adds in front of ``text`` with ``add_special_tokens=True`` (e.g. BOS)."""
+    plain = tokenizer(text, add_special_tokens=False)["input_ids"]
+    full = tokenizer(text, add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return list(full[:start])
+    raise ValueError(f"the tokenizer's special tokens change the text's own tokens ({full} vs {plain})")

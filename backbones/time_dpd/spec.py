@@ -102,6 +102,14 @@ class TimeDPDSpec(BackboneSpec):
         num_patches = hidden.shape[1] - aux.num_prefix
         return ScaleTokens(hidden, num_prefix=aux.num_prefix, num_context=num_patches, num_horizon=0, aux=aux)
 
+    def token_valid(self, tokens: ScaleTokens, observed: Tensor) -> Tensor:
+        """``(series, tokens)``: the prompt's left padding is invalid, and a patch token (patch_len
+        steps every stride, replication-padded on the right) is valid when one of its steps is observed."""
+        cfg = self.backbone.config
+        seen = nn.functional.pad(observed[:, None].float(), (0, cfg.stride), mode="replicate")[:, 0]
+        patch_valid = seen.unfold(-1, cfg.patch_len, cfg.stride).amax(-1) > 0  # (series, patches)
+        return torch.cat([tokens.aux.valid[:, : tokens.num_prefix], patch_valid], dim=1)
+
     def run_layer(self, layer: nn.Module, hidden: Tensor, aux: Any) -> Tensor:
         """One decoder layer on fp32 ``hidden`` ``(series, tokens, d_llm)``."""
         inputs = aux.layer if isinstance(aux, TimeDPDAux) else aux
