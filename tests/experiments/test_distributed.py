@@ -64,6 +64,29 @@ def test_processes_to_start(monkeypatch):
 
 # ------------------------------------------------------------------------- DDP with 2 CPU ranks
 
+def _rank_probe(fail_rank):
+    import os
+
+    rank = int(os.environ["RANK"])
+    if rank == fail_rank:
+        raise KeyError(f"rank {rank} failed on purpose")
+    return {key: os.environ[key] for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.ddp
+def test_started_processes_return_rank_zero_and_reraise_a_rank_failure():
+    """`spawn` (fresh interpreters, as with CUDA): rank 0's result comes back; a rank's exception is re-raised
+    as itself."""
+    env = distributed.start_processes(_rank_probe, (None,), 2, start_method="spawn")
+    assert (env["RANK"], env["LOCAL_RANK"], env["WORLD_SIZE"]) == ("0", "0", "2")
+    with pytest.raises(KeyError, match="rank 1 failed on purpose"):
+        distributed.start_processes(_rank_probe, (1,), 2, start_method="fork")
+    with pytest.raises(ValueError, match="start_method='thread'"):
+        distributed.start_processes(_rank_probe, (None,), 2, start_method="thread")
+
+
 def _csv_cfg(path, *extra):
     return compose([*TINY, "data=csv", f"data.path={path}", "data.target=x1", "trainer.max_epochs=2",
                     "trainer.limit_train_batches=3", "data.eval_batch_size=100", *extra])
@@ -192,7 +215,11 @@ def _one_step(cfg, world):
                         enable_model_summary=False, use_distributed_sampler=False, callbacks=[Capture()])
     trainer.fit(module, datamodule=data)
     params = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
-    return {"grads": seen["grads"], "params": params, "windows": seen["windows"]}
+    replicas = [params]
+    if world > 1:  # every replica's parameters (fusion logits included), to compare them
+        replicas = [None] * world
+        torch.distributed.all_gather_object(replicas, params)
+    return {"grads": seen["grads"], "params": params, "windows": seen["windows"], "replicas": replicas}
 
 
 @pytest.mark.slow
@@ -212,21 +239,24 @@ def test_ddp_step_averages_gradients_like_one_process(tmp_path):
     assert changed > 5  # the gradients compared are not all zero
     for name, param in alone["params"].items():
         torch.testing.assert_close(ddp["params"][name], param, rtol=1e-5, atol=1e-6, msg=name)
+    assert "model.msft_fusion.msft_fusion_logits" in ddp["params"]
+    for name, param in ddp["params"].items():  # the replicas stay identical, bit for bit
+        assert torch.equal(ddp["replicas"][1][name], param), name
 
 
 @pytest.mark.slow
 @pytest.mark.distributed
 @pytest.mark.ddp
 def test_ddp_run_interrupted_mid_epoch_resumes_to_the_same_metrics(tmp_path):
-    """Through `run` itself, which starts the 2 ranks (the path `msft-train trainer=ddp_cpu` takes)."""
+    """Through `run` itself, which starts the 2 ranks (the path `msft-train trainer=ddp_cpu` takes: fork)."""
     from msft_runner.module import Interrupted
     from msft_runner.train import run
 
     path = small_csv(tmp_path / "series.csv")
 
     def cfg(*extra):
-        return _csv_cfg(path, "method=msft", "trainer=ddp_cpu", "trainer.max_epochs=3", "trainer.limit_train_batches=3",
-                        "trainer.limit_val_batches=2", "trainer.patience=5", *extra)
+        return _csv_cfg(path, "method=msft", "trainer=ddp_cpu", "trainer.max_epochs=3",
+                        "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.patience=5", *extra)
 
     straight = run(cfg(), tmp_path / "straight", {"backbone": "toy_tiny"})
     with pytest.raises(Interrupted):  # raised in both ranks, re-raised here as itself
@@ -238,6 +268,19 @@ def test_ddp_run_interrupted_mid_epoch_resumes_to_the_same_metrics(tmp_path):
     assert (resumed["val_loss"], resumed["mse"], resumed["mae"]) == (straight["val_loss"], straight["mse"],
                                                                     straight["mae"])
     assert sum(straight["windows_per_process"]) == straight["windows"]
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.ddp
+def test_msft_train_with_the_ddp_cpu_trainer(tmp_path, data_dir):
+    """The README command: a Hydra sweep whose run trains and evaluates on 2 ranks, then the table."""
+    result = cli("-m", "method=msft", "trainer=ddp_cpu", *TINY, "trainer.max_epochs=1", "experiment=ddp",
+                 "results_dir=tables", cwd=tmp_path, env_extra={"MSFT_DATA_DIR": str(data_dir)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    (metrics,) = (tmp_path / "runs" / "ddp").rglob("metrics.json")
+    saved = _check_shares(metrics.parent)
+    assert saved["steps"] == 4 and "| toy_tiny | ETTh1 | 8 |" in (tmp_path / "tables" / "ddp.md").read_text()
 
 
 # ---------------------------------------------------------------------------- submitit sweeps
