@@ -99,7 +99,8 @@ def _moirai_csv_cfg(path, *extra):
 
 
 def _pf_cfg(path, *extra):
-    from .test_pf import _pf_cfg as pf_cfg, wide_csv
+    from .test_pf import _pf_cfg as pf_cfg
+    from .test_pf import wide_csv
 
     return pf_cfg(wide_csv(path), "moirai_random", "backbone.wrap_options.patch_size=8", "data.eval_batch_size=4",
                   "data.num_samples=20", *extra)
