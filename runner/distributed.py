@@ -3,9 +3,9 @@
 Every process of a data-parallel run executes the whole of `msft_runner.train.run` (data, model,
 fit, evaluation) as one rank, the way ``torchrun`` or a SLURM job with one task per device runs a
 script; rank 0 alone writes the run directory. When nothing has started the processes (a plain
-``msft-train trainer=ddp_cpu``), `start_processes` starts them, each with the environment Lightning's
-default cluster environment reads (``LOCAL_RANK``, ``MASTER_ADDR``, ...), so Lightning treats them as
-launched externally and never re-executes the command line (which under a Hydra sweep or pytest
+``msft-train trainer=ddp_cpu``), `start_processes` starts them, each with the variables torchrun sets
+(``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR``, ...), so Lightning treats them as launched externally and
+never re-executes the command line (which under a Hydra sweep or pytest
 would re-run the whole sweep or test session).
 
 Batches keep their single-process meaning: ``data.batch_size`` is the *global* batch, and each
@@ -92,8 +92,11 @@ def start_processes(fn: Callable[..., Any], args: tuple, nprocs: int, start_meth
         raise ValueError(f"trainer.start_method={start_method!r}; expected one of {START_METHODS}")
     from lightning.fabric.plugins.environments.lightning import find_free_network_port
 
-    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(find_free_network_port()), "WORLD_SIZE": str(nprocs),
-           "NODE_RANK": "0"}
+    port = str(find_free_network_port())
+    # torchrun's variables on one node: Lightning then picks its TorchElastic environment, which ranks
+    # above SLURM's, so the ranks are these processes even inside a one-task SLURM job.
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": str(nprocs), "GROUP_RANK": "0",
+           "NODE_RANK": "0", "LOCAL_WORLD_SIZE": str(nprocs), "TORCHELASTIC_RUN_ID": f"msft-{port}"}
     with tempfile.TemporaryDirectory(prefix="msft-ranks-") as scratch:
         try:
             torch.multiprocessing.start_processes(_rank_main, args=(nprocs, env, scratch, fn, args), nprocs=nprocs,
@@ -108,7 +111,7 @@ def start_processes(fn: Callable[..., Any], args: tuple, nprocs: int, start_meth
 
 
 def _rank_main(rank: int, nprocs: int, env: dict[str, str], scratch: str, fn: Callable, args: tuple) -> None:
-    os.environ.update(env, RANK=str(rank), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(nprocs))
+    os.environ.update(env, RANK=str(rank), LOCAL_RANK=str(rank))
     torch.set_num_threads(max(1, torch.get_num_threads() // nprocs))  # the ranks share the machine's cores
     try:
         result = fn(*args)

@@ -285,6 +285,24 @@ def test_msft_train_with_the_ddp_cpu_trainer(tmp_path, data_dir):
     assert saved["steps"] == 4 and "| toy_tiny | ETTh1 | 8 |" in (tmp_path / "tables" / "ddp.md").read_text()
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.ddp
+def test_ddp_inside_a_one_task_slurm_job(tmp_path, monkeypatch):
+    """A SLURM allocation with one task (e.g. `hydra/launcher=slurm` without tasks_per_node): msft starts
+    the 2 ranks, and Lightning must take them for the ranks, not SLURM's single task."""
+    from msft_runner.train import run
+
+    for key, value in {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "msft", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
+                       "SLURM_NODEID": "0", "SLURM_JOB_ID": "1", "SLURM_NODELIST": "localhost"}.items():
+        monkeypatch.setenv(key, value)
+    cfg = _csv_cfg(small_csv(tmp_path / "series.csv"), "method=msft", "trainer=ddp_cpu", "trainer.max_epochs=1",
+                   "trainer.limit_train_batches=2", "trainer.limit_val_batches=1")
+    record = run(cfg, tmp_path / "run", {"backbone": "toy_tiny"})
+    assert record["steps"] == 2 and len(record["windows_per_process"]) == 2
+    assert sum(record["windows_per_process"]) == record["windows"]
+
+
 # ---------------------------------------------------------------------------- submitit sweeps
 
 @pytest.mark.slow
