@@ -145,6 +145,7 @@ def make_batch(args):
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "results" / "moirai")
+    parser.add_argument("--name", default="bench_moirai_step", help="output file stem")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8)
@@ -215,13 +216,13 @@ def main(argv: list[str] | None = None) -> None:
         warmup=args.warmup,
         rounds=args.rounds,
         targets=dict(
-            msft_124_vs_lora=dict(target="<= 1.9", value=statistics.median(times["MSFT [1,2,4]"]) / lora_median),
-            blocked_vs_dense=dict(target="<= 1.0", value=statistics.median(times["MSFT [1,2,4]"]) / dense_median),
+            msft_124_vs_lora=dict(target="<= 1.5", value=statistics.median(times["MSFT [1,2,4]"]) / lora_median),
+            blocked_vs_dense=dict(target="<= 0.85", value=statistics.median(times["MSFT [1,2,4]"]) / dense_median),
         ),
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_moirai_step.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=2))
-    (args.out / "bench_moirai_step.md").write_text(render(meta, rows))
+    (args.out / f"{args.name}.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=2))
+    (args.out / f"{args.name}.md").write_text(render(meta, rows))
     print(render(meta, rows))
 
 
@@ -249,8 +250,9 @@ def render(meta, rows) -> str:
     t = meta["targets"]
     lines += [
         "",
-        f"Targets: MSFT [1,2,4] / LoRA = {t['msft_124_vs_lora']['value']:.2f} (target ≤ 1.9); "
-        f"blocked / dense-mask = {t['blocked_vs_dense']['value']:.2f} (target ≤ 1.0).",
+        f"Targets (issue 17, at context 5000 / patch 64): MSFT [1,2,4] / LoRA = "
+        f"{t['msft_124_vs_lora']['value']:.2f} (target ≤ 1.5); "
+        f"blocked / dense-mask = {t['blocked_vs_dense']['value']:.2f} (target ≤ 0.85).",
         "",
     ]
     return "\n".join(lines)
