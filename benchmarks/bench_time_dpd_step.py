@@ -97,9 +97,7 @@ def labelled_pieces():
                 return _original(*a, **k)
 
         setattr(target, attr, labelled)
-        undo.append((target, attr, original))
-        if owner == "model_module" and attr == "prompt_statistics":  # imported by name into the model module
-            pass
+        undo.append((target, attr, original))  # prompt_statistics: the name the model module calls
     try:
         yield
     finally:
