@@ -182,7 +182,8 @@ class MomentSpec(BackboneSpec):
     """msft spec for momentfm's `MOMENT` / `MOMENTPipeline`.
 
     ``backbone_options``: ``padding`` ("trim", the default, or "seq_len"; see the module docstring).
-    ``MSFTConfig.horizon`` is required: the per-scale heads have ``ceil(horizon / s)`` outputs. A backbone with a `ForecastingHead` of ``horizon`` outputs gives
+    ``MSFTConfig.horizon`` is required: the per-scale heads have ``ceil(horizon / s)``
+    outputs. A backbone with a `ForecastingHead` of ``horizon`` outputs gives
     its weights to the scale-1 head, so ``wrap(m, scales=[1])`` starts equal to ``m.forecast``.
     """
 

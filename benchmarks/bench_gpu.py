@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import platform
 import statistics
 import sys
@@ -68,9 +67,10 @@ class Timer:
 
 
 def moirai_variants(geometry: dict, args, device: torch.device) -> dict:
+    from peft import LoraConfig, get_peft_model
+
     import msft
     from msft_backbones.moirai import moirai_from_config, pack_series
-    from peft import LoraConfig, get_peft_model
 
     pristine = moirai_from_config(geometry, seed=0)
 
@@ -108,7 +108,7 @@ def bench_moirai(args, device: torch.device) -> list[dict]:
         past = (torch.randn(args.batch, args.context, 1, generator=g).cumsum(1) + 10).to(device)
         future = (torch.randn(args.batch, args.horizon, 1, generator=g) + past[:, -1:].cpu()).to(device)
         for precision in PRECISIONS:
-            def run(step, module):
+            def run(step, module, precision=precision, past=past, future=future):
                 bf16 = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
                 with bf16:
                     loss = step(past, future)
@@ -151,10 +151,11 @@ def bench_moirai(args, device: torch.device) -> list[dict]:
 
 def bench_time_dpd(args, device: torch.device) -> list[dict]:
     """Weights and one training step's peak memory of Time-DPD (7B geometry) alone and under msft [1,2,4]."""
+    from transformers import Qwen2Model
+
     import msft
     from msft_backbones.time_dpd import TimeDPD, TimeDPDConfig, default_llm_config
     from msft_backbones.time_dpd.tiny import tiny_llm, tiny_tokenizer
-    from transformers import Qwen2Model
 
     timer = Timer(device)
     rows = []
@@ -193,7 +194,8 @@ def bench_time_dpd(args, device: torch.device) -> list[dict]:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "results" / "gpu")
-    parser.add_argument("--dry-run", action="store_true", help="toy sizes on CPU: exercises every path, numbers mean nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="toy sizes on CPU: exercises every path, numbers mean nothing")
     parser.add_argument("--geometries", nargs="+", default=["small", "base"], choices=["small", "base"])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--context", type=int, default=5000)
@@ -260,8 +262,8 @@ def render(result: dict) -> str:
                   "| variant | weights (GiB) | peak of one step (GiB) | step (s) | trainable params |",
                   "|---|---:|---:|---:|---:|"]
         for r in result["time_dpd"]:
-            lines.append(f"| {r['variant']} | {gib(r['weights_gib'])} | {gib(r['step_peak_gib'])} | {r['step_s']:.2f} | "
-                         f"{r['trainable_params']:,} |")
+            lines.append(f"| {r['variant']} | {gib(r['weights_gib'])} | {gib(r['step_peak_gib'])} | "
+                         f"{r['step_s']:.2f} | {r['trainable_params']:,} |")
     return "\n".join(lines) + "\n"
 
 

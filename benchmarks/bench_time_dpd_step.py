@@ -43,10 +43,11 @@ PIECES = (
 
 
 def build(args):
+    from transformers import GPT2Config, GPT2Model
+
     import msft
     from msft_backbones.time_dpd import TimeDPD, TimeDPDConfig
     from msft_backbones.time_dpd.tiny import tiny_tokenizer
-    from transformers import GPT2Config, GPT2Model
 
     def backbone():
         torch.manual_seed(0)

@@ -136,8 +136,9 @@ class ScaleLoRA(nn.Module):
         if index != list(range(a.shape[0])):
             a, b = a[index], b[index]
         rank = a.shape[1]
-        own = torch.repeat_interleave(torch.arange(len(lengths), device=x.device), torch.tensor(lengths, device=x.device))
-        mask = (own[:, None] == torch.arange(len(lengths), device=x.device).repeat_interleave(rank)).to(a.dtype)
+        segment = torch.arange(len(lengths), device=x.device)
+        own = torch.repeat_interleave(segment, torch.tensor(lengths, device=x.device))  # (tokens,)
+        mask = (own[:, None] == segment.repeat_interleave(rank)).to(a.dtype)  # (tokens, S * r)
         down = (x.to(a.dtype) @ a.flatten(0, 1).T) * mask  # (..., tokens, S * r)
         return down @ b.permute(1, 0, 2).flatten(1).T * self.scaling  # (..., tokens, out)
 

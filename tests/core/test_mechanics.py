@@ -255,5 +255,6 @@ def test_lora_over_segments_equals_one_pair_per_block(segments):
     expected = torch.cat(expected, dim=1)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     params = [x, lora.msft_lora_A, lora.msft_lora_B]
-    for g, e in zip(torch.autograd.grad(got.square().sum(), params), torch.autograd.grad(expected.square().sum(), params)):
+    grads = torch.autograd.grad(got.square().sum(), params)
+    for g, e in zip(grads, torch.autograd.grad(expected.square().sum(), params)):
         torch.testing.assert_close(g, e, atol=1e-4, rtol=1e-4)
