@@ -14,8 +14,15 @@ pretrained. `MomentSpec` runs exactly that computation per scale:
   position bias (or on all scales concatenated with a block-diagonal mask, see `join`);
 * one msft-owned `ForecastingHead` per scale with ``ceil(H / s)`` outputs, trained with the rest.
 
-Every scale has ``seq_len / patch_len`` (64) context tokens whose right ends are aligned at the
-forecast origin, which is what the core's cross-scale aggregation assumes.
+Only tokens that hold data run (``backbone_options={"padding": "trim"}``, the default): a scale
+keeps its last ``n_s`` patches, the fewest that cover its pooled context while one coarse token still
+covers exactly ``s_{i+1}/s_i`` fine ones (64, 32, 16 for [1, 2, 4] at context 512), at their
+original T5 positions. The dropped tokens are never attention keys (no observed step), and with that
+alignment no kept token reads a dropped one through the cross-scale aggregation either, so the kept
+tokens' outputs equal those of the padded computation. The heads keep their ``seq_len / patch_len``
+inputs and read zeros at the dropped positions. ``padding="seq_len"`` runs every scale at MOMENT's
+full 64 tokens, the heads reading the padding tokens' outputs too (MOMENT's own forecast for a short
+context); the right ends of the tokens are aligned at the forecast origin in both.
 
 Loading: `load_moment` (Hugging Face id or local directory) and `build_moment` (offline, from a T5
 config with random weights); `MOMENT_T5_CONFIGS` has the encoder geometries of MOMENT-1.
@@ -58,6 +65,7 @@ MOMENT_T5_CONFIGS: dict[str, dict[str, Any]] = {
     "large": {**_FLAN_T5, "d_model": 1024, "d_ff": 2816, "num_layers": 24, "num_heads": 16},
 }
 MOMENT_HUB_IDS = {size: f"AutonLab/MOMENT-1-{size}" for size in MOMENT_T5_CONFIGS}
+PADDINGS = ("trim", "seq_len")
 
 
 def moment_config(t5_config: str | dict[str, Any] = "small", seq_len: int = 512, patch_len: int = 8) -> dict[str, Any]:
@@ -170,8 +178,9 @@ class MomentAux:
 class MomentSpec(BackboneSpec):
     """msft spec for momentfm's `MOMENT` / `MOMENTPipeline`.
 
-    ``backbone_options`` is not read. ``MSFTConfig.horizon`` is required: the per-scale heads have
-    ``ceil(horizon / s)`` outputs. A backbone with a `ForecastingHead` of ``horizon`` outputs gives
+    ``backbone_options``: ``padding`` ("trim", the default, or "seq_len"; see the module docstring).
+    ``MSFTConfig.horizon`` is required: the per-scale heads have ``ceil(horizon / s)``
+    outputs. A backbone with a `ForecastingHead` of ``horizon`` outputs gives
     its weights to the scale-1 head, so ``wrap(m, scales=[1])`` starts equal to ``m.forecast``.
     """
 
@@ -209,6 +218,13 @@ class MomentSpec(BackboneSpec):
                 f"patch_stride_len={backbone.config.patch_stride_len}: expected non-overlapping patches "
                 f"(patch_stride_len == patch_len == {backbone.patch_len})"
             )
+        options = dict(config.backbone_options)
+        unknown = sorted(set(options) - {"padding"})
+        if unknown:
+            raise ValueError(f"backbone_options {unknown}: the moment backbone expects only 'padding'")
+        self.padding = options.get("padding", "trim")
+        if self.padding not in PADDINGS:
+            raise ValueError(f"backbone_options['padding']={self.padding!r}: expected one of {PADDINGS}")
         self.encoder = backbone.encoder
         self.seq_len = backbone.seq_len
         self.num_patches = backbone.seq_len // backbone.patch_len
@@ -256,12 +272,24 @@ class MomentSpec(BackboneSpec):
         patches = self.backbone.tokenizer(x=normed[:, None, :])  # (series, 1, patches, patch_len)
         # In forecast mode MOMENT embeds every patch with its values (no [MASK] embedding).
         embedded = self.backbone.patch_embedding(patches, mask=torch.ones_like(normed))
-        hidden = self.encoder.dropout(embedded[:, 0])  # (series, patches, d_model), as T5Stack does
-        key_valid = observed.unflatten(-1, (self.num_patches, -1)).all(-1)  # (series, patches)
-        positions = torch.arange(self.num_patches, device=hidden.device)
+        kept = self.kept_patches(context.shape[-1], scale_idx)
+        first = self.num_patches - kept  # the dropped patches hold padding only
+        hidden = self.encoder.dropout(embedded[:, 0, first:])  # (series, kept, d_model), as T5Stack does
+        key_valid = observed.unflatten(-1, (self.num_patches, -1)).all(-1)[:, first:]  # (series, kept)
+        positions = torch.arange(first, self.num_patches, device=hidden.device)  # MOMENT's own positions
         aux = self._aux(hidden, key_valid, positions, scale_ids=None)
         aux.loc, aux.scale = loc, scale
-        return ScaleTokens(hidden, num_prefix=0, num_context=self.num_patches, num_horizon=0, aux=aux)
+        return ScaleTokens(hidden, num_prefix=0, num_context=kept, num_horizon=0, aux=aux)
+
+    def kept_patches(self, steps: int, scale_idx: int) -> int:
+        """Patches scale ``scale_idx`` runs for a pooled context of ``steps`` steps: all of them with
+        ``padding="seq_len"``; else the coarsest scale's patch count times ``s_K / s``, at most 64."""
+        if self.padding == "seq_len":
+            return self.num_patches
+        scales = self.config.scales
+        ratio = scales[-1] // scales[scale_idx]
+        coarsest = math.ceil(math.ceil(steps / ratio) / self.backbone.patch_len)
+        return min(self.num_patches, coarsest * ratio)
 
     def add_prefix(self, tokens: ScaleTokens, prefix: Tensor) -> ScaleTokens:
         """Soft prompt ``(series, P, d_model)`` in front: always-valid keys at T5 positions 0..P-1,
@@ -291,6 +319,8 @@ class MomentSpec(BackboneSpec):
     ) -> PointForecast:
         hidden = hidden[:, tokens.num_prefix :]  # (series, patches, d_model): a soft prompt may precede them
         hidden = self.encoder.dropout(self.encoder.final_layer_norm(hidden))  # the end of T5Stack
+        dropped = self.num_patches - hidden.shape[1]  # trimmed padding: the head reads zeros there
+        hidden = nn.functional.pad(hidden, (0, 0, dropped, 0))  # (series, 64, d_model)
         out = heads[scale_idx](hidden)[:, :horizon]  # (series, horizon)
         return PointForecast(self._denormalize(out, tokens.aux.loc, tokens.aux.scale))
 

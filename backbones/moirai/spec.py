@@ -79,6 +79,7 @@ class MoiraiAux:
     patch_size: Tensor | None = None  # (series, tokens) long
     blocks: list[slice] | None = None  # scales concatenated: attention stays inside each slice
     uniform_blocks: bool = False  # every block holds a single variate id
+    single_series: bool = False  # one sample and one variate id per row (as `pack_series` packs it)
 
 
 @dataclass
@@ -243,6 +244,7 @@ class MoiraiSpec(BackboneSpec):
             loc=loc,
             scale=scale,
             patch_size=batch.patch_size,
+            single_series=True,
         )
         return ScaleTokens(hidden, num_prefix=0, num_context=batch.num_context, num_horizon=batch.num_horizon, aux=aux)
 
@@ -269,6 +271,7 @@ class MoiraiSpec(BackboneSpec):
             loc=front(aux.loc),
             scale=front(aux.scale),
             patch_size=front(aux.patch_size),
+            single_series=aux.single_series,  # the prompt joins the row's sample and variate
         )
         return ScaleTokens(
             torch.cat([prefix, tokens.hidden], dim=1),  # (series, P + tokens, d_model)
@@ -287,8 +290,11 @@ class MoiraiSpec(BackboneSpec):
         """Scales concatenated, attention kept inside each scale's block by `_layer_in_blocks`: the
         projections and the MLP read their weights once for all scales."""
         sample_id = torch.cat([t.aux.sample_id for t in tokens], dim=1)  # (series, all tokens)
-        packed = bool((sample_id == sample_id[:, :1]).all())  # one sample per row: nothing to mask
-        uniform = all(bool((t.aux.variate_id == t.aux.variate_id[:, :1]).all()) for t in tokens)
+        if all(t.aux.single_series for t in tokens):  # known from the packing: no host sync
+            packed = uniform = True
+        else:
+            packed = bool((sample_id == sample_id[:, :1]).all())  # one sample per row: nothing to mask
+            uniform = all(bool((t.aux.variate_id == t.aux.variate_id[:, :1]).all()) for t in tokens)
         return MoiraiAux(
             attn_mask=None if packed else _sample_mask(sample_id),
             time_id=torch.cat([t.aux.time_id for t in tokens], dim=1),
@@ -346,7 +352,7 @@ def _attention_in_blocks(attn: nn.Module, x: Tensor, aux: MoiraiAux) -> Tensor:
         biases = [
             _block_bias(attn, aux, query, key, b, var_q, var_kv, time_q, time_kv) for b in aux.blocks
         ]  # (series, group, hpg, n_s, n_s) each
-    query, key = attn._qk_proj(query, key, var_q, var_kv, time_q, time_kv)  # rotary: token-wise
+    query, key = _qk_proj(attn, query, key, var_q, var_kv, time_q, time_kv, x.shape[-2])  # rotary: token-wise
     out = torch.cat(
         [
             nn.functional.scaled_dot_product_attention(
@@ -362,6 +368,30 @@ def _attention_in_blocks(attn: nn.Module, x: Tensor, aux: MoiraiAux) -> Tensor:
         dim=-2,
     )  # (series, group, hpg, tokens, head_dim)
     return attn.out_proj(rearrange(out, "... group hpg q dim -> ... q (group hpg dim)"))
+
+
+def _qk_proj(attn, query, key, var_q, var_kv, time_q, time_kv, tokens: int) -> tuple[Tensor, Tensor]:
+    """uni2ts' ``GroupedQueryAttention._qk_proj``, with its rotary time projection sized from the token
+    count (time ids are below it) instead of ``time_id.max()``: that is a host sync on every call and
+    a data-dependent branch that stops torch.compile."""
+    from uni2ts.module.position import RotaryProjection
+
+    qk = attn.time_qk_proj
+    rotary = qk is not None and all(isinstance(p, RotaryProjection) for p in (qk.query_proj, qk.key_proj))
+    if not rotary:
+        return attn._qk_proj(query, key, var_q, var_kv, time_q, time_kv)
+    if attn.var_qk_proj is not None:
+        query, key = attn.var_qk_proj(query, key, query_id=var_q, kv_id=var_kv)
+
+    def rotate(proj: nn.Module, x: Tensor, ids: Tensor) -> Tensor:  # RotaryProjection.forward
+        proj._init_freq(max_len=tokens)
+        return proj.cos[ids] * x + proj.sin[ids] * proj._rotate(x)
+
+    if qk.partial_factor is None:
+        return rotate(qk.query_proj, query, time_q), rotate(qk.key_proj, key, time_kv)
+    queries, keys = list(query.split(qk.split_sizes, dim=-1)), list(key.split(qk.split_sizes, dim=-1))
+    queries[1], keys[1] = rotate(qk.query_proj, queries[1], time_q), rotate(qk.key_proj, keys[1], time_kv)
+    return torch.cat(queries, dim=-1), torch.cat(keys, dim=-1)
 
 
 def _block_bias(attn, aux, query, key, block, var_q, var_kv, time_q, time_kv) -> Tensor:

@@ -21,6 +21,7 @@ trained to see it at the start of every sequence.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,7 @@ from msft_backbones.time_dpd import llm as llm_lib
 from msft_backbones.time_dpd.prompt import PROMPT_MODES, format_prompt, prompt_statistics, reference_prompts
 
 DEFAULT_LLM = "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
+_IDS_CACHE_SIZE = 65536  # prompt texts whose token ids are kept (a few MB)
 DEFAULT_SOFT_PROMPT = (
     "You are an expert in time series analysis. Think step by step about the trend, the seasonality "
     "and the recent level of the series, then forecast its future values."
@@ -156,11 +158,18 @@ class Reprogramming(nn.Module):
         self.out_projection = nn.Linear(d_keys * num_heads, d_llm)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, patches: Tensor, prototypes: Tensor) -> Tensor:
-        """patches (series, patches, d_model), prototypes (V', d_llm) -> (series, patches, d_llm)."""
-        q = rearrange(self.query_projection(patches), "n p (h e) -> n h p e", h=self.num_heads)
+    def keys_values(self, prototypes: Tensor) -> tuple[Tensor, Tensor]:
+        """prototypes (V', d_llm) -> keys and values ``(heads, V', d_keys)`` each."""
         k = rearrange(self.key_projection(prototypes), "v (h e) -> h v e", h=self.num_heads)
         v = rearrange(self.value_projection(prototypes), "v (h e) -> h v e", h=self.num_heads)
+        return k, v
+
+    def forward(self, patches: Tensor, prototypes: Tensor | None = None,
+                keys_values: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """patches (series, patches, d_model) onto the prototypes (V', d_llm), or onto their
+        precomputed ``keys_values`` -> (series, patches, d_llm)."""
+        q = rearrange(self.query_projection(patches), "n p (h e) -> n h p e", h=self.num_heads)
+        k, v = self.keys_values(prototypes) if keys_values is None else keys_values
         scores = torch.einsum("nhpe,hve->nhpv", q, k) / math.sqrt(q.shape[-1])
         attn = self.dropout(torch.softmax(scores, dim=-1))
         out = torch.einsum("nhpv,hve->nphe", attn, v)
@@ -225,6 +234,8 @@ class TimeDPD(nn.Module):
             llm_lib.truncate_layers(llm, cfg.llm_layers)
         self.llm = llm.requires_grad_(False)
         self.tokenizer = tokenizer
+        self._ids_cache: OrderedDict[str, list[int]] = OrderedDict()  # prompt text -> token ids
+        self._kv_cache: tuple[tuple, tuple[Tensor, Tensor]] | None = None  # see reprogramming_keys_values
         embeddings = llm.get_input_embeddings().weight  # (V, d_llm), frozen
         vocab, d_llm = embeddings.shape
 
@@ -254,9 +265,11 @@ class TimeDPD(nn.Module):
         return {n: p for n, p in self.named_parameters() if p.requires_grad}
 
     # -- the pieces shared by `forward` and the msft spec ------------------------------------------
-    def tokenize(self, context: Tensor, observed: Tensor, horizon: int) -> tuple[Tensor, TimeDPDAux]:
+    def tokenize(self, context: Tensor, observed: Tensor, horizon: int,
+                 keys_values: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, TimeDPDAux]:
         """(series, time) -> fp32 tokens ``[soft prompt | padded data prompt | patches]``
-        ``(series, tokens, d_llm)``; ``horizon`` is the one named in the prompt."""
+        ``(series, tokens, d_llm)``; ``horizon`` is the one named in the prompt; ``keys_values``:
+        the reprogramming's (`reprogramming_keys_values`), when the caller shares them across calls."""
         cfg = self.config
         observed = observed & ~torch.isnan(context)
         context = context.float()
@@ -264,7 +277,8 @@ class TimeDPD(nn.Module):
         standardised = self.revin.standardise(context, observed, loc, scale)  # (series, time)
         patches = nn.functional.pad(self.revin.normalise(standardised)[:, None], (0, cfg.stride), mode="replicate")
         patches = patches[:, 0].unfold(-1, cfg.patch_len, cfg.stride)  # (series, patches, patch_len)
-        patch_tokens = self.reprogramming(self.patch_dropout(self.patch_embedding(patches)), self.text_prototypes())
+        keys_values = self.reprogramming_keys_values() if keys_values is None else keys_values
+        patch_tokens = self.reprogramming(self.patch_dropout(self.patch_embedding(patches)), keys_values=keys_values)
 
         prompts = self.prompts(standardised, observed, horizon)
         prefix, prefix_valid = self._prefix(prompts)  # (series, prefix, d_llm), (series, prefix)
@@ -293,6 +307,25 @@ class TimeDPD(nn.Module):
         embeddings = self.llm.get_input_embeddings().weight  # (V, d_llm)
         w, b = self.prototype_map.weight, self.prototype_map.bias
         return (w.to(embeddings.dtype) @ embeddings).float() + b[:, None]
+
+    def reprogramming_keys_values(self) -> tuple[Tensor, Tensor]:
+        """The reprogramming attention's keys and values over the text prototypes, ``(heads, V', d_keys)``.
+
+        The prototypes are a V' x V map over the whole vocabulary embedding (~545 GFLOP at the 7B
+        width), constant while their parameters are. So when no gradient flows into them (inference,
+        or a frozen backbone as under msft) they are computed once and reused until one of those
+        parameters changes (its tensor version, bumped by optimiser steps and in-place loads) or moves.
+        """
+        embeddings = self.llm.get_input_embeddings().weight
+        params = (self.prototype_map.weight, self.prototype_map.bias, embeddings,
+                  *self.reprogramming.key_projection.parameters(), *self.reprogramming.value_projection.parameters())
+        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+            return self.reprogramming.keys_values(self.text_prototypes())
+        key = (torch.is_inference_mode_enabled(), *((p.data_ptr(), p._version, p.dtype, p.device) for p in params))
+        if self._kv_cache is None or self._kv_cache[0] != key:
+            with torch.no_grad():
+                self._kv_cache = (key, self.reprogramming.keys_values(self.text_prototypes()))
+        return self._kv_cache[1]
 
     def run_layer(self, layer: nn.Module, hidden: Tensor, inputs: llm_lib.LayerInputs) -> Tensor:
         return llm_lib.run_decoder_layer(self.llm, layer, hidden, inputs)
@@ -340,10 +373,21 @@ class TimeDPD(nn.Module):
             raise ValueError(f"{name} has {x.shape[1]} time steps: expected {length}")
 
     def _token_ids(self, texts: list[str]) -> list[list[int]]:
-        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        if any(len(i) == 0 for i in ids):
-            raise ValueError(f"the tokenizer gave no tokens for one of {texts!r}")
-        return ids
+        """Token ids of ``texts``: the new ones in one batched tokenizer call, the rest from a cache by
+        content (the last `_IDS_CACHE_SIZE` texts)."""
+        cache = self._ids_cache
+        new = list(dict.fromkeys(t for t in texts if t not in cache))
+        if new:
+            ids = self.tokenizer(new, add_special_tokens=False)["input_ids"]
+            if any(len(i) == 0 for i in ids):
+                raise ValueError(f"the tokenizer gave no tokens for one of {new!r}")
+            cache.update(zip(new, ids))
+        out = [cache[t] for t in texts]
+        for t in texts:
+            cache.move_to_end(t)
+        while len(cache) > _IDS_CACHE_SIZE:
+            cache.popitem(last=False)
+        return out
 
     def _prefix(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
         """``[BOS | soft prompt | left-padded prompt]`` fp32 ``(series, prefix, d_llm)`` and its validity

@@ -63,9 +63,10 @@ def prompt_statistics(series: Tensor, observed: Tensor, top_k: int = 5) -> list[
     median = torch.nanquantile(values, 0.5, dim=-1)
     slope = _slope(series, observed)
     lags = top_lags(torch.where(observed, series, torch.zeros_like(series)), top_k)
+    columns = torch.stack([minimum, maximum, median, slope], dim=1).tolist()  # one device-to-host copy
     return [
-        PromptStatistics(float(lo), float(hi), float(mid), "upward" if float(s) > 0 else "downward", tuple(lag))
-        for lo, hi, mid, s, lag in zip(minimum, maximum, median, slope, lags.tolist())
+        PromptStatistics(lo, hi, mid, "upward" if s > 0 else "downward", tuple(lag))
+        for (lo, hi, mid, s), lag in zip(columns, lags.tolist())
     ]
 
 

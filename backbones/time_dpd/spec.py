@@ -61,6 +61,7 @@ class TimeDPDSpec(BackboneSpec):
                     f"scales={list(config.scales)}: scale {scale} leaves {math.ceil(cfg.context_length / scale)} "
                     f"context steps, fewer than one patch (patch_len - stride = {cfg.patch_len - cfg.stride})"
                 )
+        self._keys_values: tuple[Tensor, Tensor] | None = None  # the reprogramming's, see `embed`
 
     # -- geometry -------------------------------------------------------------------------------
     def d_model(self) -> int:
@@ -98,7 +99,9 @@ class TimeDPDSpec(BackboneSpec):
                 f"horizon={horizon * self.config.scales[scale_idx]}: expected at most the Time-DPD model's "
                 f"horizon {self.backbone.config.horizon}"
             )
-        hidden, aux = self.backbone.tokenize(context, observed, model_horizon)
+        if scale_idx == 0 or self._keys_values is None:  # once per forward, shared by every scale
+            self._keys_values = self.backbone.reprogramming_keys_values()
+        hidden, aux = self.backbone.tokenize(context, observed, model_horizon, self._keys_values)
         num_patches = hidden.shape[1] - aux.num_prefix
         return ScaleTokens(hidden, num_prefix=aux.num_prefix, num_context=num_patches, num_horizon=0, aux=aux)
 

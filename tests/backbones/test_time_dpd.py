@@ -428,3 +428,77 @@ def test_inverse_normalisation_stays_finite_when_gamma_reaches_zero():
     with torch.no_grad():
         model.revin.gamma.zero_()
         assert torch.isfinite(model(sine_batch()[0])).all()
+
+
+# -- computed once: prototypes, reprogramming keys/values, prompt token ids ---------------------------
+def _count_calls(monkeypatch, owner, name):
+    calls = []
+    original = getattr(owner, name)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+    return calls
+
+
+def test_reprogramming_keys_values_are_cached_until_a_parameter_changes():
+    model = make_model().eval()
+    model.requires_grad_(False)
+    fresh = model.reprogramming.keys_values(model.text_prototypes())
+    first = model.reprogramming_keys_values()
+    assert model.reprogramming_keys_values()[0] is first[0]  # reused
+    for got, expected in zip(first, fresh):
+        torch.testing.assert_close(got, expected)
+    for param in (model.prototype_map.weight, model.reprogramming.value_projection.bias):
+        with torch.no_grad():
+            param.add_(0.1)  # in place, as an optimiser step: the version changes
+        again = model.reprogramming_keys_values()
+        assert again[0] is not first[0]
+        for got, expected in zip(again, model.reprogramming.keys_values(model.text_prototypes())):
+            torch.testing.assert_close(got, expected)
+        first = again
+
+
+def test_trainable_prototypes_are_recomputed_with_gradients():
+    model = make_model().train()  # Time-DPD alone: the prototype map trains
+    past, future = sine_batch()
+    model.loss(past, future).backward()
+    assert model.prototype_map.weight.grad is not None and model.prototype_map.weight.grad.abs().sum() > 0
+    assert model._kv_cache is None  # nothing cached while gradients flow into the prototypes
+
+
+def test_msft_computes_prototypes_once_per_forward_and_not_again_at_inference(monkeypatch):
+    from msft_backbones.time_dpd.model import TimeDPD
+
+    model = make_model()
+    wrapped = msft.wrap(model, scales=[1, 2, 4])
+    perturb(wrapped)
+    calls = _count_calls(monkeypatch, TimeDPD, "text_prototypes")
+    tokenizer_calls = _count_calls(monkeypatch, model, "tokenizer")
+    past, future = sine_batch()
+    wrapped.train()
+    wrapped.loss(past, future).backward()  # the backbone is frozen: cached for all three scales
+    assert len(calls) == 1 and len(tokenizer_calls) == 3  # one batched call per scale
+    wrapped.eval()
+    with torch.no_grad():
+        first = wrapped.predict(past, HORIZON)
+        second = wrapped.predict(past, HORIZON)
+    assert len(calls) == 1 and len(tokenizer_calls) == 3  # same prompts: token ids from the cache
+    torch.testing.assert_close(first, second)
+    model._kv_cache = None  # what an uncached forward gives
+    model._ids_cache.clear()
+    with torch.no_grad():
+        torch.testing.assert_close(wrapped.predict(past, HORIZON), first)
+
+
+def test_token_id_cache_is_bounded_and_keeps_order(monkeypatch):
+    from msft_backbones.time_dpd import model as model_module
+
+    model = make_model()
+    monkeypatch.setattr(model_module, "_IDS_CACHE_SIZE", 3)
+    texts = ["min value 1", "max value 2", "min value 1", "median value 3", "trend 4", "lags 5"]
+    ids = model._token_ids(texts)
+    assert ids == model.tokenizer(texts, add_special_tokens=False)["input_ids"]
+    assert list(model._ids_cache) == texts[3:]
