@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from msft.config import MSFTConfig
 from msft.layers import CrossScaleAggregation, ScaleAdapter, ScaleFusion, ScaleLoRA, ScaleState
 from msft.losses import masked_mse
+from msft.provenance import check_same_base, identity
 from msft.registry import BackboneSpec, ScaleTokens, spec_for
 from msft.sampling import downsample, scaled_length, upsample
 
@@ -45,6 +46,8 @@ class MSFTModel(nn.Module):
                 "prompt_tokens (its spec has no add_prefix); expected prompt_tokens=0"
             )
         self.backbone = backbone
+        #: the base model's identity (source, revision, weight fingerprint), saved with the adapter
+        self.base_identity = identity(backbone, self.spec.name)
         self._state = ScaleState()
         self._requires_grad = {name: p.requires_grad for name, p in backbone.named_parameters()}
         self._wrapped: list[str] = []
@@ -164,6 +167,34 @@ class MSFTModel(nn.Module):
         fused = self._fuse(per_scale, horizon)
         return rearrange(fused, "(b v) n t -> b n t v", v=past_target.shape[2])
 
+    def predict_quantiles(
+        self,
+        past_target: Tensor,
+        horizon: int,
+        quantile_levels=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+        past_observed: Tensor | None = None,
+        num_samples: int = 100,
+    ) -> Tensor:
+        """``(batch, len(quantile_levels), horizon, variate)`` quantile forecasts, non-decreasing in the level.
+
+        Probabilistic backbones: GluonTS's sample quantile (the ``round((S-1) q)``-th order statistic)
+        of ``num_samples`` fused sample paths. Point backbones: the fused quantile heads
+        (``quantile_levels`` in `msft.MSFTConfig`), which must include every requested level.
+        """
+        levels = _check_levels(quantile_levels)
+        if self.spec.probabilistic:
+            samples = self.predict_samples(past_target, horizon, past_observed, num_samples)  # (b, S, H, v)
+            ordered = samples.sort(dim=1).values
+            index = torch.tensor([round((num_samples - 1) * q) for q in levels], device=samples.device)
+            return ordered.index_select(1, index)
+        trained = tuple(getattr(self.config, "quantile_levels", None) or ())
+        if not trained:
+            raise ValueError(
+                f"predict_quantiles: the {self.spec.name} backbone gives point forecasts; wrap it with "
+                "quantile_levels=(0.1, ..., 0.9) to train quantile heads"
+            )
+        return self._predict_head_quantiles(past_target, horizon, levels, trained, past_observed)
+
     def forward(self, past_target: Tensor, horizon: int, past_observed: Tensor | None = None) -> Tensor:
         return self.predict(past_target, horizon, past_observed)
 
@@ -207,9 +238,32 @@ class MSFTModel(nn.Module):
         path.mkdir(parents=True, exist_ok=True)
         tensors = {n: t.detach().cpu().contiguous() for n, t in self.state_dict().items() if "msft_" in n}
         save_file(tensors, str(path / ADAPTER_WEIGHTS), metadata={"format": "pt", "backbone": self.spec.name})
-        meta = {"backbone": self.spec.name, "config": self.config.to_dict()}
+        meta = {"backbone": self.spec.name, "config": self.config.to_dict(), "base": self.base_identity}
         (path / ADAPTER_CONFIG).write_text(json.dumps(meta, indent=2))
         return path
+
+    def save_pretrained(self, path: str | Path, **card: Any) -> Path:
+        """`save_adapter` plus a generated model card (``README.md``); ``card``: optional entries of
+        the card (``data``, ``metrics``, ``command``, ``method``). Load with `msft.from_pretrained`."""
+        from msft.hub import save_pretrained
+
+        return save_pretrained(self, path, **card)
+
+    def push_to_hub(self, repo_id: str, *, token: str | None = None, private: bool | None = None, **card: Any) -> str:
+        """`save_pretrained` into a temporary directory and upload it to the Hugging Face hub repository
+        ``repo_id`` (created if needed); returns the commit URL. Fails fast without network or token."""
+        from msft.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, token=token, private=private, **card)
+
+    def create_predictor(self, prediction_length: int, batch_size: int = 32, num_samples: int = 100,
+                         context_length: int = 512, **options: Any):
+        """A `gluonts.model.Predictor` over this model (see `msft.predictor.MSFTPredictor`): SampleForecasts
+        for probabilistic backbones, QuantileForecasts for point backbones with quantile heads."""
+        from msft.predictor import MSFTPredictor
+
+        return MSFTPredictor(self, prediction_length, batch_size=batch_size, num_samples=num_samples,
+                             context_length=context_length, **options)
 
     # -- internals --------------------------------------------------------------------------------
     def _restore(self) -> None:
@@ -335,8 +389,11 @@ def unwrap(model: MSFTModel) -> nn.Module:
     return model.backbone
 
 
-def load_adapter(backbone: nn.Module, path: str | Path) -> MSFTModel:
-    """Wrap ``backbone`` with the options saved in ``path`` and load the saved msft parameters."""
+def load_adapter(backbone: nn.Module, path: str | Path, *, allow_base_mismatch: bool = False) -> MSFTModel:
+    """Wrap ``backbone`` with the options saved in ``path`` and load the saved msft parameters.
+
+    The adapter records its base model's weight fingerprint (`msft.provenance`): a backbone with
+    other weights raises ``ValueError`` unless ``allow_base_mismatch=True``."""
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -363,8 +420,24 @@ def load_adapter(backbone: nn.Module, path: str | Path) -> MSFTModel:
             f"adapter {path} does not fit this backbone: missing {missing}, unexpected {unexpected}, "
             f"shape mismatches {mismatched}"
         )
+    if not allow_base_mismatch:
+        try:
+            check_same_base(meta.get("base"), model.base_identity, f"adapter {path}")
+        except ValueError:
+            unwrap(model)
+            raise
     model.load_state_dict(tensors, strict=False)
     return model
+
+
+def _check_levels(levels: Any) -> tuple[float, ...]:
+    try:
+        levels = tuple(float(q) for q in levels)
+    except TypeError:
+        raise ValueError(f"quantile_levels={levels!r}: expected a sequence of numbers in (0, 1)") from None
+    if not levels or not all(0.0 < q < 1.0 for q in levels):
+        raise ValueError(f"quantile_levels={levels!r}: expected a non-empty sequence of numbers in (0, 1)")
+    return levels
 
 
 def _match_modules(backbone: nn.Module, targets: tuple[str, ...]) -> list[str]:
