@@ -30,7 +30,7 @@ def push_to_hub(model: Any, repo_id: str, *, token: str | None = None, private: 
                 commit_message: str = "Upload msft adapter", **card: Any) -> str:
     """Save into a temporary directory and upload it to ``repo_id``; returns the commit URL."""
     with tempfile.TemporaryDirectory() as tmp:
-        save = getattr(model, "save_pretrained")
+        save = model.save_pretrained
         save(tmp, **card)
         return upload_folder(tmp, repo_id, token=token, private=private, commit_message=commit_message)
 

@@ -9,6 +9,7 @@ weights (DESIGN.md §2).
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 
 from msft.config import MSFTConfig
 from msft.layers import CrossScaleAggregation, ScaleAdapter, ScaleFusion, ScaleLoRA, ScaleState
-from msft.losses import masked_mse
+from msft.losses import masked_mse, pinball_loss
 from msft.provenance import check_same_base, identity
 from msft.registry import BackboneSpec, ScaleTokens, spec_for
 from msft.sampling import downsample, scaled_length, upsample
@@ -44,6 +45,11 @@ class MSFTModel(nn.Module):
             raise ValueError(
                 f"prompt_tokens={config.prompt_tokens}: the {self.spec.name} backbone does not support "
                 "prompt_tokens (its spec has no add_prefix); expected prompt_tokens=0"
+            )
+        if config.quantile_levels is not None and self.spec.probabilistic:
+            raise ValueError(
+                f"quantile_levels={list(config.quantile_levels)}: the {self.spec.name} backbone is probabilistic and "
+                "gives quantiles from its sample paths (predict_quantiles); expected quantile_levels=None"
             )
         self.backbone = backbone
         #: the base model's identity (source, revision, weight fingerprint), saved with the adapter
@@ -79,6 +85,11 @@ class MSFTModel(nn.Module):
             else None
         )
         self.msft_heads = self.spec.build_heads(k)
+        self.msft_quantile_heads = (
+            nn.ModuleList(self._build_quantile_heads(k) for _ in config.quantile_levels)
+            if config.quantile_levels
+            else None
+        )
         # Soft prompts are not identity at init (nothing prepended would be); small values as in
         # prompt tuning, so the frozen backbone starts close to its own behaviour.
         self.msft_prompt = (
@@ -112,9 +123,12 @@ class MSFTModel(nn.Module):
         past_target, past_observed = self._check_past(past_target, past_observed)
         future_target, future_observed = _check_future(future_target, future_observed, past_target)
         horizon = future_target.shape[1]
-        outputs = self._forward(past_target, past_observed, horizon)
+        outputs, hidden, tokens = self._forward(past_target, past_observed, horizon, keep_hidden=True)
         future = rearrange(future_target, "b t v -> (b v) t")
         future_obs = rearrange(future_observed, "b t v -> (b v) t")
+        quantile_outputs = (
+            self._quantile_outputs(hidden, tokens, horizon) if self.msft_quantile_heads is not None else None
+        )
         weights = self.fusion_weights
         fused_objective = self.config.fusion_objective == "fused"
         total = past_target.new_zeros(())
@@ -122,6 +136,8 @@ class MSFTModel(nn.Module):
             target, observed = downsample(future, future_obs, scale, side="right")
             weight = weights[idx].detach() if fused_objective else weights[idx]
             total = total + weight * self.spec.loss(output, target, observed)
+            if quantile_outputs is not None:  # each level's head against the same pooled future
+                total = total + weight * pinball_loss(quantile_outputs[idx], target, observed, self.config.quantile_levels)
         if fused_objective and self.msft_fusion.msft_fusion_logits.requires_grad:
             point = self.spec.mean if self.spec.probabilistic else self.spec.point
             fused = self._fuse([point(out).detach() for out in outputs], horizon)
@@ -219,7 +235,7 @@ class MSFTModel(nn.Module):
                 groups["xscale"].append(p)
             elif name.startswith("msft_fusion."):
                 groups["fusion"].append(p)
-            elif name.startswith("msft_heads.") or "msft_" not in name:
+            elif name.startswith(("msft_heads.", "msft_quantile_heads.")) or "msft_" not in name:
                 groups["head"].append(p)
             else:
                 groups["lr"].append(p)
@@ -303,7 +319,8 @@ class MSFTModel(nn.Module):
             )
         return past_target, past_observed
 
-    def _forward(self, past_target: Tensor, past_observed: Tensor, horizon: Any) -> list[Any]:
+    def _forward(self, past_target: Tensor, past_observed: Tensor, horizon: Any, keep_hidden: bool = False) -> Any:
+        """Each scale's head output; with ``keep_hidden`` also the last hidden states and tokens per scale."""
         if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon <= 0:
             raise ValueError(f"horizon={horizon!r}: expected a positive integer")
         if self.config.horizon is not None and horizon > self.config.horizon:
@@ -333,7 +350,44 @@ class MSFTModel(nn.Module):
         for idx, (scale, h, t) in enumerate(zip(self.scales, hidden, tokens)):
             with self._state.use(idx):
                 outputs.append(self.spec.head(h, t, scaled_length(horizon, scale), idx, self.msft_heads))
-        return outputs
+        return (outputs, hidden, tokens) if keep_hidden else outputs
+
+    # -- quantile heads (point backbones, ``quantile_levels``) -------------------------------------------
+    def _build_quantile_heads(self, num_scales: int) -> nn.Module:
+        """One level's per-scale heads: a fresh set from the spec's `build_heads`, or, for a backbone
+        whose own output head serves every scale, a trainable copy of it per scale."""
+        heads = self.spec.build_heads(num_scales)
+        if heads is None and self.spec.output_head is not None:
+            own = self.backbone.get_submodule(self.spec.output_head)
+            heads = nn.ModuleList(copy.deepcopy(own) for _ in range(num_scales))
+        if heads is None:
+            raise ValueError(f"quantile_levels: the {self.spec.name} backbone has no head msft can copy per level")
+        return heads.requires_grad_(True)
+
+    def _quantile_outputs(self, hidden: list[Tensor], tokens: list[ScaleTokens], horizon: int) -> list[Tensor]:
+        """Per scale ``(series, levels, ceil(horizon / s))``: every level's heads on the last hidden states."""
+        per_scale = []
+        for idx, (scale, h, t) in enumerate(zip(self.scales, hidden, tokens)):
+            with self._state.use(idx):
+                levels = [
+                    self.spec.point(self.spec.head(h, t, scaled_length(horizon, scale), idx, heads))
+                    for heads in self.msft_quantile_heads
+                ]
+            per_scale.append(torch.stack(levels, dim=1))
+        return per_scale
+
+    def _predict_head_quantiles(
+        self, past_target: Tensor, horizon: int, levels: tuple[float, ...], trained: tuple[float, ...],
+        past_observed: Tensor | None,
+    ) -> Tensor:
+        missing = sorted(set(levels) - set(trained))
+        if missing:
+            raise ValueError(f"quantile_levels {missing}: this model's quantile heads were trained for {list(trained)}")
+        past_target, past_observed = self._check_past(past_target, past_observed)
+        _, hidden, tokens = self._forward(past_target, past_observed, horizon, keep_hidden=True)
+        fused = self._fuse(self._quantile_outputs(hidden, tokens, horizon), horizon).sort(dim=1).values  # (series, Q, H)
+        fused = fused[:, [trained.index(q) for q in levels]]
+        return rearrange(fused, "(b v) q t -> b q t v", v=past_target.shape[2])
 
     def _layer_runner(self, tokens: list[ScaleTokens]):
         """How one layer runs over all scales: per block, or concatenated with a joint aux (a masked one,

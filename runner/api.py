@@ -48,7 +48,7 @@ TRAINING_OPTIONS = {
 def finetune(backbone: str | os.PathLike | nn.Module, train_data: Any, prediction_length: int, *,
              method: str = "msft", validation_data: Any = None, target: str = "target", id_column: str = "item_id",
              timestamp_column: str = "timestamp", max_steps: int | None = None, time_limit: float | None = None,
-             seed: int = 0, **options: Any) -> "Forecaster":
+             seed: int = 0, **options: Any) -> Forecaster:
     """Finetune ``backbone`` on ``train_data`` for ``prediction_length`` steps ahead; return a `Forecaster`.
 
     backbone: a module, a backbone config name (``"tiny_moirai"``, the embedded model; ``"toy"``,
@@ -280,7 +280,7 @@ class Forecaster:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, backbone: Any = None, *,
-                        allow_base_mismatch: bool = False) -> "Forecaster":
+                        allow_base_mismatch: bool = False) -> Forecaster:
         """Rebuild a saved forecaster on its recorded base model (or ``backbone``) and load its parameters."""
         from safetensors.torch import load_file
 
