@@ -201,7 +201,11 @@ class Forecaster:
         mean = model.predict(past, horizon)[..., 0]
         if not levels:
             return mean.cpu().numpy(), np.zeros((len(past), 0, horizon))
-        quantiles = model.predict_quantiles(past, horizon, levels)[..., 0]  # ValueError without quantile heads
+        if not getattr(model.config, "quantile_levels", None):
+            raise ValueError(f"quantile_levels={list(levels)}: this forecaster's {model.spec.name} backbone gives point "
+                             "forecasts only; pass quantile_levels=None for the mean alone, or finetune with "
+                             "quantile_levels=(0.1, ..., 0.9) to train quantile heads")
+        quantiles = model.predict_quantiles(past, horizon, levels)[..., 0]  # (items, Q, H)
         return mean.cpu().numpy(), quantiles.cpu().numpy()
 
     def plot(self, data: Any, truth: Any = None, *, item_ids: list[str] | None = None, max_items: int = 4,

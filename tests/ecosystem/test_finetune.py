@@ -29,7 +29,7 @@ def test_finetune_trains_with_the_runner_and_predicts_a_long_frame(toy_forecaste
     first = out[out.item_id == "s0"]
     assert first.timestamp.iloc[0] == pd.Timestamp("2024-01-01") + pd.Timedelta(hours=160)
     assert (first.timestamp.diff().dropna() == pd.Timedelta(hours=1)).all()
-    with pytest.raises(ValueError, match="quantile_levels=\\(0.1"):  # a point backbone without quantile heads
+    with pytest.raises(ValueError, match="point forecasts only; pass quantile_levels=None"):  # no quantile heads
         f.predict_df(long_frame())
     with pytest.raises(ValueError, match="trained on h"):
         f.predict_df(long_frame(freq="D"), quantile_levels=None)
@@ -46,6 +46,14 @@ def test_the_embedded_moirai_gives_sorted_quantile_columns_and_a_plot(tmp_path):
     fig = f.plot(history, truth)
     assert len(fig.axes) == 2 and {t.get_text() for t in fig.axes[0].get_legend().get_texts()} == {
         "context", "truth", "mean", "80%"}
+
+
+def test_a_point_backbone_with_quantile_heads_fills_the_quantile_columns(tmp_path):
+    f = msft.finetune("toy_tiny", long_frame(items=2), H, quantile_levels=[0.1, 0.5, 0.9], max_steps=2, **FAST)
+    out = f.predict_df(long_frame(items=2), quantile_levels=(0.1, 0.9))
+    assert list(out.columns) == ["item_id", "timestamp", "mean", "0.1", "0.9"] and (out["0.9"] >= out["0.1"]).all()
+    loaded = msft.from_pretrained(f.save_pretrained(tmp_path / "q"))
+    pd.testing.assert_frame_equal(loaded.predict_df(long_frame(items=2), quantile_levels=(0.1, 0.9)), out)
 
 
 def test_save_pretrained_and_from_pretrained_round_trip(toy_forecaster, tmp_path):
