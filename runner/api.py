@@ -59,7 +59,8 @@ def finetune(backbone: str | os.PathLike | nn.Module, train_data: Any, predictio
     validation_data: early-stopping data (same formats); by default the last ``validation_windows ×
         prediction_length`` steps of every series are held out of training for it.
     max_steps / time_limit (seconds): stop training earlier than ``max_epochs``.
-    options: training options (`TRAINING_OPTIONS`: ``context_length`` (default up to 512),
+    options: training options (`TRAINING_OPTIONS`: ``context_length`` (default 512; shorter series are
+        left-padded with missing values),
         ``batch_size``, ``lr`` (a number or the runner's dict of ``lr``/``xscale_lr``/``head_lr``/
         ``scale_weight_lr``), ``max_epochs``, ``patience``, ``progress``, ``run_dir`` (checkpoints and
         learning curves; a temporary directory by default), ``peft`` (LoRA settings)) and any
@@ -72,6 +73,8 @@ def finetune(backbone: str | os.PathLike | nn.Module, train_data: Any, predictio
         raise ValueError(f"method={method!r}: expected one of {KINDS}")
     if isinstance(prediction_length, bool) or not isinstance(prediction_length, int) or prediction_length < 1:
         raise ValueError(f"prediction_length={prediction_length!r}: expected a positive integer")
+    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
+        raise ValueError(f"max_steps={max_steps!r}: expected a positive integer or None")
     train = dict(TRAINING_OPTIONS)
     wrap_options = {}
     fields = set(MSFTConfig.__dataclass_fields__)
@@ -103,7 +106,11 @@ def finetune(backbone: str | os.PathLike | nn.Module, train_data: Any, predictio
     steps_per_epoch = len(data.train_dataloader())
     total = max(min(max_steps or 10**9, steps_per_epoch * train["max_epochs"]), 2)
     built = build_model(module, method, prediction_length, options_msft, train["peft"], total, base_options)
-    data.check_context(built.model)
+    try:
+        data.check_context(built.model)
+    except ValueError:
+        msft.unwrap(built.model)  # a module the caller passed is handed back as it came
+        raise
     lr = train["lr"] if isinstance(train["lr"], dict) else {"lr": train["lr"], "scale_weight_lr": 1e-2}
     lightning_module = ForecastModule(built.model, lr, train["weight_decay"], built.tuner)
     record: dict[str, Any] = {}
