@@ -87,8 +87,8 @@ def train(name: str, dataset: str, args) -> tuple[torch.nn.Module, dict]:
     from msft_runner.train import _fit, _plain, build_datamodule
 
     overrides = [f"data={dataset}", f"data.context_length={args.context}", f"data.horizon={args.horizon}",
-                 f"data.batch_size={args.batch_size}", "trainer=cpu", "trainer.max_epochs=2", f"trainer.limit_train_batches={args.steps}",
-                 "trainer.limit_val_batches=8", "trainer.enable_progress_bar=false", f"seed={args.seed}"]
+                 f"data.batch_size={args.batch_size}", f"data.eval_batch_size={args.batch_size}", "trainer=cpu", "trainer.max_epochs=2", f"trainer.limit_train_batches={args.steps}",
+                 "trainer.limit_val_batches=16", "trainer.enable_progress_bar=false", f"seed={args.seed}"]
     if name.startswith("moirai"):
         overrides += ["backbone=tiny_moirai", "method=" + ("zero_shot" if name == "moirai_zero_shot" else "msft")]
     else:
