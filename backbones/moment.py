@@ -159,7 +159,9 @@ def load_moment(name_or_path: str | os.PathLike, forecast_horizon: int | None = 
             "The hub may be unreachable or HF_HUB_OFFLINE=1 set without a cached copy: download the model "
             "where the hub is reachable and pass its local directory, or use build_moment() for random weights."
         ) from err
-    return model
+    from msft.provenance import record_source
+
+    return record_source(model, source)
 
 
 @dataclass

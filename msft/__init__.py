@@ -3,6 +3,11 @@
 ``import msft`` is cheap: it imports nothing heavy (not even torch) until a name is used.
 The data, protocol and experiment subpackages (``msft.data``, ``msft.protocols``,
 ``msft_runner``) are imported only when asked for.
+
+Three names come from the runner package ``msft_runner`` (installed with the ``full`` extra), resolved
+only when used: ``finetune``, ``Forecaster`` and ``from_pretrained``. They turn backbone names into
+loaders and train with the runner's Lightning loop, which the core never imports; the core itself
+(everything under ``msft/``) still imports neither the runner nor a backbone.
 """
 
 from __future__ import annotations
@@ -22,6 +27,10 @@ _EXPORTS = {
     "ScaleTokens": "msft.registry",
     "register_backbone": "msft.registry",
     "registered_backbones": "msft.registry",
+    # the one-call API lives in the runner (it resolves backbone names and trains with Lightning)
+    "finetune": "msft_runner.api",
+    "Forecaster": "msft_runner.api",
+    "from_pretrained": "msft_runner.api",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -48,6 +48,10 @@ class MSFTConfig:
         its activations (less memory, about one more forward of compute), on every backbone; the
         active scale is replayed on recomputation, so gradients are those of the plain forward.
     backbone_options: extra options read by the backbone's spec (documented there).
+    quantile_levels: point backbones only (opt-in): levels in (0, 1), e.g. (0.1, ..., 0.9), each
+        getting its own copy of every scale's head, trained with the pinball loss (added to the
+        point loss) and fused per level; `MSFTModel.predict_quantiles` sorts them so they never
+        cross. Probabilistic backbones (MOIRAI) give quantiles from their sample paths instead.
     """
 
     scales: tuple[int, ...] = (1, 2, 4)
@@ -71,6 +75,7 @@ class MSFTConfig:
     prompt_tokens: int = 0
     gradient_checkpointing: bool = False
     backbone_options: dict[str, Any] = field(default_factory=dict)
+    quantile_levels: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scales", _check_scales(self.scales))
@@ -104,6 +109,8 @@ class MSFTConfig:
         if self.patch_size is not None:
             _check_int("patch_size", self.patch_size, minimum=1)
         _check_int("prompt_tokens", self.prompt_tokens, minimum=0)
+        if self.quantile_levels is not None:
+            object.__setattr__(self, "quantile_levels", _check_levels(self.quantile_levels))
         if not isinstance(self.backbone_options, dict):
             raise ValueError(f"backbone_options={self.backbone_options!r}: expected a dict")
 
@@ -120,6 +127,8 @@ class MSFTConfig:
         out["scales"] = list(self.scales)
         if self.lora_targets is not None:
             out["lora_targets"] = list(self.lora_targets)
+        if self.quantile_levels is not None:
+            out["quantile_levels"] = list(self.quantile_levels)
         return out
 
     @classmethod
@@ -134,6 +143,16 @@ class MSFTConfig:
 def _check_int(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name}={value!r}: expected an integer >= {minimum}")
+
+
+def _check_levels(levels: Any) -> tuple[float, ...]:
+    try:
+        values = tuple(float(q) for q in levels)
+    except (TypeError, ValueError):
+        raise ValueError(f"quantile_levels={levels!r}: expected a sequence of numbers in (0, 1)") from None
+    if not values or not all(0.0 < q < 1.0 for q in values) or list(values) != sorted(set(values)):
+        raise ValueError(f"quantile_levels={levels!r}: expected distinct increasing numbers in (0, 1)")
+    return values
 
 
 def _check_scales(scales: Any) -> tuple[int, ...]:

@@ -9,6 +9,7 @@ weights (DESIGN.md §2).
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,8 @@ from torch.utils.checkpoint import checkpoint
 
 from msft.config import MSFTConfig
 from msft.layers import CrossScaleAggregation, ScaleAdapter, ScaleFusion, ScaleLoRA, ScaleState
-from msft.losses import masked_mse
+from msft.losses import masked_mse, pinball_loss
+from msft.provenance import check_same_base, identity
 from msft.registry import BackboneSpec, Forecast, ScaleTokens, spec_for
 from msft.sampling import downsample, scaled_length, upsample
 
@@ -87,7 +89,14 @@ class MSFTModel(nn.Module):
                 f"prompt_tokens={config.prompt_tokens}: the {self.spec.name} backbone does not support "
                 "prompt_tokens (its spec has no add_prefix); expected prompt_tokens=0"
             )
+        if config.quantile_levels is not None and self.spec.probabilistic:
+            raise ValueError(
+                f"quantile_levels={list(config.quantile_levels)}: the {self.spec.name} backbone is probabilistic and "
+                "gives quantiles from its sample paths (predict_quantiles); expected quantile_levels=None"
+            )
         self.backbone = backbone
+        #: the base model's identity (source, revision, weight fingerprint), saved with the adapter
+        self.base_identity = identity(backbone, self.spec.name)
         self._state = ScaleState()
         self._requires_grad = {name: p.requires_grad for name, p in backbone.named_parameters()}
         self._wrapped: list[str] = []
@@ -120,6 +129,11 @@ class MSFTModel(nn.Module):
             else None
         )
         self.msft_heads = self.spec.build_heads(k)
+        self.msft_quantile_heads = (
+            nn.ModuleList(self._build_quantile_heads(k) for _ in config.quantile_levels)
+            if config.quantile_levels
+            else None
+        )
         # Soft prompts are not identity at init (nothing prepended would be); small values as in
         # prompt tuning, so the frozen backbone starts close to its own behaviour.
         self.msft_prompt = (
@@ -159,9 +173,13 @@ class MSFTModel(nn.Module):
         past_target, past_observed = self._check_past(past_target, past_observed)
         future_target, future_observed = _check_future(future_target, future_observed, past_target)
         horizon = future_target.shape[1]
-        outputs = self._forward(past_target, past_observed, horizon)
+        run = self._run(past_target, past_observed, horizon)
+        outputs = run.outputs
         future = rearrange(future_target, "b t v -> (b v) t")
         future_obs = rearrange(future_observed, "b t v -> (b v) t")
+        quantile_outputs = (
+            self._quantile_outputs(run.hidden, run.tokens, horizon) if self.msft_quantile_heads is not None else None
+        )
         weights = self.fusion_weights
         fused_objective = self.config.fusion_objective == "fused"
         total = past_target.new_zeros(())
@@ -169,6 +187,8 @@ class MSFTModel(nn.Module):
             target, observed = downsample(future, future_obs, scale, side="right")
             weight = weights[idx].detach() if fused_objective else weights[idx]
             total = total + weight * output.loss(target, observed)
+            if quantile_outputs is not None:  # each level's head against the same pooled future
+                total = total + weight * pinball_loss(quantile_outputs[idx], target, observed, self.config.quantile_levels)
         if fused_objective and self.msft_fusion.msft_fusion_logits.requires_grad:
             probabilistic = self.spec.probabilistic
             fused = self._fuse([(out.mean() if probabilistic else out.point()).detach() for out in outputs], horizon)
@@ -220,6 +240,34 @@ class MSFTModel(nn.Module):
         outputs = self._forward(past_target, past_observed, horizon)
         return self._fused_samples(outputs, horizon, past_target.shape[2], num_samples)
 
+    def predict_quantiles(
+        self,
+        past_target: Tensor,
+        horizon: int,
+        quantile_levels=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+        past_observed: Tensor | None = None,
+        num_samples: int = 100,
+    ) -> Tensor:
+        """``(batch, len(quantile_levels), horizon, variate)`` quantile forecasts, non-decreasing in the level.
+
+        Probabilistic backbones: GluonTS's sample quantile (the ``round((S-1) q)``-th order statistic)
+        of ``num_samples`` fused sample paths. Point backbones: the fused quantile heads
+        (``quantile_levels`` in `msft.MSFTConfig`), which must include every requested level.
+        """
+        levels = _check_levels(quantile_levels)
+        if self.spec.probabilistic:
+            samples = self.predict_samples(past_target, horizon, past_observed, num_samples)  # (b, S, H, v)
+            ordered = samples.sort(dim=1).values
+            index = torch.tensor([round((num_samples - 1) * q) for q in levels], device=samples.device)
+            return ordered.index_select(1, index)
+        trained = tuple(getattr(self.config, "quantile_levels", None) or ())
+        if not trained:
+            raise ValueError(
+                f"predict_quantiles: the {self.spec.name} backbone gives point forecasts; wrap it with "
+                "quantile_levels=(0.1, ..., 0.9) to train quantile heads"
+            )
+        return self._predict_head_quantiles(past_target, horizon, levels, trained, past_observed)
+
     def forward(self, past_target: Tensor, horizon: int, past_observed: Tensor | None = None) -> Tensor:
         return self.predict(past_target, horizon, past_observed)
 
@@ -244,7 +292,7 @@ class MSFTModel(nn.Module):
                 groups["xscale"].append(p)
             elif name.startswith("msft_fusion."):
                 groups["fusion"].append(p)
-            elif name.startswith("msft_heads.") or "msft_" not in name:
+            elif name.startswith(("msft_heads.", "msft_quantile_heads.")) or "msft_" not in name:
                 groups["head"].append(p)
             else:
                 groups["lr"].append(p)
@@ -263,9 +311,32 @@ class MSFTModel(nn.Module):
         path.mkdir(parents=True, exist_ok=True)
         tensors = {n: t.detach().cpu().contiguous() for n, t in self.state_dict().items() if "msft_" in n}
         save_file(tensors, str(path / ADAPTER_WEIGHTS), metadata={"format": "pt", "backbone": self.spec.name})
-        meta = {"backbone": self.spec.name, "config": self.config.to_dict()}
+        meta = {"backbone": self.spec.name, "config": self.config.to_dict(), "base": self.base_identity}
         (path / ADAPTER_CONFIG).write_text(json.dumps(meta, indent=2))
         return path
+
+    def save_pretrained(self, path: str | Path, **card: Any) -> Path:
+        """`save_adapter` plus a generated model card (``README.md``); ``card``: optional entries of
+        the card (``data``, ``metrics``, ``command``, ``method``). Load with `msft.from_pretrained`."""
+        from msft.hub import save_pretrained
+
+        return save_pretrained(self, path, **card)
+
+    def push_to_hub(self, repo_id: str, *, token: str | None = None, private: bool | None = None, **card: Any) -> str:
+        """`save_pretrained` into a temporary directory and upload it to the Hugging Face hub repository
+        ``repo_id`` (created if needed); returns the commit URL. Fails fast without network or token."""
+        from msft.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, token=token, private=private, **card)
+
+    def create_predictor(self, prediction_length: int, batch_size: int = 32, num_samples: int = 100,
+                         context_length: int = 512, **options: Any):
+        """A `gluonts.model.Predictor` over this model (see `msft.predictor.MSFTPredictor`): SampleForecasts
+        for probabilistic backbones, QuantileForecasts for point backbones with quantile heads."""
+        from msft.predictor import MSFTPredictor
+
+        return MSFTPredictor(self, prediction_length, batch_size=batch_size, num_samples=num_samples,
+                             context_length=context_length, **options)
 
     # -- internals --------------------------------------------------------------------------------
     def _restore(self) -> None:
@@ -380,6 +451,43 @@ class MSFTModel(nn.Module):
                 outputs.append(self.spec.head(h, t, scaled_length(horizon, scale), idx, self.msft_heads))
         return _Pass(outputs, hidden, tokens, pooled_observed)
 
+    # -- quantile heads (point backbones, ``quantile_levels``) -------------------------------------------
+    def _build_quantile_heads(self, num_scales: int) -> nn.Module:
+        """One level's per-scale heads: a fresh set from the spec's `build_heads`, or, for a backbone
+        whose own output head serves every scale, a trainable copy of it per scale."""
+        heads = self.spec.build_heads(num_scales)
+        if heads is None and self.spec.output_head is not None:
+            own = self.backbone.get_submodule(self.spec.output_head)
+            heads = nn.ModuleList(copy.deepcopy(own) for _ in range(num_scales))
+        if heads is None:
+            raise ValueError(f"quantile_levels: the {self.spec.name} backbone has no head msft can copy per level")
+        return heads.requires_grad_(True)
+
+    def _quantile_outputs(self, hidden: list[Tensor], tokens: list[ScaleTokens], horizon: int) -> list[Tensor]:
+        """Per scale ``(series, levels, ceil(horizon / s))``: every level's heads on the last hidden states."""
+        per_scale = []
+        for idx, (scale, h, t) in enumerate(zip(self.scales, hidden, tokens)):
+            with self._state.use(idx):
+                levels = [
+                    self.spec.head(h, t, scaled_length(horizon, scale), idx, heads).point()
+                    for heads in self.msft_quantile_heads
+                ]
+            per_scale.append(torch.stack(levels, dim=1))
+        return per_scale
+
+    def _predict_head_quantiles(
+        self, past_target: Tensor, horizon: int, levels: tuple[float, ...], trained: tuple[float, ...],
+        past_observed: Tensor | None,
+    ) -> Tensor:
+        missing = sorted(set(levels) - set(trained))
+        if missing:
+            raise ValueError(f"quantile_levels {missing}: this model's quantile heads were trained for {list(trained)}")
+        past_target, past_observed = self._check_past(past_target, past_observed)
+        run = self._run(past_target, past_observed, horizon)
+        fused = self._fuse(self._quantile_outputs(run.hidden, run.tokens, horizon), horizon).sort(dim=1).values  # (series, Q, H)
+        fused = fused[:, [trained.index(q) for q in levels]]
+        return rearrange(fused, "(b v) q t -> b q t v", v=past_target.shape[2])
+
     def _layer_runner(self, tokens: list[ScaleTokens]):
         """How one layer runs over all scales: per block, or concatenated with a joint aux (a masked one,
         or the spec's `join_blocks` whose `run_layer` attends within each block itself)."""
@@ -445,8 +553,11 @@ def unwrap(model: MSFTModel) -> nn.Module:
     return model.backbone
 
 
-def load_adapter(backbone: nn.Module, path: str | Path) -> MSFTModel:
-    """Wrap ``backbone`` with the options saved in ``path`` and load the saved msft parameters."""
+def load_adapter(backbone: nn.Module, path: str | Path, *, allow_base_mismatch: bool = False) -> MSFTModel:
+    """Wrap ``backbone`` with the options saved in ``path`` and load the saved msft parameters.
+
+    The adapter records its base model's weight fingerprint (`msft.provenance`): a backbone with
+    other weights raises ``ValueError`` unless ``allow_base_mismatch=True``."""
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -473,8 +584,24 @@ def load_adapter(backbone: nn.Module, path: str | Path) -> MSFTModel:
             f"adapter {path} does not fit this backbone: missing {missing}, unexpected {unexpected}, "
             f"shape mismatches {mismatched}"
         )
+    if not allow_base_mismatch:
+        try:
+            check_same_base(meta.get("base"), model.base_identity, f"adapter {path}")
+        except ValueError:
+            unwrap(model)
+            raise
     model.load_state_dict(tensors, strict=False)
     return model
+
+
+def _check_levels(levels: Any) -> tuple[float, ...]:
+    try:
+        levels = tuple(float(q) for q in levels)
+    except TypeError:
+        raise ValueError(f"quantile_levels={levels!r}: expected a sequence of numbers in (0, 1)") from None
+    if not levels or not all(0.0 < q < 1.0 for q in levels):
+        raise ValueError(f"quantile_levels={levels!r}: expected a non-empty sequence of numbers in (0, 1)")
+    return levels
 
 
 def _check_series(name: str, target: Any, observed: Any, observed_name: str) -> tuple[Tensor, Tensor]:

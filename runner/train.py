@@ -59,7 +59,8 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | Non
     data.setup("fit")
     backbone, wrap_options = build_backbone(cfg.backbone)
     if protocol == "pf":
-        _check_probabilistic(backbone, names.get("backbone"))
+        quantiles = (_plain(cfg.method.get("options")) or {}).get("quantile_levels") or wrap_options.get("quantile_levels")
+        _check_probabilistic(backbone, names.get("backbone"), quantiles)
     method = cfg.method
     total_steps = _planned_steps(cfg, len(data.train_dataloader()))
     built = build_model(backbone, method.kind, cfg.data.horizon, _plain(method.get("options")),
@@ -95,14 +96,16 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | Non
     return record
 
 
-def _check_probabilistic(backbone: torch.nn.Module, name: str | None) -> None:
-    """PF metrics score sample paths: fail before training when the backbone gives point forecasts only."""
+def _check_probabilistic(backbone: torch.nn.Module, name: str | None, quantile_levels: Any = None) -> None:
+    """PF metrics score distributions: fail before training when the backbone gives point forecasts only
+    (a point backbone with msft quantile heads, ``quantile_levels``, is scored through its quantiles)."""
     from msft.registry import spec_for
 
     spec = spec_for(backbone)
-    if not spec.probabilistic:
+    if not spec.probabilistic and not quantile_levels:
         raise ValueError(f"backbone {name or spec.name!r} ({spec.name}) gives point forecasts only; the PF protocol "
-                         f"(data.protocol=pf) scores sample paths and needs a probabilistic backbone (MOIRAI)")
+                         f"(data.protocol=pf) scores sample paths and needs a probabilistic backbone (MOIRAI), or "
+                         f"quantile heads: method=msft +method.options.quantile_levels=[0.1,0.2,...,0.9]")
 
 
 def build_datamodule(data: DictConfig, seed: int = 0):
@@ -193,10 +196,16 @@ def _evaluate(cfg: DictConfig, model, data) -> dict[str, Any]:
     start = time.perf_counter()
     if cfg.data.get("protocol", "lsf") == "pf":
         def sample(past, horizon, num_samples):  # evaluate_pf hands CPU tensors
+            if not model.spec.probabilistic:  # quantile heads: paths whose sample quantiles are the heads'
+                levels, shape = model.config.quantile_levels, (num_samples, horizon, past.shape[2])
+                return forecaster._sharded(past.to(device), shape, lambda part: quantile_paths(
+                    model.predict_quantiles(part, horizon, levels), levels, num_samples)).cpu()
             return forecaster.predict_samples(past.to(device), horizon, num_samples=num_samples).cpu()
 
+        # 101 paths put GluonTS's sample quantile round((S-1) q) exactly on every level 0.01, ..., 0.99
+        num_samples = cfg.data.num_samples if model.spec.probabilistic else 101
         result = evaluate_pf(sample, data.data.frame, horizon=cfg.data.horizon, windows=cfg.data.windows,
-                             context_length=cfg.data.context_length, num_samples=cfg.data.num_samples,
+                             context_length=cfg.data.context_length, num_samples=num_samples,
                              seasonality=cfg.data.seasonality, batch_size=cfg.data.eval_batch_size)
         result["windows"] = len(data.splits["test"])
     else:
@@ -204,6 +213,19 @@ def _evaluate(cfg: DictConfig, model, data) -> dict[str, Any]:
                               batch_size=cfg.data.eval_batch_size, device=device)
     result["windows_per_process"] = forecaster.rows_per_rank()  # sums to `windows`: each scored once
     return {**result, "eval_seconds": round(time.perf_counter() - start, 2)}
+
+
+def quantile_paths(quantiles: torch.Tensor, levels: Any, num_samples: int) -> torch.Tensor:
+    """``(batch, levels, H, V)`` quantiles -> ``(batch, num_samples, H, V)`` paths: path j is the quantile
+    function at ``j / (num_samples - 1)``, linear between the levels and flat beyond the outer ones, so
+    the paths' sample quantiles at the levels are the given quantiles (CRPS over them exact; MSIS's
+    2.5/97.5% interval falls back to the outer levels)."""
+    grid = torch.linspace(0, 1, num_samples, dtype=torch.float64, device=quantiles.device)
+    levels = torch.as_tensor(levels, dtype=torch.float64, device=quantiles.device)
+    upper = torch.searchsorted(levels, grid).clamp(1, len(levels) - 1)  # (S,)
+    lo, hi = levels[upper - 1], levels[upper]
+    weight = ((grid - lo) / (hi - lo)).clamp(0, 1).to(quantiles.dtype)[None, :, None, None]
+    return quantiles[:, upper - 1] * (1 - weight) + quantiles[:, upper] * weight
 
 
 def _trainer_arguments(cfg: DictConfig) -> dict[str, Any]:

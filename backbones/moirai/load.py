@@ -43,10 +43,14 @@ def load_moirai(
     """
     from uni2ts.model.moirai import MoiraiModule
 
-    directory = _local_directory(source) or _download(str(source), revision, cache_dir, timeout, endpoint)
+    from msft.provenance import record_source
+
+    local = _local_directory(source)
+    directory = local or _download(str(source), revision, cache_dir, timeout, endpoint)
     module = MoiraiModule.from_pretrained(str(directory))
     module.eval()
-    return module
+    # hub snapshots live in .../snapshots/<commit>/: that commit is the revision actually loaded
+    return record_source(module, str(source), revision if local else (revision or directory.name))
 
 
 def moirai_from_config(config: dict[str, Any] | str | Path, seed: int | None = None):
@@ -87,7 +91,9 @@ def load_tiny_moirai():
     missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (TINY_MOIRAI_DIR / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{TINY_MOIRAI_DIR} lacks {missing}: the installation is incomplete")
-    return load_moirai(TINY_MOIRAI_DIR)
+    from msft.provenance import record_source
+
+    return record_source(load_moirai(TINY_MOIRAI_DIR), "tiny_moirai")
 
 
 def _read_config(config: dict[str, Any] | str | Path) -> dict[str, Any]:

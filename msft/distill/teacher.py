@@ -257,7 +257,8 @@ def load_teacher(path: str | Path) -> nn.Module:
     meta = json.loads((path / TEACHER_CONFIG).read_text())
     module_name, _, class_name = meta["class"].rpartition(".")
     backbone = getattr(importlib.import_module(module_name), class_name)(**meta["config"])
-    model = load_adapter(backbone, path / TEACHER_ADAPTER)
+    # the backbone is built with fresh weights; the teacher's own are loaded right below
+    model = load_adapter(backbone, path / TEACHER_ADAPTER, allow_base_mismatch=True)
     missing, unexpected = model.load_state_dict(load_file(str(path / TEACHER_BACKBONE)), strict=False)
     missing = [n for n in missing if "msft_" not in n]
     if missing or unexpected:

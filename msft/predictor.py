@@ -1,0 +1,128 @@
+"""A GluonTS `Predictor` over an `msft.MSFTModel`, so GluonTS (and GIFT-Eval) evaluation runs on it unchanged.
+
+    predictor = model.create_predictor(prediction_length=24)
+    forecasts = list(predictor.predict(test_data.input))       # one Forecast per entry
+    gluonts.model.evaluate_model(predictor, test_data=test_data, metrics=[MSE(), MeanWeightedSumQuantileLoss(...)])
+
+Entries are GluonTS data entries: ``target`` of shape ``(time,)`` or ``(variate, time)``, ``start`` a
+``pandas.Period``, optional ``item_id``; any other field is ignored. Missing values are NaN. Each
+variate is forecast on its own (channel independence, as msft does everywhere); series are
+left-padded with NaN (unobserved) or cut to their last ``context_length`` steps, so entries of any
+length share a batch. What comes out depends on the backbone:
+
+- probabilistic (MOIRAI): `SampleForecast` of the fused sample paths (``num_samples``);
+- point backbone with quantile heads (``quantile_levels`` in `msft.MSFTConfig`): `QuantileForecast`
+  with the model's levels and the point forecast as ``"mean"``;
+- point backbone without them: `SampleForecast` with the point forecast as its single path (its
+  mean and every quantile are the point forecast).
+
+gluonts is imported when a predictor is created, never by ``import msft``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from gluonts.model.forecast import Forecast, QuantileForecast, SampleForecast
+from gluonts.model.predictor import Predictor
+
+
+class MSFTPredictor(Predictor):
+    """``predict(dataset)`` yields one GluonTS `Forecast` per entry, in order (see the module docstring)."""
+
+    def __init__(self, model: Any, prediction_length: int, *, batch_size: int = 32, num_samples: int = 100,
+                 context_length: int = 512, device: str | torch.device | None = None, freq: str | None = None):
+        for name, value in (("prediction_length", prediction_length), ("batch_size", batch_size),
+                            ("num_samples", num_samples), ("context_length", context_length)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r}: expected a positive integer")
+        super().__init__(prediction_length=prediction_length)
+        self.model, self.batch_size, self.num_samples = model, batch_size, num_samples
+        self.context_length, self.freq = context_length, freq
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.quantile_levels = tuple(getattr(model.config, "quantile_levels", None) or ())
+        self.kind = "sample" if model.spec.probabilistic else ("quantile" if self.quantile_levels else "point")
+
+    def predict(self, dataset: Iterable[dict[str, Any]], **kwargs: Any) -> Iterator[Forecast]:
+        batch: list[dict[str, Any]] = []
+        for entry in dataset:
+            batch.append(entry)
+            if len(batch) == self.batch_size:
+                yield from self._predict_batch(batch)
+                batch = []
+        if batch:
+            yield from self._predict_batch(batch)
+
+    # -- internals --------------------------------------------------------------------------------
+    def _predict_batch(self, entries: list[dict[str, Any]]) -> Iterator[Forecast]:
+        rows, dims = [], []
+        for entry in entries:
+            target = _target_of(entry)  # (variate, time)
+            dims.append(target.shape[0])
+            rows.extend(self._context(row, entry) for row in target)
+        past = torch.as_tensor(np.stack(rows), dtype=torch.float32, device=self.device)[..., None]  # (rows, L, 1)
+        outputs = self._forecast(past)  # (rows, k, H): samples, quantile levels (+ mean) or the point
+        start = 0
+        for entry, dim in zip(entries, dims):
+            block = outputs[start:start + dim]  # (variate, k, H)
+            start += dim
+            univariate = np.ndim(entry["target"]) == 1
+            array = block[0] if univariate else np.moveaxis(block, 0, -1)  # (k, H) or (k, H, variate)
+            yield self._to_forecast(array, entry)
+
+    def _context(self, row: np.ndarray, entry: dict[str, Any]) -> np.ndarray:
+        """The last ``context_length`` steps of one variate, NaN-padded on the left."""
+        row = np.where(np.isfinite(row), row, np.nan)[-self.context_length:]  # +-inf count as missing
+        if not np.isfinite(row).any():
+            raise ValueError(f"item {entry.get('item_id')!r}: a target variate has no finite value; "
+                             "expected at least one observed point to forecast from")
+        return np.concatenate([np.full(self.context_length - len(row), np.nan, np.float32), row])
+
+    @torch.no_grad()
+    def _forecast(self, past: torch.Tensor) -> np.ndarray:
+        model, horizon = self.model, self.prediction_length
+        was_training = model.training
+        model.eval()
+        try:
+            if self.kind == "sample":
+                out = model.predict_samples(past, horizon, num_samples=self.num_samples)[..., 0]  # (rows, S, H)
+            elif self.kind == "quantile":
+                quantiles = model.predict_quantiles(past, horizon, self.quantile_levels)[..., 0]  # (rows, Q, H)
+                mean = model.predict(past, horizon)[..., 0][:, None]  # (rows, 1, H)
+                out = torch.cat([quantiles, mean], dim=1)
+            else:
+                out = model.predict(past, horizon)[..., 0][:, None]  # (rows, 1, H)
+        finally:
+            model.train(was_training)
+        return out.float().cpu().numpy()
+
+    def _to_forecast(self, array: np.ndarray, entry: dict[str, Any]) -> Forecast:
+        start = entry["start"]
+        if not isinstance(start, pd.Period):
+            if self.freq is None:
+                raise ValueError(f"item {entry.get('item_id')!r}: start={start!r} is not a pandas.Period; pass "
+                                 "freq= to create_predictor (or use a GluonTS dataset, which converts it)")
+            start = pd.Period(start, freq=self.freq)
+        start = start + np.shape(entry["target"])[-1]  # the period after the last observation
+        item_id = entry.get("item_id")
+        if self.kind == "quantile":
+            keys = [str(q) for q in self.quantile_levels] + ["mean"]
+            return QuantileForecast(array, start_date=start, forecast_keys=keys, item_id=item_id)
+        return SampleForecast(array, start_date=start, item_id=item_id)
+
+
+def _target_of(entry: dict[str, Any]) -> np.ndarray:
+    """``entry["target"]`` as float32 ``(variate, time)``; ValueError naming the item otherwise."""
+    if "target" not in entry or "start" not in entry:
+        raise ValueError(f"data entry with keys {sorted(entry)}: expected at least 'target' and 'start'")
+    target = np.asarray(entry["target"], dtype=np.float32)
+    if target.ndim == 1:
+        target = target[None]
+    if target.ndim != 2 or target.shape[-1] == 0:
+        raise ValueError(f"item {entry.get('item_id')!r}: target has shape {np.shape(entry['target'])}; "
+                         "expected (time,) or (variate, time) with at least one step")
+    return target
