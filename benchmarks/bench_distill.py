@@ -1,6 +1,6 @@
 """Teacher vs distilled MLP student vs the same student without distillation, ETTh1 / ETTm1, H=96.
 
-    MSFT_DATA_DIR=/work/shared/data python benchmarks/bench_distill.py --out results/distill
+    MSFT_DATA_DIR=../shared/data python benchmarks/bench_distill.py --out results/distill
 
 The teacher is the toy backbone **trained here from scratch** on the dataset's train split (no
 pretrained TSFM weights are available offline), then wrapped with ``msft.wrap(..., scales=[1, 2, 4])``
@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import msft  # noqa: E402
-from backbones.toy import ToyForecaster  # noqa: E402
+from msft_backbones.toy import ToyForecaster  # noqa: E402
 from msft.data import prepare_lsf  # noqa: E402
 from msft.distill import DistillConfig, save_teacher  # noqa: E402
 from msft.distill.run import markdown_table, measure_throughput, run_distill  # noqa: E402

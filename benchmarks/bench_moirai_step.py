@@ -42,7 +42,7 @@ VARIANTS = (FULL, LORA, *MSFT_VARIANTS)
 
 def build_variants(config: Path, patch: int, only: str | None = None):
     import msft
-    from backbones.moirai import moirai_from_config, pack_series
+    from msft_backbones.moirai import moirai_from_config, pack_series
     from peft import LoraConfig, get_peft_model
 
     pristine = moirai_from_config(config, seed=0)

@@ -46,7 +46,7 @@ def worker(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     import msft
-    from backbones.moment import build_moment
+    from msft_backbones.moment import build_moment
 
     model = build_moment(args.size, forecast_horizon=args.horizon)
     model.train()

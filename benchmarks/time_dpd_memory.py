@@ -3,7 +3,7 @@
 Regenerate: ``HF_HUB_OFFLINE=1 python benchmarks/time_dpd_memory.py`` (writes results/time_dpd/memory.{md,json}).
 
 Nothing is downloaded. Parameters are counted exactly on the meta device from the real model
-classes built with the 7B config values (`backbones.time_dpd.DEEPSEEK_R1_DISTILL_QWEN_7B`).
+classes built with the 7B config values (`msft_backbones.time_dpd.DEEPSEEK_R1_DISTILL_QWEN_7B`).
 Activation memory is *measured*: the real Time-DPD forward + backward runs on CPU with random
 weights at the full 7B width, once with 1 and once with 2 decoder layers, and every tensor autograd
 saves for the backward pass is summed (once per storage, model weights excluded); the difference is
@@ -27,9 +27,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import msft  # noqa: E402
-from backbones.time_dpd import TimeDPD, TimeDPDConfig, default_llm_config  # noqa: E402
-from backbones.time_dpd.model import DEFAULT_SOFT_PROMPT  # noqa: E402
-from backbones.time_dpd.prompt import TEMPLATE  # noqa: E402
+from msft_backbones.time_dpd import TimeDPD, TimeDPDConfig, default_llm_config  # noqa: E402
+from msft_backbones.time_dpd.model import DEFAULT_SOFT_PROMPT  # noqa: E402
+from msft_backbones.time_dpd.prompt import TEMPLATE  # noqa: E402
 
 GiB = 1024**3
 SCALES = [1, 2, 4]

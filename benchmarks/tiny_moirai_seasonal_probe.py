@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from backbones.moirai import load_moirai
-    from msft.pretrained import TINY_MOIRAI_DIR
+    from msft_backbones.moirai import load_moirai
+    from msft_backbones.moirai import TINY_MOIRAI_DIR
 
     checkpoints = args.checkpoint or [Path(TINY_MOIRAI_DIR)]
     results = {}

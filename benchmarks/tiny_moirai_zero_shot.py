@@ -1,7 +1,7 @@
 """Zero-shot LSF numbers of tiny MOIRAI checkpoints against last-value and seasonal-naive baselines,
 at several contexts and, for the multi-scale probe, on each dataset's series pooled by 2 and 4.
 
-    MSFT_DATA_DIR=/work/shared/data python -m benchmarks.tiny_moirai_zero_shot \\
+    MSFT_DATA_DIR=../shared/data python -m benchmarks.tiny_moirai_zero_shot \\
         --checkpoint new=DIR --checkpoint current=DIR --contexts 512 2048 --patch-sizes 32 64
 
 LSF protocol (as msft.protocols.evaluate_lsf): S mode (each channel its own series), H=96, the whole
@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"--patch-sizes {args.patch_sizes}: expected one per context {args.contexts}")
     torch.set_num_threads(args.threads)
 
-    from backbones.moirai import load_moirai
-    from msft.pretrained import TINY_MOIRAI_DIR
+    from msft_backbones.moirai import load_moirai
+    from msft_backbones.moirai import TINY_MOIRAI_DIR
 
     checkpoints = dict(item.split("=", 1) for item in (args.checkpoint or [f"current={TINY_MOIRAI_DIR}"]))
     path = args.out / f"{args.name}.json"
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def write_results(args, argv, checkpoints: dict, results: dict) -> None:
-    command = ("MSFT_DATA_DIR=/work/shared/data python -m benchmarks.tiny_moirai_zero_shot "
+    command = ("MSFT_DATA_DIR=../shared/data python -m benchmarks.tiny_moirai_zero_shot "
                + " ".join(argv if argv is not None else sys.argv[1:]))
     models = list(checkpoints)
     header = (["dataset", "context", "scale", "H"] + [f"{m} MSE" for m in models] + ["last value MSE", "seasonal naive MSE"]

@@ -2,7 +2,7 @@
 
 ``import msft`` is cheap: it imports nothing heavy (not even torch) until a name is used.
 The data, protocol and experiment subpackages (``msft.data``, ``msft.protocols``,
-``msft.experiments``) are imported only when asked for.
+``msft_runner``) are imported only when asked for.
 """
 
 from __future__ import annotations

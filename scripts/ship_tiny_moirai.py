@@ -2,8 +2,8 @@
 
     python scripts/ship_tiny_moirai.py --run runs/tiny_moirai
 
-Copies ``<run>/model/{config.json, model.safetensors}`` to ``msft/pretrained/tiny_moirai/`` and
-writes ``README.md`` there from the train logs of every stage (``msft/pretrained/tiny_moirai_train_logs/
+Copies ``<run>/model/{config.json, model.safetensors}`` to ``backbones/moirai/tiny_moirai/`` and
+writes ``README.md`` there from the train logs of every stage (``backbones/moirai/tiny_moirai_train_logs/
 stageN.json``; the run's ``train_log.json`` is appended as the next stage) and, when present,
 ``results/pretrained/zero_shot.json`` and ``results/pretrained/seasonal_probe.json``.
 """
@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGET = ROOT / "msft" / "pretrained" / "tiny_moirai"
+TARGET = ROOT / "backbones" / "moirai" / "tiny_moirai"
 RESULTS = ROOT / "results" / "pretrained"
 
 
@@ -130,7 +130,7 @@ def card(stages: list[dict], size_bytes: int, n_params: int) -> str:
         "A small uni2ts `MoiraiModule` pretrained **from scratch on synthetic series only** so that msft's",
         "main job, tests and tables finetune a real pretrained MOIRAI without any download. It is an",
         "ordinary MOIRAI checkpoint directory: `MoiraiModule.from_pretrained(dir)`,",
-        "`backbones.moirai.load_moirai(dir)` and `msft.pretrained.load_tiny_moirai()` all read it.",
+        "`msft_backbones.moirai.load_moirai(dir)` and `msft_backbones.moirai.load_tiny_moirai()` all read it.",
         "",
         "## Architecture",
         "",

@@ -74,6 +74,20 @@ def moirai_from_config(config: dict[str, Any] | str | Path, seed: int | None = N
 
 # Published geometries shipped with msft (config.json only, no weights), usable by name.
 GEOMETRY_DIR = Path(__file__).resolve().parent / "geometry"
+#: msft's embedded pretrained MOIRAI (config.json, model.safetensors, README.md model card).
+TINY_MOIRAI_DIR = Path(__file__).resolve().parent / "tiny_moirai"
+
+
+def load_tiny_moirai():
+    """The embedded tiny MOIRAI (pretrained on synthetic series only) as a `MoiraiModule` in eval mode.
+
+    It is an ordinary MOIRAI checkpoint directory, loaded by `load_moirai` like any other; the model
+    card (``TINY_MOIRAI_DIR / "README.md"``) has its recipe and zero-shot numbers.
+    """
+    missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (TINY_MOIRAI_DIR / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{TINY_MOIRAI_DIR} lacks {missing}: the installation is incomplete")
+    return load_moirai(TINY_MOIRAI_DIR)
 
 
 def _read_config(config: dict[str, Any] | str | Path) -> dict[str, Any]:

@@ -3,10 +3,10 @@
 Importing this package registers the ``time_dpd`` backbone spec with msft.
 """
 
-from backbones.time_dpd.llm import DEEPSEEK_R1_DISTILL_QWEN_7B, default_llm_config
-from backbones.time_dpd.model import DEFAULT_LLM, RevIN, TimeDPD, TimeDPDConfig
-from backbones.time_dpd.prompt import PromptStatistics, format_prompt, prompt_statistics
-from backbones.time_dpd.spec import TimeDPDSpec
+from msft_backbones.time_dpd.llm import DEEPSEEK_R1_DISTILL_QWEN_7B, default_llm_config
+from msft_backbones.time_dpd.model import DEFAULT_LLM, RevIN, TimeDPD, TimeDPDConfig
+from msft_backbones.time_dpd.prompt import PromptStatistics, format_prompt, prompt_statistics
+from msft_backbones.time_dpd.spec import TimeDPDSpec
 
 __all__ = [
     "DEEPSEEK_R1_DISTILL_QWEN_7B",

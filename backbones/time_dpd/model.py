@@ -25,8 +25,8 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from backbones.time_dpd import llm as llm_lib
-from backbones.time_dpd.prompt import format_prompt, prompt_statistics
+from msft_backbones.time_dpd import llm as llm_lib
+from msft_backbones.time_dpd.prompt import format_prompt, prompt_statistics
 from msft.losses import masked_mse
 
 DEFAULT_LLM = "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"

@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from backbones.time_dpd import llm as llm_lib
-from backbones.time_dpd.model import FlattenHead, TimeDPD, TimeDPDAux
+from msft_backbones.time_dpd import llm as llm_lib
+from msft_backbones.time_dpd.model import FlattenHead, TimeDPD, TimeDPDAux
 from msft.losses import masked_mse
 from msft.registry import BackboneSpec, ScaleTokens, register_backbone
 

@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from backbones.time_dpd.model import DEFAULT_SOFT_PROMPT, TimeDPD, TimeDPDConfig
-from backbones.time_dpd.prompt import TEMPLATE
+from msft_backbones.time_dpd.model import DEFAULT_SOFT_PROMPT, TimeDPD, TimeDPDConfig
+from msft_backbones.time_dpd.prompt import TEMPLATE
 
 LLM_KINDS = ("qwen2", "llama", "gpt2")
 

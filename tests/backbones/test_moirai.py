@@ -16,9 +16,9 @@ import torch
 from einops import rearrange
 
 import msft
-from backbones import moirai as moirai_backbone
-from backbones.moirai import HubUnreachableError, load_moirai, moirai_from_config, pack_series
-from backbones.moirai.load import GEOMETRY_DIR
+from msft_backbones import moirai as moirai_backbone
+from msft_backbones.moirai import HubUnreachableError, load_moirai, moirai_from_config, pack_series
+from msft_backbones.moirai.load import GEOMETRY_DIR
 
 pytest.importorskip("uni2ts")
 from uni2ts.loss.packed import PackedNLLLoss  # noqa: E402

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import msft
-from backbones.moment import MomentSpec, build_moment, load_moment, moment_config
+from msft_backbones.moment import MomentSpec, build_moment, load_moment, moment_config
 
 HORIZON = 24
 TINY_T5 = {"d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 2, "num_heads": 4, "vocab_size": 8}

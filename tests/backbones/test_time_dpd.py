@@ -13,9 +13,9 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen2Model
 
 import msft
-from backbones.time_dpd import TimeDPD, TimeDPDConfig, default_llm_config, format_prompt, prompt_statistics
-from backbones.time_dpd.model import RevIN
-from backbones.time_dpd.tiny import tiny_llm, tiny_tokenizer
+from msft_backbones.time_dpd import TimeDPD, TimeDPDConfig, default_llm_config, format_prompt, prompt_statistics
+from msft_backbones.time_dpd.model import RevIN
+from msft_backbones.time_dpd.tiny import tiny_llm, tiny_tokenizer
 from msft.layers import ScaleAdapter, ScaleLoRA
 from msft.sampling import downsample
 

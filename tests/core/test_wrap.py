@@ -7,7 +7,7 @@ import torch
 from safetensors import safe_open
 
 import msft
-from backbones.toy import ToyForecaster
+from msft_backbones.toy import ToyForecaster
 
 HORIZON = 24
 

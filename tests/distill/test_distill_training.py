@@ -10,7 +10,7 @@ import torch
 from einops import rearrange
 
 import msft
-from backbones.toy import ToyForecaster
+from msft_backbones.toy import ToyForecaster
 from msft.data import Windows
 from msft.distill import (
     DistillConfig,

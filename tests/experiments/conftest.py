@@ -50,6 +50,6 @@ def small_csv(path: Path, rows: int = 600, columns: int = 2, seed: int = 0) -> P
 def cli(*args: str, cwd: Path, env_extra=None):
     import subprocess
 
-    env = dict(os.environ, PYTHONPATH=str(REPO), **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "msft.experiments.cli", *args], cwd=cwd, env=env,
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "msft_runner.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)

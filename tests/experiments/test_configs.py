@@ -8,8 +8,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from msft.experiments.methods import IDENTITY, KINDS, build_model
-from msft.experiments.train import TRAINER_EXTRAS
+from msft_runner.methods import IDENTITY, KINDS, build_model
+from msft_runner.train import TRAINER_EXTRAS
 
 from .conftest import CONFIG_DIR, TINY, compose
 
@@ -18,8 +18,8 @@ GROUPS = {group: sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
 
 
 def test_default_config_is_the_main_job():
-    cfg = compose()
-    assert cfg.data.name == "ETTh1" and cfg.data.horizon == 96 and cfg.experiment == "main"
+    cfg = compose()  # the main job is the default config named experiment=main (scripts/main.sh)
+    assert cfg.data.name == "ETTh1" and cfg.data.horizon == 96 and cfg.experiment == "default"
     hydra = compose(["hydra.mode=MULTIRUN"])  # composes with its hydra section too
     assert hydra.method.kind == "msft"
 
@@ -49,7 +49,7 @@ def _builder_accepts_its_keys(cfg):
 @pytest.mark.parametrize("name", GROUPS["backbone"])
 def test_backbone_configs_instantiate(name):
     import msft
-    from msft.experiments.backbones import build_backbone
+    from msft_runner.backbones import build_backbone
 
     cfg = compose([f"backbone={name}", *OFFLINE.get(name, [])])
     _builder_accepts_its_keys(cfg)

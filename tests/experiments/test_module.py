@@ -3,8 +3,8 @@
 import torch
 
 import msft
-from backbones.toy import ToyForecaster
-from msft.experiments.module import ForecastModule
+from msft_backbones.toy import ToyForecaster
+from msft_runner.module import ForecastModule
 
 
 def batch(rows=4, context=32, horizon=8):

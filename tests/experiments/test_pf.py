@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from msft.data import rolling_windows
-from msft.experiments.pf_data import PFSplit
-from msft.experiments.results import collect, write_tables
-from msft.experiments.train import run
+from msft_runner.pf_data import PFSplit
+from msft_runner.results import collect, write_tables
+from msft_runner.train import run
 
 from .conftest import compose
 
@@ -86,7 +86,7 @@ def test_results_keep_lsf_and_pf_tables_apart():
     lsf = {"status": "ok", "backbone": "b", "dataset": "ETTh1", "horizon": 96, "method": "msft", "mse": 0.4, "mae": 0.5}
     pf = {"status": "ok", "protocol": "pf", "backbone": "b", "dataset": "pf_solar", "horizon": 24, "method": "msft",
           "crps": 0.3, "mase": 1.2}
-    from msft.experiments.results import markdown_table
+    from msft_runner.results import markdown_table
 
     alone = markdown_table([lsf])
     both = markdown_table([lsf, pf])

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from msft.experiments.module import Interrupted
-from msft.experiments.train import run
+from msft_runner.module import Interrupted
+from msft_runner.train import run
 
 from .conftest import TINY, cli, compose, small_csv
 
@@ -52,7 +52,7 @@ def test_user_csv_trains_and_evaluates(tmp_path):
     assert (tmp_path / "run" / "adapter" / "adapter.safetensors").exists()
     assert "horizon: 8" in (tmp_path / "run" / "config.yaml").read_text()
     # The saved run loads back for inference and reproduces its test metrics.
-    from msft.experiments.inference import load_run
+    from msft_runner.inference import load_run
     from msft.protocols import evaluate_lsf
 
     again = evaluate_lsf(load_run(tmp_path / "run"), path, 8, 32, "S", targets=["x0", "x2"])

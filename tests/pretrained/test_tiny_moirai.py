@@ -18,7 +18,7 @@ import torch
 
 pytest.importorskip("uni2ts")
 
-from msft.pretrained import TINY_MOIRAI_DIR, load_tiny_moirai  # noqa: E402
+from msft_backbones.moirai import TINY_MOIRAI_DIR, load_tiny_moirai  # noqa: E402
 
 REFERENCE = Path(__file__).with_name("tiny_moirai_reference.json")
 CONTEXT, HORIZON, PATCH = 512, 96, 32
@@ -150,10 +150,10 @@ def test_continues_a_clean_daily_cycle(module):
     assert model_mse < 0.25 * mean_mse, (model_mse, mean_mse)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("backbones.moirai") is None, reason="MOIRAI backbone spec not present")
+@pytest.mark.skipif(importlib.util.find_spec("msft_backbones.moirai") is None, reason="MOIRAI backbone spec not present")
 def test_loads_through_the_moirai_backbone_loader_and_wraps_to_the_same_forecast(module):
     import msft
-    from backbones.moirai import load_moirai
+    from msft_backbones.moirai import load_moirai
 
     loaded = load_moirai(TINY_MOIRAI_DIR)
     for (name, a), b in zip(module.state_dict().items(), loaded.state_dict().values()):

@@ -7,9 +7,9 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 import msft
-from msft.experiments.backbones import build_backbone
-from msft.experiments.methods import build_model
-from msft.experiments.module import ForecastModule
+from msft_runner.backbones import build_backbone
+from msft_runner.methods import build_model
+from msft_runner.module import ForecastModule
 
 
 def load_run(run_dir: str | Path) -> msft.MSFTModel:

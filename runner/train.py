@@ -21,9 +21,9 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from msft.experiments.backbones import build_backbone
-from msft.experiments.methods import build_model
-from msft.experiments.module import EpochSeed, EpochShuffledBatches, ForecastModule, StopAt
+from msft_runner.backbones import build_backbone
+from msft_runner.methods import build_model
+from msft_runner.module import EpochSeed, EpochShuffledBatches, ForecastModule, StopAt
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | Non
     if method.kind in ("msft", "prompt_tuning"):  # the adapter holds msft's parameters (and the prompt)
         model.save_adapter(run_dir / "adapter")
     if cfg.plots:
-        from msft.experiments.plots import plot_run
+        from msft_runner.plots import plot_run
 
         plot_run(run_dir, model, data, record)
     write_json_atomic(run_dir / METRICS, record)
@@ -96,7 +96,7 @@ def build_datamodule(data: DictConfig, seed: int = 0):
     """The data module of a data config (LSF, or PF when ``data.protocol`` is "pf"), with training
     batches shuffled per (seed, epoch)."""
     from msft.data.datamodule import LSFDataModule
-    from msft.experiments.pf_data import PFDataModule
+    from msft_runner.pf_data import PFDataModule
 
     class Seeded:
         def train_dataloader(self) -> DataLoader:

@@ -1,4 +1,4 @@
-"""``msft-train``: the Hydra app. Every job runs `msft.experiments.train.run` in its own run directory.
+"""``msft-train``: the Hydra app. Every job runs `msft_runner.train.run` in its own run directory.
 
 A failed job is caught, written as ``metrics.json`` with ``status: failed`` and the error, and the
 sweep goes on; at the end of a sweep `ResultsTable` prints the comparison table, lists failures,
@@ -7,6 +7,7 @@ and writes ``results/<experiment>.{md,csv}``; the command exits 1 if any job fai
 
 from __future__ import annotations
 
+import importlib.resources
 import logging
 import os
 import sys
@@ -19,17 +20,17 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-logger = logging.getLogger("msft.experiments")
+logger = logging.getLogger("msft_runner")
 
-# The repository's configs/ (the package is installed editable by scripts/setup.sh);
-# MSFT_CONFIG_DIR points elsewhere, e.g. at a copy you edit.
-CONFIG_DIR = os.environ.get("MSFT_CONFIG_DIR", str(Path(__file__).resolve().parents[2] / "configs"))
+# The repository's configs/ folder, installed as the package `msft_runner.configs` (editable or
+# not); MSFT_CONFIG_DIR points elsewhere, e.g. at a copy you edit.
+CONFIG_DIR = os.environ.get("MSFT_CONFIG_DIR") or str(importlib.resources.files("msft_runner.configs"))
 _FAILED: list[str] = []
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _app(cfg: DictConfig) -> dict[str, Any]:
-    from msft.experiments.train import METRICS, run, write_json_atomic
+    from msft_runner.train import METRICS, run, write_json_atomic
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     names = {"backbone": cfg.names.backbone}
@@ -52,7 +53,7 @@ class ResultsTable(Callback):
     """At the end of a sweep: aggregate its runs, print the table, write results/<experiment>.*."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from msft.experiments.results import collect, write_tables
+        from msft_runner.results import collect, write_tables
 
         sweep_dir = Path(config.hydra.sweep.dir)
         records = collect([sweep_dir])

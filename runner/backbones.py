@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from backbones.toy import ToyForecaster
+from msft_backbones.toy import ToyForecaster
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def build_backbone(cfg: Any) -> tuple[torch.nn.Module, dict[str, Any]]:
 def moirai(source: str | None = None, config: str | None = None, seed: int = 0) -> torch.nn.Module:
     """A uni2ts `MoiraiModule`: pretrained from ``source`` (hub id or local directory), or with random
     weights and the geometry of ``config`` (a config.json or its directory)."""
-    from backbones.moirai import load_moirai, moirai_from_config
+    from msft_backbones.moirai import load_moirai, moirai_from_config
 
     if (source is None) == (config is None):
         raise ValueError(f"moirai: give exactly one of source={source!r} (pretrained) or config={config!r} (random)")
@@ -122,7 +122,7 @@ def moment(source: str | None = None, t5_config: str | dict | None = None, forec
            seed: int = 0) -> torch.nn.Module:
     """A momentfm MOMENT: pretrained from ``source`` (hub id, size name or local directory), or with
     random weights from a T5 geometry ``t5_config`` ("small", "base", "large" or a dict)."""
-    from backbones.moment import build_moment, load_moment
+    from msft_backbones.moment import build_moment, load_moment
 
     if (source is None) == (t5_config is None):
         raise ValueError(f"moment: give exactly one of source={source!r} or t5_config={t5_config!r}")
@@ -135,8 +135,8 @@ def moment(source: str | None = None, t5_config: str | dict | None = None, forec
 def time_dpd(tiny_llm: str | None = None, seed: int = 1, **config: Any) -> torch.nn.Module:
     """Time-DPD: its LLM from ``config["llm"]`` (hub id or local directory), or, with ``tiny_llm`` set
     to "qwen2", "llama" or "gpt2", a tiny random decoder built offline (smoke runs and tests)."""
-    from backbones.time_dpd import TimeDPD, TimeDPDConfig
-    from backbones.time_dpd.tiny import tiny_time_dpd
+    from msft_backbones.time_dpd import TimeDPD, TimeDPDConfig
+    from msft_backbones.time_dpd.tiny import tiny_time_dpd
 
     if tiny_llm is not None:
         return tiny_time_dpd(tiny_llm, seed=seed, **config)
@@ -145,9 +145,8 @@ def time_dpd(tiny_llm: str | None = None, seed: int = 1, **config: Any) -> torch
 
 
 def tiny_moirai() -> torch.nn.Module:
-    """msft's embedded pretrained MOIRAI (``msft/pretrained/tiny_moirai``, synthetic data only), loaded
+    """msft's embedded pretrained MOIRAI (``backbones/moirai/tiny_moirai``, synthetic data only), loaded
     through the same path as any MOIRAI checkpoint directory."""
-    from backbones.moirai import load_moirai
-    from msft.pretrained import TINY_MOIRAI_DIR
+    from msft_backbones.moirai import load_tiny_moirai
 
-    return load_moirai(TINY_MOIRAI_DIR)
+    return load_tiny_moirai()

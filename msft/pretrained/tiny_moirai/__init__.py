@@ -1,1 +1,0 @@
-"""Data package: the tiny MOIRAI checkpoint (config.json, model.safetensors) and its model card (README.md)."""
