@@ -1,6 +1,6 @@
-"""Pretrain a tiny MOIRAI (uni2ts ``MoiraiModule``) from scratch on synthetic series only.
+"""Pretrain a tiny MOIRAI (uni2ts ``MoiraiModule``) on synthetic series only.
 
-    nice -n 10 python scripts/pretrain_tiny_moirai.py --out runs/tiny_moirai --seed 0
+    python scripts/pretrain_tiny_moirai.py --out runs/tiny_moirai --seed 0   # needs msft[pretrain]
 
 The objective is MOIRAI's masked-prediction NLL: every training series is patched with one patch
 size (drawn per batch), the last 15–50% of its patches are replaced by the mask embedding
@@ -9,17 +9,28 @@ size (drawn per batch), the last 15–50% of its patches are replaced by the mas
 averaged per series (uni2ts' ``PackedNLLLoss`` with one series per row). Normalisation is MOIRAI's
 own scaler (statistics of the unmasked patches).
 
-Data: never a benchmark dataset. Each series is a random composition of
-S2 series (``msft.data.synthetic.s2_series``: mixture draws or stationary ARMA),
-seasonal profiles (random Fourier shapes) at periods typical of 10-min / 15-min / hourly / daily data,
-weekly modulation, trends (linear, piecewise, random walk), AR(1)/Gaussian/heavy-tailed noise, spikes,
-and a random affine scale. The batch for step ``k`` is drawn from ``default_rng([seed, k])``, so a
-resumed run sees exactly the batches a straight run would.
+Data: never a benchmark dataset. Each series is S2 series-symbol data (excitations X and responses
+Y = f(X) from the authors' ``s2generator``, a seeded pool cached by ``msft.data.s2``), or a random
+composition of seasonal profiles (random Fourier shapes) at periods typical of 10-min / 15-min /
+hourly / daily data, weekly modulation, trends (linear, piecewise, random walk),
+AR(1)/Gaussian/heavy-tailed noise, spikes and sometimes an S2 component, or (``--seasonal-share``) a
+clean periodic series; then a random affine scale. ``--scales 1 2 4 8`` generates a batch's series
+``s`` times longer and average-pools them by ``s``: the same processes seen at coarser resolutions,
+as MSFT's down-sampling builds them. ``--max-tokens 128 --token-sampling log --tokens-per-batch T``
+draws contexts up to 128 patches (L = 2048-8192 at patch 16-64) log-uniformly, with fewer series per
+batch when they are long. The batch for step ``k`` is drawn from ``default_rng([seed, k])``, so a
+resumed run sees exactly the batches a straight run would (with the same ``--pool``).
 
 Resumable: ``--out`` holds ``state.pt`` (weights, optimiser, step), rewritten every
-``--checkpoint-minutes``; rerunning the same command continues from it. At the end the module is
-written with ``MoiraiModule.save_pretrained(out/"model")`` (config.json + model.safetensors), the
-format every MOIRAI loader reads.
+``--checkpoint-minutes``; rerunning the same command continues from it. ``--val-batches N`` scores
+N held-out synthetic batches at every checkpoint and keeps that checkpoint's weights under
+``out/snapshots/`` (for choosing between them). At the end the module is written with
+``MoiraiModule.save_pretrained(out/"model")`` (config.json + model.safetensors), the format every
+MOIRAI loader reads.
+
+GPU stage: ``--device cuda --bf16`` (bfloat16 autocast for the forward pass; weights, optimiser and
+loss stay float32), e.g. a larger ``--tokens-per-batch`` / ``--steps`` continuing from a CPU stage
+with ``--init-from``.
 """
 
 from __future__ import annotations
