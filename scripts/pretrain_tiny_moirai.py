@@ -216,6 +216,9 @@ class Recipe:
     tokens_per_batch: int | None = None
     #: Longest series generated before pooling; a larger scale is lowered to fit.
     max_raw_length: int = 16384
+    #: Share of batches whose masked horizon is only 1-3 patches (H=96 after a long context is 2-3
+    #: patches, 2-6% of the tokens, far below the 15-50% masked otherwise).
+    short_horizon_share: float = 0.0
 
 
 def _choice(rng: np.random.Generator, values: tuple, weights: tuple[float, ...] | None):
@@ -233,6 +236,8 @@ def masked_batch(rng: np.random.Generator, pool: SeriesPool, recipe: Recipe) -> 
     else:
         tokens = int(rng.integers(low, recipe.max_tokens + 1))
     horizon_tokens = max(1, int(round(tokens * rng.uniform(0.15, 0.5))))
+    if recipe.short_horizon_share > 0 and rng.uniform() < recipe.short_horizon_share:  # drawn only when asked
+        horizon_tokens = min(horizon_tokens, int(rng.integers(1, 4)), tokens - 1)
     batch_size = recipe.batch_size
     if recipe.tokens_per_batch is not None:
         batch_size = int(np.clip(recipe.tokens_per_batch // tokens, 4, recipe.batch_size))
@@ -323,6 +328,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="average-pooling factors of the generated series (multi-scale copies), one per batch")
     p.add_argument("--scale-weights", type=float, nargs="+", default=None, help="relative frequency of each scale")
     p.add_argument("--max-raw-length", type=int, default=16384, help="longest series generated before pooling")
+    p.add_argument("--short-horizon-share", type=float, default=0.0,
+                   help="share of batches whose masked horizon is only 1-3 patches (long context, short horizon)")
     p.add_argument("--s2-share", type=float, default=0.25, help="share of pure S2 series in a batch")
     p.add_argument("--walk-max", type=float, default=0.3, help="largest random-walk step of the trend component")
     p.add_argument("--seasonal-share", type=float, default=0.0,
@@ -369,7 +376,7 @@ def recipe_of(args: argparse.Namespace) -> Recipe:
                   None if args.patch_weights is None else tuple(args.patch_weights), args.s2_share, args.walk_max,
                   args.seasonal_share, tuple(args.scales),
                   None if args.scale_weights is None else tuple(args.scale_weights), args.min_tokens,
-                  args.token_sampling, args.tokens_per_batch, args.max_raw_length)
+                  args.token_sampling, args.tokens_per_batch, args.max_raw_length, args.short_horizon_share)
 
 
 def main(argv: list[str] | None = None) -> None:

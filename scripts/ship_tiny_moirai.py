@@ -61,6 +61,7 @@ def _command(a: dict) -> str:
                   + f" --min-tokens {a['min_tokens']} --token-sampling {a['token_sampling']}"
                   + (f" --tokens-per-batch {a['tokens_per_batch']}" if a.get("tokens_per_batch") else "")
                   + f" --s2-length {a['s2_length']} --s2-seed {a['s2_seed']} --s2-time-limit {a['s2_time_limit']}"
+                  + (f" --short-horizon-share {a['short_horizon_share']}" if a.get("short_horizon_share") else "")
                   + (f" --val-batches {a['val_batches']}" if a.get("val_batches") else "")
                   + f" --checkpoint-minutes {a['checkpoint_minutes']}")
     nice = "nice -n 10 " if a.get("scales", [1]) == [1] else ""  # stages 1-3 ran niced
@@ -88,9 +89,12 @@ STAGE_NOTES = {
         "(weights 4:2:2:1) and contexts of 6-128 patches drawn log-uniformly at about 1536 tokens per batch, "
         "because stage 3 had seen at most 24 patches and never a coarsened series. Stages 1-3 ran the script "
         "as of commit 8414534 (its S2 pool was `msft.data.synthetic`'s excitations). The pool was generated "
-        "while stage 4 ran: its first 366 steps used the first 16 draws (`--pool 16`, schedule `--steps 1200`), "
-        "then `state.pt` was resumed with the command below (143 draws, the cosine shortened to 1000 steps to "
-        "end in the session's CPU time): `{command}`"),
+        "while stage 4 ran, and the validation-split check of a step-429 snapshot showed context 2048 still well behind "
+        "context 512, so the run was resumed from `state.pt` twice: steps 0-366 with the first 16 draws (`--pool 16`, "
+        "schedule `--steps 1200`), steps 366-538 with 143 draws (`--steps 1000`), then steps 538-800 with the "
+        "command below, which adds `--short-horizon-share 0.5` (half the batches mask only 1-3 patches: H=96 after "
+        "a 2048 context is 2-3 patches, 2-6% of the tokens, while every earlier batch masked 15-50%) and shortens the cosine "
+        "to 800 steps to end within the session's CPU time): `{command}`"),
 }
 
 

@@ -192,3 +192,13 @@ def test_cuda_stage_flags(script, tmp_path):
         with pytest.raises(ValueError, match="CUDA"):
             script.parse_args([*args, "--device", "cuda"])
     assert script.parse_args(args).device == "cpu"
+
+
+def test_short_horizon_share(script, pool):
+    """Share 1: every batch masks 1-3 patches however long the context; share 0 keeps 15-50%."""
+    def masked(share):
+        r = recipe(script, max_tokens=64, min_tokens=40, short_horizon_share=share, patch_sizes=(16,))
+        return [int(script.masked_batch(np.random.default_rng([2, k]), pool, r)["prediction_mask"][0].sum())
+                for k in range(8)]
+    assert all(1 <= n <= 3 for n in masked(1.0))
+    assert all(n >= 6 for n in masked(0.0))
