@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> dict:
                    help="subsample each split to about this many time windows (validation selection only)")
     p.add_argument("--batch-size", type=int, default=2048)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--merge", type=Path, nargs="*", default=[],
+                   help="result JSONs of runs of the same settings (e.g. one per checkpoint, run in parallel) whose "
+                        "evaluations are taken instead of recomputed")
     p.add_argument("--name", default="zero_shot")
     p.add_argument("--out", type=Path, default=Path("results/pretrained"))
     args = p.parse_args(argv)
@@ -96,6 +99,10 @@ def main(argv: list[str] | None = None) -> dict:
     checkpoints = dict(item.split("=", 1) for item in (args.checkpoint or [f"current={TINY_MOIRAI_DIR}"]))
     path = args.out / f"{args.name}.json"
     results = json.loads(path.read_text())["results"] if path.exists() else {}
+    for other in args.merge:
+        for key, row in json.loads(other.read_text())["results"].items():
+            for method, value in row.items():
+                results.setdefault(key, {}).setdefault(method, value)
     modules = {}
     for name in args.datasets:
         for context, patch in zip(args.contexts, args.patch_sizes):
@@ -120,12 +127,17 @@ def main(argv: list[str] | None = None) -> dict:
                     row[method]["seconds"] = round(time.time() - t0, 1)
                     print(key, method, row[method], flush=True)
                     write_results(args, argv, checkpoints, results)
+    write_results(args, argv, checkpoints, results)  # also when everything came from --merge
     return results
 
 
 def write_results(args, argv, checkpoints: dict, results: dict) -> None:
-    command = ("MSFT_DATA_DIR=../shared/data python -m benchmarks.tiny_moirai_zero_shot "
-               + " ".join(argv if argv is not None else sys.argv[1:]))
+    argv = list(argv if argv is not None else sys.argv[1:])
+    if "--merge" in argv:  # the merged runs are parts of this same command: regenerating needs no merge
+        start = argv.index("--merge")
+        end = next((i for i in range(start + 1, len(argv)) if argv[i].startswith("--")), len(argv))
+        argv = argv[:start] + argv[end:]
+    command = "MSFT_DATA_DIR=../shared/data python -m benchmarks.tiny_moirai_zero_shot " + " ".join(argv)
     models = list(checkpoints)
     header = (["dataset", "context", "scale", "H"] + [f"{m} MSE" for m in models] + ["last value MSE", "seasonal naive MSE"]
               + [f"{m} MAE" for m in models] + ["windows"])
@@ -148,7 +160,7 @@ def write_results(args, argv, checkpoints: dict, results: dict) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     write_table(args.out / f"{args.name}.md", f"Tiny MOIRAI zero-shot ({args.name})", command, header, rows, notes)
     (args.out / f"{args.name}.json").write_text(json.dumps(
-        {"command": command, "machine": machine_line(), "settings": vars(args) | {"out": str(args.out)},
+        {"command": command, "machine": machine_line(), "settings": vars(args) | {"out": str(args.out), "merge": [str(m) for m in args.merge]},
          "checkpoints": checkpoints, "results": results}, indent=1) + "\n")
 
 
