@@ -12,7 +12,8 @@ import msft
 
 
 class ForecastModule(L.LightningModule):
-    """Train ``model.loss`` with AdamW over ``model.parameter_groups(**lr)``.
+    """Train ``model.loss`` with AdamW over ``model.parameter_groups(**lr)``; with ``lr_decay`` every
+    learning rate is multiplied by it after each epoch (Time-LLM's default schedule halves it).
 
     Checkpoints hold only the trainable parameters (the frozen backbone is rebuilt from its config),
     plus Lightning's optimiser and loop state, so ``resume`` continues exactly where a run stopped.
@@ -21,11 +22,14 @@ class ForecastModule(L.LightningModule):
     """
 
     def __init__(self, model: msft.MSFTModel, lr: dict[str, float | None], weight_decay: float = 0.0,
-                 tuner: Any = None):
+                 tuner: Any = None, lr_decay: float | None = None):
         super().__init__()
+        if lr_decay is not None and (isinstance(lr_decay, bool) or not 0.0 < float(lr_decay) <= 1.0):
+            raise ValueError(f"lr_decay={lr_decay!r}: expected null or a factor in (0, 1]")
         self.model = model
         self.lr = dict(lr)
         self.weight_decay = weight_decay
+        self.lr_decay = lr_decay
         self._tuner = [tuner] if tuner is not None else []  # a list: not registered as a submodule
         self.strict_loading = False  # checkpoints lack the frozen parameters on purpose
 
@@ -56,8 +60,12 @@ class ForecastModule(L.LightningModule):
         if self._tuner:  # gradients are still there: Lightning zeroes them before the next step
             self._tuner[0].update_and_allocate(self.global_step)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.model.parameter_groups(**self.lr), weight_decay=self.weight_decay)
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.AdamW(self.model.parameter_groups(**self.lr), weight_decay=self.weight_decay)
+        if self.lr_decay is None:
+            return optimizer
+        decay = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=float(self.lr_decay))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": decay, "interval": "epoch"}}
 
     def trainable_names(self) -> set[str]:
         return {name for name, p in self.named_parameters() if p.requires_grad}

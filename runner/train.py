@@ -19,8 +19,9 @@ from typing import Any
 import lightning as L
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
+from msft_runner import distributed
 from msft_runner.backbones import build_backbone
 from msft_runner.methods import build_model
 from msft_runner.module import EpochSeed, EpochShuffledBatches, ForecastModule, StopAt
@@ -29,15 +30,27 @@ logger = logging.getLogger(__name__)
 
 METRICS = "metrics.json"
 PROTOCOLS = ("lsf", "pf")
-TRAINER_EXTRAS = ("patience",)  # keys of the trainer group that are not `lightning.Trainer` arguments
+# Keys of the trainer group that are not `lightning.Trainer` arguments: early-stopping patience, and how
+# msft starts the processes of a data-parallel run on one node (msft_runner.distributed).
+TRAINER_EXTRAS = ("patience", "start_method")
 
 
 def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | None = None) -> dict[str, Any]:
-    """Train and evaluate one (backbone, data, method) configuration; return and write its metrics."""
+    """Train and evaluate one (backbone, data, method) configuration; return and write its metrics.
+
+    With a data-parallel trainer (``trainer=ddp_cpu``, ``ddp``, ...) every process runs this function
+    as one rank; when no launcher started them, this call starts them and returns rank 0's record.
+    """
     run_dir = Path(run_dir)
+    nprocs = distributed.processes_to_start(cfg.trainer)
+    if nprocs:  # resolved first: the processes have no Hydra context for ${hydra:...} interpolations
+        resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        return distributed.start_processes(run, (resolved, run_dir, names), nprocs,
+                                           cfg.trainer.get("start_method", "spawn"))
     run_dir.mkdir(parents=True, exist_ok=True)
     names = names or {}
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if distributed.is_rank_zero():
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     protocol = cfg.data.get("protocol", "lsf")
     if protocol not in PROTOCOLS:
@@ -52,7 +65,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | Non
     built = build_model(backbone, method.kind, cfg.data.horizon, _plain(method.get("options")),
                         _plain(method.get("peft")), total_steps, wrap_options)
     model = built.model
-    module = ForecastModule(model, _plain(cfg.data.lr), cfg.weight_decay, built.tuner)
+    module = ForecastModule(model, _plain(cfg.data.lr), cfg.weight_decay, built.tuner, cfg.get("lr_decay"))
     record: dict[str, Any] = {
         "status": "ok", "experiment": cfg.experiment, "backbone": names.get("backbone", type(backbone).__name__),
         "dataset": cfg.data.name, "horizon": cfg.data.horizon, "context_length": cfg.data.context_length,
@@ -64,9 +77,9 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | Non
     if built.trains:
         record.update(_fit(cfg, module, data, run_dir))
     record["fit_seconds"] = round(time.perf_counter() - start, 2)
-    if int(os.environ.get("LOCAL_RANK", "0")) != 0 or int(os.environ.get("NODE_RANK", "0")) != 0:
-        return record  # only one process evaluates and writes
-    record.update(_evaluate(cfg, model, data))
+    record.update(_evaluate(cfg, model, data))  # every rank forecasts its share of the test windows
+    if not distributed.is_rank_zero():
+        return record  # rank 0 alone writes the run directory
     if "msft_fusion" in dict(model.named_children()) and model.config.num_scales > 1:
         record["fusion_weights"] = dict(zip(map(str, model.scales), model.fusion_weights.tolist()))
     if method.kind in ("msft", "prompt_tuning"):  # the adapter holds msft's parameters (and the prompt)
@@ -99,9 +112,16 @@ def build_datamodule(data: DictConfig, seed: int = 0):
     from msft_runner.pf_data import PFDataModule
 
     class Seeded:
+        # Under DDP each rank takes its share of every batch (data.batch_size stays the global batch).
         def train_dataloader(self) -> DataLoader:
-            batches = EpochShuffledBatches(len(self.splits["train"]), self.batch_size, seed)
+            batches = distributed.shard(EpochShuffledBatches(len(self.splits["train"]), self.batch_size, seed))
             return DataLoader(self.splits["train"], sampler=batches, batch_size=None, num_workers=self.num_workers)
+
+        def val_dataloader(self) -> DataLoader:
+            windows = self.splits["val"]
+            batches = BatchSampler(SequentialSampler(windows), self.eval_batch_size, drop_last=False)
+            return DataLoader(windows, sampler=distributed.shard(batches), batch_size=None,
+                              num_workers=self.num_workers)
 
     class SeededLSFDataModule(Seeded, LSFDataModule):
         pass
@@ -140,9 +160,11 @@ def _fit(cfg: DictConfig, module: ForecastModule, data, run_dir: Path) -> dict[s
                  EpochSeed(cfg.seed)]
     if cfg.get("interrupt_at_step"):
         callbacks.append(StopAt(cfg.interrupt_at_step))
-    trainer_args = {k: v for k, v in _plain(cfg.trainer).items() if k not in TRAINER_EXTRAS}
+    trainer_args = _trainer_arguments(cfg)
+    # The loaders shard batches themselves (no padding, global batch): Lightning's sampler must not.
     trainer = L.Trainer(default_root_dir=run_dir, callbacks=callbacks, enable_model_summary=False,
-                        logger=CSVLogger(run_dir, name="", version=""), **trainer_args)
+                        logger=CSVLogger(run_dir, name="", version=""), use_distributed_sampler=False,
+                        **trainer_args)
     last = ckpt_dir / "last.ckpt"
     resume = str(last) if cfg.resume and last.exists() else None
     if cfg.resume and resume is None:
@@ -159,21 +181,33 @@ def _fit(cfg: DictConfig, module: ForecastModule, data, run_dir: Path) -> dict[s
 def _evaluate(cfg: DictConfig, model, data) -> dict[str, Any]:
     from msft.protocols import evaluate_lsf, evaluate_pf
 
-    device = "cuda" if torch.cuda.is_available() and cfg.trainer.accelerator in ("gpu", "cuda", "auto") else "cpu"
+    device = "cpu"
+    if torch.cuda.is_available() and cfg.trainer.accelerator in ("gpu", "cuda", "auto"):
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # this rank's GPU
+    _, world = distributed.rank_and_world()
+    if world > 1 and not torch.distributed.is_initialized():  # no fit (zero-shot) has joined the processes yet
+        distributed.join_processes(_trainer_arguments(cfg))
     model.to(device).eval()
+    # The protocol code runs unchanged on every rank; the forecaster splits each batch across the ranks.
+    forecaster = distributed.ShardedForecaster(model, seed=cfg.seed)
     start = time.perf_counter()
     if cfg.data.get("protocol", "lsf") == "pf":
         def sample(past, horizon, num_samples):  # evaluate_pf hands CPU tensors
-            return model.predict_samples(past.to(device), horizon, num_samples=num_samples).cpu()
+            return forecaster.predict_samples(past.to(device), horizon, num_samples=num_samples).cpu()
 
         result = evaluate_pf(sample, data.data.frame, horizon=cfg.data.horizon, windows=cfg.data.windows,
                              context_length=cfg.data.context_length, num_samples=cfg.data.num_samples,
                              seasonality=cfg.data.seasonality, batch_size=cfg.data.eval_batch_size)
         result["windows"] = len(data.splits["test"])
-        return {**result, "eval_seconds": round(time.perf_counter() - start, 2)}
-    result = evaluate_lsf(model, data.data, cfg.data.horizon, cfg.data.context_length, cfg.data.mode,
-                          batch_size=cfg.data.eval_batch_size, device=device)
+    else:
+        result = evaluate_lsf(forecaster, data.data, cfg.data.horizon, cfg.data.context_length, cfg.data.mode,
+                              batch_size=cfg.data.eval_batch_size, device=device)
+    result["windows_per_process"] = forecaster.rows_per_rank()  # sums to `windows`: each scored once
     return {**result, "eval_seconds": round(time.perf_counter() - start, 2)}
+
+
+def _trainer_arguments(cfg: DictConfig) -> dict[str, Any]:
+    return {k: v for k, v in _plain(cfg.trainer).items() if k not in TRAINER_EXTRAS}
 
 
 def _planned_steps(cfg: DictConfig, batches_per_epoch: int) -> int:
