@@ -1,84 +1,167 @@
-"""Zero-shot LSF numbers of the shipped tiny MOIRAI against last-value and seasonal-naive baselines.
+"""Zero-shot LSF numbers of tiny MOIRAI checkpoints against last-value and seasonal-naive baselines,
+at several contexts and, for the multi-scale probe, on each dataset's series pooled by 2 and 4.
 
-    MSFT_DATA_DIR=../shared/data python -m benchmarks.tiny_moirai_zero_shot
+    MSFT_DATA_DIR=../shared/data python -m benchmarks.tiny_moirai_zero_shot \\
+        --checkpoint new=DIR --checkpoint current=DIR --contexts 512 2048 --patch-sizes 32 64
 
-LSF protocol (msft.protocols.evaluate_lsf): S mode (each channel its own series), context 512,
-H=96, the full test split with stride 1, MSE/MAE on the train-split z-scored scale. The tiny MOIRAI
-point forecast is the mixture mean, or the median of ``--samples`` sample paths (``--point median``).
-Writes results/pretrained/zero_shot.{md,json}.
+LSF protocol (as msft.protocols.evaluate_lsf): S mode (each channel its own series), H=96, the whole
+split with stride 1 (``--max-windows`` subsamples with a stride, for validation-split selection only),
+MSE/MAE on the train-split z-scored scale. The MOIRAI point forecast is the mixture mean through
+msft's identity wrap (tested bit-exact against ``MoiraiModule.forward``).
+
+``--scales 2 4`` is the multi-scale probe: each dataset's z-scored series is average-pooled by s
+(non-overlapping, from the first row, as msft's down-sampling), the split borders divided by s, and
+the model forecasts H/s steps from a context of L/s: the coarse views MSFT builds from the same
+(L, H). Seasonal naive then uses the daily period / s.
+
+Results go to ``--out``/``--name``.{json,md} after every evaluation, and a rerun skips what the JSON
+already holds, so an interrupted run resumes.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from benchmarks.tiny_moirai_common import DATA_DIR, DATASETS, machine_line, moirai_forecaster, write_table
-from msft.protocols import evaluate_lsf
+from msft.data import LSFSplit, prepare_lsf
+from msft.protocols._forecasters import check_shape, point_forecaster
 from msft.protocols.baselines import default_period, last_value, seasonal_naive
+
+
+def pooled(split: LSFSplit, scale: int, context: int) -> LSFSplit:
+    """The split's series average-pooled by ``scale`` (NaN-aware), with borders and context divided by it."""
+    if scale == 1:
+        return split
+    n = len(split.values) // scale
+    values = np.nanmean(split.values[: n * scale].reshape(n, scale, -1), axis=1)  # (time / scale, variate)
+    borders = {k: (a // scale, b // scale) for k, (a, b) in split.borders.items()}
+    return dataclasses.replace(split, values=values.astype(np.float32), dates=split.dates[: n * scale: scale],
+                               borders=borders, context_length=context)
+
+
+def evaluate(forecaster, split: LSFSplit, which: str, horizon: int, max_windows: int | None,
+             batch_size: int) -> dict:
+    """MSE/MAE over the split's windows (stride 1, or the stride that keeps about ``max_windows``)."""
+    time_windows = split.windows(which, horizon, "M").__len__()
+    stride = 1 if not max_windows else max(1, math.ceil(time_windows / max_windows))
+    windows = split.windows(which, horizon, "S", stride=stride)
+    predict = point_forecaster(forecaster)
+    squared = absolute = 0.0
+    with torch.no_grad():
+        for batch in windows.batches(batch_size):
+            past, future = batch["past_target"], batch["future_target"]  # (batch, L, 1), (batch, H, 1)
+            pred = check_shape(predict(past, horizon), tuple(future.shape), "forecaster")
+            error = (pred.to(future.dtype) - future).double()
+            squared += float(torch.nan_to_num(error).square().sum())
+            absolute += float(torch.nan_to_num(error).abs().sum())
+    count = horizon * len(windows)
+    return {"mse": squared / count, "mae": absolute / count, "windows": len(windows), "stride": stride}
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", type=Path, default=None, help="MOIRAI directory (default: the shipped one)")
+    p.add_argument("--checkpoint", action="append", default=None, metavar="NAME=DIR",
+                   help="a MOIRAI directory to score, repeatable (default: current=the shipped one)")
     p.add_argument("--datasets", nargs="+", default=list(DATASETS))
     p.add_argument("--horizon", type=int, default=96)
-    p.add_argument("--context", type=int, default=512)
-    p.add_argument("--patch-size", type=int, default=32)
-    p.add_argument("--samples", type=int, default=100)
-    p.add_argument("--point", choices=("median", "mean"), default="mean")
+    p.add_argument("--contexts", type=int, nargs="+", default=[512])
+    p.add_argument("--patch-sizes", type=int, nargs="+", default=None,
+                   help="MOIRAI patch size per context (default 32 for every context)")
+    p.add_argument("--scales", type=int, nargs="+", default=[1], help="pool the series by these factors (probe)")
+    p.add_argument("--split", choices=("test", "val"), default="test")
+    p.add_argument("--max-windows", type=int, default=None,
+                   help="subsample each split to about this many time windows (validation selection only)")
     p.add_argument("--batch-size", type=int, default=2048)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--merge", type=Path, nargs="*", default=[],
+                   help="result JSONs of runs of the same settings (e.g. one per checkpoint, run in parallel) whose "
+                        "evaluations are taken instead of recomputed")
+    p.add_argument("--name", default="zero_shot")
     p.add_argument("--out", type=Path, default=Path("results/pretrained"))
     args = p.parse_args(argv)
+    args.patch_sizes = args.patch_sizes or [32] * len(args.contexts)
+    if len(args.patch_sizes) != len(args.contexts):
+        raise ValueError(f"--patch-sizes {args.patch_sizes}: expected one per context {args.contexts}")
     torch.set_num_threads(args.threads)
 
     from msft_backbones.moirai import load_moirai
     from msft_backbones.moirai import TINY_MOIRAI_DIR
 
-    module = load_moirai(args.checkpoint or TINY_MOIRAI_DIR)
-    model = moirai_forecaster(module, args.patch_size, args.point, args.samples)
-
-    results = {}
+    checkpoints = dict(item.split("=", 1) for item in (args.checkpoint or [f"current={TINY_MOIRAI_DIR}"]))
+    path = args.out / f"{args.name}.json"
+    results = json.loads(path.read_text())["results"] if path.exists() else {}
+    for other in args.merge:
+        for key, row in json.loads(other.read_text())["results"].items():
+            for method, value in row.items():
+                results.setdefault(key, {}).setdefault(method, value)
+    modules = {}
     for name in args.datasets:
-        row = {}
-        forecasters = {"tiny_moirai": model, "last_value": last_value(),
-                       "seasonal_naive": seasonal_naive(default_period(name))}
-        for method, forecaster in forecasters.items():
-            t0 = time.time()
-            row[method] = evaluate_lsf(forecaster, name, horizon=args.horizon, context_length=args.context,
-                                       mode="S", data_dir=DATA_DIR, batch_size=args.batch_size)
-            row[method]["seconds"] = round(time.time() - t0, 1)
-            print(name, method, row[method], flush=True)
-        results[name] = row
-        write_results(args, argv, results)  # after every dataset: partial tables survive
+        for context, patch in zip(args.contexts, args.patch_sizes):
+            base = prepare_lsf(name, context, data_dir=DATA_DIR)
+            for scale in args.scales:
+                split, horizon = pooled(base, scale, context // scale), args.horizon // scale
+                key = f"{name}|L{context}|s{scale}"
+                row = results.setdefault(key, {})
+                period = max(1, default_period(name) // scale)
+                forecasters = {"last_value": lambda: last_value(), "seasonal_naive": lambda: seasonal_naive(period)}
+                for model, directory in checkpoints.items():
+                    def make(directory=directory, patch=patch):  # one wrapped module per (checkpoint, patch)
+                        if (directory, patch) not in modules:
+                            modules[directory, patch] = moirai_forecaster(load_moirai(directory), patch)
+                        return modules[directory, patch]
+                    forecasters[model] = make
+                for method, make in forecasters.items():
+                    if method in row:
+                        continue
+                    t0 = time.time()
+                    row[method] = evaluate(make(), split, args.split, horizon, args.max_windows, args.batch_size)
+                    row[method]["seconds"] = round(time.time() - t0, 1)
+                    print(key, method, row[method], flush=True)
+                    write_results(args, argv, checkpoints, results)
+    write_results(args, argv, checkpoints, results)  # also when everything came from --merge
     return results
 
 
-def write_results(args, argv: list[str] | None, results: dict) -> None:
-    command = "MSFT_DATA_DIR=../shared/data python -m " + " ".join(["benchmarks.tiny_moirai_zero_shot"] + (argv if argv is not None else sys.argv[1:]))
-    header = ["dataset", "tiny MOIRAI MSE", "tiny MOIRAI MAE", "last value MSE", "seasonal naive MSE", "beats both (MSE)", "windows"]
+def write_results(args, argv, checkpoints: dict, results: dict) -> None:
+    argv = list(argv if argv is not None else sys.argv[1:])
+    if "--merge" in argv:  # the merged runs are parts of this same command: regenerating needs no merge
+        start = argv.index("--merge")
+        end = next((i for i in range(start + 1, len(argv)) if argv[i].startswith("--")), len(argv))
+        argv = argv[:start] + argv[end:]
+    command = "MSFT_DATA_DIR=../shared/data python -m benchmarks.tiny_moirai_zero_shot " + " ".join(argv)
+    models = list(checkpoints)
+    header = (["dataset", "context", "scale", "H"] + [f"{m} MSE" for m in models] + ["last value MSE", "seasonal naive MSE"]
+              + [f"{m} MAE" for m in models] + ["windows"])
     rows = []
-    for name, row in results.items():
-        ours = row["tiny_moirai"]["mse"]
-        wins = ours < row["last_value"]["mse"] and ours < row["seasonal_naive"]["mse"]
-        rows.append([name, f"{ours:.4f}", f"{row['tiny_moirai']['mae']:.4f}", f"{row['last_value']['mse']:.4f}",
-                     f"{row['seasonal_naive']['mse']:.4f}", "yes" if wins else "no", str(row["tiny_moirai"]["windows"])])
-    notes = [f"LSF protocol, S mode, H={args.horizon}, context {args.context}, full test split, stride 1; "
-             "z-scored with train-split statistics.",
-             f"tiny MOIRAI: patch size {args.patch_size}, point forecast = "
-             + (f"median of {args.samples} sample paths." if args.point == "median" else "the mixture mean (closed form)."),
-             "seasonal naive period: one day (ETTh 24, ETTm 96, Weather 144)."]
+    for key, row in results.items():
+        name, context, scale = key.split("|")
+        scale_value = int(scale[1:])
+        mse = [f"{row[m]['mse']:.4f}" if m in row else "" for m in models + ["last_value", "seasonal_naive"]]
+        mae = [f"{row[m]['mae']:.4f}" if m in row else "" for m in models]
+        windows = next((str(r["windows"]) for r in row.values()), "")
+        rows.append([name, context[1:], str(scale_value), str(args.horizon // scale_value)] + mse + mae + [windows])
+    notes = [f"LSF protocol, S mode, {args.split} split, "
+             + ("stride 1 (every window)" if not args.max_windows else f"subsampled to about {args.max_windows} time windows per dataset")
+             + "; z-scored with train-split statistics; H = 96 / scale.",
+             "MOIRAI point forecast = the mixture mean; patch size per context: "
+             + ", ".join(f"{c}: {p}" for c, p in zip(args.contexts, args.patch_sizes)) + ".",
+             "Checkpoints: " + ", ".join(f"{m} = `{Path(d).as_posix()}`" for m, d in checkpoints.items()) + ".",
+             "Scale s: the series average-pooled by s, context L/s, horizon 96/s (the coarse views MSFT builds); "
+             "seasonal naive period = one day / s (ETTh 24, ETTm 96, Weather 144 at scale 1)."]
     args.out.mkdir(parents=True, exist_ok=True)
-    write_table(args.out / "zero_shot.md", "Tiny MOIRAI zero-shot (LSF, H=96)", command, header, rows, notes)
-    (args.out / "zero_shot.json").write_text(json.dumps(
-        {"command": command, "machine": machine_line(), "settings": vars(args) | {"out": str(args.out),
-         "checkpoint": str(args.checkpoint)}, "results": results}, indent=1) + "\n")
+    write_table(args.out / f"{args.name}.md", f"Tiny MOIRAI zero-shot ({args.name})", command, header, rows, notes)
+    (args.out / f"{args.name}.json").write_text(json.dumps(
+        {"command": command, "machine": machine_line(), "settings": vars(args) | {"out": str(args.out), "merge": [str(m) for m in args.merge]},
+         "checkpoints": checkpoints, "results": results}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""Pretrain a tiny MOIRAI (uni2ts ``MoiraiModule``) from scratch on synthetic series only.
+"""Pretrain a tiny MOIRAI (uni2ts ``MoiraiModule``) on synthetic series only.
 
-    nice -n 10 python scripts/pretrain_tiny_moirai.py --out runs/tiny_moirai --seed 0
+    python scripts/pretrain_tiny_moirai.py --out runs/tiny_moirai --seed 0   # needs msft[pretrain]
 
 The objective is MOIRAI's masked-prediction NLL: every training series is patched with one patch
 size (drawn per batch), the last 15–50% of its patches are replaced by the mask embedding
@@ -9,17 +9,28 @@ size (drawn per batch), the last 15–50% of its patches are replaced by the mas
 averaged per series (uni2ts' ``PackedNLLLoss`` with one series per row). Normalisation is MOIRAI's
 own scaler (statistics of the unmasked patches).
 
-Data: never a benchmark dataset. Each series is a random composition of
-S2 series (``msft.data.synthetic.s2_series``: mixture draws or stationary ARMA),
-seasonal profiles (random Fourier shapes) at periods typical of 10-min / 15-min / hourly / daily data,
-weekly modulation, trends (linear, piecewise, random walk), AR(1)/Gaussian/heavy-tailed noise, spikes,
-and a random affine scale. The batch for step ``k`` is drawn from ``default_rng([seed, k])``, so a
-resumed run sees exactly the batches a straight run would.
+Data: never a benchmark dataset. Each series is S2 series-symbol data (excitations X and responses
+Y = f(X) from the authors' ``s2generator``, a seeded pool cached by ``msft.data.s2``), or a random
+composition of seasonal profiles (random Fourier shapes) at periods typical of 10-min / 15-min /
+hourly / daily data, weekly modulation, trends (linear, piecewise, random walk),
+AR(1)/Gaussian/heavy-tailed noise, spikes and sometimes an S2 component, or (``--seasonal-share``) a
+clean periodic series; then a random affine scale. ``--scales 1 2 4 8`` generates a batch's series
+``s`` times longer and average-pools them by ``s``: the same processes seen at coarser resolutions,
+as MSFT's down-sampling builds them. ``--max-tokens 128 --token-sampling log --tokens-per-batch T``
+draws contexts up to 128 patches (L = 2048-8192 at patch 16-64) log-uniformly, with fewer series per
+batch when they are long. The batch for step ``k`` is drawn from ``default_rng([seed, k])``, so a
+resumed run sees exactly the batches a straight run would (with the same ``--pool``).
 
 Resumable: ``--out`` holds ``state.pt`` (weights, optimiser, step), rewritten every
-``--checkpoint-minutes``; rerunning the same command continues from it. At the end the module is
-written with ``MoiraiModule.save_pretrained(out/"model")`` (config.json + model.safetensors), the
-format every MOIRAI loader reads.
+``--checkpoint-minutes``; rerunning the same command continues from it. ``--val-batches N`` scores
+N held-out synthetic batches at every checkpoint and keeps that checkpoint's weights under
+``out/snapshots/`` (for choosing between them). At the end the module is written with
+``MoiraiModule.save_pretrained(out/"model")`` (config.json + model.safetensors), the format every
+MOIRAI loader reads.
+
+GPU stage: ``--device cuda --bf16`` (bfloat16 autocast for the forward pass; weights, optimiser and
+loss stay float32), e.g. a larger ``--tokens-per-batch`` / ``--steps`` continuing from a CPU stage
+with ``--init-from``.
 """
 
 from __future__ import annotations
@@ -29,12 +40,12 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-
-from msft.data.synthetic import s2_series
+from scipy.signal import lfilter
 
 logger = logging.getLogger("pretrain_tiny_moirai")
 
@@ -77,10 +88,23 @@ def make_module(config: dict):
 
 # -- synthetic series -------------------------------------------------------------------------------
 class SeriesPool:
-    """S2 series generated once (their ARMA recursion loops over time), cropped at random per batch."""
+    """Finished series ``(rows, length)`` (S2 excitations and responses), cropped at random per batch."""
 
-    def __init__(self, n_series: int, length: int, seed: int):
-        self.values = s2_series(n_series, length, seed=seed)  # (pool, length)
+    def __init__(self, values: np.ndarray):
+        self.values = np.asarray(values, dtype=np.float64)  # (rows, length)
+
+    @classmethod
+    def from_s2(cls, n: int, length: int, seed: int, time_limit: float) -> "SeriesPool":
+        """The first ``n`` draws of the cached S2 pool (generated first if missing, see msft.data.s2):
+        their excitations X and responses Y = f(X) as ``2n`` rows."""
+        from msft.data.s2 import generate_pool
+
+        pool = generate_pool(n, length, seed, time_limit=time_limit)
+        return cls(np.concatenate([pool.excitation, pool.response]))
+
+    @property
+    def length(self) -> int:
+        return self.values.shape[1]
 
     def crop(self, rng: np.random.Generator, n: int, length: int) -> np.ndarray:
         rows = rng.integers(0, len(self.values), n)
@@ -128,10 +152,7 @@ def noise(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
     heavy = rng.standard_t(3, (n, length)) / 1.7
     eps = np.where(rng.uniform(size=(n, 1)) < 0.2, heavy, white)
     phi = np.where(rng.uniform(size=(n, 1)) < 0.5, rng.uniform(0.3, 0.97, (n, 1)), 0.0)
-    ar = np.empty_like(eps)
-    ar[:, 0] = eps[:, 0]
-    for i in range(1, length):  # AR(1) recursion, vectorised over series
-        ar[:, i] = phi[:, 0] * ar[:, i - 1] + eps[:, i]
+    ar = np.stack([lfilter([1.0], [1.0, -f], row) for f, row in zip(phi[:, 0], eps)])  # AR(1) per series
     ar *= np.sqrt(1 - phi ** 2)
     spikes = (rng.uniform(size=(n, length)) < 0.002) * rng.normal(0, 4, (n, length)) * (rng.uniform(size=(n, 1)) < 0.2)
     return sigma * ar + spikes
@@ -150,9 +171,13 @@ def clean_seasonal(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
 def synthetic_batch(rng: np.random.Generator, pool: SeriesPool, n: int, length: int, s2_share: float = 0.25,
                     walk_max: float = 0.3, seasonal_share: float = 0.0) -> np.ndarray:
     """(n, length) composed series: ~25% pure S2, else seasonal + trend + noise (+ a share of S2), and
-    with ``seasonal_share`` > 0 that share of clean periodic series."""
-    s2 = pool.crop(rng, n, length)
-    s2 = (s2 - s2.mean(1, keepdims=True)) / (s2.std(1, keepdims=True) + 1e-6)
+    with ``seasonal_share`` > 0 that share of clean periodic series. S2 series longer than the pool's
+    are not available: such a batch is all compositions."""
+    if pool.length >= length:
+        s2 = pool.crop(rng, n, length)
+        s2 = (s2 - s2.mean(1, keepdims=True)) / (s2.std(1, keepdims=True) + 1e-6)
+    else:
+        s2, s2_share = np.zeros((n, length)), 0.0
     composed = seasonal(rng, n, length, max_period=length // 3) + trend(rng, n, length, walk_max) + noise(rng, n, length)
     composed += (rng.uniform(size=(n, 1)) < 0.3) * rng.uniform(0.1, 0.8, (n, 1)) * s2
     x = np.where(rng.uniform(size=(n, 1)) < s2_share, s2, composed)
@@ -167,15 +192,62 @@ def synthetic_batch(rng: np.random.Generator, pool: SeriesPool, n: int, length: 
 
 
 # -- MOIRAI's masked-prediction inputs ---------------------------------------------------------------
-def masked_batch(rng: np.random.Generator, pool: SeriesPool, batch_size: int, patch_sizes: tuple[int, ...],
-                 max_tokens: int, max_patch: int, patch_weights: tuple[float, ...] | None = None,
-                 s2_share: float = 0.25, walk_max: float = 0.3, seasonal_share: float = 0.0) -> dict[str, torch.Tensor]:
-    """One batch in MoiraiModule.forward's layout: one patch size, the last 15–50% of patches masked."""
-    weights = None if patch_weights is None else np.asarray(patch_weights) / np.sum(patch_weights)
-    ps = int(rng.choice(patch_sizes, p=weights))
-    tokens = int(rng.integers(min(6, max_tokens), max_tokens + 1))
+@dataclass(frozen=True)
+class Recipe:
+    """What one training batch is drawn from (the command-line flags of a stage)."""
+
+    batch_size: int
+    patch_sizes: tuple[int, ...]
+    max_tokens: int
+    max_patch: int
+    patch_weights: tuple[float, ...] | None = None
+    s2_share: float = 0.25
+    walk_max: float = 0.3
+    seasonal_share: float = 0.0
+    #: Average-pooling factors of the generated series (multi-scale copies of the same processes) and
+    #: their relative frequency.
+    scales: tuple[int, ...] = (1,)
+    scale_weights: tuple[float, ...] | None = None
+    min_tokens: int = 6
+    #: "uniform" over [min_tokens, max_tokens], or "log" (log-uniform: long contexts without making
+    #: every batch long).
+    token_sampling: str = "uniform"
+    #: If set, a batch holds about this many tokens: fewer series when they are long.
+    tokens_per_batch: int | None = None
+    #: Longest series generated before pooling; a larger scale is lowered to fit.
+    max_raw_length: int = 16384
+    #: Share of batches whose masked horizon is only 1-3 patches (H=96 after a long context is 2-3
+    #: patches, 2-6% of the tokens, far below the 15-50% masked otherwise).
+    short_horizon_share: float = 0.0
+
+
+def _choice(rng: np.random.Generator, values: tuple, weights: tuple[float, ...] | None):
+    p = None if weights is None else np.asarray(weights) / np.sum(weights)
+    return values[int(rng.choice(len(values), p=p))]
+
+
+def masked_batch(rng: np.random.Generator, pool: SeriesPool, recipe: Recipe) -> dict[str, torch.Tensor]:
+    """One batch in MoiraiModule.forward's layout: one patch size, one pooling scale, the last 15–50%
+    of patches masked."""
+    ps = int(_choice(rng, recipe.patch_sizes, recipe.patch_weights))
+    low = min(recipe.min_tokens, recipe.max_tokens)
+    if recipe.token_sampling == "log":
+        tokens = int(round(np.exp(rng.uniform(np.log(low), np.log(recipe.max_tokens)))))
+    else:
+        tokens = int(rng.integers(low, recipe.max_tokens + 1))
     horizon_tokens = max(1, int(round(tokens * rng.uniform(0.15, 0.5))))
-    values = synthetic_batch(rng, pool, batch_size, tokens * ps, s2_share, walk_max, seasonal_share)  # (batch, tokens * ps)
+    if recipe.short_horizon_share > 0 and rng.uniform() < recipe.short_horizon_share:  # drawn only when asked
+        horizon_tokens = min(horizon_tokens, int(rng.integers(1, 4)), tokens - 1)
+    batch_size = recipe.batch_size
+    if recipe.tokens_per_batch is not None:
+        batch_size = int(np.clip(recipe.tokens_per_batch // tokens, 4, recipe.batch_size))
+    scale = int(_choice(rng, recipe.scales, recipe.scale_weights)) if len(recipe.scales) > 1 else recipe.scales[0]
+    while scale > 1 and tokens * ps * scale > recipe.max_raw_length:
+        scale //= 2
+    values = synthetic_batch(rng, pool, batch_size, tokens * ps * scale, recipe.s2_share, recipe.walk_max,
+                             recipe.seasonal_share)  # (batch, tokens * ps * scale)
+    # The coarse view of the same process: non-overlapping means, as msft's down-sampling.
+    values = values.reshape(batch_size, tokens * ps, scale).mean(-1)  # (batch, tokens * ps)
     observed = np.ones_like(values, dtype=bool)
     # Left padding as MOIRAI sees it when the context is not a multiple of the patch size, and the
     # odd missing value.
@@ -186,8 +258,8 @@ def masked_batch(rng: np.random.Generator, pool: SeriesPool, batch_size: int, pa
     cut = rng.integers(0, ps, batch_size) * (rng.uniform(size=batch_size) < 0.3)
     observed &= np.arange(values.shape[1])[None, ::-1] >= cut[:, None]
     values = np.where(observed, values, 0.0)
-    target = torch.zeros(batch_size, tokens, max_patch)
-    seen = torch.zeros(batch_size, tokens, max_patch, dtype=torch.bool)
+    target = torch.zeros(batch_size, tokens, recipe.max_patch)
+    seen = torch.zeros(batch_size, tokens, recipe.max_patch, dtype=torch.bool)
     target[..., :ps] = torch.from_numpy(values.reshape(batch_size, tokens, ps)).float()
     seen[..., :ps] = torch.from_numpy(observed.reshape(batch_size, tokens, ps))
     prediction_mask = torch.zeros(batch_size, tokens, dtype=torch.bool)
@@ -232,12 +304,12 @@ def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
     return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--steps", type=int, default=1800)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="series per batch (the most, with --tokens-per-batch)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup", type=int, default=30)
     p.add_argument("--d-model", type=int, default=128)
@@ -246,7 +318,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--patch-weights", type=float, nargs="+", default=[1.0, 2.0, 1.0],
                    help="relative frequency of each patch size in training batches (default: patch 32, the LSF one, twice as often)")
     p.add_argument("--max-seq-len", type=int, default=512)
+    p.add_argument("--min-tokens", type=int, default=6)
     p.add_argument("--max-tokens", type=int, default=24, help="tokens per training series (context + masked)")
+    p.add_argument("--token-sampling", choices=("uniform", "log"), default="uniform",
+                   help="tokens per series uniform or log-uniform in [min-tokens, max-tokens]")
+    p.add_argument("--tokens-per-batch", type=int, default=None,
+                   help="about this many tokens per batch: batch size = tokens-per-batch // tokens, within [4, --batch-size]")
+    p.add_argument("--scales", type=int, nargs="+", default=[1],
+                   help="average-pooling factors of the generated series (multi-scale copies), one per batch")
+    p.add_argument("--scale-weights", type=float, nargs="+", default=None, help="relative frequency of each scale")
+    p.add_argument("--max-raw-length", type=int, default=16384, help="longest series generated before pooling")
+    p.add_argument("--short-horizon-share", type=float, default=0.0,
+                   help="share of batches whose masked horizon is only 1-3 patches (long context, short horizon)")
     p.add_argument("--s2-share", type=float, default=0.25, help="share of pure S2 series in a batch")
     p.add_argument("--walk-max", type=float, default=0.3, help="largest random-walk step of the trend component")
     p.add_argument("--seasonal-share", type=float, default=0.0,
@@ -254,42 +337,97 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--init-from", type=Path, default=None,
                    help="start from this MOIRAI checkpoint's weights (config.json + model.safetensors) with a fresh "
                         "optimiser, when out/ holds no state.pt yet; the architecture flags must match its config")
-    p.add_argument("--pool", type=int, default=1024, help="S2 series generated up front")
+    p.add_argument("--pool", type=int, default=1024,
+                   help="S2 draws (s2generator, msft.data.s2; cached) whose excitations and responses are cropped")
+    p.add_argument("--s2-length", type=int, default=2048, help="length of each S2 draw")
+    p.add_argument("--s2-seed", type=int, default=0, help="seed of the S2 pool (the same for every stage)")
+    p.add_argument("--s2-time-limit", type=float, default=10.0, help="CPU seconds after which an S2 draw is skipped")
     p.add_argument("--checkpoint-minutes", type=float, default=2.0)
+    p.add_argument("--val-batches", type=int, default=0,
+                   help="held-out synthetic batches (their own seed) scored at every checkpoint; the scores are in "
+                        "the log and train_log.json, the weights of each scored checkpoint in out/snapshots/")
     p.add_argument("--stop-after", type=int, default=None,
                    help="train at most this many steps in this invocation, then save state.pt and stop")
     p.add_argument("--export-only", action="store_true",
                    help="write out/model from the current state.pt without training (to evaluate a run in progress)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads; 1 is several times faster than 2 on a contended 2-core machine")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass (GPU stages)")
     args = p.parse_args(argv)
-    if args.patch_weights is not None and len(args.patch_weights) != len(args.patch_sizes):
-        raise ValueError(f"--patch-weights {args.patch_weights}: expected one weight per patch size {args.patch_sizes}")
+    for flag, weights, values in (("--patch-weights", args.patch_weights, args.patch_sizes),
+                                  ("--scale-weights", args.scale_weights, args.scales)):
+        if weights is not None and len(weights) != len(values):
+            raise ValueError(f"{flag} {weights}: expected one weight per value {values}")
+    if any(s < 1 for s in args.scales):
+        raise ValueError(f"--scales {args.scales}: expected pooling factors >= 1")
+    if not 1 <= args.min_tokens <= args.max_tokens:
+        raise ValueError(f"--min-tokens {args.min_tokens} / --max-tokens {args.max_tokens}: expected 1 <= min <= max")
+    if args.max_tokens > args.max_seq_len:
+        raise ValueError(f"--max-tokens {args.max_tokens} exceeds --max-seq-len {args.max_seq_len}")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: CUDA is not available on this machine")
+    return args
+
+
+def recipe_of(args: argparse.Namespace) -> Recipe:
+    return Recipe(args.batch_size, tuple(args.patch_sizes), args.max_tokens, max(args.patch_sizes),
+                  None if args.patch_weights is None else tuple(args.patch_weights), args.s2_share, args.walk_max,
+                  args.seasonal_share, tuple(args.scales),
+                  None if args.scale_weights is None else tuple(args.scale_weights), args.min_tokens,
+                  args.token_sampling, args.tokens_per_batch, args.max_raw_length, args.short_horizon_share)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
 
     config = tiny_config(args.d_model, args.num_layers, tuple(args.patch_sizes), args.max_seq_len)
     torch.manual_seed(args.seed)
-    module = make_module(config)
+    module = make_module(config).to(device)
     optimizer = torch.optim.AdamW(module.parameters(), lr=args.lr, weight_decay=0.1, betas=(0.9, 0.98))
     state_path = args.out / "state.pt"
-    step, elapsed, history = 0, 0.0, []
+    step, elapsed, history, validation = 0, 0.0, [], []
     if state_path.exists():
-        state = torch.load(state_path, weights_only=False)
+        state = torch.load(state_path, weights_only=False, map_location=device)
         module.load_state_dict(state["module"])
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed, history = state["step"], state["elapsed"], state["history"]
+        validation = state.get("validation", [])
         logger.info("resumed at step %d (%.0f s trained)", step, elapsed)
     elif args.init_from is not None:
         init_from_checkpoint(module, config, args.init_from)
         logger.info("initialised from %s", args.init_from)
-    pool = SeriesPool(args.pool, 4 * args.max_tokens * max(args.patch_sizes), seed=args.seed)
-    max_patch = max(args.patch_sizes)
+    pool = SeriesPool.from_s2(args.pool, args.s2_length, args.s2_seed, args.s2_time_limit)
+    recipe = recipe_of(args)
+    logger.info("S2 pool: %d draws of length %d (excitations and responses); recipe %s", args.pool,
+                args.s2_length, recipe)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
+
+    def to_device(batch):
+        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+    def validate() -> float:
+        """Mean masked NLL on fixed held-out batches (seeded apart from every training batch)."""
+        module.eval()
+        with torch.no_grad(), autocast:
+            losses = [masked_nll(module, to_device(masked_batch(np.random.default_rng([10**6 + args.seed, j]), pool, recipe))).item()
+                      for j in range(args.val_batches)]
+        module.train()
+        return float(np.mean(losses))
 
     def save_state():
+        if args.val_batches and (not validation or validation[-1]["step"] != step):
+            validation.append({"step": step, "val_loss": round(validate(), 5), "elapsed_s": round(elapsed, 1)})
+            logger.info("step %d held-out synthetic loss %.4f", step, validation[-1]["val_loss"])
+            export(module, config, args.out / "snapshots" / f"step_{step:06d}")
         torch.save({"module": module.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                    "elapsed": elapsed, "history": history, "args": vars(args) | {"out": str(args.out)}},
+                    "elapsed": elapsed, "history": history, "validation": validation,
+                    "args": vars(args) | {"out": str(args.out)}},
                    state_path.with_suffix(".tmp"))
         state_path.with_suffix(".tmp").replace(state_path)
 
@@ -299,11 +437,11 @@ def main(argv: list[str] | None = None) -> None:
     while step < stop and not args.export_only:
         t0 = time.time()
         rng = np.random.default_rng([args.seed, step])
-        batch = masked_batch(rng, pool, args.batch_size, tuple(args.patch_sizes), args.max_tokens, max_patch,
-                             args.patch_weights, args.s2_share, args.walk_max, args.seasonal_share)
+        batch = to_device(masked_batch(rng, pool, recipe))
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
-        loss = masked_nll(module, batch)
+        with autocast:
+            loss = masked_nll(module, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
@@ -324,12 +462,19 @@ def main(argv: list[str] | None = None) -> None:
     if step < args.steps and not args.export_only:
         logger.info("stopped at step %d of %d; rerun the command to continue", step, args.steps)
         return
-    module.save_pretrained(args.out / "model")
-    (args.out / "model" / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    export(module, config, args.out / "model")
     (args.out / "train_log.json").write_text(json.dumps(
-        {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "steps": step, "train_seconds": round(elapsed, 1),
-         "history": history}, indent=1) + "\n")
+        {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "steps": step,
+         "train_seconds": round(elapsed, 1), "history": history, "validation": validation}, indent=1) + "\n")
     logger.info("done: %d steps in %.0f s -> %s", step, elapsed, args.out / "model")
+
+
+def export(module, config: dict, directory: Path) -> None:
+    """An ordinary MOIRAI checkpoint directory (config.json + model.safetensors, float32 on CPU)."""
+    cpu = make_module(config)
+    cpu.load_state_dict({k: v.detach().float().cpu() for k, v in module.state_dict().items()})
+    cpu.save_pretrained(directory)
+    (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""Datasets for msft experiments: LSF / PF loaders, windows, the S2 generator (not imported by ``import msft``).
+"""Datasets for msft experiments: LSF / PF loaders, windows, synthetic series (not imported by ``import msft``).
+
+S2 series-symbol data from the authors' generator live in ``msft.data.s2`` (extra ``msft[pretrain]``), imported on demand.
 
 ``LSFDataModule`` needs ``lightning`` and is imported on first access.
 """

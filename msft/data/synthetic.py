@@ -1,4 +1,9 @@
-"""S2 synthetic series (series-symbol pretraining data, DESIGN.md §5) and trend/seasonality compositions.
+"""Lightweight synthetic series: S2-style excitations (mixture draws, stationary ARMA) and trend/seasonality.
+
+Only the excitation half of S2 (DESIGN.md §5), with no symbols and no dependency beyond numpy and
+pandas: the fixture behind ``load_lsf("synthetic")``, the smoke runs and the toy backbone's
+pretraining. The S2 series-symbol data proper (random expressions f applied to excitations X) come
+from the authors' generator through :mod:`msft.data.s2`, which pretrains the embedded tiny MOIRAI.
 
 Each series is, with probability ``p_mixture`` (≤ 0.5), i.i.d. draws from a mixture of
 ``k ~ U{1..k_max}`` components with weights ``U(0,1)`` normalised, each component either

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,26 +15,48 @@ pytest.importorskip("uni2ts")
 from safetensors.torch import load_file  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "pretrain_tiny_moirai.py"
-TINY = ["--d-model", "64", "--num-layers", "1", "--batch-size", "4", "--max-tokens", "8", "--pool", "8",
-        "--warmup", "1"]
+TINY = ["--d-model", "64", "--num-layers", "1", "--batch-size", "4", "--max-tokens", "8", "--pool", "4",
+        "--s2-length", "128", "--s2-time-limit", "0.5", "--warmup", "1"]
 
 
 @pytest.fixture(scope="module")
 def script():
     spec = importlib.util.spec_from_file_location("pretrain_tiny_moirai", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
 
 @pytest.fixture(scope="module")
-def pool(script):
-    return script.SeriesPool(8, 4 * 8 * 64, seed=0)
+def pool(script, tiny_s2_cache, monkeypatch_module):
+    """The tiny S2 pool (tests/conftest.py), through the script's own loader."""
+    monkeypatch_module.setenv("MSFT_CACHE_DIR", str(tiny_s2_cache.parent))
+    return script.SeriesPool.from_s2(4, 128, seed=0, time_limit=0.5)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+@pytest.fixture
+def s2_env(tiny_s2_cache, monkeypatch):
+    monkeypatch.setenv("MSFT_CACHE_DIR", str(tiny_s2_cache.parent))
+
+
+def recipe(script, **kwargs):
+    return script.Recipe(**({"batch_size": 4, "patch_sizes": (16, 32, 64), "max_tokens": 8, "max_patch": 64} | kwargs))
+
+
+def test_pool_holds_excitations_and_responses(pool):
+    assert pool.values.shape == (8, 128) and np.isfinite(pool.values).all()
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_masked_batch_has_moirai_layout(script, pool, seed):
-    batch = script.masked_batch(np.random.default_rng([0, seed]), pool, 4, (16, 32, 64), 8, 64)
+    batch = script.masked_batch(np.random.default_rng([0, seed]), pool, recipe(script))
     n, tokens, max_patch = batch["target"].shape
     ps = int(batch["patch_size"][0, 0])
     assert (n, max_patch) == (4, 64) and ps in (16, 32, 64)
@@ -56,7 +79,7 @@ def test_synthetic_series_are_finite_and_varied(script, pool):
 def test_loss_is_the_masked_nll_and_decreases(script, pool):
     torch.manual_seed(0)
     module = script.make_module(script.tiny_config(64, 1, (16, 32, 64), 64))
-    batch = script.masked_batch(np.random.default_rng(0), pool, 8, (32,), 8, 64)
+    batch = script.masked_batch(np.random.default_rng(0), pool, recipe(script, batch_size=8, patch_sizes=(32,)))
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-2)
     losses = []
     for _ in range(15):
@@ -68,7 +91,7 @@ def test_loss_is_the_masked_nll_and_decreases(script, pool):
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
 
 
-def test_resumed_run_equals_a_straight_run(script, tmp_path):
+def test_resumed_run_equals_a_straight_run(script, tmp_path, s2_env):
     script.main(["--out", str(tmp_path / "straight"), "--steps", "3", *TINY])
     script.main(["--out", str(tmp_path / "resumed"), "--steps", "3", "--stop-after", "1", *TINY])
     assert not (tmp_path / "resumed" / "model").exists()
@@ -90,7 +113,7 @@ def test_bad_patch_weights_are_rejected(script, tmp_path):
         script.main(["--out", str(tmp_path), "--patch-weights", "1", "2", *TINY])
 
 
-def test_init_from_starts_at_the_checkpoint_and_rejects_another_architecture(script, tmp_path):
+def test_init_from_starts_at_the_checkpoint_and_rejects_another_architecture(script, tmp_path, s2_env):
     script.main(["--out", str(tmp_path / "first"), "--steps", "2", *TINY])
     source = tmp_path / "first" / "model"
     # --steps 0: nothing trained, so the exported weights are exactly the ones --init-from loaded.
@@ -115,3 +138,67 @@ def test_clean_seasonal_share(script, pool):
     # Most clean series repeat: some lag up to a third of the length nearly reproduces the series.
     best = np.array([max(np.corrcoef(row[:-lag], row[lag:])[0, 1] for lag in range(2, 256)) for row in x])
     assert np.median(best) > 0.9
+
+
+@pytest.mark.parametrize("scale", [1, 2, 8])
+def test_multi_scale_copies_are_pooled_series(script, pool, monkeypatch, scale):
+    """Scale s generates s times as many points and averages each s consecutive ones (msft's down-sampling)."""
+    asked = []
+
+    def ramp(rng, pool, n, length, *args):
+        asked.append(length)
+        return np.tile(np.arange(length, dtype=float), (n, 1))
+
+    monkeypatch.setattr(script, "synthetic_batch", ramp)
+    r = recipe(script, patch_sizes=(16,), scales=(scale,), min_tokens=8, max_tokens=8)
+    batch = script.masked_batch(np.random.default_rng(3), pool, r)
+    x, seen = batch["target"][..., :16].flatten(1), batch["observed_mask"][..., :16].flatten(1)
+    assert asked == [8 * 16 * scale]
+    expected = torch.arange(8 * 16, dtype=torch.float32) * scale + (scale - 1) / 2  # mean of each block of s
+    torch.testing.assert_close(x[seen], expected.expand_as(x)[seen])
+
+
+def test_long_contexts_keep_the_tokens_per_batch(script, pool):
+    r = recipe(script, max_tokens=128, token_sampling="log", tokens_per_batch=256, batch_size=64, patch_sizes=(16,))
+    shapes = [script.masked_batch(np.random.default_rng([1, k]), pool, r)["target"].shape[:2] for k in range(12)]
+    tokens = [t for _, t in shapes]
+    assert max(tokens) > 40 and min(tokens) < 20  # log-uniform over [6, 128]
+    for n, t in shapes:
+        assert n == max(4, min(64, 256 // t))
+
+
+def test_series_longer_than_the_pool_are_compositions(script, pool):
+    x = script.synthetic_batch(np.random.default_rng(0), pool, 8, 4 * pool.length, s2_share=1.0)
+    assert x.shape == (8, 4 * pool.length) and np.isfinite(x).all()
+
+
+@pytest.mark.parametrize("flags, match", [
+    (["--scales", "1", "2", "--scale-weights", "1"], "scale-weights"),
+    (["--scales", "0"], "scales"),
+    (["--min-tokens", "9"], "min-tokens"),
+    (["--max-tokens", "600"], "max-seq-len"),
+])
+def test_bad_recipe_flags_are_rejected(script, tmp_path, flags, match):
+    with pytest.raises(ValueError, match=match):
+        script.parse_args(["--out", str(tmp_path), *TINY, *flags])
+
+
+def test_cuda_stage_flags(script, tmp_path):
+    """The GPU stage's flags parse; without a GPU, --device cuda is refused before any work."""
+    args = ["--out", str(tmp_path), *TINY, "--bf16"]
+    if torch.cuda.is_available():
+        assert script.parse_args([*args, "--device", "cuda"]).bf16
+    else:
+        with pytest.raises(ValueError, match="CUDA"):
+            script.parse_args([*args, "--device", "cuda"])
+    assert script.parse_args(args).device == "cpu"
+
+
+def test_short_horizon_share(script, pool):
+    """Share 1: every batch masks 1-3 patches however long the context; share 0 keeps 15-50%."""
+    def masked(share):
+        r = recipe(script, max_tokens=64, min_tokens=40, short_horizon_share=share, patch_sizes=(16,))
+        return [int(script.masked_batch(np.random.default_rng([2, k]), pool, r)["prediction_mask"][0].sum())
+                for k in range(8)]
+    assert all(1 <= n <= 3 for n in masked(1.0))
+    assert all(n >= 6 for n in masked(0.0))
