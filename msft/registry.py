@@ -133,6 +133,16 @@ class BackboneSpec:
         """Scalar loss of one scale; ``target``/``observed`` are ``(series, horizon)``."""
         raise NotImplementedError
 
+    def trainable_parameters(self, pattern: str) -> list[str]:
+        """Names (in ``backbone.named_parameters()``) of the backbone parameters that train besides
+        msft's own parts under ``pattern``: "none" nothing, "all" every one; a spec may add named
+        patterns of its own (MOIRAI: "freeze_ffn", the MSFT authors' recipe)."""
+        if pattern == "none":
+            return []
+        if pattern == "all":
+            return [n for n, _ in self.backbone.named_parameters() if "msft_" not in n]
+        raise ValueError(f"backbone_trainable={pattern!r}: the {self.name} backbone supports 'none' and 'all'")
+
 
 def register_backbone(spec: type[BackboneSpec]) -> type[BackboneSpec]:
     """Class decorator: make ``spec`` available to `msft.wrap`."""

@@ -23,7 +23,9 @@ def evaluate_lsf(forecaster: Any, dataset: str | os.PathLike | pd.DataFrame | LS
     """MSE and MAE of ``forecaster`` over every window of ``split``, averaged over windows × steps × channels.
 
     ``forecaster``: ``f(past (batch, L, V)) -> (batch, H, V)`` or an object with
-    ``.predict(past_target, horizon)``. Mode ``"S"`` feeds each channel as its own series (V=1),
+    ``.predict(past_target, horizon)``; it may return ``{"mean": ..., "median": ...}`` instead of one
+    forecast: MSE is then computed on the mean and MAE on the median, as GluonTS (and the MSFT
+    authors) score probabilistic forecasts. Mode ``"S"`` feeds each channel as its own series (V=1),
     ``"M"`` all channels together. ``windows`` in the result counts forecast windows (in mode S,
     time windows × channels). ``dataset`` may be a name, a CSV path, a frame or a prepared
     :class:`~msft.data.LSFSplit` (whose ``context_length`` must equal ``context_length``).
@@ -46,10 +48,12 @@ def evaluate_lsf(forecaster: Any, dataset: str | os.PathLike | pd.DataFrame | LS
             past, future = batch["past_target"], batch["future_target"]  # (batch, L, V), (batch, H, V)
             if device is not None:
                 past, future = past.to(device), future.to(device)
-            pred = check_shape(predict(past, horizon), tuple(future.shape), "forecaster")
-            error = (pred.to(future.dtype) - future).double()
-            squared += float(error.square().sum())
-            absolute += float(error.abs().sum())
+            out = predict(past, horizon)
+            mean, median = (out.get("mean"), out.get("median")) if isinstance(out, dict) else (out, out)
+            mean = check_shape(mean, tuple(future.shape), "forecaster (mean)")
+            median = check_shape(median, tuple(future.shape), "forecaster (median)")
+            squared += float((mean.to(future.dtype) - future).double().square().sum())
+            absolute += float((median.to(future.dtype) - future).double().abs().sum())
     count = future.shape[1] * future.shape[2] * len(windows)
     result = {"mse": squared / count, "mae": absolute / count, "windows": len(windows)}
     logger.info("LSF %s H=%d L=%d mode=%s: %s", data.name, horizon, context_length, mode, result)
