@@ -60,10 +60,10 @@ def _csv_rows(path):
 
 # -- scoring -----------------------------------------------------------------------------------------
 def test_lsf_scores_mse_on_the_mean_and_mae_on_the_median():
-    from msft.protocols import evaluate_lsf
-
     import numpy as np
     import pandas as pd
+
+    from msft.protocols import evaluate_lsf
 
     values = np.sin(np.arange(400) / 5.0)
     data = pd.DataFrame({"date": pd.date_range("2020", periods=400, freq="h"), "x": values})
