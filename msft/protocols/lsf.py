@@ -52,9 +52,11 @@ def evaluate_lsf(forecaster: Any, dataset: str | os.PathLike | pd.DataFrame | LS
             if device is not None:
                 past, future = past.to(device), future.to(device)
             out = predict(past, horizon)
-            mean, median = (out.get("mean"), out.get("median")) if isinstance(out, dict) else (out, out)
-            mean = check_shape(mean, tuple(future.shape), "forecaster (mean)")
-            median = check_shape(median, tuple(future.shape), "forecaster (median)")
+            if isinstance(out, dict):  # probabilistic: MSE of the mean, MAE of the median
+                mean = check_shape(out.get("mean"), tuple(future.shape), "forecaster['mean']")
+                median = check_shape(out.get("median"), tuple(future.shape), "forecaster['median']")
+            else:
+                mean = median = check_shape(out, tuple(future.shape), "forecaster")
             squared += float((mean.to(future.dtype) - future).double().square().sum())
             absolute += float((median.to(future.dtype) - future).double().abs().sum())
     count = future.shape[1] * future.shape[2] * len(windows)

@@ -191,21 +191,20 @@ def test_guard_keeps_the_finetuned_weights_when_they_are_better(tmp_path):
 # -- resumable sweep ---------------------------------------------------------------------------------
 def test_lr_sweep_selects_on_validation_and_resumes(tmp_path, data_dir):
     tiny = [o for o in TINY if not o.startswith("names.")]
-    args = ("-m", "method=lora,msft", "lr_scale=0.5,2", *tiny, "trainer.max_epochs=1", "experiment=lrs",
+    args = ("-m", "method=lora", "lr_scale=0.5,2", *tiny, "trainer.max_epochs=1", "experiment=lrs",
             "results_dir=tables", "skip_finished=true", "select=true",
             "hydra.sweep.subdir=${method.name}/lr${lr_scale}/seed${seed}")
     env = {"MSFT_DATA_DIR": str(data_dir)}
     first = cli(*args, cwd=tmp_path, env_extra=env)
     assert first.returncode == 0, first.stderr[-3000:]
     runs = sorted((tmp_path / "runs" / "lrs").rglob("metrics.json"))
-    assert len(runs) == 4
+    assert len(runs) == 2
     stamps = {p: p.stat().st_mtime_ns for p in runs}
     second = cli(*args, cwd=tmp_path, env_extra=env)
     assert second.returncode == 0 and {p: p.stat().st_mtime_ns for p in runs} == stamps  # nothing re-ran
     records = [json.loads(p.read_text()) for p in runs]
     table = (tmp_path / "tables" / "lrs.md").read_text()
-    for method in ("lora", "msft"):
-        mine = [r for r in records if r["method"] == method]
-        chosen = min(mine, key=lambda r: r["val_score"])
-        row = next(line for line in table.splitlines() if f"| {method} |" in line)
-        assert f"| {chosen['lr_scale']:g} |" in row and f"{chosen['mse']:.4f}" in row and row.endswith("| 2 |")
+    chosen = min(records, key=lambda r: r["val_score"])
+    assert max(r["val_score"] for r in records) > chosen["val_score"]  # the grid points differ
+    row = next(line for line in table.splitlines() if "| lora |" in line)
+    assert f"| {chosen['lr_scale']:g} |" in row and f"{chosen['mse']:.4f}" in row and row.endswith("| 2 |")
