@@ -1,6 +1,6 @@
 """Teacher vs distilled MLP student vs the same student without distillation, ETTh1 / ETTm1, H=96.
 
-    MSFT_DATA_DIR=/work/shared/data python benchmarks/bench_distill.py --out results/distill
+    MSFT_DATA_DIR=../shared/data python benchmarks/bench_distill.py --out results/distill
 
 The teacher is the toy backbone **trained here from scratch** on the dataset's train split (no
 pretrained TSFM weights are available offline), then wrapped with ``msft.wrap(..., scales=[1, 2, 4])``

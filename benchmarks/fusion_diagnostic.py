@@ -1,7 +1,7 @@
 """Where did MSFT's learned fusion go, and is it a good place? Validation MSE under other weights.
 
     bash scripts/main.sh        # makes runs/main (the main job)
-    MSFT_DATA_DIR=/work/shared/data python -m benchmarks.fusion_diagnostic --run runs/main/ETTh1_H96/tiny_moirai/msft/seed0
+    MSFT_DATA_DIR=../shared/data python -m benchmarks.fusion_diagnostic --run runs/main/ETTh1_H96/tiny_moirai/msft/seed0
 
 Loads a finished msft run, then scores its fused forecast on the **validation** split (LSF, S mode)
 with the learned fusion weights, uniform weights and each scale alone (everything else unchanged).
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     with torch.no_grad():
         logits.copy_(learned)
 
-    command = "MSFT_DATA_DIR=/work/shared/data python -m benchmarks.fusion_diagnostic " + " ".join(
+    command = "MSFT_DATA_DIR=../shared/data python -m benchmarks.fusion_diagnostic " + " ".join(
         argv if argv is not None else sys.argv[1:])
     weights = ", ".join(f"scale {s}: {w:.3f}" for s, w in results["weights"].items())
     rows = [[name, f"{mse:.4f}"] for name, mse in results["val_mse"].items()]

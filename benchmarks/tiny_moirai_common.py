@@ -13,8 +13,8 @@ import msft_backbones.moirai  # noqa: F401  (registers the MOIRAI spec even wher
 import msft
 
 DATASETS = ("ETTh1", "ETTh2", "ETTm1", "ETTm2", "Weather")
-#: Default data location on the build machines; override with MSFT_DATA_DIR.
-DATA_DIR = os.environ.get("MSFT_DATA_DIR", "/work/shared/data")
+#: The data directory: $MSFT_DATA_DIR, else ../shared/data beside the checkout (as the tests).
+DATA_DIR = os.environ.get("MSFT_DATA_DIR") or str(Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 def moirai_forecaster(module, patch_size: int, point: str = "mean", num_samples: int = 100, seed: int = 0):

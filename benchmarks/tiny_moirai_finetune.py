@@ -1,6 +1,6 @@
 """Finetuning comparison on the shipped tiny MOIRAI: zero-shot, full, LoRA and MSFT [1, 2, 4].
 
-    MSFT_DATA_DIR=/work/shared/data python -m benchmarks.tiny_moirai_finetune --datasets ETTh1 ETTh2 ...
+    MSFT_DATA_DIR=../shared/data python -m benchmarks.tiny_moirai_finetune --datasets ETTh1 ETTh2 ...
 
 Every method goes through ``msft.wrap`` on a fresh copy of the backbone (the MOIRAI spec, patch
 size ``--patch-size`` at every scale) and trains on ``model.loss`` (MOIRAI's mixture NLL on the
@@ -11,8 +11,8 @@ pooled future of each scale, fusion-weighted):
 - full: the same wrapper with every backbone parameter trainable (lr ``--full-lr``); full-fast: the
   same with the backbone at ``--lr`` (the runner's main job uses one lr for everything, and there
   full finetuning does much better than at 1e-4).
-- LoRA: msft's single-scale LoRA on q/k/v, ``wrap(m, scales=[1], adapters=False, c2f=False,
-  f2c=False, learned_fusion=False, lora_rank=16, lora_alpha=32)`` (the paper's LoRA baseline).
+- LoRA: peft LoRA on q/k/v (r=16, alpha=32, dropout 0.05: the paper's LoRA baseline), built by
+  the runner's ``msft_runner.methods.build_model`` like every other method here.
 - MSFT: ``wrap(m, scales=[1, 2, 4])`` (adapters, per-scale LoRA r=16 alpha=16, C2F/F2C, learned fusion).
 - msft-fused (only with ``--methods``): MSFT with ``fusion_objective="fused"``.
 
@@ -42,16 +42,19 @@ from benchmarks.tiny_moirai_common import DATA_DIR, DATASETS, SampleMedian, mach
 from msft.data.lsf import prepare_lsf
 from msft.protocols import evaluate_lsf
 
-_SINGLE = dict(scales=[1], adapters=False, c2f=False, f2c=False, learned_fusion=False)
+# method -> (the runner's method kind, its msft options): every method is built by the runner's
+# `build_model`, so "LoRA" here is the same peft LoRA as in every msft-train table.
 METHODS = {
-    "zero-shot": dict(_SINGLE, lora=False),
-    "full": dict(_SINGLE, lora=False),
-    "full-fast": dict(_SINGLE, lora=False),  # full finetuning with the backbone at --lr instead of --full-lr
-    "lora": dict(_SINGLE, lora_rank=16, lora_alpha=32.0),
-    "msft": dict(scales=[1, 2, 4]),
+    "zero-shot": ("zero_shot", None),
+    "full": ("full", None),
+    "full-fast": ("full", None),  # full finetuning with the backbone at --lr instead of --full-lr
+    "lora": ("lora", None),
+    "msft": ("msft", dict(scales=[1, 2, 4])),
     # The fusion logits fitted to the fused forecast instead of sum_s w_s * loss_s (not run by default).
-    "msft-fused": dict(scales=[1, 2, 4], fusion_objective="fused"),
+    "msft-fused": ("msft", dict(scales=[1, 2, 4], fusion_objective="fused")),
 }
+#: the LSF baseline LoRA of the paper (peft, q/k/v): r=16, alpha=32, dropout 0.05.
+PEFT_LORA = dict(r=16, alpha=32, dropout=0.05)
 DEFAULT_METHODS = ["zero-shot", "full", "full-fast", "lora", "msft"]
 
 
@@ -70,14 +73,15 @@ def evaluate(forecaster, data, horizon: int, context: int, stride: int, batch_si
     return {"mse": squared / count, "mae": absolute / count, "windows": len(windows)}
 
 
-def build(method: str, backbone, patch_size: int, point: str = "mean"):
-    """A fresh ``msft.wrap`` of a copy of ``backbone`` for ``method``."""
+def build(method: str, backbone, patch_size: int, horizon: int, point: str = "mean"):
+    """A fresh copy of ``backbone`` with ``method`` applied by the runner's `build_model`."""
+    from msft_runner.methods import build_model
+
     if method not in METHODS:
         raise ValueError(f"method={method!r}: expected one of {list(METHODS)}")
-    model = msft.wrap(copy.deepcopy(backbone), patch_size=patch_size, point_forecast=point, **METHODS[method])
-    if method in ("full", "full-fast"):
-        model.backbone.requires_grad_(True)
-    return model
+    kind, options = METHODS[method]
+    return build_model(copy.deepcopy(backbone), kind, horizon, options, peft=PEFT_LORA,
+                       wrap_options=dict(patch_size=patch_size, point_forecast=point)).model
 
 
 def finetune(model, windows, steps: int, batch_size: int, lr: float, full_lr: float, seed: int) -> list[float]:
@@ -107,7 +111,7 @@ def finetune(model, windows, steps: int, batch_size: int, lr: float, full_lr: fl
 
 def run_one(backbone, dataset: str, method: str, seed: int, args) -> dict:
     data = prepare_lsf(dataset, args.context, data_dir=DATA_DIR)
-    model = build(method, backbone, args.patch_size, args.point)
+    model = build(method, backbone, args.patch_size, args.horizon, args.point)
     t0 = time.time()
     losses = []
     if method != "zero-shot":
@@ -186,7 +190,7 @@ def compare(args, argv: list[str] | None, module_name: str, title: str) -> dict:
 
 
 def write_results(args, argv: list[str] | None, module_name: str, title: str, results: dict) -> None:
-    command = f"MSFT_DATA_DIR=/work/shared/data python -m {module_name} " + " ".join(
+    command = f"MSFT_DATA_DIR=../shared/data python -m {module_name} " + " ".join(
         argv if argv is not None else sys.argv[1:])
     header = ["dataset"] + [f"{m} MSE" for m in args.methods] + ["best"]
     rows = []
@@ -215,7 +219,7 @@ def write_results(args, argv: list[str] | None, module_name: str, title: str, re
                  "" if not args.test_stride else
                  ", except " + ", ".join(f"{d} every {k}-th window (off-protocol subsample, for lack of CPU)"
                                          for d, k in args.test_stride.items())) + ".",
-             "LoRA = msft's single-scale LoRA on q/k/v (r=16, alpha=32); MSFT = msft.wrap defaults, scales [1, 2, 4]."]
+             "LoRA = peft LoRA on q/k/v (r=16, alpha=32, dropout 0.05), the runner's method; MSFT = msft.wrap defaults, scales [1, 2, 4]."]
     extra = ["MAE:", "", "| " + " | ".join(header_mae) + " |", "|" + "---|" * len(header_mae)]
     extra += ["| " + " | ".join(r) + " |" for r in rows_mae]
     args.out.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Zero-shot LSF numbers of the shipped tiny MOIRAI against last-value and seasonal-naive baselines.
 
-    MSFT_DATA_DIR=/work/shared/data python -m benchmarks.tiny_moirai_zero_shot
+    MSFT_DATA_DIR=../shared/data python -m benchmarks.tiny_moirai_zero_shot
 
 LSF protocol (msft.protocols.evaluate_lsf): S mode (each channel its own series), context 512,
 H=96, the full test split with stride 1, MSE/MAE on the train-split z-scored scale. The tiny MOIRAI
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def write_results(args, argv: list[str] | None, results: dict) -> None:
-    command = "MSFT_DATA_DIR=/work/shared/data python -m " + " ".join(["benchmarks.tiny_moirai_zero_shot"] + (argv if argv is not None else sys.argv[1:]))
+    command = "MSFT_DATA_DIR=../shared/data python -m " + " ".join(["benchmarks.tiny_moirai_zero_shot"] + (argv if argv is not None else sys.argv[1:]))
     header = ["dataset", "tiny MOIRAI MSE", "tiny MOIRAI MAE", "last value MSE", "seasonal naive MSE", "beats both (MSE)", "windows"]
     rows = []
     for name, row in results.items():

@@ -28,8 +28,9 @@ class MSFTConfig:
     attention_impl: how intra-scale attention is computed: "blocked" runs each scale's block on
         its own (cost sum n_s^2); "dense" uses one block-diagonal masked matrix (cost (sum n_s)^2),
         kept as a reference for tests and benchmarks.
-    learned_fusion: learn the softmax fusion logits (off: uniform, fixed weights).
+    learned_fusion: learn the softmax fusion logits (off: fixed weights, uniform unless fusion_prior).
     fusion_prior: initial logit of scale 1 (the others start at 0); > 0 favours the original scale.
+        With ``learned_fusion=False`` the weights stay at ``softmax(fusion_prior, 0, ..., 0)``.
     fusion_objective: what trains the fusion logits. "per_scale" (default, the published method):
         the loss is ``sum_s w_s * loss_s``, so the gradient moves weight towards the scale whose own
         loss is lowest (a pooled, smoother target usually has the lowest). "fused": each scale's

@@ -206,11 +206,11 @@ class ScaleFusion(nn.Module):
     def __init__(self, num_scales: int, learned: bool, prior: float):
         super().__init__()
         logits = torch.zeros(num_scales)
-        logits[0] = prior
+        logits[0] = prior  # learned or fixed alike: a fixed prior pins the weights at softmax(prior, 0, ...)
         if learned:
             self.msft_fusion_logits = nn.Parameter(logits)
         else:
-            self.register_buffer("msft_fusion_logits", torch.zeros(num_scales))
+            self.register_buffer("msft_fusion_logits", logits)
 
     def weights(self) -> Tensor:
         return torch.softmax(self.msft_fusion_logits, dim=0)

@@ -417,6 +417,13 @@ def _check_series(name: str, target: Any, observed: Any, observed_name: str) -> 
         raise ValueError(f"{name} has shape {tuple(target.shape)}: expected 3 dims (batch, time, variate)")
     if not target.is_floating_point():
         raise ValueError(f"{name} has dtype {target.dtype}: expected a floating-point tensor")
+    infinite = torch.isinf(target)
+    if bool(infinite.any()):
+        b, t, v = infinite.nonzero()[0].tolist()
+        raise ValueError(
+            f"{name}[{b}, {t}, {v}] is {target[b, t, v].item()}: expected finite values "
+            "(mark missing values as NaN or through the observed mask)"
+        )
     if observed is None:
         observed = ~torch.isnan(target)
     elif not isinstance(observed, Tensor) or observed.shape != target.shape:

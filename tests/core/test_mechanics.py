@@ -94,6 +94,13 @@ def test_fusion_prior_and_uniform_fusion():
     assert "msft_fusion.msft_fusion_logits" not in dict(fixed.named_parameters())
 
 
+def test_a_fixed_fusion_prior_is_honoured_not_ignored():
+    pinned = msft.wrap(make_backbone(), scales=[1, 2, 4], learned_fusion=False, fusion_prior=9.0)
+    expected = torch.softmax(torch.tensor([9.0, 0.0, 0.0]), dim=0)
+    torch.testing.assert_close(pinned.fusion_weights, expected)
+    assert "msft_fusion.msft_fusion_logits" not in dict(pinned.named_parameters())
+
+
 def _loss_and_grads(model, past, future):
     model.zero_grad()
     loss = model.loss(past, future)

@@ -105,3 +105,19 @@ def test_a_failed_wrap_leaves_the_backbone_untouched():
     assert {n: type(m) for n, m in backbone.named_modules()} == before
     assert all(p.requires_grad for p in backbone.parameters())
     msft.wrap(backbone, scales=[1, 2])  # still wrappable
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf")])
+def test_infinite_values_are_rejected_with_their_position(value):
+    """An infinite value is a data error, not a missing value: it is named, not silently masked."""
+    model = msft.wrap(make_backbone(), scales=[1, 2])
+    past, future = sine_batch()
+    past = past.clone()
+    past[1, 5, 0] = value
+    with pytest.raises(ValueError, match=r"past_target\[1, 5, 0\] is -?inf: expected finite values"):
+        model.predict(past, HORIZON)
+    past, future = sine_batch()
+    future = future.clone()
+    future[0, 2, 0] = value
+    with pytest.raises(ValueError, match=r"future_target\[0, 2, 0\] is -?inf"):
+        model.loss(past, future)

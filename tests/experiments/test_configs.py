@@ -18,8 +18,8 @@ GROUPS = {group: sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
 
 
 def test_default_config_is_the_main_job():
-    cfg = compose()
-    assert cfg.data.name == "ETTh1" and cfg.data.horizon == 96 and cfg.experiment == "main"
+    cfg = compose()  # the main job is the default config named experiment=main (scripts/main.sh)
+    assert cfg.data.name == "ETTh1" and cfg.data.horizon == 96 and cfg.experiment == "default"
     hydra = compose(["hydra.mode=MULTIRUN"])  # composes with its hydra section too
     assert hydra.method.kind == "msft"
 
