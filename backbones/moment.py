@@ -14,8 +14,15 @@ pretrained. `MomentSpec` runs exactly that computation per scale:
   position bias (or on all scales concatenated with a block-diagonal mask, see `join`);
 * one msft-owned `ForecastingHead` per scale with ``ceil(H / s)`` outputs, trained with the rest.
 
-Every scale has ``seq_len / patch_len`` (64) context tokens whose right ends are aligned at the
-forecast origin, which is what the core's cross-scale aggregation assumes.
+Only tokens that hold data run (``backbone_options={"padding": "trim"}``, the default): a scale
+keeps its last ``n_s`` patches, the fewest that cover its pooled context while one coarse token still
+covers exactly ``s_{i+1}/s_i`` fine ones (64, 32, 16 for [1, 2, 4] at context 512), at their
+original T5 positions. The dropped tokens are never attention keys (no observed step), and with that
+alignment no kept token reads a dropped one through the cross-scale aggregation either, so the kept
+tokens' outputs equal those of the padded computation. The heads keep their ``seq_len / patch_len``
+inputs and read zeros at the dropped positions. ``padding="seq_len"`` runs every scale at MOMENT's
+full 64 tokens, the heads reading the padding tokens' outputs too (MOMENT's own forecast for a short
+context); the right ends of the tokens are aligned at the forecast origin in both.
 
 Loading: `load_moment` (Hugging Face id or local directory) and `build_moment` (offline, from a T5
 config with random weights); `MOMENT_T5_CONFIGS` has the encoder geometries of MOMENT-1.
@@ -23,22 +30,18 @@ config with random weights); `MOMENT_T5_CONFIGS` has the encoder geometries of M
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import warnings
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
-from msft.layers import ScaleState
-from msft.losses import masked_mse
-from msft.registry import BackboneSpec, ScaleTokens, register_backbone
+from msft.ops import BlockLayout, masked_mean_var
+from msft.registry import BackboneSpec, PointForecast, ScaleTokens, TinyBackbone, register_backbone
 
 # Encoder geometries of MOMENT-1 (the ``t5_config`` of the hub's config.json: google/flan-t5-*).
 _FLAN_T5 = {
@@ -62,6 +65,7 @@ MOMENT_T5_CONFIGS: dict[str, dict[str, Any]] = {
     "large": {**_FLAN_T5, "d_model": 1024, "d_ff": 2816, "num_layers": 24, "num_heads": 16},
 }
 MOMENT_HUB_IDS = {size: f"AutonLab/MOMENT-1-{size}" for size in MOMENT_T5_CONFIGS}
+PADDINGS = ("trim", "seq_len")
 
 
 def moment_config(t5_config: str | dict[str, Any] = "small", seq_len: int = 512, patch_len: int = 8) -> dict[str, Any]:
@@ -116,7 +120,8 @@ def build_moment(
     """A `MOMENTPipeline` with random weights, built offline from a T5 geometry (no download).
 
     ``model_kwargs`` are momentfm's (``head_dropout``, ``revin_affine``, ...); gradient
-    checkpointing is off unless ``enable_gradient_checkpointing=True`` (msft supports both).
+    checkpointing is off unless ``enable_gradient_checkpointing=True`` (msft then checkpoints the
+    encoder blocks itself while wrapped, as with ``MSFTConfig.gradient_checkpointing``).
     """
     from momentfm.models.moment import MOMENTPipeline
 
@@ -173,16 +178,33 @@ class MomentAux:
 class MomentSpec(BackboneSpec):
     """msft spec for momentfm's `MOMENT` / `MOMENTPipeline`.
 
-    ``backbone_options`` is not read. ``MSFTConfig.horizon`` is required: the per-scale heads have
-    ``ceil(horizon / s)`` outputs. A backbone with a `ForecastingHead` of ``horizon`` outputs gives
+    ``backbone_options``: ``padding`` ("trim", the default, or "seq_len"; see the module docstring).
+    ``MSFTConfig.horizon`` is required: the per-scale heads have ``ceil(horizon / s)``
+    outputs. A backbone with a `ForecastingHead` of ``horizon`` outputs gives
     its weights to the scale-1 head, so ``wrap(m, scales=[1])`` starts equal to ``m.forecast``.
     """
 
     name = "moment"
     module_types = ("momentfm.models.moment.MOMENT",)
     input_projection = "patch_embedding"
-    attention_projections = (r"encoder\.block\.\d+\.layer\.0\.SelfAttention\.(q|k|v)",)
-    supports_prefix = True
+
+    @classmethod
+    def tiny(cls) -> TinyBackbone:
+        """MOMENT's real pipeline on a 2-block, 32-wide T5 encoder (seq_len 512, as MOMENT-1)."""
+        t5 = {"d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 2, "num_heads": 4, "vocab_size": 8, "dropout_rate": 0.0}
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            backbone = build_moment(t5, forecast_horizon=12, head_dropout=0.0)
+
+        def forecast(past: Tensor) -> Tensor:  # (batch, time, variate) -> (batch, 12, variate), one variate at a time
+            out = []
+            for v in range(past.shape[2]):
+                x = nn.functional.pad(past[:, None, :, v], (backbone.seq_len - past.shape[1], 0), value=float("nan"))
+                mask = (~torch.isnan(x[:, 0])).float()  # (batch, seq_len): MOMENT's input_mask
+                out.append(backbone(x_enc=x, input_mask=mask).forecast[:, 0])  # (batch, horizon)
+            return torch.stack(out, dim=-1)
+
+        return TinyBackbone(backbone, context_length=96, horizon=12, forecast=forecast)
 
     def __init__(self, backbone: nn.Module, config):
         super().__init__(backbone, config)
@@ -196,6 +218,13 @@ class MomentSpec(BackboneSpec):
                 f"patch_stride_len={backbone.config.patch_stride_len}: expected non-overlapping patches "
                 f"(patch_stride_len == patch_len == {backbone.patch_len})"
             )
+        options = dict(config.backbone_options)
+        unknown = sorted(set(options) - {"padding"})
+        if unknown:
+            raise ValueError(f"backbone_options {unknown}: the moment backbone expects only 'padding'")
+        self.padding = options.get("padding", "trim")
+        if self.padding not in PADDINGS:
+            raise ValueError(f"backbone_options['padding']={self.padding!r}: expected one of {PADDINGS}")
         self.encoder = backbone.encoder
         self.seq_len = backbone.seq_len
         self.num_patches = backbone.seq_len // backbone.patch_len
@@ -209,6 +238,9 @@ class MomentSpec(BackboneSpec):
 
     def layers(self) -> list[nn.Module]:
         return list(self.encoder.block)
+
+    def lora_targets(self) -> tuple[str, ...]:
+        return (r"encoder\.block\.\d+\.layer\.0\.SelfAttention\.(q|k|v)",)
 
     def check_context(self, context_length: int) -> None:
         if context_length > self.seq_len:
@@ -240,12 +272,24 @@ class MomentSpec(BackboneSpec):
         patches = self.backbone.tokenizer(x=normed[:, None, :])  # (series, 1, patches, patch_len)
         # In forecast mode MOMENT embeds every patch with its values (no [MASK] embedding).
         embedded = self.backbone.patch_embedding(patches, mask=torch.ones_like(normed))
-        hidden = self.encoder.dropout(embedded[:, 0])  # (series, patches, d_model), as T5Stack does
-        key_valid = observed.unflatten(-1, (self.num_patches, -1)).all(-1)  # (series, patches)
-        positions = torch.arange(self.num_patches, device=hidden.device)
+        kept = self.kept_patches(context.shape[-1], scale_idx)
+        first = self.num_patches - kept  # the dropped patches hold padding only
+        hidden = self.encoder.dropout(embedded[:, 0, first:])  # (series, kept, d_model), as T5Stack does
+        key_valid = observed.unflatten(-1, (self.num_patches, -1)).all(-1)[:, first:]  # (series, kept)
+        positions = torch.arange(first, self.num_patches, device=hidden.device)  # MOMENT's own positions
         aux = self._aux(hidden, key_valid, positions, scale_ids=None)
         aux.loc, aux.scale = loc, scale
-        return ScaleTokens(hidden, num_prefix=0, num_context=self.num_patches, num_horizon=0, aux=aux)
+        return ScaleTokens(hidden, num_prefix=0, num_context=kept, num_horizon=0, aux=aux)
+
+    def kept_patches(self, steps: int, scale_idx: int) -> int:
+        """Patches scale ``scale_idx`` runs for a pooled context of ``steps`` steps: all of them with
+        ``padding="seq_len"``; else the coarsest scale's patch count times ``s_K / s``, at most 64."""
+        if self.padding == "seq_len":
+            return self.num_patches
+        scales = self.config.scales
+        ratio = scales[-1] // scales[scale_idx]
+        coarsest = math.ceil(math.ceil(steps / ratio) / self.backbone.patch_len)
+        return min(self.num_patches, coarsest * ratio)
 
     def add_prefix(self, tokens: ScaleTokens, prefix: Tensor) -> ScaleTokens:
         """Soft prompt ``(series, P, d_model)`` in front: always-valid keys at T5 positions 0..P-1,
@@ -260,52 +304,31 @@ class MomentSpec(BackboneSpec):
         return ScaleTokens(hidden, tokens.num_prefix + n, tokens.num_context, tokens.num_horizon, new)
 
     def run_layer(self, layer: nn.Module, hidden: Tensor, aux: MomentAux) -> Tensor:
-        def run(h: Tensor) -> Tensor:
-            return _plain_forward(layer)(layer, h, attention_mask=aux.attention_mask, position_bias=aux.position_bias)[0]
-
-        if not (getattr(layer, "gradient_checkpointing", False) and layer.training and torch.is_grad_enabled()):
-            return run(hidden)
-        # The recomputation in backward happens after msft has left the scale's context: replay it
-        # inside the same ScaleState so that the per-scale LoRA pairs are applied again.
-        state = _scale_state(layer)
-        active = state.active if state is not None else None
-
-        def replay(h: Tensor) -> Tensor:
-            with state.use(active) if state is not None else nullcontext():
-                return run(h)
-
-        return checkpoint(replay, hidden, use_reentrant=False)
+        """One T5 block on ``hidden`` ``(series, tokens, d_model)``."""
+        return layer(hidden, attention_mask=aux.attention_mask, position_bias=aux.position_bias)[0]
 
     def join(self, tokens: list[ScaleTokens], block_diagonal: bool) -> MomentAux:
         hidden = torch.cat([t.hidden for t in tokens], dim=1)  # (series, all tokens, d_model)
         key_valid = torch.cat([t.aux.key_valid for t in tokens], dim=1)
         positions = torch.cat([t.aux.positions for t in tokens])
-        scale_ids = None
-        if block_diagonal:
-            scale_ids = torch.cat(
-                [torch.full_like(t.aux.positions, idx) for idx, t in enumerate(tokens)]
-            )
+        scale_ids = BlockLayout.of(tokens).scale_ids(positions.device) if block_diagonal else None  # (tokens,)
         return self._aux(hidden, key_valid, positions, scale_ids)
 
-    def head(self, hidden: Tensor, tokens: ScaleTokens, horizon: int, scale_idx: int, heads: nn.Module | None) -> Tensor:
-        hidden = hidden[:, tokens.num_prefix :]  # the patch tokens (a soft prompt may precede them)
+    def head(
+        self, hidden: Tensor, tokens: ScaleTokens, horizon: int, scale_idx: int, heads: nn.Module | None
+    ) -> PointForecast:
+        hidden = hidden[:, tokens.num_prefix :]  # (series, patches, d_model): a soft prompt may precede them
         hidden = self.encoder.dropout(self.encoder.final_layer_norm(hidden))  # the end of T5Stack
+        dropped = self.num_patches - hidden.shape[1]  # trimmed padding: the head reads zeros there
+        hidden = nn.functional.pad(hidden, (0, 0, dropped, 0))  # (series, 64, d_model)
         out = heads[scale_idx](hidden)[:, :horizon]  # (series, horizon)
-        return self._denormalize(out, tokens.aux.loc, tokens.aux.scale)
-
-    def point(self, output: Tensor) -> Tensor:
-        return output
-
-    def loss(self, output: Tensor, target: Tensor, observed: Tensor) -> Tensor:
-        return masked_mse(output, target, observed)
+        return PointForecast(self._denormalize(out, tokens.aux.loc, tokens.aux.scale))
 
     # -- internals --------------------------------------------------------------------------------
     def _normalize(self, values: Tensor, observed: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """MOMENT's RevIN over observed steps only (population std + eps); unobserved steps -> 0."""
         revin = self.backbone.normalizer
-        count = observed.sum(-1, keepdim=True).clamp(min=1)
-        loc = torch.where(observed, values, 0.0).sum(-1, keepdim=True) / count  # (series, 1)
-        var = torch.where(observed, values - loc, 0.0).square().sum(-1, keepdim=True) / count
+        loc, var = masked_mean_var(values, observed)  # (series, 1) each
         scale = var.sqrt() + revin.eps
         normed = (values - loc) / scale
         if revin.affine:
@@ -346,17 +369,3 @@ class MomentSpec(BackboneSpec):
             max_distance=attention.relative_attention_max_distance,
         )
         return attention.relative_attention_bias(buckets).permute(2, 0, 1).unsqueeze(0)  # (1, heads, q, k)
-
-
-def _plain_forward(layer: nn.Module):
-    """The block's forward without transformers' gradient-checkpointing wrapper."""
-    return inspect.unwrap(type(layer).forward)
-
-
-def _scale_state(layer: nn.Module) -> ScaleState | None:
-    for module in layer.modules():
-        state = getattr(module, "_state", None)
-        if isinstance(state, ScaleState):
-            return state
-    return None
-

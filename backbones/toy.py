@@ -18,9 +18,8 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from msft.layers import block_diagonal_mask
-from msft.losses import masked_mse
-from msft.registry import BackboneSpec, ScaleTokens, register_backbone
+from msft.ops import BlockLayout, masked_mean_var
+from msft.registry import BackboneSpec, PointForecast, ScaleTokens, TinyBackbone, register_backbone
 
 
 @dataclass
@@ -99,10 +98,7 @@ class ToyForecaster(nn.Module):
         """(series, time) -> tokens (series, n_context + n_horizon, d_model)."""
         p = self.config.patch_size
         observed = observed & ~torch.isnan(context)
-        count = observed.sum(-1, keepdim=True).clamp(min=1)
-        values = torch.where(observed, context, torch.zeros_like(context))
-        loc = values.sum(-1, keepdim=True) / count
-        var = (torch.where(observed, context - loc, torch.zeros_like(context)) ** 2).sum(-1, keepdim=True) / count
+        loc, var = masked_mean_var(context, observed)  # (series, 1) each
         scale = (var + 1e-5).sqrt()
         normed = torch.where(observed, (context - loc) / scale, torch.zeros_like(context))
         pad = -context.shape[-1] % p
@@ -154,9 +150,14 @@ class ToySpec(BackboneSpec):
     name = "toy"
     module_types = (f"{ToyForecaster.__module__}.ToyForecaster",)
     input_projection = "in_proj"
-    attention_projections = (r"layers\.\d+\.attn\.(q|k|v)_proj",)
     output_head = "head"
-    supports_prefix = True
+
+    @classmethod
+    def tiny(cls) -> TinyBackbone:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            backbone = ToyForecaster(d_model=16, num_layers=2, num_heads=2)
+        return TinyBackbone(backbone, context_length=100, horizon=12, forecast=lambda past: backbone.forecast(past, 12))
 
     def d_model(self) -> int:
         return self.backbone.config.d_model
@@ -166,6 +167,9 @@ class ToySpec(BackboneSpec):
 
     def layers(self) -> list[nn.Module]:
         return list(self.backbone.layers)
+
+    def lora_targets(self) -> tuple[str, ...]:
+        return (r"layers\.\d+\.attn\.(q|k|v)_proj",)
 
     def embed(self, context: Tensor, observed: Tensor, horizon: int, scale_idx: int) -> ScaleTokens:
         hidden, aux, n_ctx, n_hor = self.backbone.tokenize(context, observed, horizon)
@@ -191,18 +195,13 @@ class ToySpec(BackboneSpec):
 
     def join(self, tokens: list[ScaleTokens], block_diagonal: bool) -> Tensor:
         key_valid = torch.cat([t.aux.key_valid for t in tokens], dim=1)  # (series, all tokens)
-        mask = key_valid[:, None, None, :]
+        mask = key_valid[:, None, None, :]  # (series, 1, 1, T)
         if block_diagonal:
-            lengths = [t.hidden.shape[1] for t in tokens]
-            mask = mask & block_diagonal_mask(lengths, key_valid.device)  # (series, 1, T, T)
+            mask = mask & BlockLayout.of(tokens).mask(key_valid.device)  # (series, 1, T, T)
         return mask
 
-    def head(self, hidden: Tensor, tokens: ScaleTokens, horizon: int, scale_idx: int, heads: nn.Module | None) -> Tensor:
-        return self.backbone.decode(hidden, tokens.aux, tokens.num_horizon, horizon)
-
-    def point(self, output: Tensor) -> Tensor:
-        return output
-
-    def loss(self, output: Tensor, target: Tensor, observed: Tensor) -> Tensor:
-        return masked_mse(output, target, observed)
+    def head(
+        self, hidden: Tensor, tokens: ScaleTokens, horizon: int, scale_idx: int, heads: nn.Module | None
+    ) -> PointForecast:
+        return PointForecast(self.backbone.decode(hidden, tokens.aux, tokens.num_horizon, horizon))  # (series, horizon)
 

@@ -1,20 +1,26 @@
-"""Teacher vs distilled MLP student vs the same student without distillation, ETTh1 / ETTm1, H=96.
+"""Teacher vs distilled DMLP student vs the same student undistilled, ETTh1 / ETTm1, H=96, mode S.
 
     MSFT_DATA_DIR=../shared/data python benchmarks/bench_distill.py --out results/distill
 
-The teacher is the toy backbone **trained here from scratch** on the dataset's train split (no
-pretrained TSFM weights are available offline), then wrapped with ``msft.wrap(..., scales=[1, 2, 4])``
-and finetuned briefly: the "finetuned forecaster". Both students start from the same weights and
-train on the same (strided) training windows the teacher is cached over; every model is scored with
-`msft.protocols.evaluate_lsf` on the full test split (stride 1, mode S). Throughput: windows per
-second of ``.predict`` on one batch of test windows, one process, at 2 torch threads and at 1.
-The students are then trained again with ``--extra-seeds`` (same teacher and cache) for mean ± std.
+Teacher: the embedded tiny MOIRAI wrapped with ``msft.wrap(..., scales=[1, 2, 4], patch_size=32,
+point_forecast="mean")`` and finetuned on the dataset's train split with the recipe of
+``benchmarks/tiny_moirai_finetune.py`` (AdamW on ``model.loss``, random train windows, warm-up then
+cosine, grad clip 1); its features are the finest scale's last hidden states averaged over its
+real data tokens (`MSFTModel.forward_features`). Students: TimeDistill's DMLP (the default
+`msft.distill.MLPStudent`), all from the same initialisation per seed, trained on the same
+strided train windows the teacher is cached over, best validation epoch kept. Every model is scored
+with `msft.protocols.evaluate_lsf` on the full test split (stride 1). Throughput: windows per second
+of ``.predict`` on one batch of 256 test windows at one torch thread (the machine is shared).
+
+The teacher is finetuned once (``--seed``); the students run for every seed in ``--seeds`` against
+it (the cache is reused). Results are written after every dataset, so a partial run leaves a table.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import statistics
 import sys
@@ -27,167 +33,146 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import msft  # noqa: E402
-from msft_backbones.toy import ToyForecaster  # noqa: E402
+from benchmarks.tiny_moirai_finetune import finetune  # noqa: E402
 from msft.data import prepare_lsf  # noqa: E402
-from msft.distill import DistillConfig, save_teacher  # noqa: E402
-from msft.distill.run import markdown_table, measure_throughput, run_distill  # noqa: E402
+from msft.distill import DistillConfig  # noqa: E402
+from msft.distill.run import markdown_table, run_distill  # noqa: E402
+from msft_backbones.moirai import load_tiny_moirai  # noqa: E402
 
-#: The ablation row: the spectral KL summed over frequency bins instead of averaged (the default).
-SUMMED = "student (distilled, KL summed over bins)"
+#: The ablation row: distillation of the predictions only (no feature term).
+PREDICTIONS_ONLY = "student (distilled, predictions only: β=0)"
+PLAIN = "student (no distillation)"
+DISTILLED = "student (distilled)"
 
-SETTINGS = {  # dataset: training-window stride for the students / teacher cache (~14k windows each)
-    "ETTh1": 4,
-    "ETTm1": 16,
+SETTINGS = {  # dataset: window stride of the students' train / validation windows and the teacher cache (~7k each)
+    "ETTh1": 8,
+    "ETTm1": 32,
 }
 
 
 def train_teacher(dataset: str, args: argparse.Namespace, log: dict) -> msft.MSFTModel:
-    """Toy backbone trained on the train split, then msft-wrapped and finetuned (fixed step counts)."""
-    torch.manual_seed(args.seed)
+    """The tiny MOIRAI, msft-wrapped at scales [1, 2, 4] and finetuned on the train split."""
     data = prepare_lsf(dataset, args.context_length, data_dir=args.data_dir)
-    train = data.windows("train", args.horizon, "S")
-    backbone = ToyForecaster(d_model=args.d_model, num_layers=args.num_layers, patch_size=16, num_heads=4)
-    generator = torch.Generator().manual_seed(args.seed)
-
-    def batches(steps: int, size: int):
-        for _ in range(steps):
-            yield train[torch.randint(len(train), (size,), generator=generator)]
-
+    model = msft.wrap(load_tiny_moirai(), scales=[1, 2, 4], patch_size=args.patch_size, point_forecast="mean")
     start = time.perf_counter()
-    optimizer = torch.optim.AdamW(backbone.parameters(), lr=1e-3, weight_decay=0.01)
-    backbone.train()
-    for batch in batches(args.teacher_steps, args.teacher_batch):
-        pred = backbone.forecast(batch["past_target"], args.horizon)
-        loss = (pred - batch["future_target"]).square().mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    log["teacher_train_s"] = time.perf_counter() - start
-    log["teacher_train_last_loss"] = loss.item()
-
-    start = time.perf_counter()
-    model = msft.wrap(backbone, scales=[1, 2, 4])
-    optimizer = torch.optim.AdamW(model.parameter_groups(lr=1e-3), weight_decay=0.0)
-    model.train()
-    for batch in batches(args.finetune_steps, args.teacher_batch):
-        loss = model.loss(batch["past_target"], batch["future_target"], batch["past_observed"], batch["future_observed"])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    log["teacher_finetune_s"] = time.perf_counter() - start
-    log["teacher_finetune_last_loss"] = loss.item()
+    losses = finetune(model, data.windows("train", args.horizon, "S"), args.teacher_steps, args.teacher_batch,
+                      args.teacher_lr, args.teacher_lr, args.seed)
+    log.update(finetune_s=time.perf_counter() - start, first_loss=losses[0], last_loss=sum(losses[-10:]) / 10)
     return model.eval()
 
 
 def seed_table(seeds: dict) -> str:
-    """Test MSE of each student, mean ± std over the student seeds (same teacher and cache)."""
+    """Test MSE of each model, mean ± std over the student seeds (same teacher and cache)."""
     names = list(next(iter(seeds.values())))
-    lines = [f"Students over seeds {list(seeds)} (test MSE, mean ± std; wins = seeds where the distilled "
-             "student beats the undistilled one):", "", "| student | MSE mean ± std | wins |", "|---|---|---|"]
-    plain = [by_model["student (no distillation)"] for by_model in seeds.values()]
+    lines = [f"Students over seeds {list(seeds)} (test MSE, mean ± std; wins = seeds where the student beats the "
+             "undistilled one / the teacher):", "", "| student | MSE mean ± std | wins vs undistilled | wins vs teacher |",
+             "|---|---|---|---|"]
+    plain = [by_model[PLAIN] for by_model in seeds.values()]
+    teacher = [by_model["teacher"] for by_model in seeds.values()]
     for name in names:
+        if name == "teacher":
+            continue
         values = [by_model[name] for by_model in seeds.values()]
-        wins = "" if name == "student (no distillation)" else f"{sum(v < p for v, p in zip(values, plain))}/{len(values)}"
-        lines.append(f"| {name} | {statistics.mean(values):.4f} ± {statistics.pstdev(values) if len(values) == 1 else statistics.stdev(values):.4f} | {wins} |")
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        vs_plain = "" if name == PLAIN else f"{sum(v < p for v, p in zip(values, plain))}/{len(values)}"
+        vs_teacher = f"{sum(v < t for v, t in zip(values, teacher))}/{len(values)}"
+        lines.append(f"| {name} | {statistics.mean(values):.4f} ± {std:.4f} | {vs_plain} | {vs_teacher} |")
     return "\n".join(lines)
 
 
-def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--out", default=str(REPO / "results" / "distill"))
-    p.add_argument("--data-dir", default=os.environ.get("MSFT_DATA_DIR"))
-    p.add_argument("--datasets", nargs="+", default=list(SETTINGS))
-    p.add_argument("--context-length", type=int, default=336)
-    p.add_argument("--horizon", type=int, default=96)
-    p.add_argument("--d-model", type=int, default=64)
-    p.add_argument("--num-layers", type=int, default=4)
-    p.add_argument("--teacher-steps", type=int, default=1200)
-    p.add_argument("--finetune-steps", type=int, default=200)
-    p.add_argument("--teacher-batch", type=int, default=64)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--extra-seeds", type=int, nargs="*", default=[1, 2],
-                   help="student seeds (initialisation and batch order) run again after --seed, for mean ± std; "
-                        "the teacher and its cache stay the same")
-    p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args()
-    # Training and evaluation run at one thread: on this shared, oversubscribed machine two-thread
-    # kernels spend their time waiting for each other. Throughput is measured at --threads and at 1.
-    torch.set_num_threads(1)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    command = "MSFT_DATA_DIR=<data> python benchmarks/bench_distill.py " + " ".join(sys.argv[1:])
-    report = {"command": command, "cpu_count": os.cpu_count(), "torch_threads_throughput": args.threads,
-              "torch_threads_training": 1,
-              "torch": torch.__version__, "load_average_start": os.getloadavg(), "datasets": {}}
-    wall = time.perf_counter()
-    for dataset in args.datasets:
-        log: dict = {}
-        teacher = train_teacher(dataset, args, log)
-        save_teacher(teacher, out / "_teachers" / dataset)  # not committed; reusable with python -m msft.distill
-        result = run_distill(
-            teacher, dataset, args.horizon, args.context_length, "S", args.data_dir, SETTINGS[dataset],
-            student={"hidden": args.hidden}, distill=DistillConfig(), epochs=args.epochs, seed=args.seed,
-            cache_dir=out / "_cache", out_dir=out / dataset, throughput_threads=args.threads,
-            variants={SUMMED: DistillConfig(period_reduction="sum")},
-        )
-        # Same batch again at one thread: the 2-thread number is sensitive to other load on the machine.
-        past = prepare_lsf(dataset, args.context_length, data_dir=args.data_dir).windows(
-            "test", args.horizon, "S")[:256]["past_target"]
-        from msft.distill import load_student
-
-        student = load_student(out / dataset / "student")
-        result["windows_per_s_1_thread"] = {
-            "teacher": measure_throughput(teacher, past, args.horizon),
-            "student": measure_throughput(student, past, args.horizon),
-        }
-        result["teacher_training"] = log
-        result["teacher"] = {"backbone": "toy (trained here, not pretrained)", "d_model": args.d_model,
-                             "num_layers": args.num_layers, "patch_size": 16, "scales": [1, 2, 4],
-                             "teacher_steps": args.teacher_steps, "finetune_steps": args.finetune_steps,
-                             "batch": args.teacher_batch}
-        result["seeds"] = {args.seed: {row["model"]: row["mse"] for row in result["rows"][1:]}}
-        for seed in args.extra_seeds:
-            again = run_distill(
-                teacher, dataset, args.horizon, args.context_length, "S", args.data_dir, SETTINGS[dataset],
-                student={"hidden": args.hidden}, distill=DistillConfig(), epochs=args.epochs, seed=seed,
-                cache_dir=out / "_cache", throughput_threads=args.threads,
-                variants={SUMMED: DistillConfig(period_reduction="sum")},
-            )
-            result["seeds"][seed] = {row["model"]: row["mse"] for row in again["rows"][1:]}
-        report["datasets"][dataset] = result
-        print(dataset, json.dumps(result["rows"], indent=1), json.dumps(result["seeds"]), flush=True)
-    report["wall_s"] = time.perf_counter() - wall
-    report["load_average_end"] = os.getloadavg()
+def write_report(out: Path, report: dict, args: argparse.Namespace) -> None:
     (out / "bench_distill.json").write_text(json.dumps(report, indent=2))
     lines = [
-        "# Distillation: teacher vs distilled MLP student vs undistilled student (H=96, mode S)",
+        "# Distillation: msft-finetuned tiny MOIRAI teacher vs distilled DMLP student vs undistilled student",
         "",
-        f"Command: `{command}`  ",
-        f"Machine: {os.cpu_count()} CPU cores, torch {torch.__version__}; throughput (windows/s column) at "
-        f"torch threads {args.threads}, one process, batch 256 test windows; training at 1 thread "
-        f"(load average at start {report['load_average_start'][0]:.1f}, at end {report['load_average_end'][0]:.1f}: "
-        f"the machine is shared); total wall time {report['wall_s'] / 60:.1f} min.",
+        f"Command: `{report['command']}`  ",
+        f"Machine: {os.cpu_count()} CPU cores (shared with other jobs), torch {torch.__version__}, one torch thread "
+        f"for training, evaluation and throughput (load average at start {report['load_average_start'][0]:.1f}"
+        + (f", at end {report['load_average_end'][0]:.1f}" if "load_average_end" in report else "")
+        + f"); wall time so far {report['wall_s'] / 60:.1f} min.",
         "",
-        "Teacher: toy backbone (d_model "
-        f"{args.d_model}, {args.num_layers} layers, patch 16) **trained from scratch** on the train split for "
-        f"{args.teacher_steps} steps, then `msft.wrap(..., scales=[1, 2, 4])` finetuned {args.finetune_steps} steps. "
-        f"Students: MLP (hidden {args.hidden}), context {args.context_length}, {args.epochs} epochs, best validation "
-        "epoch kept, same initialisation and windows for all; distillation with α=β=1, τ=0.5, factors 1/2/4/8, "
-        "the spectral KL averaged over frequency bins (as TimeDistill's code); the last row sums it over bins instead. "
-        "MSE/MAE: full test split, stride 1, z-scored with train statistics.",
+        f"Teacher: the embedded tiny MOIRAI, `msft.wrap(scales=[1, 2, 4], patch_size={args.patch_size})`, finetuned "
+        f"{args.teacher_steps} AdamW steps × {args.teacher_batch} train windows (lr {args.teacher_lr}, warm-up + cosine, "
+        "clip 1; `benchmarks/tiny_moirai_finetune.py`'s recipe), point forecast = fused mixture mean; features = the "
+        "finest scale's last hidden states averaged over its real data tokens (`MSFTModel.forward_features`). "
+        f"Students: DMLP (TimeDistill's: moving average {args.moving_avg}, trend and seasonal Linear(L, {args.hidden}) → "
+        f"BatchNorm → ReLU → Linear), context {args.context_length}, {args.epochs} epochs of Adam (lr {args.lr}, "
+        f"batch {args.batch_size}), best validation epoch kept, same initialisation and windows for all students of a "
+        "seed; distillation α=β=1, τ=0.5, spectral KL averaged over bins, multi-scale MSE pooled by 1/2/4/8 dropping "
+        "remainders, two-layer feature regressor (all TimeDistill's). MSE/MAE: full test split, stride 1, "
+        "z-scored with train statistics.",
         "",
     ]
     for dataset, result in report["datasets"].items():
-        one = result["windows_per_s_1_thread"]
         lines += [f"## {dataset}", "", markdown_table(result), "",
-                  f"At 1 thread: teacher {one['teacher']:,.0f} windows/s, student {one['student']:,.0f} windows/s "
-                  f"({one['student'] / one['teacher']:.1f}×). Students trained on {result['setup']['train_windows']:,} "
-                  f"windows (stride {result['setup']['train_stride']}); best epochs "
-                  f"{result['setup']['best_epoch']}.", "", seed_table(result["seeds"]), ""]
+                  f"Teacher finetuning: {result['teacher_training']['finetune_s']:.0f} s. Students trained on "
+                  f"{result['setup']['train_windows']:,} windows (stride {result['setup']['train_stride']}), best epoch "
+                  f"chosen on {result['setup']['val_windows']:,} validation windows (stride {result['setup']['val_stride']}); best "
+                  f"epochs (seed {args.seeds[0]}) {result['setup']['best_epoch']}. Speed-up column: 1-thread "
+                  "throughput over the teacher's.", "", seed_table(result["seeds"]), ""]
     (out / "bench_distill.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", default=str(REPO / "results" / "distill"))
+    p.add_argument("--work-dir", default=str(REPO / "runs" / "bench_distill"), help="teacher cache (not committed)")
+    p.add_argument("--data-dir", default=os.environ.get("MSFT_DATA_DIR"))
+    p.add_argument("--datasets", nargs="+", default=list(SETTINGS))
+    p.add_argument("--context-length", type=int, default=512)
+    p.add_argument("--horizon", type=int, default=96)
+    p.add_argument("--patch-size", type=int, default=32)
+    p.add_argument("--teacher-steps", type=int, default=80)
+    p.add_argument("--teacher-batch", type=int, default=32)
+    p.add_argument("--teacher-lr", type=float, default=1e-3)
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--hidden", type=int, default=512)
+    p.add_argument("--moving-avg", type=int, default=25)
+    p.add_argument("--ablation", action="store_true", help="also a student distilled on predictions only (β=0)")
+    p.add_argument("--seed", type=int, default=0, help="the teacher's finetuning seed")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="student seeds (initialisation, batch order)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # per-epoch progress
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    command = "MSFT_DATA_DIR=../shared/data python benchmarks/bench_distill.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    report = {"command": command, "cpu_count": os.cpu_count(), "torch_threads": 1, "torch": torch.__version__,
+              "load_average_start": os.getloadavg(), "datasets": {}}
+    wall = time.perf_counter()
+    student = {"arch": "dmlp", "hidden": args.hidden, "moving_avg": args.moving_avg}
+    variants = {PREDICTIONS_ONLY: DistillConfig(beta=0.0)} if args.ablation else {}
+    for dataset in args.datasets:
+        log: dict = {}
+        teacher = train_teacher(dataset, args, log)
+        print(dataset, "teacher", log, flush=True)
+        result, seeds = None, {}
+        for seed in args.seeds:
+            run = run_distill(
+                teacher, dataset, args.horizon, args.context_length, "S", args.data_dir, SETTINGS[dataset],
+                student=student, distill=DistillConfig(), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                seed=seed, cache_dir=Path(args.work_dir), teacher_tag=f"tiny_moirai_msft_seed{args.seed}",
+                throughput_threads=1, variants=variants, evaluate_teacher=result is None, val_stride=SETTINGS[dataset],
+            )
+            if result is None:
+                result = run
+            teacher_mse = result["rows"][0]["mse"]
+            seeds[seed] = {"teacher": teacher_mse,
+                           **{row["model"]: row["mse"] for row in run["rows"] if row["model"] != "teacher"}}
+            print(dataset, seed, json.dumps(seeds[seed]), f"{(time.perf_counter() - wall) / 60:.1f} min", flush=True)
+        result["seeds"] = seeds
+        result["teacher_training"] = log
+        result["teacher"] = {"backbone": "tiny MOIRAI (embedded)", "scales": [1, 2, 4], "patch_size": args.patch_size,
+                             "steps": args.teacher_steps, "batch": args.teacher_batch, "lr": args.teacher_lr,
+                             "seed": args.seed}
+        report["datasets"][dataset] = result
+        report["wall_s"] = time.perf_counter() - wall
+        write_report(out, report, args)  # after every dataset: a partial run leaves a table
+    report["load_average_end"] = os.getloadavg()
+    write_report(out, report, args)
+    print((out / "bench_distill.md").read_text())
     return 0
 
 

@@ -145,6 +145,7 @@ def make_batch(args):
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "results" / "moirai")
+    parser.add_argument("--name", default="bench_moirai_step", help="output file stem")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8)
@@ -172,11 +173,13 @@ def main(argv: list[str] | None = None) -> None:
             step(batch)
         zero_grads()
     times: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}  # process CPU time: less hit by other load
     for _ in range(args.rounds):
         for name, (step, _, _) in variants.items():
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             step(batch)
             times[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - cpu_start)
         zero_grads()
     memory = {}
     for name, (step, _, module) in variants.items():
@@ -185,6 +188,7 @@ def main(argv: list[str] | None = None) -> None:
 
     lora_median = statistics.median(times[LORA])
     dense_median = statistics.median(times["MSFT [1,2,4] dense mask"])
+    lora_cpu, dense_cpu = statistics.median(cpu[LORA]), statistics.median(cpu["MSFT [1,2,4] dense mask"])
     rows = []
     for name, (_, trainable, _) in variants.items():
         median = statistics.median(times[name])
@@ -194,6 +198,8 @@ def main(argv: list[str] | None = None) -> None:
                 median_ms=1e3 * median,
                 min_ms=1e3 * min(times[name]),
                 vs_lora=median / lora_median,
+                median_cpu_ms=1e3 * statistics.median(cpu[name]),
+                cpu_vs_lora=statistics.median(cpu[name]) / lora_cpu,
                 trainable_params=trainable,
                 saved_activations_mib=memory[name][0],
                 peak_rss_growth_mib=memory[name][1],
@@ -215,13 +221,15 @@ def main(argv: list[str] | None = None) -> None:
         warmup=args.warmup,
         rounds=args.rounds,
         targets=dict(
-            msft_124_vs_lora=dict(target="<= 1.9", value=statistics.median(times["MSFT [1,2,4]"]) / lora_median),
-            blocked_vs_dense=dict(target="<= 1.0", value=statistics.median(times["MSFT [1,2,4]"]) / dense_median),
+            msft_124_vs_lora=dict(target="<= 1.5", value=statistics.median(times["MSFT [1,2,4]"]) / lora_median),
+            blocked_vs_dense=dict(target="<= 0.85", value=statistics.median(times["MSFT [1,2,4]"]) / dense_median),
+            msft_124_vs_lora_cpu=dict(target="<= 1.5", value=statistics.median(cpu["MSFT [1,2,4]"]) / lora_cpu),
+            blocked_vs_dense_cpu=dict(target="<= 0.85", value=statistics.median(cpu["MSFT [1,2,4]"]) / dense_cpu),
         ),
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_moirai_step.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=2))
-    (args.out / "bench_moirai_step.md").write_text(render(meta, rows))
+    (args.out / f"{args.name}.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=2))
+    (args.out / f"{args.name}.md").write_text(render(meta, rows))
     print(render(meta, rows))
 
 
@@ -237,20 +245,24 @@ def render(meta, rows) -> str:
         f"horizon {meta['horizon']}, patch {meta['patch']}; forward + NLL + backward; median of "
         f"{meta['rounds']} round-robin rounds after {meta['warmup']} warm-up rounds.",
         "",
-        "| variant | median step (ms) | min (ms) | × LoRA | trainable params | activations saved for backward (MiB) | peak RSS growth of a step (MiB) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| variant | median step (ms) | min (ms) | × LoRA | median CPU time (ms) | × LoRA (CPU) | trainable params | activations saved for backward (MiB) | peak RSS growth of a step (MiB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         rss = "n/a" if r["peak_rss_growth_mib"] is None else f"{r['peak_rss_growth_mib']:.1f}"
         lines.append(
             f"| {r['variant']} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | {r['vs_lora']:.2f} | "
+            f"{r['median_cpu_ms']:.1f} | {r['cpu_vs_lora']:.2f} | "
             f"{r['trainable_params']:,} | {r['saved_activations_mib']:.1f} | {rss} |"
         )
     t = meta["targets"]
     lines += [
         "",
-        f"Targets: MSFT [1,2,4] / LoRA = {t['msft_124_vs_lora']['value']:.2f} (target ≤ 1.9); "
-        f"blocked / dense-mask = {t['blocked_vs_dense']['value']:.2f} (target ≤ 1.0).",
+        f"Targets (issue 17, at context 5000 / patch 64): MSFT [1,2,4] / LoRA = "
+        f"{t['msft_124_vs_lora']['value']:.2f} (target ≤ 1.5); "
+        f"blocked / dense-mask = {t['blocked_vs_dense']['value']:.2f} (target ≤ 0.85). By process CPU time "
+        f"(less sensitive to other load on a shared machine): {t['msft_124_vs_lora_cpu']['value']:.2f} and "
+        f"{t['blocked_vs_dense_cpu']['value']:.2f}.",
         "",
     ]
     return "\n".join(lines)

@@ -1,13 +1,19 @@
 """Training-step time and peak memory of MOMENT finetuning methods (MOMENT-1-small geometry, CPU).
 
 One step = forward, loss, backward (no optimiser step) on a batch of univariate series with random
-weights. Each variant runs in a fresh subprocess so that its peak RSS (``resource.getrusage``) is
-its own; the parent collects the numbers and writes ``results/moment/step_time.{md,json}``.
+weights. Step times are measured round-robin in one process (one step of each variant per round), so
+that load from other processes on a shared machine hits every variant alike, and reported as the
+median over rounds and its ratio to LoRA. Peak memory: each variant runs one step in a fresh
+subprocess so that its peak RSS (VmHWM) is its own. Writes
+``results/moment/step_time.{md,json}``.
 
 Variants (the same backbone, heads trained in all of them, MOMENT's head is not pretrained):
   full   full finetuning: every parameter the forward uses (not T5's unused token embedding)
   lora   single-scale LoRA via peft (r=16, alpha=32, dropout 0.05) on q/k/v, plus the head
-  msft   msft.wrap(scales=[1, 2, 4]): per-scale adapters, LoRA (r=16), aggregation, heads, fusion
+  msft   msft.wrap(scales=[1, 2, 4]): per-scale adapters, LoRA (r=16), aggregation, heads, fusion;
+         only the tokens that hold data run (64, 32, 16)
+  msft-padded  the same with backbone_options={"padding": "seq_len"}: every scale padded to 64 tokens
+         (msft's MOMENT path before the trimmed one)
 
     python benchmarks/bench_moment_step.py            # writes results/moment/
     python benchmarks/bench_moment_step.py --steps 20 --size base
@@ -19,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -27,23 +32,23 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("full", "lora", "msft")
+VARIANTS = ("full", "lora", "msft", "msft-padded")
 
 
 def _rss_mib(kind: str) -> float:
-    """Current (VmRSS) or peak (ru_maxrss) resident memory of this process, MiB."""
-    if kind == "peak":
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    """Current (VmRSS) or peak (VmHWM) resident memory of this process, MiB. (Not ru_maxrss: it keeps
+    the peak of the process image before ``exec``, i.e. of the parent that started this worker.)"""
+    field = "VmHWM:" if kind == "peak" else "VmRSS:"
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field):
             return int(line.split()[1]) / 1024
     return float("nan")
 
 
-def worker(args: argparse.Namespace) -> dict:
+def build(args: argparse.Namespace, variant: str):
+    """(step function returning the loss, trainable parameters, backbone) of one variant."""
     import torch
 
-    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     import msft
     from msft_backbones.moment import build_moment
@@ -54,14 +59,15 @@ def worker(args: argparse.Namespace) -> dict:
     past = torch.randn(args.batch, args.context, 1, generator=g).cumsum(1)  # (batch, time, 1)
     future = past[:, -1:] + torch.randn(args.batch, args.horizon, 1, generator=g).cumsum(1)
 
-    if args.variant == "msft":
-        trained = msft.wrap(model, scales=[1, 2, 4], horizon=args.horizon).train()
+    if variant.startswith("msft"):
+        options = {"backbone_options": {"padding": "seq_len"}} if variant == "msft-padded" else {}
+        trained = msft.wrap(model, scales=[1, 2, 4], horizon=args.horizon, **options).train()
 
         def step_loss():
             return trained.loss(past, future)
 
     else:
-        if args.variant == "full":
+        if variant == "full":
             trained = model
             model.requires_grad_(True)
             model.encoder.embed_tokens.requires_grad_(False)  # T5's token table: unused by MOMENT
@@ -82,30 +88,56 @@ def worker(args: argparse.Namespace) -> dict:
             return torch.nn.functional.mse_loss(forecast, target)
 
     params = [p for p in trained.parameters() if p.requires_grad]
-    rss_before = _rss_mib("current")
-    times, cpu_times = [], []
-    for i in range(args.warmup + args.steps):
+
+    def step():
         for p in params:
             p.grad = None
-        start, cpu_start = time.perf_counter(), time.process_time()
         loss = step_loss()
         loss.backward()
-        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-        if i >= args.warmup:
-            times.append(elapsed)
-            cpu_times.append(cpu)
+        return loss
+
+    return step, params, model
+
+
+def worker(args: argparse.Namespace) -> dict:
+    """One step of ``args.variant`` in this (fresh) process: its peak RSS."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    step, params, model = build(args, args.variant)
+    rss_before = _rss_mib("current")
+    loss = step()
     return {
         "variant": args.variant,
         "trainable_params": sum(p.numel() for p in params),
         "backbone_params": sum(p.numel() for n, p in model.named_parameters() if "msft_" not in n and "lora_" not in n),
-        "median_step_s": statistics.median(times),
-        "min_step_s": min(times),
-        "max_step_s": max(times),
-        "median_step_cpu_s": statistics.median(cpu_times),
-        "steps": len(times),
         "rss_before_steps_mib": rss_before,
         "peak_rss_mib": _rss_mib("peak"),
-        "final_loss": float(loss),
+        "first_loss": float(loss),
+    }
+
+
+def round_robin(args: argparse.Namespace, variants: list[str]) -> dict[str, dict]:
+    """Wall and CPU time of each variant's step, one step of each per round."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    steps = {v: build(args, v)[0] for v in variants}
+    for _ in range(args.warmup):
+        for step in steps.values():
+            step()
+    wall: dict[str, list[float]] = {v: [] for v in variants}
+    cpu: dict[str, list[float]] = {v: [] for v in variants}
+    for _ in range(args.steps):
+        for v, step in steps.items():
+            start, cpu_start = time.perf_counter(), time.process_time()
+            step()
+            wall[v].append(time.perf_counter() - start)
+            cpu[v].append(time.process_time() - cpu_start)
+    return {
+        v: {"median_step_s": statistics.median(wall[v]), "min_step_s": min(wall[v]), "max_step_s": max(wall[v]),
+            "median_step_cpu_s": statistics.median(cpu[v]), "steps": args.steps}
+        for v in variants
     }
 
 
@@ -115,7 +147,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--context", type=int, default=512)
     parser.add_argument("--horizon", type=int, default=96)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--variants", default=",".join(VARIANTS))
@@ -130,16 +162,17 @@ def main() -> None:
     bad = sorted(set(variants) - set(VARIANTS))
     if bad:
         raise SystemExit(f"--variants: unknown {bad}, expected some of {list(VARIANTS)}")
+    timed = round_robin(args, variants)
     rows = []
     for variant in variants:
         cmd = [sys.executable, __file__, "--variant", variant] + [
-            f"--{k}={getattr(args, k)}" for k in ("size", "batch", "context", "horizon", "threads", "warmup", "steps")
+            f"--{k}={getattr(args, k)}" for k in ("size", "batch", "context", "horizon", "threads")
         ]
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
         if done.returncode:
             raise SystemExit(f"variant {variant} failed:\n{done.stderr}")
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        rows.append({**json.loads(done.stdout.strip().splitlines()[-1]), **timed[variant]})
         print(rows[-1], flush=True)
 
     command = "python benchmarks/bench_moment_step.py " + " ".join(
@@ -161,7 +194,7 @@ def main() -> None:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "step_time.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
-    base = next((r for r in rows if r["variant"] == "full"), rows[0])
+    base = next((r for r in rows if r["variant"] == "lora"), rows[0])
     lines = [
         f"# MOMENT training step: {meta['geometry']}",
         "",
@@ -169,13 +202,13 @@ def main() -> None:
         "",
         f"Machine: {meta['machine_cpu_count']} CPU cores, torch {meta['torch']} with "
         f"torch.set_num_threads({args.threads}); batch {args.batch} univariate series, context {args.context}, "
-        f"horizon {args.horizon}; one step = forward + loss + backward, median of {args.steps} steps after "
-        f"{args.warmup} warm-up steps. Peak RSS is the whole subprocess (Python, torch, model, activations); "
-        "'RSS before' is after building the model, before the first step. CPU time is the process's "
-        "(both threads); it is less sensitive than wall time to other load on the machine "
-        f"(load average when the run finished: {os.getloadavg()[0]:.1f}).",
+        f"horizon {args.horizon}; one step = forward + loss + backward, median of {args.steps} round-robin "
+        f"rounds (one step of each variant per round) after {args.warmup} warm-up rounds. Peak RSS is one step "
+        "in a fresh subprocess per variant (Python, torch, model, activations); 'RSS before' is after building "
+        "the model, before the step. CPU time is the process's; the machine is shared with other jobs "
+        f"(load average when the run finished: {', '.join(f'{x:.1f}' for x in os.getloadavg())}).",
         "",
-        "| variant | trainable params | median step, wall (s) | vs full | min / max wall (s) | median step, CPU (s) | vs full | RSS before (MiB) | peak RSS (MiB) |",
+        "| variant | trainable params | median step, wall (s) | vs LoRA | min / max wall (s) | median step, CPU (s) | vs LoRA | RSS before (MiB) | peak RSS (MiB) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -185,6 +218,13 @@ def main() -> None:
             f"{r['median_step_cpu_s']:.3f} | {r['median_step_cpu_s'] / base['median_step_cpu_s']:.2f}x | "
             f"{r['rss_before_steps_mib']:.0f} | {r['peak_rss_mib']:.0f} |"
         )
+    by_name = {r["variant"]: r for r in rows}
+    if "msft" in by_name and "lora" in by_name:
+        ratio = by_name["msft"]["median_step_s"] / by_name["lora"]["median_step_s"]
+        lines += ["", f"msft [1,2,4] / LoRA = {ratio:.2f} (goal ≤ 2.0)."]
+        if "msft-padded" in by_name:
+            speedup = by_name["msft-padded"]["median_step_s"] / by_name["msft"]["median_step_s"]
+            lines[-1] += f" Trimming the padded tokens makes the msft step {speedup:.2f}× faster."
     (args.out / "step_time.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

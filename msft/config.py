@@ -44,6 +44,9 @@ class MSFTConfig:
     prompt_tokens: learnable soft-prompt vectors (Lester et al., 2021) prepended to each scale's
         tokens at the input of the encoder, one prompt per scale; 0 (default) = none. Only backbones
         whose spec implements `add_prefix` (``supports_prefix``) take it.
+    gradient_checkpointing: recompute every backbone layer in the backward pass instead of keeping
+        its activations (less memory, about one more forward of compute), on every backbone; the
+        active scale is replayed on recomputation, so gradients are those of the plain forward.
     backbone_options: extra options read by the backbone's spec (documented there).
     """
 
@@ -66,6 +69,7 @@ class MSFTConfig:
     horizon: int | None = None
     patch_size: int | None = None
     prompt_tokens: int = 0
+    gradient_checkpointing: bool = False
     backbone_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -82,7 +86,7 @@ class MSFTConfig:
             raise ValueError(f"lora_alpha={self.lora_alpha!r}: expected a positive number")
         if not (isinstance(self.lora_dropout, (int, float)) and 0.0 <= self.lora_dropout < 1.0):
             raise ValueError(f"lora_dropout={self.lora_dropout!r}: expected a number in [0, 1)")
-        for name in ("adapters", "lora", "intra_scale_attention", "c2f", "f2c", "learned_fusion"):
+        for name in ("adapters", "lora", "intra_scale_attention", "c2f", "f2c", "learned_fusion", "gradient_checkpointing"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected True or False")
         if self.attention_impl not in ATTENTION_IMPLS:
@@ -119,7 +123,7 @@ class MSFTConfig:
         return out
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "MSFTConfig":
+    def from_dict(cls, values: dict[str, Any]) -> MSFTConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

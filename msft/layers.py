@@ -19,6 +19,8 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
+from msft.ops import block_diagonal_mask  # noqa: F401  (re-exported: specs built on it before msft.ops)
+
 Segments = list[tuple[int, int]]  # (scale_idx, number of tokens), in token order
 
 
@@ -113,7 +115,10 @@ class ScaleLoRA(nn.Module):
         active = self._state.active
         if active is None:
             return out
-        return out + _per_scale(self.dropout(x), active, self._delta).to(out.dtype)
+        x = self.dropout(x)
+        if isinstance(active, int):
+            return out + self._delta(x, active).to(out.dtype)
+        return out + self._delta_segments(x, active).to(out.dtype)
 
     def _delta(self, x: Tensor, scale_idx: int) -> Tensor:
         a = self.msft_lora_A[scale_idx]
@@ -121,13 +126,23 @@ class ScaleLoRA(nn.Module):
         x = x.to(a.dtype)
         return (x @ a.T) @ b.T * self.scaling
 
-
-def block_diagonal_mask(lengths: Sequence[int], device: torch.device | None = None) -> Tensor:
-    """``(tokens, tokens)`` bool mask, True where query and key belong to the same block."""
-    ids = torch.repeat_interleave(
-        torch.arange(len(lengths), device=device), torch.tensor(list(lengths), device=device)
-    )
-    return ids[:, None] == ids[None, :]
+    def _delta_segments(self, x: Tensor, segments: Segments) -> Tensor:
+        """Every segment's own pair in two matmuls over all tokens (no split and concatenation):
+        ``x (..., tokens, in)`` down to every used pair's rank (``S * r``), zero outside a token's own
+        pair, then up through the stacked ``B``s."""
+        lengths = [n for _, n in segments]
+        if sum(lengths) != x.shape[-2]:
+            raise RuntimeError(f"scale segments cover {sum(lengths)} tokens but the input has {x.shape[-2]}")
+        index = [idx for idx, _ in segments]
+        a, b = self.msft_lora_A, self.msft_lora_B  # (K, r, in), (K, out, r)
+        if index != list(range(a.shape[0])):
+            a, b = a[index], b[index]
+        rank = a.shape[1]
+        segment = torch.arange(len(lengths), device=x.device)
+        own = torch.repeat_interleave(segment, torch.tensor(lengths, device=x.device))  # (tokens,)
+        mask = (own[:, None] == segment.repeat_interleave(rank)).to(a.dtype)  # (tokens, S * r)
+        down = (x.to(a.dtype) @ a.flatten(0, 1).T) * mask  # (..., tokens, S * r)
+        return down @ b.permute(1, 0, 2).flatten(1).T * self.scaling  # (..., tokens, out)
 
 
 class CrossScaleAggregation(nn.Module):
@@ -150,8 +165,12 @@ class CrossScaleAggregation(nn.Module):
         self.msft_f2c = nn.ModuleList(_zero_map(d_model, rank) for _ in range(pairs)) if f2c else None
 
     def forward(self, hidden: list[Tensor], layouts: Sequence[tuple[int, int, int]]) -> list[Tensor]:
-        """hidden[i]: ``(batch, tokens_i, d_model)``; layouts[i]: (prefix, context, horizon) tokens."""
-        updates = [torch.zeros_like(h) for h in hidden]
+        """hidden[i]: ``(batch, tokens_i, d_model)``; layouts[i]: (prefix, context, horizon) tokens.
+
+        Each scale's update is assembled per segment and added once (no zero-filled buffers written
+        slice by slice). F2C averages the fine tokens first and maps the average (the map is affine,
+        so this is the same value) on the coarse tokens only, ``f`` times fewer rows."""
+        updates: list[list[list[Tensor]]] = [[[], []] for _ in hidden]  # [scale][segment] -> terms
         for i, f in enumerate(self.factors):
             fine, coarse = hidden[i], hidden[i + 1]
             for segment in (0, 1):  # 0: context (right-aligned), 1: horizon (left-aligned)
@@ -164,14 +183,29 @@ class CrossScaleAggregation(nn.Module):
                 right = segment == 0
                 if self.msft_c2f is not None:
                     up = self.msft_c2f[i](coarse[:, coarse_slice]).repeat_interleave(f, dim=1)
-                    updates[i][:, fine_slice] += _fit(up, n_fine, right)
+                    updates[i][segment].append(_fit(up, n_fine, right))
                 if self.msft_f2c is not None:
-                    down = self.msft_f2c[i](fine[:, fine_slice])  # (batch, n_fine, d)
-                    counts = torch.ones_like(down[..., :1])
-                    down = _fit(down, n_coarse * f, right).unflatten(1, (n_coarse, f)).sum(2)
-                    counts = _fit(counts, n_coarse * f, right).unflatten(1, (n_coarse, f)).sum(2)
-                    updates[i + 1][:, coarse_slice] += down / counts.clamp(min=1)
-        return [h + u for h, u in zip(hidden, updates)]
+                    # which fine tokens each coarse token averages: counts from the layout alone
+                    counts = _fit(fine.new_ones(1, n_fine, 1), n_coarse * f, right).unflatten(1, (n_coarse, f)).sum(2)
+                    pooled = _fit(fine[:, fine_slice], n_coarse * f, right).unflatten(1, (n_coarse, f)).sum(2)
+                    down = self.msft_f2c[i](pooled / counts.clamp(min=1))  # (batch, n_coarse, d)
+                    updates[i + 1][segment].append(down * (counts > 0).to(down.dtype))  # none covered: 0
+        return [_add_updates(h, layout, terms) for h, layout, terms in zip(hidden, layouts, updates)]
+
+
+def _add_updates(h: Tensor, layout: tuple[int, int, int], terms: list[list[Tensor]]) -> Tensor:
+    """``h`` with the summed context and horizon updates added to those segments."""
+    if not terms[0] and not terms[1]:
+        return h
+    pieces = [h[:, : layout[0]]] if layout[0] else []
+    for segment, segment_terms in enumerate(terms):
+        part = h[:, _segment(layout, segment)]
+        if part.shape[1]:
+            pieces.append(sum(segment_terms, part) if segment_terms else part)
+    rest = h[:, sum(layout) :]  # tokens after the horizon (none for the backbones here)
+    if rest.shape[1]:
+        pieces.append(rest)
+    return torch.cat(pieces, dim=1)
 
 
 def _zero_map(d_model: int, rank: int | None) -> nn.Module:

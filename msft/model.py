@@ -10,19 +10,62 @@ weights (DESIGN.md §2).
 from __future__ import annotations
 
 import json
-import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from einops import rearrange
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from msft.config import MSFTConfig
 from msft.layers import CrossScaleAggregation, ScaleAdapter, ScaleFusion, ScaleLoRA, ScaleState
 from msft.losses import masked_mse
-from msft.registry import BackboneSpec, ScaleTokens, spec_for
+from msft.registry import BackboneSpec, Forecast, ScaleTokens, spec_for
 from msft.sampling import downsample, scaled_length, upsample
+
+
+@dataclass
+class ScaleFeatures:
+    """One scale's last hidden states and which of its tokens hold real data (`MSFTModel.forward_features`).
+
+    ``hidden`` is the output of the last layer (after cross-scale aggregation), what the head reads,
+    before the backbone's final norm. ``valid`` is False at padding: context tokens whose steps hold no
+    observed value (left padding to the patch size or to a fixed input length, leading missing
+    values) and padded prompt tokens of backbones that pad prompts.
+    """
+
+    hidden: Tensor  # (series, tokens, d_model), series = batch * variate
+    layout: tuple[int, int, int]  # tokens of (prefix, context, horizon), in that order
+    valid: Tensor  # (series, tokens) bool
+
+    def series_mask(self) -> Tensor:
+        """``(series, tokens)`` bool: the valid context and horizon tokens (no prefix, no padding)."""
+        mask = self.valid.clone()
+        mask[:, : self.layout[0]] = False
+        return mask
+
+    def pooled(self) -> Tensor:
+        """``(series, d_model)``: the mean of ``hidden`` over `series_mask`."""
+        mask = self.series_mask().to(self.hidden.dtype)[..., None]  # (series, tokens, 1)
+        return (self.hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+@dataclass
+class Features:
+    """What `MSFTModel.forward_features` returns: ``predict``'s forecast and every scale's features."""
+
+    forecast: Tensor  # (batch, horizon, variate), as `MSFTModel.predict`
+    scales: list[ScaleFeatures]  # finest scale first
+
+
+class _Pass(NamedTuple):
+    outputs: list[Any]  # per scale, the spec's head output
+    hidden: list[Tensor]  # per scale, (series, tokens, d_model) after the last layer
+    tokens: list[ScaleTokens]
+    observed: list[Tensor]  # per scale, (series, ceil(L / s)) observed mask of the pooled context
+
 
 ADAPTER_WEIGHTS = "adapter.safetensors"
 ADAPTER_CONFIG = "msft_config.json"
@@ -48,7 +91,8 @@ class MSFTModel(nn.Module):
         self._state = ScaleState()
         self._requires_grad = {name: p.requires_grad for name, p in backbone.named_parameters()}
         self._wrapped: list[str] = []
-        lora_names = _match_modules(backbone, config.lora_targets or self.spec.attention_projections) if config.lora else []
+        self._own_checkpointing: list[nn.Module] = []
+        lora_names = self.spec.lora_modules(config.lora_targets) if config.lora else []
         try:
             self._inject(lora_names)
         except Exception:  # leave the backbone exactly as it was given
@@ -82,6 +126,12 @@ class MSFTModel(nn.Module):
             nn.Parameter(torch.randn(k, config.prompt_tokens, d_model) * 0.02) if config.prompt_tokens else None
         )
         self.msft_fusion = ScaleFusion(k, config.learned_fusion, config.fusion_prior)
+        # A layer's own checkpointing (transformers' `gradient_checkpointing` flag) would recompute it
+        # outside the active scale: msft checkpoints those layers itself while wrapped.
+        for layer in self.spec.layers():
+            if getattr(layer, "gradient_checkpointing", False) is True:
+                layer.gradient_checkpointing = False
+                self._own_checkpointing.append(layer)
         setattr(backbone, _WRAPPED_FLAG, True)
 
     # -- public API -------------------------------------------------------------------------------
@@ -118,10 +168,10 @@ class MSFTModel(nn.Module):
         for idx, (scale, output) in enumerate(zip(self.scales, outputs)):
             target, observed = downsample(future, future_obs, scale, side="right")
             weight = weights[idx].detach() if fused_objective else weights[idx]
-            total = total + weight * self.spec.loss(output, target, observed)
+            total = total + weight * output.loss(target, observed)
         if fused_objective and self.msft_fusion.msft_fusion_logits.requires_grad:
-            point = self.spec.mean if self.spec.probabilistic else self.spec.point
-            fused = self._fuse([point(out).detach() for out in outputs], horizon)
+            probabilistic = self.spec.probabilistic
+            fused = self._fuse([(out.mean() if probabilistic else out.point()).detach() for out in outputs], horizon)
             total = total + masked_mse(fused, future, future_obs)
         return total
 
@@ -133,21 +183,29 @@ class MSFTModel(nn.Module):
         ``point_forecast="mean"`` the fusion of each scale's mean: exactly the mean of the fused
         paths (fusion is linear), the forecast that minimises squared error, with no sampling.
         """
-        probabilistic = self.spec.probabilistic
-        if probabilistic and self.config.point_forecast == "median":
-            return self.predict_samples(past_target, horizon, past_observed).median(dim=1).values
         past_target, past_observed = self._check_past(past_target, past_observed)
         outputs = self._forward(past_target, past_observed, horizon)
-        per_scale = [self.spec.mean(out) if probabilistic else self.spec.point(out) for out in outputs]
-        fused = self._fuse(per_scale, horizon)
-        return rearrange(fused, "(b v) t -> b t v", v=past_target.shape[2])
+        return self._point_forecast(outputs, horizon, past_target.shape[2])
+
+    def forward_features(self, past_target: Tensor, horizon: int, past_observed: Tensor | None = None) -> Features:
+        """`predict`'s forecast and, per scale, the last layer's hidden states with their token layout
+        and validity, from one forward pass (what distillation needs; no hooks, any backbone).
+        ``Features.scales[0].pooled()`` is the finest scale's mean over its real data tokens."""
+        past_target, past_observed = self._check_past(past_target, past_observed)
+        run = self._run(past_target, past_observed, horizon)
+        forecast = self._point_forecast(run.outputs, horizon, past_target.shape[2])
+        scales = [
+            ScaleFeatures(h, t.layout, self._token_valid(t, observed))
+            for h, t, observed in zip(run.hidden, run.tokens, run.observed)
+        ]
+        return Features(forecast, scales)
 
     def predict_scales(self, past_target: Tensor, horizon: int, past_observed: Tensor | None = None) -> list[Tensor]:
         """Each scale's own point forecast, ``(batch, ceil(horizon / s), variate)``, before fusion."""
         past_target, past_observed = self._check_past(past_target, past_observed)
         outputs = self._forward(past_target, past_observed, horizon)
         v = past_target.shape[2]
-        return [rearrange(self.spec.point(out), "(b v) t -> b t v", v=v) for out in outputs]
+        return [rearrange(out.point(), "(b v) t -> b t v", v=v) for out in outputs]
 
     def predict_samples(
         self, past_target: Tensor, horizon: int, past_observed: Tensor | None = None, num_samples: int = 100
@@ -160,9 +218,7 @@ class MSFTModel(nn.Module):
             raise ValueError(f"num_samples={num_samples!r}: expected a positive integer")
         past_target, past_observed = self._check_past(past_target, past_observed)
         outputs = self._forward(past_target, past_observed, horizon)
-        per_scale = [self.spec.sample(out, num_samples) for out in outputs]  # (series, S, ceil(H/s))
-        fused = self._fuse(per_scale, horizon)
-        return rearrange(fused, "(b v) n t -> b n t v", v=past_target.shape[2])
+        return self._fused_samples(outputs, horizon, past_target.shape[2], num_samples)
 
     def predict_all(
         self, past_target: Tensor, horizon: int, past_observed: Tensor | None = None, num_samples: int = 0
@@ -248,6 +304,9 @@ class MSFTModel(nn.Module):
             owner = backbone.get_submodule(parent) if parent else backbone
             setattr(owner, child, getattr(owner, child).base_layer)
         self._wrapped = []
+        for layer in self._own_checkpointing:
+            layer.gradient_checkpointing = True
+        self._own_checkpointing = []
         for name, p in backbone.named_parameters():
             p.requires_grad_(self._requires_grad.get(name, True))
         if hasattr(backbone, _WRAPPED_FLAG):
@@ -277,7 +336,45 @@ class MSFTModel(nn.Module):
             )
         return past_target, past_observed
 
-    def _forward(self, past_target: Tensor, past_observed: Tensor, horizon: Any) -> list[Any]:
+    def _point_forecast(self, outputs: list[Forecast], horizon: int, variates: int) -> Tensor:
+        """Fused point forecast ``(batch, horizon, variate)`` of the per-scale head outputs."""
+        probabilistic = self.spec.probabilistic
+        if probabilistic and self.config.point_forecast == "median":
+            return self._fused_samples(outputs, horizon, variates, 100).median(dim=1).values
+        per_scale = [out.mean() if probabilistic else out.point() for out in outputs]
+        fused = self._fuse(per_scale, horizon)
+        return rearrange(fused, "(b v) t -> b t v", v=variates)
+
+    def _fused_samples(self, outputs: list[Forecast], horizon: int, variates: int, num_samples: int) -> Tensor:
+        per_scale = [out.sample(num_samples) for out in outputs]  # (series, S, ceil(H/s))
+        fused = self._fuse(per_scale, horizon)
+        return rearrange(fused, "(b v) n t -> b n t v", v=variates)
+
+    def _token_valid(self, tokens: ScaleTokens, observed: Tensor) -> Tensor:
+        """``(series, tokens)``: False at padding. A spec may say it itself (``token_valid(tokens,
+        observed)``); otherwise prefix and horizon tokens are valid and the context tokens are
+        ``patch_size`` non-overlapping patches right-aligned at the forecast origin (the layout the
+        cross-scale aggregation assumes), valid when one of their steps is observed."""
+        own = getattr(self.spec, "token_valid", None)
+        if own is not None:
+            return own(tokens, observed)
+        prefix, context, horizon = tokens.layout
+        if prefix + context + horizon != tokens.hidden.shape[1]:
+            raise ValueError(
+                f"the {self.spec.name} spec's layout {tokens.layout} does not add up to its "
+                f"{tokens.hidden.shape[1]} tokens: expected [prefix | context | horizon]"
+            )
+        patch = self.spec.patch_size()
+        pad = context * patch - observed.shape[1]  # steps before the series (negative: steps no token covers)
+        seen = nn.functional.pad(observed, (max(pad, 0), 0))[:, max(-pad, 0) :]  # (series, context * patch)
+        context_valid = rearrange(seen, "n (t p) -> n t p", p=patch).any(-1)  # (series, context)
+        ones = observed.new_ones(observed.shape[0], prefix)
+        return torch.cat([ones, context_valid, observed.new_ones(observed.shape[0], horizon)], dim=1)
+
+    def _forward(self, past_target: Tensor, past_observed: Tensor, horizon: Any) -> list[Forecast]:
+        return self._run(past_target, past_observed, horizon).outputs
+
+    def _run(self, past_target: Tensor, past_observed: Tensor, horizon: Any) -> _Pass:
         if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon <= 0:
             raise ValueError(f"horizon={horizon!r}: expected a positive integer")
         if self.config.horizon is not None and horizon > self.config.horizon:
@@ -287,8 +384,10 @@ class MSFTModel(nn.Module):
         series = rearrange(past_target, "b t v -> (b v) t")
         observed = rearrange(past_observed, "b t v -> (b v) t")
         tokens: list[ScaleTokens] = []
+        pooled_observed: list[Tensor] = []
         for idx, scale in enumerate(self.scales):
             context, context_observed = downsample(series, observed, scale, side="left")
+            pooled_observed.append(context_observed)
             with self._state.use(idx):
                 scale_tokens = self.spec.embed(context, context_observed, scaled_length(horizon, scale), idx)
             if self.msft_prompt is not None:
@@ -307,7 +406,7 @@ class MSFTModel(nn.Module):
         for idx, (scale, h, t) in enumerate(zip(self.scales, hidden, tokens)):
             with self._state.use(idx):
                 outputs.append(self.spec.head(h, t, scaled_length(horizon, scale), idx, self.msft_heads))
-        return outputs
+        return _Pass(outputs, hidden, tokens, pooled_observed)
 
     def _layer_runner(self, tokens: list[ScaleTokens]):
         """How one layer runs over all scales: per block, or concatenated with a joint aux (a masked one,
@@ -317,11 +416,7 @@ class MSFTModel(nn.Module):
             if joint_aux is None:
 
                 def per_block(layer: nn.Module, hidden: list[Tensor]) -> list[Tensor]:
-                    out = []
-                    for idx, (h, t) in enumerate(zip(hidden, tokens)):
-                        with self._state.use(idx):
-                            out.append(self.spec.run_layer(layer, h, t.aux))
-                    return out
+                    return [self._run_layer(layer, h, t.aux, idx) for idx, (h, t) in enumerate(zip(hidden, tokens))]
 
                 return per_block
         else:
@@ -330,11 +425,26 @@ class MSFTModel(nn.Module):
         segments = list(enumerate(lengths))
 
         def joint(layer: nn.Module, hidden: list[Tensor]) -> list[Tensor]:
-            with self._state.use(segments):
-                out = self.spec.run_layer(layer, torch.cat(hidden, dim=1), joint_aux)
+            out = self._run_layer(layer, torch.cat(hidden, dim=1), joint_aux, segments)
             return list(out.split(lengths, dim=1))
 
         return joint
+
+    def _run_layer(self, layer: nn.Module, hidden: Tensor, aux: Any, active: Any) -> Tensor:
+        """One layer on ``hidden`` ``(series, tokens, d_model)`` with the scale(s) ``active``;
+        checkpointed when asked, with the same scale context replayed on recomputation."""
+
+        def run(h: Tensor) -> Tensor:
+            with self._state.use(active):
+                return self.spec.run_layer(layer, h, aux)
+
+        if self._checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(run, hidden, use_reentrant=False)
+        return run(hidden)
+
+    @property
+    def _checkpointing(self) -> bool:
+        return self.config.gradient_checkpointing or bool(self._own_checkpointing)
 
     def _fuse(self, per_scale: list[Tensor], horizon: int) -> Tensor:
         weights = self.fusion_weights
@@ -393,21 +503,6 @@ def load_adapter(backbone: nn.Module, path: str | Path) -> MSFTModel:
         )
     model.load_state_dict(tensors, strict=False)
     return model
-
-
-def _match_modules(backbone: nn.Module, targets: tuple[str, ...]) -> list[str]:
-    """Names of modules matched by any target: exact name, dotted suffix, or full regex match."""
-    names = []
-    for name, _ in backbone.named_modules():
-        if not name:
-            continue
-        for t in targets:
-            if name == t or name.endswith("." + t) or re.fullmatch(t, name):
-                names.append(name)
-                break
-    if not names:
-        raise ValueError(f"lora_targets={list(targets)} matched no module of {type(backbone).__name__}")
-    return names
 
 
 def _check_series(name: str, target: Any, observed: Any, observed_name: str) -> tuple[Tensor, Tensor]:

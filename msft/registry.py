@@ -1,19 +1,29 @@
-"""How a backbone tells the core where its parts are and how it turns one scale into tokens.
+"""The contract between the core and a backbone: `BackboneSpec`, what a head returns, the registry.
 
 A backbone family is one file in ``backbones/`` with a `BackboneSpec` subclass decorated by
 `register_backbone`. The core never imports a backbone: specs are found among the registered ones
 and, failing that, by loading the ``msft.backbones`` entry points (see ``pyproject.toml``), so
 installing a package that declares such an entry point is all it takes to add a backbone.
+
+The contract (docs/design.md): a spec says where the backbone's parts are (``input_projection``,
+`lora_targets`, `layers`), how one scale's univariate series becomes tokens (`embed`), how one
+layer runs on them (`run_layer`, with `join` for scales concatenated along the token axis), and how
+a forecast comes out (`head`, returning a `Forecast`). Everything else has a default, and every
+capability (`probabilistic`, `supports_prefix`, ``blocked_layer``) follows from what it implements.
 """
 
 from __future__ import annotations
 
+import abc
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor, nn
+
+from msft.losses import masked_mse
+from msft.ops import match_modules
 
 if TYPE_CHECKING:
     from msft.config import MSFTConfig
@@ -21,14 +31,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "msft.backbones"
-_REGISTRY: dict[str, type["BackboneSpec"]] = {}
+_REGISTRY: dict[str, type[BackboneSpec]] = {}
 
 
 @dataclass
 class ScaleTokens:
     """One scale's token sequence: ``[prefix | context | horizon]`` along the token axis."""
 
-    hidden: Tensor  # (series, tokens, d_model)
+    hidden: Tensor  # (series, tokens, d_model), tokens = num_prefix + num_context + num_horizon
     num_prefix: int
     num_context: int
     num_horizon: int
@@ -39,13 +49,74 @@ class ScaleTokens:
         return (self.num_prefix, self.num_context, self.num_horizon)
 
 
-class BackboneSpec:
+class Forecast:
+    """One scale's forecast of ``horizon`` steps at the scale's own resolution, as `head` returns it.
+
+    A point backbone returns a `PointForecast`; a probabilistic one subclasses this and implements
+    `sample` (which makes its spec `probabilistic`) and `mean`.
+    """
+
+    def point(self) -> Tensor:
+        """``(series, horizon)`` point forecast."""
+        raise NotImplementedError
+
+    def mean(self) -> Tensor:
+        """``(series, horizon)`` closed-form mean (probabilistic forecasts; ``point_forecast="mean"``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form forecast mean")
+
+    def sample(self, num_samples: int) -> Tensor:
+        """``(series, num_samples, horizon)`` sample paths (probabilistic forecasts)."""
+        raise ValueError(f"{type(self).__name__} is a point forecast: it has no sample paths")
+
+    def loss(self, target: Tensor, observed: Tensor) -> Tensor:
+        """Scalar training loss against ``target``/``observed`` ``(series, horizon)``."""
+        raise NotImplementedError
+
+    @classmethod
+    def can_sample(cls) -> bool:
+        return cls.sample is not Forecast.sample
+
+
+@dataclass
+class PointForecast(Forecast):
+    """A point forecast trained with the masked mean squared error."""
+
+    values: Tensor  # (series, horizon)
+
+    def point(self) -> Tensor:
+        return self.values
+
+    def loss(self, target: Tensor, observed: Tensor) -> Tensor:
+        return masked_mse(self.values, target, observed)
+
+
+@dataclass
+class TinyBackbone:
+    """A tiny offline instance of a backbone family, for the contract tests and smoke runs.
+
+    ``forecast(past_target (batch, context_length, variate))`` is the backbone's own forecast
+    ``(batch, horizon, variate)`` (the distribution's mean for a probabilistic backbone): what
+    ``msft.wrap(backbone, scales=[1], **options)`` must give at initialisation.
+    """
+
+    backbone: nn.Module
+    context_length: int
+    horizon: int
+    forecast: Any  # Callable[[Tensor], Tensor]
+    #: msft.wrap options every wrap of it needs besides ``horizon`` (e.g. MOIRAI's patch_size); the
+    #: context supports ``scales=[1, 2, 4]``.
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class BackboneSpec(abc.ABC):
     """What msft needs to know about one backbone family.
 
     Class attributes say where things are (module names relative to the backbone); methods say how
     one scale's univariate series become tokens, how one layer runs, and how forecasts come out.
     The series handed to a spec are ``(series, time)``: msft has already split variates
-    (channel independence) and pooled the context to the scale's resolution.
+    (channel independence) and pooled the context to the scale's resolution. Every method that
+    touches the backbone's layers runs inside the core's scale context (per-scale adapters and
+    LoRA read it), so a spec never deals with scales beyond ``scale_idx``.
     """
 
     name: ClassVar[str]
@@ -53,85 +124,103 @@ class BackboneSpec:
     module_types: ClassVar[tuple[str, ...]]
     #: the module whose output the per-scale adapters transform (the frozen input projection).
     input_projection: ClassVar[str]
-    #: default LoRA targets (see MSFTConfig.lora_targets for the matching rules).
-    attention_projections: ClassVar[tuple[str, ...]]
     #: the backbone's own output head (dotted name), if it has a pretrained one: what baselines such
     #: as linear probing train. None when msft builds the heads (`build_heads`).
     output_head: ClassVar[str | None] = None
-    #: True when `head` outputs distributions (`sample` is implemented).
-    probabilistic: ClassVar[bool] = False
-    #: True when `add_prefix` is implemented (soft prompts, ``MSFTConfig.prompt_tokens``).
-    supports_prefix: ClassVar[bool] = False
+    #: what `head` returns; a type that implements `Forecast.sample` makes the spec probabilistic.
+    forecast_type: ClassVar[type[Forecast]] = PointForecast
 
-    def __init__(self, backbone: nn.Module, config: "MSFTConfig"):
+    # Derived in __init_subclass__ from what the subclass implements (never set by hand):
+    #: `head` outputs distributions (``forecast_type`` implements `Forecast.sample`).
+    probabilistic: ClassVar[bool] = False
+    #: `add_prefix` is implemented (soft prompts, ``MSFTConfig.prompt_tokens``).
+    supports_prefix: ClassVar[bool] = False
+    #: `join_blocks` is implemented (blocked intra-scale attention over concatenated scales).
+    blocked_layer: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.probabilistic = cls.forecast_type.can_sample()
+        cls.supports_prefix = cls.add_prefix is not BackboneSpec.add_prefix
+        cls.blocked_layer = cls.join_blocks is not BackboneSpec.join_blocks
+
+    def __init__(self, backbone: nn.Module, config: MSFTConfig):
         self.backbone = backbone
         self.config = config
 
-    # -- geometry -------------------------------------------------------------------------------
+    # -- where things are ---------------------------------------------------------------------
+    @abc.abstractmethod
     def d_model(self) -> int:
-        raise NotImplementedError
+        """Width of the tokens the layers read and write."""
 
+    @abc.abstractmethod
     def patch_size(self) -> int:
         """Time steps per token; the context must hold at least ``max(scales) * patch_size`` steps."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def layers(self) -> list[nn.Module]:
-        """The stacked layers; cross-scale aggregation runs after each."""
-        raise NotImplementedError
+        """The stacked layers; cross-scale aggregation runs after each, checkpointing wraps each."""
+
+    @abc.abstractmethod
+    def lora_targets(self) -> tuple[str, ...]:
+        """The attention q/k/v projections (exact names, dotted suffixes or full-name regexes) that
+        get LoRA: msft's per-scale pairs and the runner's peft LoRA / AdaLoRA alike."""
+
+    def lora_modules(self, targets: tuple[str, ...] | None = None) -> list[str]:
+        """Module names ``targets`` (default: `lora_targets`) select in the backbone."""
+        return match_modules(self.backbone, targets or self.lora_targets())
 
     def build_heads(self, num_scales: int) -> nn.Module | None:
         """msft-owned per-scale heads (trainable), or None when the backbone's own head is used."""
         return None
 
     def check_context(self, context_length: int) -> None:
-        """Raise ValueError if the backbone cannot take this many context steps."""
+        """Raise ValueError if the backbone cannot take this many context steps (default: any)."""
+        return None
 
-    # -- forward pieces ---------------------------------------------------------------------------
+    # -- forward pieces -------------------------------------------------------------------------
+    @abc.abstractmethod
     def embed(self, context: Tensor, observed: Tensor, horizon: int, scale_idx: int) -> ScaleTokens:
-        """Tokens of one scale: ``context``/``observed`` are ``(series, time)``; ``horizon`` steps ahead."""
-        raise NotImplementedError
+        """Tokens of one scale: ``context``/``observed`` ``(series, time)`` -> ``hidden``
+        ``(series, tokens, d_model)`` for a forecast ``horizon`` steps ahead (at this scale)."""
 
     def add_prefix(self, tokens: ScaleTokens, prefix: Tensor) -> ScaleTokens:
         """``tokens`` with ``prefix`` ``(series, P, d_model)`` prepended: ``num_prefix`` grows by P and
         ``aux`` (masks, ids) is extended so the prefix is attended to like the scale's own tokens.
-        Set ``supports_prefix = True`` when implementing it."""
+        Implementing it makes the spec `supports_prefix`."""
         raise ValueError(f"the {self.name} backbone does not support prompt_tokens (its spec has no add_prefix)")
 
+    @abc.abstractmethod
     def run_layer(self, layer: nn.Module, hidden: Tensor, aux: Any) -> Tensor:
-        raise NotImplementedError
+        """One layer: ``hidden`` ``(series, tokens, d_model)`` -> the same shape. ``aux`` is one
+        scale's (`ScaleTokens.aux`) or the concatenated scales' (`join`, `join_blocks`). Prefer
+        calling the layer module itself (``layer(...)``) so that module hooks see it; the core runs
+        this under the scale context and, when asked, under gradient checkpointing."""
 
+    @abc.abstractmethod
     def join(self, tokens: list[ScaleTokens], block_diagonal: bool) -> Any:
         """``aux`` for all scales concatenated along the token axis; with ``block_diagonal`` the
-        masks keep each token inside its own scale (the dense reference of intra-scale attention)."""
-        raise NotImplementedError
+        masks keep each token inside its own scale (the dense reference of intra-scale attention;
+        `msft.ops.BlockLayout` gives the scale ids and the mask)."""
 
     def join_blocks(self, tokens: list[ScaleTokens]) -> Any:
         """Optional fast path of intra-scale attention: ``aux`` for all scales concatenated along the
         token axis, for a `run_layer` that keeps attention inside each scale's block itself (cost
         sum n_s^2) while running the token-wise parts (projections, MLP) once over all tokens.
-        ``None`` (the default): msft runs each scale's block through the layer separately."""
+        Not implemented (the default): msft runs each scale's block through the layer separately."""
         return None
 
-    def head(self, hidden: Tensor, tokens: ScaleTokens, horizon: int, scale_idx: int, heads: nn.Module | None) -> Any:
-        """The scale's forecast output for ``horizon`` steps at its own resolution."""
-        raise NotImplementedError
+    @abc.abstractmethod
+    def head(self, hidden: Tensor, tokens: ScaleTokens, horizon: int, scale_idx: int, heads: nn.Module | None) -> Forecast:
+        """The scale's forecast of ``horizon`` steps at its own resolution from the last layer's
+        ``hidden`` ``(series, tokens, d_model)``; ``heads`` is what `build_heads` returned."""
 
-    def point(self, output: Any) -> Tensor:
-        """``(series, horizon)`` point forecast from a `head` output."""
-        raise NotImplementedError
-
-    def mean(self, output: Any) -> Tensor:
-        """``(series, horizon)`` mean of a `head` output (probabilistic backbones; used when
-        ``point_forecast="mean"``)."""
-        raise NotImplementedError(f"the {self.name} backbone has no closed-form forecast mean")
-
-    def sample(self, output: Any, num_samples: int) -> Tensor:
-        """``(series, num_samples, horizon)`` sample paths (probabilistic backbones)."""
-        raise NotImplementedError(f"the {self.name} backbone gives point forecasts only")
-
-    def loss(self, output: Any, target: Tensor, observed: Tensor) -> Tensor:
-        """Scalar loss of one scale; ``target``/``observed`` are ``(series, horizon)``."""
-        raise NotImplementedError
+    # -- for tests and smoke runs ---------------------------------------------------------------
+    @classmethod
+    def tiny(cls) -> TinyBackbone:
+        """A tiny offline instance (random weights, no download) that the contract suite runs; every
+        registered spec provides one."""
+        raise NotImplementedError(f"the {cls.name} backbone spec provides no tiny() builder")
 
     def trainable_parameters(self, pattern: str) -> list[str]:
         """Names (in ``backbone.named_parameters()``) of the backbone parameters that train besides
@@ -146,9 +235,12 @@ class BackboneSpec:
 
 def register_backbone(spec: type[BackboneSpec]) -> type[BackboneSpec]:
     """Class decorator: make ``spec`` available to `msft.wrap`."""
-    for attr in ("name", "module_types", "input_projection", "attention_projections"):
+    for attr in ("name", "module_types", "input_projection"):
         if not hasattr(spec, attr):
             raise TypeError(f"{spec.__name__} must define the class attribute {attr!r}")
+    if getattr(spec, "__abstractmethods__", None):
+        missing = sorted(spec.__abstractmethods__)
+        raise TypeError(f"{spec.__name__} must implement {missing} (see msft.registry.BackboneSpec)")
     _REGISTRY[spec.name] = spec
     return spec
 
@@ -172,6 +264,12 @@ def spec_for(backbone: nn.Module) -> type[BackboneSpec]:
             "(add a backbone by registering a BackboneSpec, see backbones/toy.py)"
         )
     return spec
+
+
+def build_spec(backbone: nn.Module, config: MSFTConfig) -> BackboneSpec:
+    """The spec instance for ``backbone`` under ``config`` (what `msft.wrap` builds first), e.g. to
+    ask it for `BackboneSpec.lora_modules` before wrapping."""
+    return spec_for(backbone)(backbone, config)
 
 
 def _match(backbone: nn.Module) -> type[BackboneSpec] | None:

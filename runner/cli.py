@@ -7,6 +7,7 @@ and writes ``results/<experiment>.{md,csv}``; the command exits 1 if any job fai
 
 from __future__ import annotations
 
+import importlib
 import importlib.resources
 import json
 import logging
@@ -26,7 +27,13 @@ logger = logging.getLogger("msft_runner")
 # The repository's configs/ folder, installed as the package `msft_runner.configs` (editable or
 # not); MSFT_CONFIG_DIR points elsewhere, e.g. at a copy you edit.
 CONFIG_DIR = os.environ.get("MSFT_CONFIG_DIR") or str(importlib.resources.files("msft_runner.configs"))
-_FAILED: list[str] = []
+_FAILED: list[str] = []  # read and written through _failures()
+
+
+def _failures() -> list[str]:
+    """The failure list of the importable module: under ``python -m msft_runner.cli`` this file also runs
+    as ``__main__``, and Hydra's callback is instantiated from ``msft_runner.cli``."""
+    return importlib.import_module("msft_runner.cli")._FAILED
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
@@ -50,7 +57,7 @@ def _app(cfg: DictConfig) -> dict[str, Any]:
                   "backbone": names["backbone"], "dataset": cfg.data.name, "horizon": cfg.data.horizon,
                   "method": cfg.method.name, "seed": cfg.seed}
         write_json_atomic(run_dir / METRICS, record)
-        _FAILED.append(f"{run_dir}: {message}")
+        _failures().append(f"{run_dir}: {message}")
         return record
 
 
@@ -72,6 +79,8 @@ class ResultsTable(Callback):
         records = collect([sweep_dir])
         if not records:
             return
+        # The jobs may have run in other processes (submitit launchers): their records say what failed.
+        _failures()[:] = [f"{r['run_dir']}: {r.get('error')}" for r in records if r.get("status") != "ok"]
         command = f"msft-results {sweep_dir} --name {config.experiment} --out {config.results_dir}"
         trained_by = " ".join(["msft-train", *sys.argv[1:]])
         write = write_selection if config.get("select") else write_tables
@@ -83,8 +92,9 @@ class ResultsTable(Callback):
 
 def main() -> None:
     _app()
-    if _FAILED:
-        print(f"\n{len(_FAILED)} run(s) failed:", *_FAILED, sep="\n  ", file=sys.stderr)
+    failed = _failures()
+    if failed:
+        print(f"\n{len(failed)} run(s) failed:", *failed, sep="\n  ", file=sys.stderr)
         sys.exit(1)
 
 

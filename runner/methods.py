@@ -6,7 +6,8 @@ is exactly the backbone (tested identity in the core), so the baselines differ o
 
 - ``zero_shot``: nothing; ``full``: every backbone parameter; ``linear_probe``: the backbone's head
   (``spec.output_head``; msft's own heads when the backbone has none);
-- ``lora`` / ``adalora``: peft LoRA / AdaLoRA injected into the backbone's q/k/v before wrapping;
+- ``lora`` / ``adalora``: peft LoRA / AdaLoRA injected before wrapping into exactly the modules
+  msft's per-scale LoRA would take (``spec.lora_targets()``, the attention q/k/v);
 - ``msft``: the multi-scale model, with `msft.MSFTConfig` options from the method config;
 - ``prompt_tuning``: the identity wrap plus ``prompt_tokens`` learnable soft-prompt vectors per
   scale (``msft_prompt``, Lester et al. 2021) in front of the encoder's tokens; only they (and msft's
@@ -17,12 +18,14 @@ is exactly the backbone (tested identity in the core), so the baselines differ o
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
 import msft
+from msft.registry import build_spec
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +61,10 @@ def build_model(backbone: nn.Module, kind: str, horizon: int, options: dict[str,
     elif kind != "msft" and options:
         raise ValueError(f"method {kind!r} takes no msft options, got {sorted(options)}")
     tuner = None
-    if kind in ("lora", "adalora"):
-        tuner = _inject_peft(backbone, kind, peft or {}, total_steps)
     base = dict(wrap_options or {})
+    if kind in ("lora", "adalora"):
+        spec = build_spec(backbone, msft.MSFTConfig.from_dict({**base, **IDENTITY, "horizon": horizon}))
+        tuner = _inject_peft(backbone, spec.lora_modules(), kind, peft or {}, total_steps)
     if kind == "msft":
         model = msft.wrap(backbone, horizon=horizon, **{**base, **options})
     elif kind == "prompt_tuning":
@@ -95,14 +99,12 @@ def build_model(backbone: nn.Module, kind: str, horizon: int, options: dict[str,
     return Built(model, trains, tuner)
 
 
-def _inject_peft(backbone: nn.Module, kind: str, settings: dict[str, Any], total_steps: int | None):
-    """peft LoRA / AdaLoRA on the spec's attention projections (regex patterns, full match)."""
+def _inject_peft(backbone: nn.Module, modules: list[str], kind: str, settings: dict[str, Any],
+                 total_steps: int | None):
+    """peft LoRA / AdaLoRA on exactly ``modules`` (full names)."""
     import peft
 
-    from msft.registry import spec_for
-
-    patterns = spec_for(backbone).attention_projections
-    target = "|".join(f"(?:{p})" for p in patterns)
+    target = "|".join(re.escape(name) for name in modules)  # peft full-matches a string target
     r, alpha, dropout = settings.get("r", 16), settings.get("alpha", 32), settings.get("dropout", 0.05)
     if kind == "lora":
         config = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target)

@@ -17,7 +17,8 @@ SELECTION = "val_score"  # what early stopping, checkpoint choice and sweeps sel
 
 
 class ForecastModule(L.LightningModule):
-    """Train ``model.loss`` with AdamW over ``model.parameter_groups(**lr)``.
+    """Train ``model.loss`` with AdamW over ``model.parameter_groups(**lr)``; with ``lr_decay`` every
+    learning rate is multiplied by it after each epoch (Time-LLM's default schedule halves it).
 
     Validation logs the training objective (``val_loss``) and what users get: ``val_score``, the
     score of the fused forecast at the original resolution (LSF: MSE of `predict`'s point forecast;
@@ -34,13 +35,16 @@ class ForecastModule(L.LightningModule):
 
     def __init__(self, model: msft.MSFTModel, lr: dict[str, float | None], weight_decay: float = 0.0,
                  tuner: Any = None, protocol: str = "lsf", num_samples: int = 100,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, lr_decay: float | None = None):
         super().__init__()
         if protocol not in ("lsf", "pf"):
             raise ValueError(f"protocol={protocol!r}: expected 'lsf' or 'pf'")
+        if lr_decay is not None and (isinstance(lr_decay, bool) or not 0.0 < float(lr_decay) <= 1.0):
+            raise ValueError(f"lr_decay={lr_decay!r}: expected null or a factor in (0, 1]")
         self.model = model
         self.lr = dict(lr)
         self.weight_decay = weight_decay
+        self.lr_decay = lr_decay
         self.protocol, self.num_samples = protocol, num_samples
         self.betas, self.eps = tuple(betas), eps
         self._sums: dict[str, list[float]] = {}  # validation metric -> [numerator, denominator]
@@ -88,9 +92,13 @@ class ForecastModule(L.LightningModule):
         if self._tuner:  # gradients are still there: Lightning zeroes them before the next step
             self._tuner[0].update_and_allocate(self.global_step)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.model.parameter_groups(**self.lr), weight_decay=self.weight_decay,
-                                 betas=self.betas, eps=self.eps)
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.AdamW(self.model.parameter_groups(**self.lr), weight_decay=self.weight_decay,
+                                      betas=self.betas, eps=self.eps)
+        if self.lr_decay is None:
+            return optimizer
+        decay = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=float(self.lr_decay))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": decay, "interval": "epoch"}}
 
     def trainable_names(self) -> set[str]:
         return {name for name, p in self.named_parameters() if p.requires_grad}

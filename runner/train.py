@@ -19,9 +19,10 @@ from typing import Any
 import lightning as L
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from torch.utils.data import BatchSampler, DataLoader
+from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
 import msft
+from msft_runner import distributed
 from msft_runner.backbones import build_backbone
 from msft_runner.methods import IDENTITY, build_model
 from msft_runner.module import (SELECTION, BestMetrics, EpochSeed, EpochShuffledBatches, ForecastModule, StopAt,
@@ -31,15 +32,27 @@ logger = logging.getLogger(__name__)
 
 METRICS = "metrics.json"
 PROTOCOLS = ("lsf", "pf")
-TRAINER_EXTRAS = ("patience",)  # keys of the trainer group that are not `lightning.Trainer` arguments
+# Keys of the trainer group that are not `lightning.Trainer` arguments: early-stopping patience, and how
+# msft starts the processes of a data-parallel run on one node (msft_runner.distributed).
+TRAINER_EXTRAS = ("patience", "start_method")
 
 
 def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | None = None) -> dict[str, Any]:
-    """Train and evaluate one (backbone, data, method) configuration; return and write its metrics."""
+    """Train and evaluate one (backbone, data, method) configuration; return and write its metrics.
+
+    With a data-parallel trainer (``trainer=ddp_cpu``, ``ddp``, ...) every process runs this function
+    as one rank; when no launcher started them, this call starts them and returns rank 0's record.
+    """
     run_dir = Path(run_dir)
+    nprocs = distributed.processes_to_start(cfg.trainer)
+    if nprocs:  # resolved first: the processes have no Hydra context for ${hydra:...} interpolations
+        resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        return distributed.start_processes(run, (resolved, run_dir, names), nprocs,
+                                           cfg.trainer.get("start_method", "spawn"))
     run_dir.mkdir(parents=True, exist_ok=True)
     names = names or {}
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if distributed.is_rank_zero():
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     protocol = cfg.data.get("protocol", "lsf")
     if protocol not in PROTOCOLS:
@@ -60,7 +73,8 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | Non
     model = built.model
     optimizer = cfg.get("optimizer") or {}
     module = ForecastModule(model, _learning_rates(cfg), cfg.weight_decay, built.tuner, protocol, num_samples,
-                            betas=tuple(optimizer.get("betas", (0.9, 0.999))), eps=optimizer.get("eps", 1e-8))
+                            betas=tuple(optimizer.get("betas", (0.9, 0.999))), eps=optimizer.get("eps", 1e-8),
+                            lr_decay=cfg.get("lr_decay"))
     initial = _initial_backbone_values(model) if cfg.get("guard") and built.trains else None
     record: dict[str, Any] = {
         "status": "ok", "experiment": cfg.experiment, "backbone": names.get("backbone", type(backbone).__name__),
@@ -77,8 +91,6 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | Non
     else:
         record[SELECTION] = zero_shot_score
     record["fit_seconds"] = round(time.perf_counter() - start, 2)
-    if int(os.environ.get("LOCAL_RANK", "0")) != 0 or int(os.environ.get("NODE_RANK", "0")) != 0:
-        return record  # only one process evaluates and writes
     record["guard"] = "off" if initial is None else "finetuned"
     if initial is not None and record.get(SELECTION) is not None and record[SELECTION] > zero_shot_score:
         logger.warning("guard: finetuned validation score %.4f is worse than zero-shot %.4f: keeping the "
@@ -86,7 +98,9 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | Non
         model = _zero_shot_fallback(model, initial, cfg.data.horizon, wrap_options)
         record.update({"guard": "zero_shot_kept", "finetuned_val_score": record[SELECTION],
                        SELECTION: zero_shot_score})
-    record.update(_evaluate(cfg, model, data))
+    record.update(_evaluate(cfg, model, data))  # every rank forecasts its share of the test windows
+    if not distributed.is_rank_zero():
+        return record  # rank 0 alone writes the run directory
     if "msft_fusion" in dict(model.named_children()) and model.config.num_scales > 1:
         record["fusion_weights"] = dict(zip(map(str, model.scales), model.fusion_weights.tolist()))
     if method.kind in ("msft", "prompt_tuning") and record["guard"] != "zero_shot_kept":  # msft's parameters
@@ -123,15 +137,17 @@ def build_datamodule(data: DictConfig, seed: int = 0):
         raise ValueError(f"data.val_stride={val_stride!r}: expected a positive integer")
 
     class Seeded:
+        # Under DDP each rank takes its share of every batch (data.batch_size stays the global batch).
         def train_dataloader(self) -> DataLoader:
-            batches = EpochShuffledBatches(len(self.splits["train"]), self.batch_size, seed)
+            batches = distributed.shard(EpochShuffledBatches(len(self.splits["train"]), self.batch_size, seed))
             return DataLoader(self.splits["train"], sampler=batches, batch_size=None, num_workers=self.num_workers)
 
         def val_dataloader(self) -> DataLoader:  # every val_stride-th window (all series alike)
-            if val_stride == 1:
-                return super().val_dataloader()
-            batches = BatchSampler(range(0, len(self.splits["val"]), val_stride), self.eval_batch_size, False)
-            return DataLoader(self.splits["val"], sampler=batches, batch_size=None, num_workers=self.num_workers)
+            windows = self.splits["val"]
+            order = SequentialSampler(windows) if val_stride == 1 else range(0, len(windows), val_stride)
+            batches = BatchSampler(order, self.eval_batch_size, drop_last=False)
+            return DataLoader(windows, sampler=distributed.shard(batches), batch_size=None,
+                              num_workers=self.num_workers)
 
     class SeededLSFDataModule(Seeded, LSFDataModule):
         pass
@@ -171,9 +187,11 @@ def _fit(cfg: DictConfig, module: ForecastModule, data, run_dir: Path) -> dict[s
                  EpochSeed(cfg.seed), best_metrics]
     if cfg.get("interrupt_at_step"):
         callbacks.append(StopAt(cfg.interrupt_at_step))
-    trainer_args = {k: v for k, v in _plain(cfg.trainer).items() if k not in TRAINER_EXTRAS}
+    trainer_args = _trainer_arguments(cfg)
+    # The loaders shard batches themselves (no padding, global batch): Lightning's sampler must not.
     trainer = L.Trainer(default_root_dir=run_dir, callbacks=callbacks, enable_model_summary=False,
-                        logger=CSVLogger(run_dir, name="", version=""), **trainer_args)
+                        logger=CSVLogger(run_dir, name="", version=""), use_distributed_sampler=False,
+                        **trainer_args)
     last = ckpt_dir / "last.ckpt"
     resume = str(last) if cfg.resume and last.exists() else None
     if cfg.resume and resume is None:
@@ -235,35 +253,44 @@ def _zero_shot_fallback(model, initial: dict[str, torch.Tensor], horizon: int, w
 def _evaluate(cfg: DictConfig, model, data) -> dict[str, Any]:
     from msft.protocols import evaluate_lsf, evaluate_pf
 
-    device = _device(cfg)
+    device = "cpu"
+    if torch.cuda.is_available() and cfg.trainer.accelerator in ("gpu", "cuda", "auto"):
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # this rank's GPU
+    _, world = distributed.rank_and_world()
+    if world > 1 and not torch.distributed.is_initialized():  # no fit (zero-shot) has joined the processes yet
+        distributed.join_processes(_trainer_arguments(cfg))
     model.to(device).eval()
+    # The protocol code runs unchanged on every rank; the forecaster splits each batch across the ranks.
+    forecaster = distributed.ShardedForecaster(model, seed=cfg.seed)
     start = time.perf_counter()
     if cfg.data.get("protocol", "lsf") == "pf":
         def sample(past, horizon, num_samples):  # evaluate_pf hands CPU tensors
-            return model.predict_samples(past.to(device), horizon, num_samples=num_samples).cpu()
+            return forecaster.predict_samples(past.to(device), horizon, num_samples=num_samples).cpu()
 
         result = evaluate_pf(sample, data.data.frame, horizon=cfg.data.horizon, windows=cfg.data.windows,
                              context_length=cfg.data.context_length, num_samples=cfg.data.num_samples,
                              seasonality=cfg.data.seasonality, batch_size=cfg.data.eval_batch_size)
         result["windows"] = len(data.splits["test"])
-        return {**result, "eval_seconds": round(time.perf_counter() - start, 2)}
-    num_samples = cfg.data.get("num_samples", 100)
-
-    def forecast(past):  # MSE of the mean, MAE of the median (GluonTS, the MSFT authors)
-        return model.predict_all(past, cfg.data.horizon, num_samples=num_samples)
-
-    stride = cfg.data.get("test_stride", 1)
-    result = evaluate_lsf(forecast, data.data, cfg.data.horizon, cfg.data.context_length, cfg.data.mode,
-                          batch_size=cfg.data.eval_batch_size, device=device, stride=stride)
-    if not model.spec.probabilistic:
-        result["scoring"] = "MSE and MAE of the point forecast"
-    elif num_samples > 0:
-        result["scoring"] = f"MSE of the mean, MAE of the median of {num_samples} fused sample paths"
     else:
-        result["scoring"] = "MSE and MAE of the mean forecast"
-    if stride > 1:
-        result["scoring"] += f"; every {stride}-th test window (off-protocol)"
-    result["test_stride"] = stride
+        num_samples = cfg.data.get("num_samples", 100)
+
+        def forecast(past):  # MSE of the mean, MAE of the median (GluonTS, the MSFT authors)
+            both = forecaster.predict_mean_median(past, cfg.data.horizon, num_samples)  # (batch, 2, H, V)
+            return {"mean": both[:, 0], "median": both[:, 1]}
+
+        stride = cfg.data.get("test_stride", 1)
+        result = evaluate_lsf(forecast, data.data, cfg.data.horizon, cfg.data.context_length, cfg.data.mode,
+                              batch_size=cfg.data.eval_batch_size, device=device, stride=stride)
+        if not model.spec.probabilistic:
+            result["scoring"] = "MSE and MAE of the point forecast"
+        elif num_samples > 0:
+            result["scoring"] = f"MSE of the mean, MAE of the median of {num_samples} fused sample paths"
+        else:
+            result["scoring"] = "MSE and MAE of the mean forecast"
+        if stride > 1:
+            result["scoring"] += f"; every {stride}-th test window (off-protocol)"
+        result["test_stride"] = stride
+    result["windows_per_process"] = forecaster.rows_per_rank()  # sums to `windows`: each scored once
     return {**result, "eval_seconds": round(time.perf_counter() - start, 2)}
 
 
@@ -279,6 +306,10 @@ def _learning_rates(cfg: DictConfig) -> dict[str, float | None]:
 
 def _device(cfg: DictConfig) -> str:
     return "cuda" if torch.cuda.is_available() and cfg.trainer.accelerator in ("gpu", "cuda", "auto") else "cpu"
+
+
+def _trainer_arguments(cfg: DictConfig) -> dict[str, Any]:
+    return {k: v for k, v in _plain(cfg.trainer).items() if k not in TRAINER_EXTRAS}
 
 
 def _planned_steps(cfg: DictConfig, batches_per_epoch: int) -> int:

@@ -40,8 +40,8 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 from torch.utils._pytree import tree_map
 
-from msft.layers import block_diagonal_mask
-from msft.registry import BackboneSpec, ScaleTokens, register_backbone
+from msft.ops import BlockLayout
+from msft.registry import BackboneSpec, Forecast, ScaleTokens, TinyBackbone, register_backbone
 
 from .packing import pack_series, patchify_target
 
@@ -89,16 +89,31 @@ class MoiraiAux:
     patch_size: Tensor | None = None  # (series, tokens) long
     blocks: list[slice] | None = None  # scales concatenated: attention stays inside each slice
     uniform_blocks: bool = False  # every block holds a single variate id
+    single_series: bool = False  # one sample and one variate id per row (as `pack_series` packs it)
 
 
 @dataclass
-class MoiraiOutput:
+class MoiraiOutput(Forecast):
     """One scale's predictive distribution over its prediction patches."""
 
     distr: Distribution  # batch shape (series, n_horizon, max_patch)
     params: Any  # the mixture parameters (pytree of (series, n_horizon, max_patch) tensors)
     patch_size: int
     horizon: int  # steps at this scale's resolution
+    max_patch: int = 128  # the module's largest patch size (the width of its packed target)
+    point_samples: int = 100  # sample paths whose median is the point forecast
+
+    def point(self) -> Tensor:
+        """``(series, horizon)``: the median of ``point_samples`` sample paths (the mixture has no
+        closed-form median)."""
+        return self.sample(self.point_samples).median(dim=1).values
+
+    def loss(self, target: Tensor, observed: Tensor) -> Tensor:
+        """Mean negative log-likelihood over the observed points of ``target`` ``(series, horizon)``."""
+        values, seen = patchify_target(target, observed, self.patch_size, self.max_patch)
+        log_prob = self.distr.log_prob(values)  # (series, n_horizon, max_patch)
+        nll = torch.where(seen, -log_prob, torch.zeros_like(log_prob))
+        return nll.sum() / seen.sum().clamp(min=1)
 
     def mean(self) -> Tensor:
         """``(series, horizon)`` mean of the distribution."""
@@ -147,9 +162,38 @@ class MoiraiSpec(BackboneSpec):
     name = "moirai"
     module_types = ("uni2ts.model.moirai.module.MoiraiModule",)
     input_projection = "in_proj"
-    attention_projections = (r"encoder\.layers\.\d+\.self_attn\.(q|k|v)_proj",)
-    probabilistic = True
-    supports_prefix = True
+    output_head = "param_proj"  # the pretrained mixture head (what linear probing trains)
+    forecast_type = MoiraiOutput
+
+    @classmethod
+    def tiny(cls) -> TinyBackbone:
+        """A 2-layer, 64-wide `MoiraiModule` with the published mixture head, patch size 8."""
+        from msft_backbones.moirai.load import moirai_from_config
+
+        mixture = [
+            {"_target_": "uni2ts.distribution.student_t.StudentTOutput"},
+            {"_target_": "uni2ts.distribution.normal.NormalFixedScaleOutput", "scale": 0.001},
+            {"_target_": "uni2ts.distribution.negative_binomial.NegativeBinomialOutput"},
+            {"_target_": "uni2ts.distribution.log_normal.LogNormalOutput"},
+        ]
+        config = {
+            "distr_output": {"_target_": "uni2ts.distribution.mixture.MixtureOutput", "components": mixture},
+            "d_model": 64, "num_layers": 2, "patch_sizes": [8, 16], "max_seq_len": 512,
+            "attn_dropout_p": 0.0, "dropout_p": 0.0, "scaling": True,
+        }  # fmt: skip
+        with torch.random.fork_rng():
+            backbone = moirai_from_config(config, seed=0)
+        patch, horizon = 8, 12
+
+        def forecast(past: Tensor) -> Tensor:  # (batch, time, variate) -> (batch, horizon, variate): the mean
+            flat = rearrange(past, "b t v -> (b v) t")
+            packed = pack_series(flat, ~torch.isnan(flat), horizon, patch, max(config["patch_sizes"]))
+            mean = backbone(*packed.module_inputs()).mean[:, packed.num_context :, :patch]  # (series, n_hor, patch)
+            out = rearrange(mean, "n t p -> n (t p)")[:, :horizon]
+            return rearrange(out, "(b v) t -> b t v", v=past.shape[2])
+
+        return TinyBackbone(backbone, context_length=100, horizon=horizon, forecast=forecast,
+                            options={"patch_size": patch})
 
     def __init__(self, backbone: nn.Module, config):
         super().__init__(backbone, config)
@@ -182,6 +226,9 @@ class MoiraiSpec(BackboneSpec):
     def layers(self) -> list[nn.Module]:
         return list(self.backbone.encoder.layers)
 
+    def lora_targets(self) -> tuple[str, ...]:
+        return (r"encoder\.layers\.\d+\.self_attn\.(q|k|v)_proj",)
+
     def build_heads(self, num_scales: int) -> nn.Module | None:
         return MoiraiHead(self.backbone.param_proj) if self.train_head else None
 
@@ -207,6 +254,7 @@ class MoiraiSpec(BackboneSpec):
             loc=loc,
             scale=scale,
             patch_size=batch.patch_size,
+            single_series=True,
         )
         return ScaleTokens(hidden, num_prefix=0, num_context=batch.num_context, num_horizon=batch.num_horizon, aux=aux)
 
@@ -233,6 +281,7 @@ class MoiraiSpec(BackboneSpec):
             loc=front(aux.loc),
             scale=front(aux.scale),
             patch_size=front(aux.patch_size),
+            single_series=aux.single_series,  # the prompt joins the row's sample and variate
         )
         return ScaleTokens(
             torch.cat([prefix, tokens.hidden], dim=1),  # (series, P + tokens, d_model)
@@ -250,17 +299,18 @@ class MoiraiSpec(BackboneSpec):
     def join_blocks(self, tokens: list[ScaleTokens]) -> MoiraiAux:
         """Scales concatenated, attention kept inside each scale's block by `_layer_in_blocks`: the
         projections and the MLP read their weights once for all scales."""
-        lengths = [t.hidden.shape[1] for t in tokens]
-        starts = [sum(lengths[:i]) for i in range(len(lengths))]
         sample_id = torch.cat([t.aux.sample_id for t in tokens], dim=1)  # (series, all tokens)
-        packed = bool((sample_id == sample_id[:, :1]).all())  # one sample per row: nothing to mask
-        uniform = all(bool((t.aux.variate_id == t.aux.variate_id[:, :1]).all()) for t in tokens)
+        if all(t.aux.single_series for t in tokens):  # known from the packing: no host sync
+            packed = uniform = True
+        else:
+            packed = bool((sample_id == sample_id[:, :1]).all())  # one sample per row: nothing to mask
+            uniform = all(bool((t.aux.variate_id == t.aux.variate_id[:, :1]).all()) for t in tokens)
         return MoiraiAux(
             attn_mask=None if packed else _sample_mask(sample_id),
             time_id=torch.cat([t.aux.time_id for t in tokens], dim=1),
             variate_id=torch.cat([t.aux.variate_id + idx for idx, t in enumerate(tokens)], dim=1),
             sample_id=sample_id,
-            blocks=[slice(start, start + n) for start, n in zip(starts, lengths)],
+            blocks=BlockLayout.of(tokens).slices(),
             uniform_blocks=uniform,
         )
 
@@ -268,8 +318,7 @@ class MoiraiSpec(BackboneSpec):
         sample_id = torch.cat([t.aux.sample_id for t in tokens], dim=1)  # (series, all tokens)
         mask = _sample_mask(sample_id)
         if block_diagonal:
-            lengths = [t.hidden.shape[1] for t in tokens]
-            mask = mask & block_diagonal_mask(lengths, sample_id.device)
+            mask = mask & BlockLayout.of(tokens).mask(sample_id.device)  # (series, tokens, tokens)
         return MoiraiAux(
             attn_mask=mask,
             time_id=torch.cat([t.aux.time_id for t in tokens], dim=1),
@@ -277,23 +326,14 @@ class MoiraiSpec(BackboneSpec):
             sample_id=sample_id,
         )
 
-    def head(self, hidden: Tensor, tokens: ScaleTokens, horizon: int, scale_idx: int, heads: nn.Module | None) -> MoiraiOutput:
-        m, aux, n = self.backbone, tokens.aux, tokens.num_horizon
+    def head(
+        self, hidden: Tensor, tokens: ScaleTokens, horizon: int, scale_idx: int, heads: nn.Module | None
+    ) -> MoiraiOutput:
+        m, aux, n, patch = self.backbone, tokens.aux, tokens.num_horizon, self._patch_size
         reprs = m.encoder.norm(hidden[:, -n:])  # (series, n_horizon, d_model)
-        params = heads(reprs, self._patch_size) if heads is not None else project_params(m.param_proj, reprs, self._patch_size)
+        params = heads(reprs, patch) if heads is not None else project_params(m.param_proj, reprs, patch)
         distr = m.distr_output.distribution(params, loc=aux.loc[:, -n:], scale=aux.scale[:, -n:])
-        return MoiraiOutput(distr=distr, params=params, patch_size=self._patch_size, horizon=horizon)
-
-    def point(self, output: MoiraiOutput) -> Tensor:
-        """The median of ``point_samples`` sample paths (the mixture has no closed-form median)."""
-        return output.sample(self.point_samples).median(dim=1).values
-
-    def mean(self, output: MoiraiOutput) -> Tensor:
-        """The mixture's closed-form mean, ``(series, horizon)``."""
-        return output.mean()
-
-    def sample(self, output: MoiraiOutput, num_samples: int) -> Tensor:
-        return output.sample(num_samples)
+        return MoiraiOutput(distr, params, patch, horizon, max_patch=self._max_patch, point_samples=self.point_samples)
 
     def trainable_parameters(self, pattern: str) -> list[str]:
         """"freeze_ffn" (the authors' recipe, `FREEZE_FFN`), or the generic "none" / "all"."""
@@ -301,13 +341,6 @@ class MoiraiSpec(BackboneSpec):
             return super().trainable_parameters(pattern)
         names = [n for n, _ in self.backbone.named_parameters() if "msft_" not in n]
         return [n for n in names if any(re.fullmatch(p, n) for p in FREEZE_FFN)]
-
-    def loss(self, output: MoiraiOutput, target: Tensor, observed: Tensor) -> Tensor:
-        """Mean negative log-likelihood over the observed target points of this scale."""
-        values, seen = patchify_target(target, observed, self._patch_size, self._max_patch)
-        log_prob = output.distr.log_prob(values)  # (series, n_horizon, max_patch)
-        nll = torch.where(seen, -log_prob, torch.zeros_like(log_prob))
-        return nll.sum() / seen.sum().clamp(min=1)
 
 
 def _layer_in_blocks(layer: nn.Module, x: Tensor, aux: MoiraiAux) -> Tensor:
@@ -336,7 +369,7 @@ def _attention_in_blocks(attn: nn.Module, x: Tensor, aux: MoiraiAux) -> Tensor:
         biases = [
             _block_bias(attn, aux, query, key, b, var_q, var_kv, time_q, time_kv) for b in aux.blocks
         ]  # (series, group, hpg, n_s, n_s) each
-    query, key = attn._qk_proj(query, key, var_q, var_kv, time_q, time_kv)  # rotary: token-wise
+    query, key = _qk_proj(attn, query, key, var_q, var_kv, time_q, time_kv, x.shape[-2])  # rotary: token-wise
     out = torch.cat(
         [
             nn.functional.scaled_dot_product_attention(
@@ -352,6 +385,30 @@ def _attention_in_blocks(attn: nn.Module, x: Tensor, aux: MoiraiAux) -> Tensor:
         dim=-2,
     )  # (series, group, hpg, tokens, head_dim)
     return attn.out_proj(rearrange(out, "... group hpg q dim -> ... q (group hpg dim)"))
+
+
+def _qk_proj(attn, query, key, var_q, var_kv, time_q, time_kv, tokens: int) -> tuple[Tensor, Tensor]:
+    """uni2ts' ``GroupedQueryAttention._qk_proj``, with its rotary time projection sized from the token
+    count (time ids are below it) instead of ``time_id.max()``: that is a host sync on every call and
+    a data-dependent branch that stops torch.compile."""
+    from uni2ts.module.position import RotaryProjection
+
+    qk = attn.time_qk_proj
+    rotary = qk is not None and all(isinstance(p, RotaryProjection) for p in (qk.query_proj, qk.key_proj))
+    if not rotary:
+        return attn._qk_proj(query, key, var_q, var_kv, time_q, time_kv)
+    if attn.var_qk_proj is not None:
+        query, key = attn.var_qk_proj(query, key, query_id=var_q, kv_id=var_kv)
+
+    def rotate(proj: nn.Module, x: Tensor, ids: Tensor) -> Tensor:  # RotaryProjection.forward
+        proj._init_freq(max_len=tokens)
+        return proj.cos[ids] * x + proj.sin[ids] * proj._rotate(x)
+
+    if qk.partial_factor is None:
+        return rotate(qk.query_proj, query, time_q), rotate(qk.key_proj, key, time_kv)
+    queries, keys = list(query.split(qk.split_sizes, dim=-1)), list(key.split(qk.split_sizes, dim=-1))
+    queries[1], keys[1] = rotate(qk.query_proj, queries[1], time_q), rotate(qk.key_proj, keys[1], time_kv)
+    return torch.cat(queries, dim=-1), torch.cat(keys, dim=-1)
 
 
 def _block_bias(attn, aux, query, key, block, var_q, var_kv, time_q, time_kv) -> Tensor:

@@ -2,9 +2,10 @@
 
 For each univariate series (variates are independent):
 
-    RevIN -> patches (16, stride 8, replication pad) -> patch embedding
-          -> reprogramming: cross-attention of patches onto text prototypes W·E -> LLM width
-    [soft prompt | data prompt | patch tokens] -> frozen LLM (first N layers) -> final norm
+    RevIN -> patches (16, stride 8, replication pad) -> patch embedding (Time-LLM's circular Conv1d
+          over neighbouring patches) -> reprogramming: cross-attention of patches onto text
+          prototypes W·E -> LLM width
+    [BOS | soft prompt | data prompt | patch tokens] -> frozen LLM (first N layers) -> final norm
           -> first `head_channels` channels of the patch tokens -> flatten head -> RevIN inverse
 
 Trainable: RevIN affine, patch embedding, prototype map W, reprogramming, soft prompt, head (fp32).
@@ -13,11 +14,14 @@ Frozen: the LLM (its own dtype, bf16 by default); it gets no gradients and no op
 The data prompt is per series, so its length varies across a batch: the prompts are padded on
 their left (between the soft prompt and the prompt text) and the pads are masked as keys and
 skipped by the position ids, so a series' forecast does not depend on the other series in its batch.
+The BOS token is there when the tokenizer adds one (``add_special_tokens=True``), as the LLM was
+trained to see it at the start of every sequence.
 """
 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,15 +29,20 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from msft_backbones.time_dpd import llm as llm_lib
-from msft_backbones.time_dpd.prompt import format_prompt, prompt_statistics
 from msft.losses import masked_mse
+from msft.ops import masked_mean_var
+from msft_backbones.time_dpd import llm as llm_lib
+from msft_backbones.time_dpd.prompt import PROMPT_MODES, format_prompt, prompt_statistics, reference_prompts
 
 DEFAULT_LLM = "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
+_IDS_CACHE_SIZE = 65536  # prompt texts whose token ids are kept (a few MB)
 DEFAULT_SOFT_PROMPT = (
     "You are an expert in time series analysis. Think step by step about the trend, the seasonality "
     "and the recent level of the series, then forecast its future values."
 )
+
+
+PATCH_EMBEDDINGS = ("conv", "linear")
 
 
 @dataclass
@@ -48,7 +57,11 @@ class TimeDPDConfig:
     num_prototypes: text prototypes V' (a learned linear map of the V vocabulary embeddings).
     head_channels: how many LLM channels of each patch token the flatten head reads (Time-LLM's d_ff).
     description: the dataset description in the prompt; soft_prompt: the text the soft prompt
-    tokens are initialised from; top_k_lags: lags named in the prompt.
+    tokens are initialised from; top_k_lags: lags named in the prompt ("msft" mode).
+    prompt: "msft" (rounded, robust statistics) or "reference" (Time-LLM's prompt exactly); see `prompt`.
+    patch_embedding: "conv" (Time-LLM's circular Conv1d, kernel 3 over neighbouring patches, no bias)
+    or "linear" (one Linear per patch).
+    revin_eps: variance epsilon of RevIN; its square guards the division by the affine weight.
     """
 
     llm: str = DEFAULT_LLM
@@ -68,6 +81,8 @@ class TimeDPDConfig:
     soft_prompt: str = DEFAULT_SOFT_PROMPT
     top_k_lags: int = 5
     revin_eps: float = 1e-5
+    prompt: str = "msft"
+    patch_embedding: str = "conv"
 
     def __post_init__(self) -> None:
         for name in ("context_length", "horizon", "patch_len", "stride", "d_model", "num_heads", "d_keys",
@@ -88,6 +103,10 @@ class TimeDPDConfig:
                 f"context_length={self.context_length}: expected at least patch_len - stride = "
                 f"{self.patch_len - self.stride}"
             )
+        if self.prompt not in PROMPT_MODES:
+            raise ValueError(f"prompt={self.prompt!r}: expected one of {PROMPT_MODES}")
+        if self.patch_embedding not in PATCH_EMBEDDINGS:
+            raise ValueError(f"patch_embedding={self.patch_embedding!r}: expected one of {PATCH_EMBEDDINGS}")
         if not self.soft_prompt.strip():
             raise ValueError("soft_prompt='': expected a text to initialise the soft prompt tokens from")
 
@@ -112,9 +131,7 @@ class RevIN(nn.Module):
 
     def statistics(self, x: Tensor, observed: Tensor) -> tuple[Tensor, Tensor]:
         """(series, time) -> mean and std over observed points, each (series, 1)."""
-        count = observed.sum(-1, keepdim=True).clamp(min=1)
-        loc = torch.where(observed, x, torch.zeros_like(x)).sum(-1, keepdim=True) / count
-        var = (torch.where(observed, x - loc, torch.zeros_like(x)) ** 2).sum(-1, keepdim=True) / count
+        loc, var = masked_mean_var(x, observed)
         return loc, (var + self.eps).sqrt()
 
     def standardise(self, x: Tensor, observed: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
@@ -125,7 +142,8 @@ class RevIN(nn.Module):
         return standardised * self.gamma + self.beta
 
     def denormalise(self, y: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
-        return (y - self.beta) / self.gamma * scale + loc
+        """The inverse; ``gamma + eps**2`` as in Time-LLM's RevIN, so gamma = 0 stays finite."""
+        return (y - self.beta) / (self.gamma + self.eps * self.eps) * scale + loc
 
 
 class Reprogramming(nn.Module):
@@ -140,15 +158,37 @@ class Reprogramming(nn.Module):
         self.out_projection = nn.Linear(d_keys * num_heads, d_llm)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, patches: Tensor, prototypes: Tensor) -> Tensor:
-        """patches (series, patches, d_model), prototypes (V', d_llm) -> (series, patches, d_llm)."""
-        q = rearrange(self.query_projection(patches), "n p (h e) -> n h p e", h=self.num_heads)
+    def keys_values(self, prototypes: Tensor) -> tuple[Tensor, Tensor]:
+        """prototypes (V', d_llm) -> keys and values ``(heads, V', d_keys)`` each."""
         k = rearrange(self.key_projection(prototypes), "v (h e) -> h v e", h=self.num_heads)
         v = rearrange(self.value_projection(prototypes), "v (h e) -> h v e", h=self.num_heads)
+        return k, v
+
+    def forward(self, patches: Tensor, prototypes: Tensor | None = None,
+                keys_values: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """patches (series, patches, d_model) onto the prototypes (V', d_llm), or onto their
+        precomputed ``keys_values`` -> (series, patches, d_llm)."""
+        q = rearrange(self.query_projection(patches), "n p (h e) -> n h p e", h=self.num_heads)
+        k, v = self.keys_values(prototypes) if keys_values is None else keys_values
         scores = torch.einsum("nhpe,hve->nhpv", q, k) / math.sqrt(q.shape[-1])
         attn = self.dropout(torch.softmax(scores, dim=-1))
         out = torch.einsum("nhpv,hve->nphe", attn, v)
         return self.out_projection(rearrange(out, "n p h e -> n p (h e)"))
+
+
+class ConvPatchEmbedding(nn.Module):
+    """Time-LLM's patch embedding: a Conv1d from ``patch_len`` to ``d_model`` channels along the patch
+    axis, kernel 3 with circular padding (each patch sees its two neighbours, the first and last
+    patches each other), no bias, Kaiming-normal initialised (fan in, leaky ReLU)."""
+
+    def __init__(self, patch_len: int, d_model: int):
+        super().__init__()
+        self.conv = nn.Conv1d(patch_len, d_model, kernel_size=3, padding=1, padding_mode="circular", bias=False)
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_in", nonlinearity="leaky_relu")
+
+    def forward(self, patches: Tensor) -> Tensor:
+        """(series, patches, patch_len) -> (series, patches, d_model)."""
+        return self.conv(patches.transpose(1, 2)).transpose(1, 2)
 
 
 class FlattenHead(nn.Module):
@@ -194,15 +234,22 @@ class TimeDPD(nn.Module):
             llm_lib.truncate_layers(llm, cfg.llm_layers)
         self.llm = llm.requires_grad_(False)
         self.tokenizer = tokenizer
+        self._ids_cache: OrderedDict[str, list[int]] = OrderedDict()  # prompt text -> token ids
+        self._kv_cache: tuple[tuple, tuple[Tensor, Tensor]] | None = None  # see reprogramming_keys_values
         embeddings = llm.get_input_embeddings().weight  # (V, d_llm), frozen
         vocab, d_llm = embeddings.shape
 
         self.revin = RevIN(cfg.revin_eps)
-        self.patch_embedding = nn.Linear(cfg.patch_len, cfg.d_model)
+        if cfg.patch_embedding == "conv":
+            self.patch_embedding = ConvPatchEmbedding(cfg.patch_len, cfg.d_model)
+        else:
+            self.patch_embedding = nn.Linear(cfg.patch_len, cfg.d_model)
         self.patch_dropout = nn.Dropout(cfg.dropout)
         self.prototype_map = nn.Linear(vocab, cfg.num_prototypes)  # E' = W E over the vocabulary axis
         self.reprogramming = Reprogramming(cfg.d_model, cfg.num_heads, cfg.d_keys, d_llm, cfg.dropout)
         soft_ids = self._token_ids([cfg.soft_prompt])[0]
+        #: what the tokenizer puts in front of a text (the BOS token, for most decoders): the sequence starts with it.
+        self.leading_ids = _leading_special_ids(tokenizer, cfg.soft_prompt)
         with torch.no_grad():
             soft = llm.get_input_embeddings()(torch.tensor(soft_ids, device=embeddings.device))
         self.soft_prompt = nn.Parameter(soft.detach().float().clone())  # (soft tokens, d_llm)
@@ -218,9 +265,11 @@ class TimeDPD(nn.Module):
         return {n: p for n, p in self.named_parameters() if p.requires_grad}
 
     # -- the pieces shared by `forward` and the msft spec ------------------------------------------
-    def tokenize(self, context: Tensor, observed: Tensor, horizon: int) -> tuple[Tensor, TimeDPDAux]:
+    def tokenize(self, context: Tensor, observed: Tensor, horizon: int,
+                 keys_values: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, TimeDPDAux]:
         """(series, time) -> fp32 tokens ``[soft prompt | padded data prompt | patches]``
-        ``(series, tokens, d_llm)``; ``horizon`` is the one named in the prompt."""
+        ``(series, tokens, d_llm)``; ``horizon`` is the one named in the prompt; ``keys_values``:
+        the reprogramming's (`reprogramming_keys_values`), when the caller shares them across calls."""
         cfg = self.config
         observed = observed & ~torch.isnan(context)
         context = context.float()
@@ -228,10 +277,10 @@ class TimeDPD(nn.Module):
         standardised = self.revin.standardise(context, observed, loc, scale)  # (series, time)
         patches = nn.functional.pad(self.revin.normalise(standardised)[:, None], (0, cfg.stride), mode="replicate")
         patches = patches[:, 0].unfold(-1, cfg.patch_len, cfg.stride)  # (series, patches, patch_len)
-        patch_tokens = self.reprogramming(self.patch_dropout(self.patch_embedding(patches)), self.text_prototypes())
+        keys_values = self.reprogramming_keys_values() if keys_values is None else keys_values
+        patch_tokens = self.reprogramming(self.patch_dropout(self.patch_embedding(patches)), keys_values=keys_values)
 
-        stats = prompt_statistics(standardised, observed, cfg.top_k_lags)
-        prompts = [format_prompt(s, cfg.description, context.shape[1], horizon) for s in stats]
+        prompts = self.prompts(standardised, observed, horizon)
         prefix, prefix_valid = self._prefix(prompts)  # (series, prefix, d_llm), (series, prefix)
         hidden = torch.cat([prefix, patch_tokens], dim=1)  # (series, tokens, d_llm)
         valid = torch.cat([prefix_valid, prefix_valid.new_ones(patch_tokens.shape[:2])], dim=1)
@@ -245,11 +294,38 @@ class TimeDPD(nn.Module):
         layer = llm_lib.layer_inputs(self.llm, valid, positions)
         return hidden, TimeDPDAux(layer, valid, positions, prefix.shape[1], loc, scale)
 
+    def prompts(self, standardised: Tensor, observed: Tensor, horizon: int) -> list[str]:
+        """The data prompt of each standardised series ``(series, time)`` (``config.prompt`` mode)."""
+        cfg = self.config
+        if cfg.prompt == "reference":
+            return reference_prompts(standardised, observed, cfg.description, standardised.shape[1], horizon)
+        stats = prompt_statistics(standardised, observed, cfg.top_k_lags)
+        return [format_prompt(s, cfg.description, standardised.shape[1], horizon) for s in stats]
+
     def text_prototypes(self) -> Tensor:
         """(V', d_llm) fp32: the learned map applied in the LLM's dtype (no fp32 copy of E)."""
         embeddings = self.llm.get_input_embeddings().weight  # (V, d_llm)
         w, b = self.prototype_map.weight, self.prototype_map.bias
         return (w.to(embeddings.dtype) @ embeddings).float() + b[:, None]
+
+    def reprogramming_keys_values(self) -> tuple[Tensor, Tensor]:
+        """The reprogramming attention's keys and values over the text prototypes, ``(heads, V', d_keys)``.
+
+        The prototypes are a V' x V map over the whole vocabulary embedding (~545 GFLOP at the 7B
+        width), constant while their parameters are. So when no gradient flows into them (inference,
+        or a frozen backbone as under msft) they are computed once and reused until one of those
+        parameters changes (its tensor version, bumped by optimiser steps and in-place loads) or moves.
+        """
+        embeddings = self.llm.get_input_embeddings().weight
+        params = (self.prototype_map.weight, self.prototype_map.bias, embeddings,
+                  *self.reprogramming.key_projection.parameters(), *self.reprogramming.value_projection.parameters())
+        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+            return self.reprogramming.keys_values(self.text_prototypes())
+        key = (torch.is_inference_mode_enabled(), *((p.data_ptr(), p._version, p.dtype, p.device) for p in params))
+        if self._kv_cache is None or self._kv_cache[0] != key:
+            with torch.no_grad():
+                self._kv_cache = (key, self.reprogramming.keys_values(self.text_prototypes()))
+        return self._kv_cache[1]
 
     def run_layer(self, layer: nn.Module, hidden: Tensor, inputs: llm_lib.LayerInputs) -> Tensor:
         return llm_lib.run_decoder_layer(self.llm, layer, hidden, inputs)
@@ -297,13 +373,25 @@ class TimeDPD(nn.Module):
             raise ValueError(f"{name} has {x.shape[1]} time steps: expected {length}")
 
     def _token_ids(self, texts: list[str]) -> list[list[int]]:
-        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        if any(len(i) == 0 for i in ids):
-            raise ValueError(f"the tokenizer gave no tokens for one of {texts!r}")
-        return ids
+        """Token ids of ``texts``: the new ones in one batched tokenizer call, the rest from a cache by
+        content (the last `_IDS_CACHE_SIZE` texts)."""
+        cache = self._ids_cache
+        new = list(dict.fromkeys(t for t in texts if t not in cache))
+        if new:
+            ids = self.tokenizer(new, add_special_tokens=False)["input_ids"]
+            if any(len(i) == 0 for i in ids):
+                raise ValueError(f"the tokenizer gave no tokens for one of {new!r}")
+            cache.update(zip(new, ids))
+        out = [cache[t] for t in texts]
+        for t in texts:
+            cache.move_to_end(t)
+        while len(cache) > _IDS_CACHE_SIZE:
+            cache.popitem(last=False)
+        return out
 
     def _prefix(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
-        """``[soft prompt | left-padded prompt]`` fp32 ``(series, prefix, d_llm)`` and its validity."""
+        """``[BOS | soft prompt | left-padded prompt]`` fp32 ``(series, prefix, d_llm)`` and its validity
+        (BOS: whatever the tokenizer puts in front of a text, nothing for tokenizers that add none)."""
         ids = self._token_ids(prompts)
         width = max(len(i) for i in ids)
         device = self.soft_prompt.device
@@ -312,6 +400,20 @@ class TimeDPD(nn.Module):
         with torch.no_grad():
             text = self.llm.get_input_embeddings()(padded).float() * text_valid[..., None]
         soft = self.soft_prompt.expand(len(prompts), -1, -1)
+        if self.leading_ids:
+            with torch.no_grad():
+                lead = self.llm.get_input_embeddings()(torch.tensor(self.leading_ids, device=device)).float()
+            soft = torch.cat([lead.expand(len(prompts), -1, -1), soft], dim=1)  # (series, lead + soft, d_llm)
         prefix = torch.cat([soft, text], dim=1)
         valid = torch.cat([text_valid.new_ones(soft.shape[:2]), text_valid], dim=1)
         return prefix, valid
+
+
+def _leading_special_ids(tokenizer: Any, text: str) -> list[int]:
+    """The ids the tokenizer adds in front of ``text`` with ``add_special_tokens=True`` (e.g. BOS)."""
+    plain = tokenizer(text, add_special_tokens=False)["input_ids"]
+    full = tokenizer(text, add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return list(full[:start])
+    raise ValueError(f"the tokenizer's special tokens change the text's own tokens ({full} vs {plain})")

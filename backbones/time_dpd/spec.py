@@ -23,10 +23,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from msft.ops import BlockLayout
+from msft.registry import BackboneSpec, PointForecast, ScaleTokens, TinyBackbone, register_backbone
 from msft_backbones.time_dpd import llm as llm_lib
 from msft_backbones.time_dpd.model import FlattenHead, TimeDPD, TimeDPDAux
-from msft.losses import masked_mse
-from msft.registry import BackboneSpec, ScaleTokens, register_backbone
 
 ROTARY_LORA_TARGETS = (r"llm\.layers\.\d+\.self_attn\.(q|k|v)_proj",)
 GPT2_LORA_TARGETS = (r"llm\.h\.\d+\.attn\.c_attn",)
@@ -37,7 +37,16 @@ class TimeDPDSpec(BackboneSpec):
     name = "time_dpd"
     module_types = (f"{TimeDPD.__module__}.TimeDPD",)
     input_projection = "reprogramming.out_projection"
-    attention_projections = ROTARY_LORA_TARGETS
+
+    @classmethod
+    def tiny(cls) -> TinyBackbone:
+        """Time-DPD on a 2-layer, 32-wide random Qwen2 with the download-free tokenizer."""
+        from msft_backbones.time_dpd.tiny import tiny_time_dpd
+
+        with torch.random.fork_rng():
+            backbone = tiny_time_dpd("qwen2", context_length=64, horizon=12, d_model=8, num_heads=2, d_keys=8,
+                                     num_prototypes=16, head_channels=16, dropout=0.0)
+        return TinyBackbone(backbone, context_length=64, horizon=12, forecast=backbone)
 
     def __init__(self, backbone: TimeDPD, config):
         super().__init__(backbone, config)
@@ -52,8 +61,7 @@ class TimeDPDSpec(BackboneSpec):
                     f"scales={list(config.scales)}: scale {scale} leaves {math.ceil(cfg.context_length / scale)} "
                     f"context steps, fewer than one patch (patch_len - stride = {cfg.patch_len - cfg.stride})"
                 )
-        if hasattr(backbone.llm, "h"):  # GPT-2: q, k, v are one fused Conv1D
-            self.attention_projections = GPT2_LORA_TARGETS
+        self._keys_values: tuple[Tensor, Tensor] | None = None  # the reprogramming's, see `embed`
 
     # -- geometry -------------------------------------------------------------------------------
     def d_model(self) -> int:
@@ -64,6 +72,11 @@ class TimeDPDSpec(BackboneSpec):
 
     def layers(self) -> list[nn.Module]:
         return llm_lib.decoder_layers(self.backbone.llm)
+
+    def lora_targets(self) -> tuple[str, ...]:
+        if hasattr(self.backbone.llm, "h"):  # GPT-2: q, k, v are one fused Conv1D
+            return GPT2_LORA_TARGETS
+        return ROTARY_LORA_TARGETS
 
     def check_context(self, context_length: int) -> None:
         expected = self.backbone.config.context_length
@@ -86,28 +99,32 @@ class TimeDPDSpec(BackboneSpec):
                 f"horizon={horizon * self.config.scales[scale_idx]}: expected at most the Time-DPD model's "
                 f"horizon {self.backbone.config.horizon}"
             )
-        hidden, aux = self.backbone.tokenize(context, observed, model_horizon)
+        if scale_idx == 0 or self._keys_values is None:  # once per forward, shared by every scale
+            self._keys_values = self.backbone.reprogramming_keys_values()
+        hidden, aux = self.backbone.tokenize(context, observed, model_horizon, self._keys_values)
         num_patches = hidden.shape[1] - aux.num_prefix
         return ScaleTokens(hidden, num_prefix=aux.num_prefix, num_context=num_patches, num_horizon=0, aux=aux)
 
+    def token_valid(self, tokens: ScaleTokens, observed: Tensor) -> Tensor:
+        """``(series, tokens)``: the prompt's left padding is invalid, and a patch token (patch_len
+        steps every stride, replication-padded on the right) is valid when one of its steps is observed."""
+        cfg = self.backbone.config
+        seen = nn.functional.pad(observed[:, None].float(), (0, cfg.stride), mode="replicate")[:, 0]
+        patch_valid = seen.unfold(-1, cfg.patch_len, cfg.stride).amax(-1) > 0  # (series, patches)
+        return torch.cat([tokens.aux.valid[:, : tokens.num_prefix], patch_valid], dim=1)
+
     def run_layer(self, layer: nn.Module, hidden: Tensor, aux: Any) -> Tensor:
+        """One decoder layer on fp32 ``hidden`` ``(series, tokens, d_llm)``."""
         inputs = aux.layer if isinstance(aux, TimeDPDAux) else aux
         return self.backbone.run_layer(layer, hidden, inputs)
 
     def join(self, tokens: list[ScaleTokens], block_diagonal: bool) -> llm_lib.LayerInputs:
         valid = torch.cat([t.aux.valid for t in tokens], dim=1)  # (series, all tokens)
         positions = torch.cat([t.aux.positions for t in tokens], dim=1)
-        block_ids = None
-        if block_diagonal:
-            lengths = torch.tensor([t.hidden.shape[1] for t in tokens], device=valid.device)
-            block_ids = torch.repeat_interleave(torch.arange(len(tokens), device=valid.device), lengths)
+        block_ids = BlockLayout.of(tokens).scale_ids(valid.device) if block_diagonal else None  # (tokens,)
         return llm_lib.layer_inputs(self.backbone.llm, valid, positions, block_ids)
 
-    def head(self, hidden: Tensor, tokens: ScaleTokens, horizon: int, scale_idx: int, heads: nn.Module | None) -> Tensor:
-        return self.backbone.decode(hidden, tokens.aux, heads[scale_idx])[:, :horizon]
-
-    def point(self, output: Tensor) -> Tensor:
-        return output
-
-    def loss(self, output: Tensor, target: Tensor, observed: Tensor) -> Tensor:
-        return masked_mse(output, target, observed)
+    def head(
+        self, hidden: Tensor, tokens: ScaleTokens, horizon: int, scale_idx: int, heads: nn.Module | None
+    ) -> PointForecast:
+        return PointForecast(self.backbone.decode(hidden, tokens.aux, heads[scale_idx])[:, :horizon])  # (series, H)

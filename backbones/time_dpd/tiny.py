@@ -13,24 +13,31 @@ import torch
 from torch import nn
 
 from msft_backbones.time_dpd.model import DEFAULT_SOFT_PROMPT, TimeDPD, TimeDPDConfig
-from msft_backbones.time_dpd.prompt import TEMPLATE
+from msft_backbones.time_dpd.prompt import REFERENCE_TEMPLATE, TEMPLATE
 
 LLM_KINDS = ("qwen2", "llama", "gpt2")
 
 
-def tiny_tokenizer() -> Any:
-    """Word-level tokenizer covering every word the prompts use."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+def tiny_tokenizer(bos: bool = False) -> Any:
+    """Word-level tokenizer covering every word the prompts use; with ``bos``, it also defines a
+    ``<s>`` token that ``add_special_tokens=True`` puts in front of every text (as Llama's and
+    DeepSeek-R1-Distill-Qwen's tokenizers do)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    text = TEMPLATE + " " + DEFAULT_SOFT_PROMPT + " a univariate time series upward downward"
-    words = sorted(set(re.findall(r"\w+|[^\w\s]", text)) | set("0123456789.-,:;"))
+    text = TEMPLATE + " " + REFERENCE_TEMPLATE + " " + DEFAULT_SOFT_PROMPT + " a univariate time series upward downward"
+    words = sorted(set(re.findall(r"\w+|[^\w\s]", text)) | set("0123456789.-,:;[]"))
     vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(words)}}
+    if bos:
+        vocab["<s>"] = len(vocab)
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Whitespace(), pre_tokenizers.Digits(individual_digits=True)]
     )
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[UNK]")
+    if not bos:
+        return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[UNK]")
+    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[UNK]", bos_token="<s>")
 
 
 def tiny_llm(kind: str = "qwen2", vocab_size: int | None = None, hidden: int = 32, layers: int = 2,

@@ -7,6 +7,7 @@ from msft.distill.losses import DistillConfig, distillation_loss, match_loss, pe
 from msft.distill.student import MLPStudent, StudentConfig, load_student
 from msft.distill.teacher import (
     HookTeacher,
+    MSFTTeacher,
     TeacherCache,
     cache_name,
     cache_teacher,
@@ -18,7 +19,7 @@ from msft.distill.teacher import (
 from msft.distill.train import FitResult, evaluate_mse, fit_student
 
 __all__ = [
-    "DistillConfig", "FitResult", "HookTeacher", "MLPStudent", "StudentConfig", "TeacherCache", "cache_name",
+    "DistillConfig", "FitResult", "HookTeacher", "MLPStudent", "MSFTTeacher", "StudentConfig", "TeacherCache", "cache_name",
     "cache_teacher", "distillation_loss", "evaluate_mse", "fit_student", "load_student", "load_teacher",
     "match_loss", "msft_teacher", "save_teacher", "period_loss", "scale_loss", "teacher_outputs",
 ]

@@ -9,7 +9,9 @@ Both distillation terms compare a student sequence with a teacher sequence along
   code does (``F.kl_div(..., reduction="mean")``). Summed over bins, the KL's gradient dwarfs the
   MSE's (the MSE is a mean over the horizon): on ETTh1 the distilled student then fell behind the
   undistilled one (results/distill/bench_distill.md);
-- ``scale_loss``: mean over pooling factors of the MSE between the average-pooled sequences.
+- ``scale_loss``: mean over pooling factors of the MSE between the average-pooled sequences; by
+  default pooled as TimeDistill's code does (``AvgPool1d(2)`` three times, each dropping an odd last
+  step: factors 1, 2, 4, 8 with the remainder dropped), optionally keeping a partial last window.
 
 ``distillation_loss`` = MSE(student, truth) + α·(period + scale)(predictions) + β·(period + scale)(features).
 """
@@ -25,8 +27,9 @@ from torch import Tensor
 from msft.losses import masked_mse
 from msft.sampling import downsample
 
-
 PERIOD_REDUCTIONS = ("mean", "sum")
+SCALE_POOLINGS = ("drop", "partial")
+REGRESSORS = ("mlp", "linear")
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,10 @@ class DistillConfig:
     period_reduction: ``"mean"`` (default) averages the KL over frequency bins, ``"sum"`` sums it
     (the textbook KL between the two distributions).
     scale_factors: average-pooling factors of ``scale_loss`` (1 = the sequence itself).
+    scale_pooling: ``"drop"`` (default, TimeDistill's): a window of ``factor`` steps that does not fit
+    at the end is dropped; ``"partial"``: it is averaged over the steps it has.
+    regressor: the map from teacher features to student features trained with the student:
+    ``"mlp"`` (default, TimeDistill's ``Linear -> ReLU -> Linear``) or ``"linear"``.
     """
 
     alpha: float = 1.0
@@ -47,6 +54,8 @@ class DistillConfig:
     scale: bool = True
     scale_factors: tuple[int, ...] = (1, 2, 4, 8)
     period_reduction: str = "mean"
+    scale_pooling: str = "drop"
+    regressor: str = "mlp"
 
     def __post_init__(self) -> None:
         for name in ("alpha", "beta"):
@@ -64,6 +73,10 @@ class DistillConfig:
         object.__setattr__(self, "scale_factors", factors)
         if self.period_reduction not in PERIOD_REDUCTIONS:
             raise ValueError(f"period_reduction={self.period_reduction!r}: expected one of {PERIOD_REDUCTIONS}")
+        if self.scale_pooling not in SCALE_POOLINGS:
+            raise ValueError(f"scale_pooling={self.scale_pooling!r}: expected one of {SCALE_POOLINGS}")
+        if self.regressor not in REGRESSORS:
+            raise ValueError(f"regressor={self.regressor!r}: expected one of {REGRESSORS}")
 
     @property
     def uses_teacher(self) -> bool:
@@ -93,18 +106,30 @@ def period_loss(student: Tensor, teacher: Tensor, tau: float = 0.5, reduction: s
     return kl.mean() if reduction == "sum" else kl.mean() / amp_student.shape[-1]
 
 
-def scale_loss(student: Tensor, teacher: Tensor, factors: tuple[int, ...] = (1, 2, 4, 8)) -> Tensor:
+def scale_loss(student: Tensor, teacher: Tensor, factors: tuple[int, ...] = (1, 2, 4, 8), pooling: str = "drop") -> Tensor:
     """Mean over ``factors`` of the MSE between the sequences average-pooled by that factor.
 
-    Pooling is non-overlapping (kernel = stride = factor) along the last axis, a partial last window
-    averaging only its own points, as msft pools a horizon (``msft.sampling.downsample``).
+    Pooling is non-overlapping (kernel = stride = factor) along the last axis. ``pooling="drop"``
+    leaves out the last ``length % factor`` steps (TimeDistill's ``AvgPool1d``, applied three times
+    by 2, gives exactly the pooling by 2, 4 and 8 with the remainder dropped); ``"partial"`` averages
+    a partial last window over its own points, as msft pools a horizon (``msft.sampling.downsample``).
     """
     _check_pair(student, teacher, "scale_loss")
+    if pooling not in SCALE_POOLINGS:
+        raise ValueError(f"pooling={pooling!r}: expected one of {SCALE_POOLINGS}")
+    length = student.shape[-1]
+    if pooling == "drop" and max(factors) > length:
+        raise ValueError(f"scale_loss: sequences of length {length} are shorter than the pooling factor {max(factors)}")
     everywhere = torch.ones_like(student, dtype=torch.bool)
     total = student.new_zeros(())
     for factor in factors:
-        pooled_student, _ = downsample(student, everywhere, factor, side="right")
-        pooled_teacher, _ = downsample(teacher, everywhere, factor, side="right")
+        if pooling == "drop":
+            kept = length - length % factor
+            pooled_student = student[..., :kept].unflatten(-1, (-1, factor)).mean(-1)
+            pooled_teacher = teacher[..., :kept].unflatten(-1, (-1, factor)).mean(-1)
+        else:
+            pooled_student, _ = downsample(student, everywhere, factor, side="right")
+            pooled_teacher, _ = downsample(teacher, everywhere, factor, side="right")
         total = total + (pooled_student - pooled_teacher).square().mean()
     return total / len(factors)
 
@@ -115,7 +140,7 @@ def match_loss(student: Tensor, teacher: Tensor, config: DistillConfig) -> Tenso
     if config.period:
         total = total + period_loss(student, teacher, config.tau, config.period_reduction)
     if config.scale:
-        total = total + scale_loss(student, teacher, config.scale_factors)
+        total = total + scale_loss(student, teacher, config.scale_factors, config.scale_pooling)
     return total
 
 

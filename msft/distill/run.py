@@ -66,6 +66,8 @@ def run_distill(
     throughput_batch: int = 256,
     throughput_threads: int | None = None,
     variants: dict[str, DistillConfig] | None = None,
+    evaluate_teacher: bool = True,
+    val_stride: int = 1,
 ) -> dict[str, Any]:
     """Teacher, distilled student and undistilled student on ``dataset``'s test split.
 
@@ -76,6 +78,9 @@ def run_distill(
     ``throughput_threads`` torch threads (default: the current setting), restored afterwards. With a teacher that gives no features
     the feature term is switched off (``beta=0``), which the setup records. ``variants`` (row name ->
     config) adds more distilled students, from the same initialisation and cache, as extra rows (ablations).
+    Validation (best-epoch selection) uses the val windows every ``val_stride`` steps.
+    ``evaluate_teacher=False`` leaves the teacher's row out (e.g. a second student seed against a
+    teacher already scored).
     """
     from msft.data import prepare_lsf
     from msft.protocols import evaluate_lsf
@@ -84,7 +89,7 @@ def run_distill(
     timings: dict[str, float] = {}
     data = prepare_lsf(dataset, context_length, data_dir=data_dir)
     train = data.windows("train", horizon, mode, stride=train_stride)
-    val = data.windows("val", horizon, mode)
+    val = data.windows("val", horizon, mode, stride=val_stride)
 
     start = time.perf_counter()
     path = None
@@ -121,7 +126,8 @@ def run_distill(
 
     test_past = data.windows("test", horizon, mode)[:throughput_batch]["past_target"]
     rows = []
-    for name, model in [("teacher", teacher)] + [(name, model) for name, (model, _) in students.items()]:
+    scored = [("teacher", teacher)] if evaluate_teacher else []
+    for name, model in scored + [(name, model) for name, (model, _) in students.items()]:
         start = time.perf_counter()
         metrics = evaluate_lsf(model, data, horizon, context_length, mode, batch_size=eval_batch_size)
         timings[f"test_{name}"] = time.perf_counter() - start
@@ -135,7 +141,7 @@ def run_distill(
         })
     setup = {
         "dataset": data.name, "horizon": horizon, "context_length": context_length, "mode": mode,
-        "train_windows": len(train), "train_stride": train_stride, "val_windows": len(val),
+        "train_windows": len(train), "train_stride": train_stride, "val_windows": len(val), "val_stride": val_stride,
         "student": asdict(config), "distill": distill.to_dict(), "epochs": epochs, "batch_size": batch_size,
         "lr": lr, "seed": seed, "throughput_batch": int(test_past.shape[0]),
         "throughput_threads": throughput_threads or torch.get_num_threads(),

@@ -1,9 +1,18 @@
-"""The MLP student of TimeDistill: RevIN-normalised context -> MLP -> horizon, channel-independent.
+"""The students of TimeDistill: small channel-independent forecasters that a teacher is distilled into.
 
-Each variate is its own series. The context is z-scored per series (observed points only), mapped
-by ``Linear(L, hidden) -> GELU -> [Linear(hidden, hidden) -> GELU] * (num_layers - 1) -> Linear(hidden, H)``,
-and de-normalised (RevIN with a learnable scalar affine). Its *features* are the last hidden
-activation ``(series, hidden)``, what the distillation regressor maps the teacher's features onto.
+Each variate is its own series, z-scored over its observed context points and mapped by a RevIN
+with a learnable scalar affine that is exactly inverted on the output. Two bodies (``arch``):
+
+- ``"dmlp"`` (default): TimeDistill's ``DMLP``. A moving average (kernel ``moving_avg``, 25; the
+  series replicated at both ends) splits the context into trend and seasonal parts; each part goes
+  through ``Linear(L, hidden) -> BatchNorm -> ReLU -> Linear(hidden, H)`` and the two forecasts are
+  added. The BatchNorm normalises each of ``channels`` channels over the batch and the hidden units
+  (the reference's ``BatchNorm1d(enc_in)``; with ``channels=1`` every series shares one channel, as
+  the reference in univariate mode). Features: the sum of the two branches' first Linear outputs,
+  before the BatchNorm, ``(series, hidden)`` (the reference's ``features[-2]``).
+- ``"mlp"``: ``Linear(L, hidden) -> GELU -> [Linear(hidden, hidden) -> GELU] * (num_layers - 1) ->
+  Linear(hidden, H)``; features: the last hidden activation.
+
 It saves and loads like an msft adapter: safetensors weights + a JSON config in one directory.
 """
 
@@ -18,24 +27,32 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from msft.ops import masked_mean_var
+
 STUDENT_WEIGHTS = "student.safetensors"
 STUDENT_CONFIG = "student_config.json"
 _KIND = "msft.distill.MLPStudent"
+ARCHS = ("dmlp", "mlp")
 
 
 @dataclass(frozen=True)
 class StudentConfig:
-    """context_length L and horizon H the student maps between; hidden width, hidden layers, dropout."""
+    """context_length L and horizon H the student maps between; ``arch`` "dmlp" (TimeDistill's, default)
+    or "mlp"; hidden width; moving_avg (odd) and channels (BatchNorm channels) of "dmlp"; num_layers
+    of "mlp"; dropout before the output layer; affine: a learnable RevIN affine."""
 
     context_length: int
     horizon: int
-    hidden: int = 256
+    hidden: int = 512
     num_layers: int = 1
     dropout: float = 0.0
     affine: bool = True
+    arch: str = "dmlp"
+    moving_avg: int = 25
+    channels: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("context_length", "horizon", "hidden", "num_layers"):
+        for name in ("context_length", "horizon", "hidden", "num_layers", "moving_avg", "channels"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r}: expected a positive integer")
@@ -43,6 +60,17 @@ class StudentConfig:
             raise ValueError(f"dropout={self.dropout!r}: expected a number in [0, 1)")
         if not isinstance(self.affine, bool):
             raise ValueError(f"affine={self.affine!r}: expected True or False")
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch={self.arch!r}: expected one of {ARCHS}")
+        if self.moving_avg % 2 == 0:
+            raise ValueError(f"moving_avg={self.moving_avg}: expected an odd kernel (the trend keeps the context length)")
+
+
+def moving_average(x: Tensor, kernel: int) -> Tensor:
+    """``(series, time)`` -> its centred moving average, the ends replicated ``(kernel - 1) / 2`` times."""
+    half = (kernel - 1) // 2
+    padded = torch.cat([x[:, :1].expand(-1, half), x, x[:, -1:].expand(-1, half)], dim=1)
+    return nn.functional.avg_pool1d(padded[:, None], kernel, stride=1)[:, 0]
 
 
 class MLPStudent(nn.Module):
@@ -51,26 +79,52 @@ class MLPStudent(nn.Module):
     def __init__(self, config: StudentConfig | None = None, **options: Any):
         super().__init__()
         self.config = cfg = config or StudentConfig(**options)
-        widths = [cfg.context_length] + [cfg.hidden] * cfg.num_layers
-        self.body = nn.Sequential(*(nn.Sequential(nn.Linear(a, b), nn.GELU()) for a, b in zip(widths, widths[1:])))
+        if cfg.arch == "dmlp":
+            self.seasonal = nn.ModuleList([nn.Linear(cfg.context_length, cfg.hidden), nn.Linear(cfg.hidden, cfg.horizon)])
+            self.trend = nn.ModuleList([nn.Linear(cfg.context_length, cfg.hidden), nn.Linear(cfg.hidden, cfg.horizon)])
+            self.seasonal_norm = nn.BatchNorm1d(cfg.channels)
+            self.trend_norm = nn.BatchNorm1d(cfg.channels)
+        else:
+            widths = [cfg.context_length] + [cfg.hidden] * cfg.num_layers
+            self.body = nn.Sequential(*(nn.Sequential(nn.Linear(a, b), nn.GELU()) for a, b in zip(widths, widths[1:])))
+            self.head = nn.Linear(cfg.hidden, cfg.horizon)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.head = nn.Linear(cfg.hidden, cfg.horizon)
         self.affine_weight = nn.Parameter(torch.ones(()), requires_grad=cfg.affine)
         self.affine_bias = nn.Parameter(torch.zeros(()), requires_grad=cfg.affine)
 
     def forward(self, series: Tensor, observed: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """series: (n, L) with NaN or ``observed=False`` where missing -> ((n, H), (n, hidden))."""
         observed = ~torch.isnan(series) if observed is None else observed & ~torch.isnan(series)
-        count = observed.sum(-1, keepdim=True).clamp(min=1)
-        values = torch.where(observed, series, torch.zeros_like(series))
-        loc = values.sum(-1, keepdim=True) / count  # (n, 1)
-        var = torch.where(observed, series - loc, torch.zeros_like(series)).square().sum(-1, keepdim=True) / count
+        loc, var = masked_mean_var(series, observed)  # (n, 1) each
         scale = (var + 1e-5).sqrt()
         normed = torch.where(observed, (series - loc) / scale, torch.zeros_like(series))
-        features = self.body(normed * self.affine_weight + self.affine_bias)  # (n, hidden)
-        out = self.head(self.dropout(features))  # (n, H)
+        x = normed * self.affine_weight + self.affine_bias  # (n, L)
+        out, features = self._dmlp(x) if self.config.arch == "dmlp" else self._mlp(x)
         out = (out - self.affine_bias) / (self.affine_weight + 1e-8)
         return out * scale + loc, features
+
+    def _mlp(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        features = self.body(x)  # (n, hidden)
+        return self.head(self.dropout(features)), features
+
+    def _dmlp(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        trend = moving_average(x, self.config.moving_avg)  # (n, L)
+        seasonal = self.seasonal[0](x - trend)  # (n, hidden)
+        trend = self.trend[0](trend)
+        features = seasonal + trend
+        seasonal = torch.relu(self._batch_norm(self.seasonal_norm, seasonal))
+        trend = torch.relu(self._batch_norm(self.trend_norm, trend))
+        return self.seasonal[1](self.dropout(seasonal)) + self.trend[1](self.dropout(trend)), features
+
+    def _batch_norm(self, norm: nn.BatchNorm1d, h: Tensor) -> Tensor:
+        """BatchNorm over ``channels`` channels: ``(b * channels, hidden)`` seen as ``(b, channels, hidden)``."""
+        channels = self.config.channels
+        if h.shape[0] % channels:
+            raise ValueError(
+                f"{h.shape[0]} series: expected a multiple of channels={channels} (batch * variate series, "
+                "variates = the student's channels)"
+            )
+        return rearrange(norm(rearrange(h, "(b c) d -> b c d", c=channels)), "b c d -> (b c) d")
 
     def predict(self, past_target: Tensor, horizon: int, past_observed: Tensor | None = None) -> Tensor:
         """Channel-independent forecast ``(batch, time, variate) -> (batch, horizon, variate)``.
@@ -129,6 +183,7 @@ def load_student(path: str | Path) -> MLPStudent:
     meta = json.loads(config_file.read_text())
     if meta.get("kind") != _KIND:
         raise ValueError(f"{config_file} describes {meta.get('kind')!r}, expected {_KIND!r}")
-    student = MLPStudent(StudentConfig(**meta["config"]))
+    # Students saved before "arch" existed are MLPs.
+    student = MLPStudent(StudentConfig(**{"arch": "mlp", **meta["config"]}))
     student.load_state_dict(load_file(str(weights)))
     return student.eval()

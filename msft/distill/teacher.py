@@ -6,9 +6,13 @@ needs features, from (first match wins):
 
 1. ``teacher.predict_with_features(past_target, horizon) -> (forecast, features)`` (one pass), or
 2. ``teacher.features(past_target) -> features``, or
-3. an `msft.MSFTModel`, handled by `msft_teacher`: a forward hook on the last of ``model.spec.layers()``
-   captures that layer's output on its first call of a forward pass (with blocked intra-scale
-   attention: the scale-1 block), mean-pooled over tokens.
+3. an `msft.MSFTModel`, handled by `msft_teacher`: `MSFTModel.forward_features` gives the forecast
+   and the last layer's hidden states in one pass; the features are the **finest scale's** hidden
+   states averaged over its real data tokens only (context tokens that hold observed steps and
+   horizon tokens; no prompt or soft-prompt prefix, no left padding), so they do not change with the
+   batch a series is in, with the padding of its context or with the length of a prompt.
+
+`HookTeacher` (a forward hook on any module, mean over all its tokens) remains for other forecasters.
 
 Features are ``(batch, variate, width)``, or ``(batch * variate, width)`` for channel-independent
 teachers. A teacher with none of these gives no features and is distilled with ``beta=0``.
@@ -60,13 +64,28 @@ class HookTeacher:
         return forecast, hidden.mean(dim=1) if hidden.dim() == 3 else hidden
 
 
-def msft_teacher(model: nn.Module) -> HookTeacher:
-    """An `msft.MSFTModel` as a teacher with features from its last backbone layer."""
+class MSFTTeacher:
+    """An `msft.MSFTModel` as a teacher; features: the finest scale's last hidden states averaged over
+    its real data tokens (`msft.model.ScaleFeatures.pooled`), ``(batch * variate, d_model)``."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def predict(self, past_target: Tensor, horizon: int) -> Tensor:
+        return self.model.predict(past_target, horizon)
+
+    def predict_with_features(self, past_target: Tensor, horizon: int) -> tuple[Tensor, Tensor]:
+        out = self.model.forward_features(past_target, horizon)
+        return out.forecast, out.scales[0].pooled()
+
+
+def msft_teacher(model: nn.Module) -> MSFTTeacher:
+    """An `msft.MSFTModel` as a teacher (forecast and features from one `forward_features` pass)."""
     from msft.model import MSFTModel
 
     if not isinstance(model, MSFTModel):
         raise ValueError(f"msft_teacher expects an msft.MSFTModel, got {type(model).__name__}")
-    return HookTeacher(model, model.spec.layers()[-1])
+    return MSFTTeacher(model)
 
 
 def teacher_outputs(teacher: Any, past_target: Tensor, horizon: int, features: bool = True) -> tuple[Tensor, Tensor | None]:
@@ -123,7 +142,7 @@ class TeacherCache:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "TeacherCache":
+    def load(cls, path: str | Path) -> TeacherCache:
         from safetensors.torch import load_file
 
         tensors = load_file(str(path))

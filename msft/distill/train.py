@@ -1,8 +1,9 @@
 """Fit an MLP student on windows, with or without a (cached) teacher.
 
 One loop serves both: with ``DistillConfig(alpha=0, beta=0)`` (or no teacher) it is plain MSE
-training, step for step. The feature regressor (teacher width -> student hidden width, a linear map)
-is built here, trained with the student, and not part of the saved student.
+training, step for step. The feature regressor (teacher width -> student hidden width; by default
+TimeDistill's ``Linear -> ReLU -> Linear``, see `build_regressor`) is built here, trained with the
+student, and not part of the saved student.
 """
 
 from __future__ import annotations
@@ -21,6 +22,16 @@ from msft.distill.student import MLPStudent
 from msft.distill.teacher import TeacherCache
 
 logger = logging.getLogger(__name__)
+
+
+def build_regressor(kind: str, teacher_width: int, student_width: int) -> nn.Module:
+    """``"mlp"``: ``Linear(teacher, student) -> ReLU -> Linear(student, student)`` (TimeDistill's
+    two-layer ``Regressor``); ``"linear"``: one ``Linear(teacher, student)``."""
+    if kind == "linear":
+        return nn.Linear(teacher_width, student_width)
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(teacher_width, student_width), nn.ReLU(), nn.Linear(student_width, student_width))
+    raise ValueError(f"regressor={kind!r}: expected 'mlp' or 'linear'")
 
 
 @dataclass
@@ -69,7 +80,7 @@ def fit_student(
     if uses_prediction and cache.forecast.shape[1] < horizon:
         raise ValueError(f"the teacher cache has horizon {cache.forecast.shape[1]}; expected >= {horizon}")
 
-    regressor = nn.Linear(cache.features.shape[-1], student.config.hidden) if uses_features else None
+    regressor = build_regressor(config.regressor, cache.features.shape[-1], student.config.hidden) if uses_features else None
     params = list(student.parameters()) + (list(regressor.parameters()) if regressor is not None else [])
     optimizer = torch.optim.Adam([p for p in params if p.requires_grad], lr=lr, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)

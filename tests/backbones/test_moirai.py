@@ -438,3 +438,38 @@ def test_prompt_tokens_on_every_attention_path(pristine):
     optim.step()
     assert not torch.equal(only.msft_prompt.detach(), start)
     assert all(torch.equal(before[n], t) for n, t in only.backbone.state_dict().items())
+
+
+# -- the GPU path: bf16 autocast, torch.compile ----------------------------------------------------------
+def test_msft_trains_under_bf16_autocast_with_fp32_parameters(module):
+    wrapped = msft.wrap(module, scales=[1, 2, 4], patch_size=PATCH).train()
+    past, future = series()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = wrapped.loss(past, future)
+    loss.backward()
+    assert torch.isfinite(loss)
+    trainable = [p for p in wrapped.parameters() if p.requires_grad]
+    assert all(p.dtype == torch.float32 for p in trainable)
+    assert all(torch.isfinite(p.grad).all() for p in trainable if p.grad is not None)
+    assert wrapped.backbone.encoder.layers[0].self_attn.q_proj.msft_lora_B.grad.abs().sum() > 0
+
+
+@pytest.mark.slow  # dynamo traces uni2ts and the mixture distribution: minutes on a loaded CPU
+def test_compiled_forward_gives_the_same_output_without_graph_breaks():
+    """fullgraph=True fails on any graph break, so this also checks that the forward has no host sync."""
+    wrapped = msft.wrap(moirai_backbone.load_tiny_moirai(), scales=[1, 2, 4], patch_size=32).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in wrapped.msft_parameters().values():
+            p.add_(0.02 * torch.randn(p.shape, generator=g))
+    past = torch.randn(2, 200, 1, generator=g).cumsum(1)
+    observed = torch.ones_like(past, dtype=torch.bool)
+
+    def forecast(past, observed):
+        outputs = wrapped._forward(past, observed, 24)
+        return wrapped._fuse([wrapped.spec.mean(o) for o in outputs], 24)
+
+    with torch.no_grad():
+        expected = forecast(past, observed)
+        got = torch.compile(forecast, backend="aot_eager", fullgraph=True)(past, observed)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

@@ -63,16 +63,19 @@ def test_single_scale_at_init_equals_moment_forecast(length, nan_steps):
     model = tiny_moment().eval()
     past = series(length=length)
     past[:, list(nan_steps), 0] = float("nan")
+    # MOMENT's head reads its padding tokens' outputs too: msft does that with padding="seq_len"
+    # (at 512 steps nothing is padded and the default trimmed path is the same computation)
+    options = {} if length == 512 else {"backbone_options": {"padding": "seq_len"}}
     with torch.no_grad():
         expected = moment_forecast(model, past)
-        wrapped = msft.wrap(model, scales=[1], horizon=HORIZON).eval()
+        wrapped = msft.wrap(model, scales=[1], horizon=HORIZON, **options).eval()
         got = wrapped.predict(past, HORIZON)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_single_scale_equals_moment_with_the_msft_head_copied_into_it():
     model = tiny_moment(seed=4).eval()
-    wrapped = msft.wrap(model, scales=[1], horizon=HORIZON).eval()
+    wrapped = msft.wrap(model, scales=[1], horizon=HORIZON, backbone_options={"padding": "seq_len"}).eval()
     with torch.no_grad():  # a head that is not the backbone's own (as after training msft's heads)
         for p in wrapped.msft_heads.parameters():
             p.normal_(0, 0.02)
@@ -114,15 +117,18 @@ def test_forward_backward_multiscale_only_msft_parameters_get_gradients():
         assert torch.equal(p, backbone_before[n]), n
 
 
-def test_gradient_checkpointing_gives_the_same_gradients():
+def test_moment_own_gradient_checkpointing_is_done_by_msft_while_wrapped():
+    """``enable_gradient_checkpointing=True`` (MOMENT's option) still checkpoints, with the scale
+    replayed: the same gradients as without; unwrap gives the blocks their own flag back."""
     grads = []
     for checkpointing in (False, True):
         model = tiny_moment(seed=5, enable_gradient_checkpointing=checkpointing)
         wrapped = msft.wrap(model, scales=[1, 2, 4], horizon=HORIZON).train()
         perturb_msft(wrapped)
-        assert model.encoder.block[0].gradient_checkpointing is checkpointing
+        assert wrapped._checkpointing is checkpointing
         wrapped.loss(series(), series(length=HORIZON, seed=9)).backward()
         grads.append({n: p.grad.clone() for n, p in wrapped.msft_parameters().items()})
+        assert msft.unwrap(wrapped).encoder.block[0].gradient_checkpointing is checkpointing
     assert grads[0].keys() == grads[1].keys()
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5, msg=name)
@@ -150,7 +156,8 @@ def test_short_and_missing_contexts_give_finite_loss(length, nan_fraction):
 # -- padding and masking --------------------------------------------------------------------------
 @pytest.mark.parametrize("scales", [[1], [1, 2, 4]])
 def test_unobserved_steps_do_not_influence_the_forecast(scales):
-    wrapped = msft.wrap(tiny_moment(), scales=scales, horizon=HORIZON).eval()
+    options = {"backbone_options": {"padding": "seq_len"}}  # c: padding tokens feed the heads as in a
+    wrapped = msft.wrap(tiny_moment(), scales=scales, horizon=HORIZON, **options).eval()
     perturb_msft(wrapped)
     past = series(length=512)
     observed = torch.ones_like(past, dtype=torch.bool)
@@ -174,10 +181,78 @@ def test_padding_is_masked_in_attention_and_revin():
     context = torch.tensor([[1.0, 2.0, 3.0, 4.0] * 10])  # 40 steps: 5 patches
     observed = torch.ones_like(context, dtype=torch.bool)
     tokens = spec.embed(context, observed, HORIZON, 0)
+    assert tokens.layout == (0, 5, 0)  # only the patches that hold data run
+    assert tokens.aux.key_valid.all() and tokens.aux.positions.tolist() == list(range(59, 64))
+    padded = msft.wrap(tiny_moment(), scales=[1], horizon=HORIZON, backbone_options={"padding": "seq_len"}).spec
+    tokens = padded.embed(context, observed, HORIZON, 0)
     assert tokens.layout == (0, 64, 0)
     assert tokens.aux.key_valid.sum() == 5 and tokens.aux.key_valid[0, -5:].all()
     torch.testing.assert_close(tokens.aux.loc, torch.tensor([[2.5]]))
     torch.testing.assert_close(tokens.aux.scale, torch.tensor([[math.sqrt(1.25) + 1e-5]]))
+
+
+# -- only tokens that hold data run (padding="trim") ----------------------------------------------
+def _head_inputs(wrapped, past, padding):
+    """Each scale's patch-token outputs as the head receives them, with the given padding."""
+    seen, head = [], wrapped.spec.head
+    wrapped.spec.padding = padding
+
+    def record(hidden, tokens, *args):
+        seen.append(hidden[:, tokens.num_prefix :])
+        return head(hidden, tokens, *args)
+
+    wrapped.spec.head = record
+    try:
+        with torch.no_grad():
+            forecast = wrapped.predict(past, HORIZON)
+    finally:
+        del wrapped.spec.head
+        wrapped.spec.padding = "trim"
+    return seen, forecast
+
+
+@pytest.mark.parametrize(
+    "scales, length, options",
+    [
+        ([1, 2, 4], 512, {}),
+        ([1, 2, 4], 300, {}),
+        ([1, 2, 4], 200, {"attention_impl": "dense"}),
+        ([1, 3], 512, {}),
+        ([1, 2, 4, 8], 96, {"prompt_tokens": 2}),
+    ],
+    ids=["512", "300", "200-dense", "1-3", "96-prompt"],
+)
+def test_trimmed_tokens_equal_the_padded_computation(scales, length, options):
+    wrapped = msft.wrap(tiny_moment(), scales=scales, horizon=HORIZON, **options).eval()
+    perturb_msft(wrapped)  # aggregation and LoRA active: a kept token must not read a dropped one
+    past = series(length=length)
+    past[0, -150:-140, 1] = float("nan")
+    trimmed, forecast = _head_inputs(wrapped, past, "trim")
+    padded, _ = _head_inputs(wrapped, past, "seq_len")
+    kept = [t.shape[1] for t in trimmed]
+    if length == 512:
+        assert kept == ([64, 32, 16] if scales == [1, 2, 4] else [64, 22])  # 171 steps at scale 3: 22 patches
+    for scale, trim, pad in zip(scales, trimmed, padded):
+        assert pad.shape[1] == 64 and trim.shape[1] >= math.ceil(math.ceil(length / scale) / 8)
+        torch.testing.assert_close(trim, pad[:, -trim.shape[1] :], atol=1e-5, rtol=1e-5)
+    # the heads read zeros at the dropped positions: with those weights zeroed, the forecasts agree
+    with torch.no_grad():
+        for head, n in zip(wrapped.msft_heads, kept):
+            head.linear.weight[:, : (64 - n) * 32] = 0.0
+        _, padded_forecast = _head_inputs(wrapped, past, "seq_len")
+        _, forecast = _head_inputs(wrapped, past, "trim")
+    torch.testing.assert_close(forecast, padded_forecast, atol=1e-5, rtol=1e-5)
+
+
+def test_trimmed_token_counts_and_bad_padding():
+    spec = msft.wrap(tiny_moment(), scales=[1, 2, 4], horizon=HORIZON).spec
+    assert [spec.kept_patches(math.ceil(512 / s), i) for i, s in enumerate([1, 2, 4])] == [64, 32, 16]
+    # 300 steps: the coarsest scale needs ceil(75 / 8) = 10 patches, the finer ones 20 and 40
+    assert [spec.kept_patches(math.ceil(300 / s), i) for i, s in enumerate([1, 2, 4])] == [40, 20, 10]
+    with pytest.raises(ValueError, match="padding"):
+        msft.wrap(tiny_moment(), scales=[1, 2], horizon=HORIZON, backbone_options={"padding": "none"})
+    with pytest.raises(ValueError, match="backbone_options"):
+        msft.wrap(tiny_moment(), scales=[1, 2], horizon=HORIZON, backbone_options={"freq": "H"})
 
 
 # -- attention implementations and ablations -----------------------------------------------------
@@ -210,25 +285,6 @@ def test_channel_independence():
         shorter = wrapped.predict(past, 10)
     torch.testing.assert_close(joint, single, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(shorter, joint[:, :10], atol=1e-5, rtol=1e-5)
-
-
-# -- save / load ------------------------------------------------------------------------------------
-def test_save_load_adapter_round_trip(tmp_path):
-    wrapped = msft.wrap(tiny_moment(seed=7), scales=[1, 2, 4], horizon=HORIZON)
-    opt = torch.optim.Adam(wrapped.parameters(), lr=1e-2)
-    for _ in range(2):
-        opt.zero_grad()
-        wrapped.loss(series(), series(length=HORIZON, seed=9)).backward()
-        opt.step()
-    wrapped.eval()
-    past = series(length=256, seed=4)
-    with torch.no_grad():
-        expected = wrapped.predict(past, HORIZON)
-    wrapped.save_adapter(tmp_path / "adapter")
-    loaded = msft.load_adapter(tiny_moment(seed=7), tmp_path / "adapter").eval()
-    assert loaded.config.horizon == HORIZON
-    with torch.no_grad():
-        torch.testing.assert_close(loaded.predict(past, HORIZON), expected)
 
 
 # -- loading ----------------------------------------------------------------------------------------

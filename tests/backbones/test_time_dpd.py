@@ -4,6 +4,7 @@ tokenizer built here, so nothing is downloaded (network access fails the test)."
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import socket
 
@@ -13,11 +14,11 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen2Model
 
 import msft
+from msft.layers import ScaleAdapter, ScaleLoRA
+from msft.sampling import downsample
 from msft_backbones.time_dpd import TimeDPD, TimeDPDConfig, default_llm_config, format_prompt, prompt_statistics
 from msft_backbones.time_dpd.model import RevIN
 from msft_backbones.time_dpd.tiny import tiny_llm, tiny_tokenizer
-from msft.layers import ScaleAdapter, ScaleLoRA
-from msft.sampling import downsample
 
 CONTEXT, HORIZON = 64, 16
 SMALL = dict(context_length=CONTEXT, horizon=HORIZON, d_model=8, num_heads=2, d_keys=8, num_prototypes=16,
@@ -242,6 +243,20 @@ def test_lora_and_adapters_go_where_the_spec_says(kind, targets):
     assert not any(isinstance(m, (ScaleLoRA, ScaleAdapter)) for m in model.modules())
 
 
+@pytest.mark.parametrize("method", ["lora", "adalora"])
+@pytest.mark.parametrize("kind", ["gpt2", "qwen2"])
+def test_peft_lora_targets_what_msft_lora_targets(kind, method):
+    """The runner's peft LoRA / AdaLoRA take the spec's lora_targets(): GPT-2's fused c_attn included."""
+    from msft_runner.methods import build_model
+
+    built = build_model(make_model(kind), method, HORIZON, peft={"r": 4, "alpha": 8}, total_steps=10)
+    peft_modules = {n.rsplit(".lora_A", 1)[0] for n, _ in built.model.backbone.named_modules() if n.endswith(".lora_A")}
+    assert peft_modules == set(built.model.spec.lora_modules()) and len(peft_modules) == (2 if kind == "gpt2" else 6)
+    past, future = sine_batch()
+    built.model.loss(past, future).backward()
+    assert all(p.grad is not None for n, p in built.model.named_parameters() if p.requires_grad and "lora_" in n)
+
+
 def perturb(model: msft.MSFTModel, seed: int = 0) -> None:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -318,20 +333,6 @@ def test_multi_scale_model_trains_and_leaves_the_backbone_unchanged():
     assert set(model.trainable_parameters()) == {n for n in before if not n.startswith("llm.")}
 
 
-def test_adapter_save_load_round_trip(tmp_path):
-    model = make_model().eval()
-    wrapped = msft.wrap(model, scales=[1, 2, 4]).eval()
-    perturb(wrapped, seed=5)
-    past, _ = sine_batch()
-    with torch.no_grad():
-        expected = wrapped.predict(past, HORIZON)
-    wrapped.save_adapter(tmp_path)
-    backbone = msft.unwrap(wrapped)
-    loaded = msft.load_adapter(backbone, tmp_path).eval()
-    with torch.no_grad():
-        torch.testing.assert_close(loaded.predict(past, HORIZON), expected, rtol=0, atol=0)
-
-
 def test_wrap_rejects_a_mismatched_horizon_or_context():
     model = make_model()
     with pytest.raises(ValueError, match="horizon=24"):
@@ -339,3 +340,165 @@ def test_wrap_rejects_a_mismatched_horizon_or_context():
     wrapped = msft.wrap(model, scales=[1, 2])
     with pytest.raises(ValueError, match="expected 64"):
         wrapped.predict(torch.randn(2, 80, 1), HORIZON)
+
+
+# -- Time-LLM's reference behaviours --------------------------------------------------------------
+def test_reference_prompt_equals_a_hand_built_time_llm_prompt():
+    """Time-LLM's prompt for a fixed series: full-precision numbers, the lower median, trend = last
+    minus first, the top 5 lags of the full circular autocorrelation (lag 0 included) as a list."""
+    from msft_backbones.time_dpd.prompt import reference_prompts
+
+    x = [0.5, -1.25, 2.0, 0.75, -0.5, 1.5, -2.0, 0.25]  # exact in float32: printed as written
+    n = len(x)
+    autocorr = [sum(x[i] * x[(i + lag) % n] for i in range(n)) for lag in range(n)]
+    # circular autocorrelation is symmetric (lag k = lag n - k): here lag 0, then the pairs 3/5 and 2/6
+    top = sorted(range(n), key=lambda lag: -autocorr[lag])[:5]
+    assert top[0] == 0 and set(top) == {0, 2, 3, 5, 6} and autocorr[2] > autocorr[1] > autocorr[4]
+    expected = (
+        "<|start_prompt|>Dataset description: Toy readings.Task description: forecast the next 4 steps given the "
+        "previous 8 steps information; Input statistics: min value -2.0, max value 2.0, median value 0.25, "
+        "the trend of input is downward, top 5 lags are : {}<|<end_prompt>|>"
+    )
+    series = torch.tensor([x, [-v for v in x]])
+    prompts = reference_prompts(series, torch.ones_like(series, dtype=torch.bool), "Toy readings.", 8, 4)
+    head, _, tail = prompts[0].partition("top 5 lags are : ")
+    lags = json.loads(tail.removesuffix("<|<end_prompt>|>"))  # printed as a Python list
+    assert prompts[0] == expected.format(lags)
+    assert lags[0] == 0 and set(lags) == set(top)  # within a tied pair the order is torch.topk's, as in Time-LLM
+    # the lower median (-0.5 and -0.25 are the middle values of the mirrored row) and an upward trend
+    assert "median value -0.5," in prompts[1] and "trend of input is upward" in prompts[1]
+    thirds = torch.tensor([[0.1, 0.2, 0.3, 0.4]])
+    assert "min value 0.10000000149011612," in reference_prompts(thirds, thirds > -1, "d", 4, 1)[0]
+
+
+def test_prompt_mode_reference_feeds_the_llm_time_llms_text():
+    from msft_backbones.time_dpd.prompt import reference_prompts
+
+    model = make_model(prompt="reference", description="Toy readings.").eval()
+    x = torch.randn(2, CONTEXT)
+    observed = torch.ones_like(x, dtype=torch.bool)
+    loc, scale = model.revin.statistics(x, observed)
+    standardised = model.revin.standardise(x, observed, loc, scale)
+    assert model.prompts(standardised, observed, HORIZON) == reference_prompts(
+        standardised, observed, "Toy readings.", CONTEXT, HORIZON)
+    with torch.no_grad():
+        assert torch.isfinite(model(x[..., None])).all()
+
+
+def test_conv_patch_embedding_mixes_each_patch_with_its_circular_neighbours():
+    model = make_model()  # patch_embedding="conv" is the default
+    conv = model.patch_embedding.conv
+    assert conv.bias is None and conv.kernel_size == (3,) and conv.padding_mode == "circular"
+    patches = torch.randn(2, 5, 16)  # (series, patches, patch_len)
+    w = conv.weight  # (d_model, patch_len, 3): taps on the previous, the same and the next patch
+    expected = torch.stack([
+        patches[:, (i - 1) % 5] @ w[:, :, 0].T + patches[:, i] @ w[:, :, 1].T + patches[:, (i + 1) % 5] @ w[:, :, 2].T
+        for i in range(5)
+    ], dim=1)
+    torch.testing.assert_close(model.patch_embedding(patches), expected)
+    linear = make_model(patch_embedding="linear")
+    assert isinstance(linear.patch_embedding, torch.nn.Linear)
+    with torch.no_grad():
+        assert linear(sine_batch()[0]).shape == (4, HORIZON, 2)
+
+
+def test_bos_token_starts_the_sequence_when_the_tokenizer_adds_one():
+    tokenizer = tiny_tokenizer(bos=True)
+    bos = tokenizer.bos_token_id
+    torch.manual_seed(1)
+    config = TimeDPDConfig(**SMALL)
+    model = TimeDPD(config, llm=tiny_llm("qwen2", vocab_size=len(tokenizer)), tokenizer=tokenizer).eval()
+    plain = make_model().eval()
+    assert model.leading_ids == [bos] and plain.leading_ids == []
+    # the soft prompt is initialised from the text's own tokens, without BOS
+    assert model.soft_prompt.shape[0] == len(tokenizer(config.soft_prompt, add_special_tokens=False)["input_ids"])
+    past = sine_batch(batch=2, variates=1)[0][:, :, 0]
+    hidden, aux = model.tokenize(past, torch.ones_like(past, dtype=torch.bool), HORIZON)
+    bos_embedding = model.llm.get_input_embeddings().weight[bos]
+    torch.testing.assert_close(hidden[:, 0], bos_embedding.expand(2, -1))  # first token, position 0
+    torch.testing.assert_close(hidden[:, 1 : 1 + model.soft_prompt.shape[0]], model.soft_prompt.expand(2, -1, -1))
+    assert aux.positions[:, 0].tolist() == [0, 0] and aux.valid[:, 0].all()
+    assert aux.num_prefix == plain.tokenize(past, torch.ones_like(past, dtype=torch.bool), HORIZON)[1].num_prefix + 1
+    with torch.no_grad():  # batch independence still holds with BOS in front
+        torch.testing.assert_close(model(past[..., None])[:1], model(past[:1, :, None]), rtol=1e-5, atol=1e-5)
+
+
+def test_inverse_normalisation_stays_finite_when_gamma_reaches_zero():
+    model = make_model().eval()
+    with torch.no_grad():
+        model.revin.gamma.zero_()
+        assert torch.isfinite(model(sine_batch()[0])).all()
+
+
+# -- computed once: prototypes, reprogramming keys/values, prompt token ids ---------------------------
+def _count_calls(monkeypatch, owner, name):
+    calls = []
+    original = getattr(owner, name)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+    return calls
+
+
+def test_reprogramming_keys_values_are_cached_until_a_parameter_changes():
+    model = make_model().eval()
+    model.requires_grad_(False)
+    fresh = model.reprogramming.keys_values(model.text_prototypes())
+    first = model.reprogramming_keys_values()
+    assert model.reprogramming_keys_values()[0] is first[0]  # reused
+    for got, expected in zip(first, fresh):
+        torch.testing.assert_close(got, expected)
+    for param in (model.prototype_map.weight, model.reprogramming.value_projection.bias):
+        with torch.no_grad():
+            param.add_(0.1)  # in place, as an optimiser step: the version changes
+        again = model.reprogramming_keys_values()
+        assert again[0] is not first[0]
+        for got, expected in zip(again, model.reprogramming.keys_values(model.text_prototypes())):
+            torch.testing.assert_close(got, expected)
+        first = again
+
+
+def test_trainable_prototypes_are_recomputed_with_gradients():
+    model = make_model().train()  # Time-DPD alone: the prototype map trains
+    past, future = sine_batch()
+    model.loss(past, future).backward()
+    assert model.prototype_map.weight.grad is not None and model.prototype_map.weight.grad.abs().sum() > 0
+    assert model._kv_cache is None  # nothing cached while gradients flow into the prototypes
+
+
+def test_msft_computes_prototypes_once_per_forward_and_not_again_at_inference(monkeypatch):
+    from msft_backbones.time_dpd.model import TimeDPD
+
+    model = make_model()
+    wrapped = msft.wrap(model, scales=[1, 2, 4])
+    perturb(wrapped)
+    calls = _count_calls(monkeypatch, TimeDPD, "text_prototypes")
+    tokenizer_calls = _count_calls(monkeypatch, model, "tokenizer")
+    past, future = sine_batch()
+    wrapped.train()
+    wrapped.loss(past, future).backward()  # the backbone is frozen: cached for all three scales
+    assert len(calls) == 1 and len(tokenizer_calls) == 3  # one batched call per scale
+    wrapped.eval()
+    with torch.no_grad():
+        first = wrapped.predict(past, HORIZON)
+        second = wrapped.predict(past, HORIZON)
+    assert len(calls) == 1 and len(tokenizer_calls) == 3  # same prompts: token ids from the cache
+    torch.testing.assert_close(first, second)
+    model._kv_cache = None  # what an uncached forward gives
+    model._ids_cache.clear()
+    with torch.no_grad():
+        torch.testing.assert_close(wrapped.predict(past, HORIZON), first)
+
+
+def test_token_id_cache_is_bounded_and_keeps_order(monkeypatch):
+    from msft_backbones.time_dpd import model as model_module
+
+    model = make_model()
+    monkeypatch.setattr(model_module, "_IDS_CACHE_SIZE", 3)
+    texts = ["min value 1", "max value 2", "min value 1", "median value 3", "trend 4", "lags 5"]
+    ids = model._token_ids(texts)
+    assert ids == model.tokenizer(texts, add_special_tokens=False)["input_ids"]
+    assert list(model._ids_cache) == texts[3:]

@@ -36,17 +36,6 @@ def test_without_intra_scale_attention_scales_do_mix():
     assert not torch.allclose(model.predict_scales(past, HORIZON)[0], before[0])
 
 
-def test_blocked_and_dense_attention_agree():
-    past, future = sine_batch(length=100)
-    blocked = msft.wrap(make_backbone(), scales=[1, 2, 4])
-    randomize_msft(blocked)
-    state = {k: v for k, v in blocked.state_dict().items() if "msft_" in k}
-    dense = msft.wrap(make_backbone(), scales=[1, 2, 4], attention_impl="dense")
-    dense.load_state_dict(state, strict=False)
-    torch.testing.assert_close(dense.predict(past, HORIZON), blocked.predict(past, HORIZON), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(dense.loss(past, future), blocked.loss(past, future), rtol=1e-5, atol=1e-5)
-
-
 def test_aggregation_by_hand():
     """C2F repeats the coarse map onto the fine tokens it covers; F2C averages the fine map onto coarse."""
     agg = CrossScaleAggregation([1, 2], d_model=1, c2f=True, f2c=True)
@@ -128,7 +117,7 @@ def test_fused_fusion_objective_fits_the_logits_to_the_fused_forecast():
     outputs = per_scale._forward(*per_scale._check_past(past, None), HORIZON)
     flat = rearrange(future, "b t v -> (b v) t")
     seen = torch.ones_like(flat, dtype=torch.bool)
-    reference = sum(w * per_scale.spec.loss(out, *downsample(flat, seen, s, side="right"))
+    reference = sum(w * out.loss(*downsample(flat, seen, s, side="right"))
                     for w, s, out in zip(weights, per_scale.scales, outputs))
     reference.backward()
     logits = "msft_fusion.msft_fusion_logits"
@@ -136,7 +125,7 @@ def test_fused_fusion_objective_fits_the_logits_to_the_fused_forecast():
         if p.grad is not None and name != logits:
             torch.testing.assert_close(grads_fused[name], p.grad, msg=name)
     theta = per_scale.msft_fusion.msft_fusion_logits.detach().clone().requires_grad_(True)
-    points = [per_scale.spec.point(out).detach() for out in outputs]
+    points = [out.point().detach() for out in outputs]
     fused_point = sum(w * upsample(pt, s, HORIZON) for w, s, pt in zip(torch.softmax(theta, 0), per_scale.scales, points))
     masked_mse(fused_point, flat, seen).backward()
     torch.testing.assert_close(grads_fused[logits], theta.grad)
@@ -187,3 +176,74 @@ def test_missing_values_give_finite_loss():
     loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in model.msft_parameters().values() if p.grad is not None)
+
+
+# -- fast paths equal their plain references -----------------------------------------------------------
+def _reference_aggregation(agg, hidden, layouts):
+    """The plain definition: zero-filled updates, F2C maps every fine token and then averages."""
+    from msft.layers import _fit, _segment
+
+    updates = [torch.zeros_like(h) for h in hidden]
+    for i, f in enumerate(agg.factors):
+        for segment in (0, 1):
+            fs, cs = _segment(layouts[i], segment), _segment(layouts[i + 1], segment)
+            n_fine, n_coarse, right = fs.stop - fs.start, cs.stop - cs.start, segment == 0
+            if n_fine == 0 or n_coarse == 0:
+                continue
+            if agg.msft_c2f is not None:
+                up = agg.msft_c2f[i](hidden[i + 1][:, cs]).repeat_interleave(f, dim=1)
+                updates[i][:, fs] += _fit(up, n_fine, right)
+            if agg.msft_f2c is not None:
+                down = agg.msft_f2c[i](hidden[i][:, fs])
+                counts = torch.ones_like(down[..., :1])
+                down = _fit(down, n_coarse * f, right).unflatten(1, (n_coarse, f)).sum(2)
+                counts = _fit(counts, n_coarse * f, right).unflatten(1, (n_coarse, f)).sum(2)
+                updates[i + 1][:, cs] += down / counts.clamp(min=1)
+    return [h + u for h, u in zip(hidden, updates)]
+
+
+@pytest.mark.parametrize("rank", [None, 3])
+@pytest.mark.parametrize(
+    "layouts",
+    [[(0, 8, 2), (0, 4, 1), (0, 2, 1)], [(2, 7, 3), (2, 3, 2), (2, 1, 1)], [(0, 5, 0), (0, 9, 0), (0, 1, 0)]],
+    ids=["aligned", "prefix-ragged", "coarse-longer"],
+)
+def test_aggregation_equals_its_plain_definition(rank, layouts):
+    torch.manual_seed(0)
+    agg = CrossScaleAggregation([1, 2, 4], d_model=6, c2f=True, f2c=True, rank=rank)
+    with torch.no_grad():
+        for p in agg.parameters():
+            p.normal_()
+    hidden = [torch.randn(2, sum(layout), 6, requires_grad=True) for layout in layouts]
+    got, expected = agg(hidden, layouts), _reference_aggregation(agg, hidden, layouts)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-5)
+    grads = torch.autograd.grad(sum((g * torch.cos(g)).sum() for g in got), [*hidden, *agg.parameters()])
+    ref = torch.autograd.grad(sum((e * torch.cos(e)).sum() for e in expected), [*hidden, *agg.parameters()])
+    for g, r in zip(grads, ref):
+        torch.testing.assert_close(g, r, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("segments", [[(0, 5), (1, 3), (2, 2)], [(2, 4), (0, 3)], [(1, 6)]])
+def test_lora_over_segments_equals_one_pair_per_block(segments):
+    from msft.layers import ScaleLoRA, ScaleState
+
+    torch.manual_seed(0)
+    state = ScaleState()
+    lora = ScaleLoRA(torch.nn.Linear(8, 5), 3, rank=2, alpha=4.0, dropout=0.0, state=state)
+    with torch.no_grad():
+        lora.msft_lora_B.normal_()
+    x = torch.randn(2, sum(n for _, n in segments), 8, requires_grad=True)
+    with state.use(segments):
+        got = lora(x)
+    blocks = x.split([n for _, n in segments], dim=1)
+    expected = []
+    for block, (idx, _) in zip(blocks, segments):
+        with state.use(idx):
+            expected.append(lora(block))
+    expected = torch.cat(expected, dim=1)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    params = [x, lora.msft_lora_A, lora.msft_lora_B]
+    grads = torch.autograd.grad(got.square().sum(), params)
+    for g, e in zip(grads, torch.autograd.grad(expected.square().sum(), params)):
+        torch.testing.assert_close(g, e, atol=1e-4, rtol=1e-4)

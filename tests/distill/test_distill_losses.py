@@ -116,7 +116,37 @@ def test_scale_loss_equals_hand_pooling():
 def test_scale_loss_partial_window_averages_its_own_points():
     s, t = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [0.0] * 6
     # factor 4 on 6 points: windows [1, 2, 3, 4] and [5, 6] -> means 2.5 and 5.5
-    assert scale_loss(torch.tensor([s]), torch.tensor([t]), (4,)).item() == pytest.approx((2.5**2 + 5.5**2) / 2)
+    partial = scale_loss(torch.tensor([s]), torch.tensor([t]), (4,), pooling="partial")
+    assert partial.item() == pytest.approx((2.5**2 + 5.5**2) / 2)
+
+
+def test_scale_loss_drop_is_timedistills_repeated_avgpool_by_two():
+    """TimeDistill pools by AvgPool1d(2) three times (each drops an odd last step) and averages the four
+    MSEs; by hand on 13 steps: 13 -> 6 -> 3 -> 1 windows."""
+    s = [1.0, 3.0, 2.0, 2.0, 0.0, 4.0, 5.0, 1.0, 7.0, -1.0, 2.0, 6.0, 9.0]
+    t = [0.0, 0.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 1.0, 1.0, 0.0, 2.0, -4.0]
+
+    def halve(x):
+        return [(x[i] + x[i + 1]) / 2 for i in range(0, len(x) - 1, 2)]
+
+    def mse(a, b):
+        return sum((u - v) ** 2 for u, v in zip(a, b)) / len(a)
+
+    expected, a, b = mse(s, t), s, t
+    for _ in range(3):
+        a, b = halve(a), halve(b)
+        expected += mse(a, b)
+    assert len(a) == 1
+    got = scale_loss(torch.tensor([s]), torch.tensor([t]))  # default: factors 1, 2, 4, 8, pooling "drop"
+    assert got.item() == pytest.approx(expected / 4, rel=1e-6)
+    # AvgPool1d itself (the reference's layer), applied three times
+    pool, x, y, total = torch.nn.AvgPool1d(2), torch.tensor([[s]]), torch.tensor([[t]]), 0.0
+    for level in range(4):
+        total += float((x - y).square().mean())
+        x, y = (pool(x), pool(y)) if level < 3 else (x, y)
+    assert got.item() == pytest.approx(total / 4, rel=1e-6)
+    with pytest.raises(ValueError, match="shorter than the pooling factor 8"):
+        scale_loss(torch.zeros(1, 7), torch.zeros(1, 7))
 
 
 def test_distillation_loss_combines_the_terms_and_switches():
@@ -151,7 +181,7 @@ def test_zero_weights_is_exactly_masked_mse():
 @pytest.mark.parametrize(
     "field, value",
     [("alpha", -1.0), ("beta", "1"), ("tau", 0.0), ("period", 1), ("scale_factors", (0, 2)), ("scale_factors", ()),
-     ("period_reduction", "batchmean")],
+     ("period_reduction", "batchmean"), ("scale_pooling", "ceil"), ("regressor", "conv")],
 )
 def test_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=field):

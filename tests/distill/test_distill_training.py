@@ -10,12 +10,12 @@ import torch
 from einops import rearrange
 
 import msft
-from msft_backbones.toy import ToyForecaster
 from msft.data import Windows
 from msft.distill import (
     DistillConfig,
     HookTeacher,
     MLPStudent,
+    MSFTTeacher,
     StudentConfig,
     TeacherCache,
     cache_teacher,
@@ -27,6 +27,7 @@ from msft.distill import (
     teacher_outputs,
 )
 from msft.protocols import SeasonalNaive, evaluate_lsf
+from msft_backbones.toy import ToyForecaster
 
 
 def noise_windows(n_time=400, context=48, horizon=24, variates=2, seed=0):
@@ -61,10 +62,55 @@ def test_student_save_load_round_trip(tmp_path):
     torch.testing.assert_close(loaded.predict(past, 8), student.eval().predict(past, 8))
 
 
+def test_dmlp_student_is_timedistills_decomposed_mlp():
+    from msft.distill.student import moving_average
+
+    torch.manual_seed(0)
+    student = MLPStudent(context_length=32, horizon=8, hidden=16, moving_avg=5).eval()
+    assert student.config.arch == "dmlp"
+    x = torch.randn(3, 32)
+    # the moving average replicates the ends (k - 1) / 2 = 2 steps, as Autoformer's series_decomp
+    padded = torch.cat([x[:, :1], x[:, :1], x, x[:, -1:], x[:, -1:]], dim=1)
+    torch.testing.assert_close(moving_average(x, 5), torch.stack([padded[:, i : i + 5].mean(1) for i in range(32)], 1))
+    with torch.no_grad():  # forward by hand from the student's own layers (eval: BatchNorm's running stats)
+        out, feats = student(x)
+        loc, scale = x.mean(1, keepdim=True), (x.var(1, unbiased=False, keepdim=True) + 1e-5).sqrt()
+        z = (x - loc) / scale
+        trend = moving_average(z, 5)
+        h_s, h_t = student.seasonal[0](z - trend), student.trend[0](trend)
+        bn_s, bn_t = student.seasonal_norm, student.trend_norm
+        norm = lambda h, bn: (h - bn.running_mean) / (bn.running_var + bn.eps).sqrt() * bn.weight + bn.bias  # noqa: E731
+        expected = student.seasonal[1](torch.relu(norm(h_s, bn_s))) + student.trend[1](torch.relu(norm(h_t, bn_t)))
+    torch.testing.assert_close(feats, h_s + h_t)  # features: before the BatchNorm
+    torch.testing.assert_close(out, expected * scale + loc)
+    assert student.seasonal_norm.num_features == 1
+    mlp = MLPStudent(context_length=32, horizon=8, hidden=16, arch="mlp")
+    assert not hasattr(mlp, "seasonal") and mlp.predict(torch.randn(2, 32, 1), 8).shape == (2, 8, 1)
+
+
+def test_dmlp_batch_norm_per_channel_and_old_students_load_as_mlps(tmp_path):
+    import json
+
+    student = MLPStudent(context_length=32, horizon=8, hidden=16, channels=3).train()
+    assert student.predict(torch.randn(4, 32, 3), 8).shape == (4, 8, 3)
+    assert student.seasonal_norm.running_mean.shape == (3,)
+    with pytest.raises(ValueError, match="channels=3"):
+        student.predict(torch.randn(4, 32, 2), 8)
+    old = MLPStudent(context_length=32, horizon=8, hidden=16, arch="mlp")
+    old.save(tmp_path / "old")
+    meta = json.loads((tmp_path / "old" / "student_config.json").read_text())
+    for key in ("arch", "moving_avg", "channels"):  # a student saved before these existed
+        del meta["config"][key]
+    (tmp_path / "old" / "student_config.json").write_text(json.dumps(meta))
+    assert load_student(tmp_path / "old").config.arch == "mlp"
+
+
 @pytest.mark.parametrize(
     "options, match",
     [({"context_length": 0, "horizon": 8}, "context_length"), ({"context_length": 8, "horizon": 8, "hidden": 1.5}, "hidden"),
-     ({"context_length": 8, "horizon": 8, "dropout": 1.0}, "dropout")],
+     ({"context_length": 8, "horizon": 8, "dropout": 1.0}, "dropout"),
+     ({"context_length": 8, "horizon": 8, "arch": "dlinear"}, "arch"),
+     ({"context_length": 8, "horizon": 8, "moving_avg": 24}, "moving_avg")],
 )
 def test_student_config_rejects_bad_values(options, match):
     with pytest.raises(ValueError, match=match):
@@ -89,21 +135,22 @@ def tiny_msft_teacher():
     return msft.wrap(ToyForecaster(d_model=16, num_layers=2, patch_size=4), scales=[1, 2]).eval()
 
 
-def test_msft_teacher_features_come_from_the_scale1_block_of_the_last_layer():
+def test_msft_teacher_features_are_the_finest_scales_pooled_hidden_states():
     model = tiny_msft_teacher()
+    with torch.no_grad():  # non-zero aggregation, so the last layer's raw output and msft's hidden differ
+        for p in model.msft_parameters().values():
+            p.add_(0.1 * torch.randn_like(p))
     past = torch.randn(3, 48, 2)
-    forecast, feats = teacher_outputs(model, past, 24)
+    with torch.no_grad():
+        forecast, feats = teacher_outputs(model, past, 24)
+        out = model.forward_features(past, 24)
     torch.testing.assert_close(forecast, model.predict(past, 24))
     assert feats.shape == (3, 2, 16)
-    # The same pooled hidden state, computed by running the scale-1 block by hand on a scale-1 model
-    # (no aggregation after the last layer touches the hooked output).
-    captured = []
-    handle = model.spec.layers()[-1].register_forward_hook(lambda m, a, o: captured.append(o))
-    model.predict(past, 24)
-    handle.remove()
-    expected = rearrange(captured[0].mean(1), "(b v) d -> b v d", v=2)
+    expected = rearrange(out.scales[0].hidden.mean(1), "(b v) d -> b v d", v=2)  # every token holds data here
     torch.testing.assert_close(feats, expected)
-    assert len(captured) == 2 and captured[0].shape[1] > captured[1].shape[1]  # blocks: scale 1, then scale 2
+    assert isinstance(msft_teacher(model), MSFTTeacher)
+    with pytest.raises(ValueError, match="msft.MSFTModel"):
+        msft_teacher(SeasonalNaive(12))
 
 
 def test_teacher_without_features_and_custom_features():
@@ -241,7 +288,13 @@ def test_fit_with_features_trains_a_regressor_and_keeps_the_best_epoch():
     cache = cache_teacher(tiny_msft_teacher(), windows, 24)
     student = MLPStudent(context_length=48, horizon=24, hidden=8)
     result = fit_student(student, windows, DistillConfig(), cache, epochs=3, batch_size=64, val_windows=val)
-    assert result.regressor.in_features == 16 and result.regressor.out_features == 8
+    # TimeDistill's two-layer regressor: Linear(teacher 16 -> student 8) -> ReLU -> Linear(8 -> 8)
+    first, act, second = result.regressor
+    assert (first.in_features, first.out_features, second.in_features, second.out_features) == (16, 8, 8, 8)
+    assert isinstance(act, torch.nn.ReLU)
+    linear = fit_student(MLPStudent(context_length=48, horizon=24, hidden=8), windows,
+                         DistillConfig(regressor="linear"), cache, epochs=1, batch_size=64)
+    assert isinstance(linear.regressor, torch.nn.Linear)
     assert {"mse", "prediction", "feature", "total"} <= set(result.history[0])
     assert result.best_epoch == int(np.argmin(result.val_mse))
 
@@ -289,7 +342,8 @@ def test_run_distill_on_real_etth1(data_dir):
     teacher, distilled, plain = result["rows"]
     assert teacher["windows"] == distilled["windows"] == 7 * (2880 - 96 + 1)  # the full test split, stride 1
     assert teacher["mse"] == pytest.approx(evaluate_lsf(SeasonalNaive(24), "ETTh1", 96, 336, "S", data_dir)["mse"])
-    assert distilled["params"] == plain["params"] == 336 * 32 + 32 + 32 * 96 + 96 + 2
+    # DMLP: two branches Linear(336, 32) -> BatchNorm1d(1) -> Linear(32, 96), plus the RevIN affine
+    assert distilled["params"] == plain["params"] == 2 * (336 * 32 + 32 + 2 + 32 * 96 + 96) + 2
     assert "| teacher |" in markdown_table(result)
 
 

@@ -130,3 +130,23 @@ def test_backbone_dataset_presets_apply():
     assert cfg.data.context_length == 4000 and cfg.backbone.wrap_options.patch_size == 128
     cfg = compose(["backbone=moirai_1.1_small", "data=Traffic"])  # no preset: the data/backbone defaults
     assert cfg.data.context_length == 512 and cfg.backbone.wrap_options.patch_size == 32
+
+
+@pytest.mark.parametrize("data, width", [("ETTh1", 128), ("ETTm1", 128), ("Weather", 32)])
+def test_time_llm_recipe_presets_apply_to_time_dpd(data, width):
+    cfg = compose(["backbone=time_dpd", f"data={data}"])
+    backbone = OmegaConf.to_container(cfg.backbone, resolve=True)
+    assert (backbone["d_model"], backbone["d_keys"], backbone["head_channels"]) == (32, width, width)
+    assert cfg.data.batch_size == 24 and cfg.data.lr.lr == 4e-4 and cfg.lr_decay == 0.5
+    assert cfg.trainer.patience == 10 and cfg.data.context_length == 512
+    assert backbone["description"] == cfg.data.description and data[:3] in backbone["description"]
+    from msft_backbones.time_dpd import TimeDPDConfig
+
+    keys = {k: v for k, v in backbone.items() if k not in ("_target_", "wrap_options")}
+    TimeDPDConfig(**keys)  # every preset key is a Time-DPD option
+
+
+def test_time_dpd_prompt_falls_back_without_a_data_description():
+    cfg = compose(["backbone=time_dpd_tiny", "data=csv", "data.path=/some/file.csv"])
+    assert cfg.backbone.description == "a univariate time series."
+    assert compose(["backbone=time_dpd_tiny", "data=ETTm2"]).backbone.description.startswith("ETT (Electricity")

@@ -35,3 +35,21 @@ def test_a_batch_with_nothing_usable_gives_a_zero_loss_with_a_graph():
     loss = module()._loss(empty)
     assert loss.item() == 0.0 and loss.requires_grad
     loss.backward()
+
+
+def test_lr_decay_multiplies_every_learning_rate_after_each_epoch():
+    import pytest
+
+    m = ForecastModule(msft.wrap(ToyForecaster(d_model=16), scales=[1, 2]), {"lr": 1e-3, "scale_weight_lr": 1e-2},
+                       lr_decay=0.5)
+    config = m.configure_optimizers()
+    optimizer, decay = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    assert config["lr_scheduler"]["interval"] == "epoch"
+    first = [g["lr"] for g in optimizer.param_groups]
+    for _ in range(2):  # two epochs
+        optimizer.step()
+        decay.step()
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([lr / 4 for lr in first])
+    assert isinstance(module().configure_optimizers(), torch.optim.AdamW)  # no decay: the optimiser alone
+    with pytest.raises(ValueError, match="lr_decay"):
+        ForecastModule(msft.wrap(ToyForecaster(d_model=16), scales=[1]), {"lr": 1e-3}, lr_decay=2.0)
