@@ -236,13 +236,13 @@ class MSFTModel(nn.Module):
         outputs = self._forward(past_target, past_observed, horizon)
         v = past_target.shape[2]
         probabilistic = self.spec.probabilistic
-        per_scale = [self.spec.mean(out) if probabilistic else self.spec.point(out) for out in outputs]
+        per_scale = [out.mean() if probabilistic else out.point() for out in outputs]
         mean = rearrange(self._fuse(per_scale, horizon), "(b v) t -> b t v", v=v)
         median = mean
         if probabilistic and self.config.point_forecast == "median" and num_samples < 1:
             num_samples = 100  # `predict`'s forecast is the median of 100 fused paths
         if probabilistic and num_samples > 0:
-            paths = self._fuse([self.spec.sample(out, num_samples) for out in outputs], horizon)  # (bv, S, H)
+            paths = self._fuse([out.sample(num_samples) for out in outputs], horizon)  # (bv, S, H)
             median = rearrange(paths.median(dim=1).values, "(b v) t -> b t v", v=v)
         point = median if probabilistic and self.config.point_forecast == "median" else mean
         scales = [rearrange(p, "(b v) t -> b t v", v=v) for p in per_scale]
