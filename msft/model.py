@@ -267,6 +267,33 @@ class MSFTModel(nn.Module):
                 "quantile_levels=(0.1, ..., 0.9) to train quantile heads"
             )
         return self._predict_head_quantiles(past_target, horizon, levels, trained, past_observed)
+    def predict_all(
+        self, past_target: Tensor, horizon: int, past_observed: Tensor | None = None, num_samples: int = 0
+    ) -> dict[str, Any]:
+        """Every point forecast from one forward pass (what selection and LSF scoring read).
+
+        ``"point"``: exactly `predict`'s forecast; ``"mean"``: the fused mean (probabilistic
+        backbones: the fusion of each scale's closed-form mean; point backbones: the point forecast);
+        ``"median"``: the median of ``num_samples`` fused sample paths (probabilistic backbones with
+        ``num_samples > 0``, else the point forecast); ``"scales"``: each scale's mean (or point)
+        forecast before fusion, ``(batch, ceil(horizon / s), variate)``. Fused ones are
+        ``(batch, horizon, variate)``.
+        """
+        past_target, past_observed = self._check_past(past_target, past_observed)
+        outputs = self._forward(past_target, past_observed, horizon)
+        v = past_target.shape[2]
+        probabilistic = self.spec.probabilistic
+        per_scale = [out.mean() if probabilistic else out.point() for out in outputs]
+        mean = rearrange(self._fuse(per_scale, horizon), "(b v) t -> b t v", v=v)
+        median = mean
+        if probabilistic and self.config.point_forecast == "median" and num_samples < 1:
+            num_samples = 100  # `predict`'s forecast is the median of 100 fused paths
+        if probabilistic and num_samples > 0:
+            paths = self._fuse([out.sample(num_samples) for out in outputs], horizon)  # (bv, S, H)
+            median = rearrange(paths.median(dim=1).values, "(b v) t -> b t v", v=v)
+        point = median if probabilistic and self.config.point_forecast == "median" else mean
+        scales = [rearrange(p, "(b v) t -> b t v", v=v) for p in per_scale]
+        return {"point": point, "mean": mean, "median": median, "scales": scales}
 
     def forward(self, past_target: Tensor, horizon: int, past_observed: Tensor | None = None) -> Tensor:
         return self.predict(past_target, horizon, past_observed)

@@ -222,6 +222,16 @@ class BackboneSpec(abc.ABC):
         registered spec provides one."""
         raise NotImplementedError(f"the {cls.name} backbone spec provides no tiny() builder")
 
+    def trainable_parameters(self, pattern: str) -> list[str]:
+        """Names (in ``backbone.named_parameters()``) of the backbone parameters that train besides
+        msft's own parts under ``pattern``: "none" nothing, "all" every one; a spec may add named
+        patterns of its own (MOIRAI: "freeze_ffn", the MSFT authors' recipe)."""
+        if pattern == "none":
+            return []
+        if pattern == "all":
+            return [n for n, _ in self.backbone.named_parameters() if "msft_" not in n]
+        raise ValueError(f"backbone_trainable={pattern!r}: the {self.name} backbone supports 'none' and 'all'")
+
 
 def register_backbone(spec: type[BackboneSpec]) -> type[BackboneSpec]:
     """Class decorator: make ``spec`` available to `msft.wrap`."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.resources
+import json
 import logging
 import os
 import sys
@@ -41,6 +42,10 @@ def _app(cfg: DictConfig) -> dict[str, Any]:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     names = {"backbone": cfg.names.backbone}
+    finished = _finished(run_dir / METRICS) if cfg.get("skip_finished") else None
+    if finished is not None:
+        logger.info("skip_finished: %s is done (val_score %s)", run_dir, finished.get("val_score"))
+        return finished
     try:
         return run(cfg, run_dir, names)
     except Exception as error:  # one failed job must not stop a sweep: record it and go on
@@ -56,11 +61,19 @@ def _app(cfg: DictConfig) -> dict[str, Any]:
         return record
 
 
+def _finished(path: Path) -> dict[str, Any] | None:
+    """The record of a finished run (status ok), else None."""
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record if record.get("status") == "ok" else None
+
+
 class ResultsTable(Callback):
     """At the end of a sweep: aggregate its runs, print the table, write results/<experiment>.*."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from msft_runner.results import collect, write_tables
+        from msft_runner.results import collect, write_selection, write_tables
 
         sweep_dir = Path(config.hydra.sweep.dir)
         records = collect([sweep_dir])
@@ -70,7 +83,10 @@ class ResultsTable(Callback):
         _failures()[:] = [f"{r['run_dir']}: {r.get('error')}" for r in records if r.get("status") != "ok"]
         command = f"msft-results {sweep_dir} --name {config.experiment} --out {config.results_dir}"
         trained_by = " ".join(["msft-train", *sys.argv[1:]])
-        markdown = write_tables(records, Path(config.results_dir), config.experiment, command, trained_by)
+        write = write_selection if config.get("select") else write_tables
+        if config.get("select"):
+            command += " --select"
+        markdown = write(records, Path(config.results_dir), config.experiment, command, trained_by)
         print("\n" + markdown, flush=True)
 
 

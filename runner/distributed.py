@@ -196,6 +196,14 @@ class ShardedForecaster:
         return self._sharded(past_target, shape,
                              lambda part: self.model.predict_samples(part, horizon, num_samples=num_samples))
 
+    def predict_mean_median(self, past_target: Tensor, horizon: int, num_samples: int = 100) -> Tensor:
+        """``(batch, 2, horizon, variate)``: `MSFTModel.predict_all`'s mean and median (LSF scoring)."""
+        def both(part: Tensor) -> Tensor:
+            out = self.model.predict_all(part, horizon, num_samples=num_samples)
+            return torch.stack([out["mean"], out["median"]], dim=1)
+
+        return self._sharded(past_target, (2, horizon, past_target.shape[2]), both)
+
     def _sharded(self, past: Tensor, shape: tuple[int, ...], forecast: Callable[[Tensor], Tensor]) -> Tensor:
         blocks = list(torch.arange(len(past)).split(-(-len(past) // self.blocks)))
         mine = list(range(len(blocks)))

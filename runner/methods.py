@@ -42,13 +42,15 @@ class Built:
 
 def build_model(backbone: nn.Module, kind: str, horizon: int, options: dict[str, Any] | None = None,
                 peft: dict[str, Any] | None = None, total_steps: int | None = None,
-                wrap_options: dict[str, Any] | None = None) -> Built:
+                wrap_options: dict[str, Any] | None = None, backbone_trainable: str | None = None) -> Built:
     """Apply method ``kind`` to ``backbone`` (in place) and return the wrapped model.
 
     ``options``: `msft.wrap` options (for ``msft``; ``prompt_tokens`` only for ``prompt_tuning``); ``peft``: LoRA/AdaLoRA settings
     (``r``, ``alpha``, ``dropout`` and, for AdaLoRA, ``target_r``); ``total_steps``: AdaLoRA's budget;
     ``wrap_options``: `msft.wrap` options every method of this backbone needs (e.g. MOIRAI's
-    ``patch_size``), from the backbone config's ``wrap_options`` key.
+    ``patch_size``), from the backbone config's ``wrap_options`` key; ``backbone_trainable``: backbone
+    parameters that train besides the method's own, resolved by the spec's `trainable_parameters`
+    ("none", "all", or a spec's pattern such as MOIRAI's "freeze_ffn").
     """
     if kind not in KINDS:
         raise ValueError(f"method kind={kind!r}: expected one of {KINDS}")
@@ -81,6 +83,13 @@ def build_model(backbone: nn.Module, kind: str, horizon: int, options: dict[str,
         for name, p in model.backbone.named_parameters():
             if "lora_" in name:  # wrap froze them with the rest of the backbone
                 p.requires_grad_(True)
+    if backbone_trainable not in (None, "none"):
+        if kind == "zero_shot":
+            raise ValueError(f"method 'zero_shot' trains nothing: backbone_trainable={backbone_trainable!r} "
+                             "expects a finetuning method")
+        params = dict(model.backbone.named_parameters())
+        for name in model.spec.trainable_parameters(backbone_trainable):
+            params[name].requires_grad_(True)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     trains = kind != "zero_shot"
     if trains and trainable == 0:

@@ -6,14 +6,26 @@ from typing import Any
 
 import lightning as L
 import torch
+from einops import rearrange
 from torch import Tensor
 
 import msft
+from msft.sampling import downsample
+
+
+SELECTION = "val_score"  # what early stopping, checkpoint choice and sweeps select on (lower is better)
 
 
 class ForecastModule(L.LightningModule):
     """Train ``model.loss`` with AdamW over ``model.parameter_groups(**lr)``; with ``lr_decay`` every
     learning rate is multiplied by it after each epoch (Time-LLM's default schedule halves it).
+
+    Validation logs the training objective (``val_loss``) and what users get: ``val_score``, the
+    score of the fused forecast at the original resolution (LSF: MSE of `predict`'s point forecast;
+    PF: CRPS of ``num_samples`` fused sample paths), and each scale's own MSE against its pooled
+    future (``val_mse_scale<s>``). Selection reads ``val_score`` for every method alike: the
+    objective ``sum_s w_s * loss_s`` rewards fusion weight on the smoothest (coarsest) scale
+    whatever its forecast is worth after up-sampling.
 
     Checkpoints hold only the trainable parameters (the frozen backbone is rebuilt from its config),
     plus Lightning's optimiser and loop state, so ``resume`` continues exactly where a run stopped.
@@ -22,14 +34,20 @@ class ForecastModule(L.LightningModule):
     """
 
     def __init__(self, model: msft.MSFTModel, lr: dict[str, float | None], weight_decay: float = 0.0,
-                 tuner: Any = None, lr_decay: float | None = None):
+                 tuner: Any = None, protocol: str = "lsf", num_samples: int = 100,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, lr_decay: float | None = None):
         super().__init__()
+        if protocol not in ("lsf", "pf"):
+            raise ValueError(f"protocol={protocol!r}: expected 'lsf' or 'pf'")
         if lr_decay is not None and (isinstance(lr_decay, bool) or not 0.0 < float(lr_decay) <= 1.0):
             raise ValueError(f"lr_decay={lr_decay!r}: expected null or a factor in (0, 1]")
         self.model = model
         self.lr = dict(lr)
         self.weight_decay = weight_decay
         self.lr_decay = lr_decay
+        self.protocol, self.num_samples = protocol, num_samples
+        self.betas, self.eps = tuple(betas), eps
+        self._sums: dict[str, list[float]] = {}  # validation metric -> [numerator, denominator]
         self._tuner = [tuner] if tuner is not None else []  # a list: not registered as a submodule
         self.strict_loading = False  # checkpoints lack the frozen parameters on purpose
 
@@ -55,13 +73,28 @@ class ForecastModule(L.LightningModule):
         loss = self._loss(batch)
         self.log("val_loss", loss, prog_bar=True, on_epoch=True, sync_dist=True,
                  batch_size=batch["past_target"].shape[0])
+        keep = batch["past_observed"].any(1).all(-1)  # (batch,) windows msft accepts
+        if bool(keep.any()):
+            for name, (num, den) in validation_sums(self.model, {k: v[keep] for k, v in batch.items()},
+                                                    self.protocol, self.num_samples).items():
+                total = self._sums.setdefault(name, [0.0, 0.0])
+                total[0], total[1] = total[0] + num, total[1] + den
+
+    def on_validation_epoch_start(self) -> None:
+        self._sums = {}
+
+    def on_validation_epoch_end(self) -> None:
+        for name, (num, den) in self._sums.items():
+            if den > 0:
+                self.log(name, num / den, prog_bar=name == SELECTION, sync_dist=True)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self._tuner:  # gradients are still there: Lightning zeroes them before the next step
             self._tuner[0].update_and_allocate(self.global_step)
 
     def configure_optimizers(self) -> Any:
-        optimizer = torch.optim.AdamW(self.model.parameter_groups(**self.lr), weight_decay=self.weight_decay)
+        optimizer = torch.optim.AdamW(self.model.parameter_groups(**self.lr), weight_decay=self.weight_decay,
+                                      betas=self.betas, eps=self.eps)
         if self.lr_decay is None:
             return optimizer
         decay = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=float(self.lr_decay))
@@ -83,6 +116,39 @@ class ForecastModule(L.LightningModule):
         self.load_state_dict(state, strict=False)
 
 
+@torch.no_grad()
+def validation_sums(model: msft.MSFTModel, batch: dict[str, Tensor], protocol: str,
+                    num_samples: int = 100) -> dict[str, tuple[float, float]]:
+    """``{metric: (numerator, denominator)}`` of one batch, summed so that a split's score is
+    sum(numerators) / sum(denominators): ``val_score`` (LSF: squared error of the fused point
+    forecast per observed point; PF: CRPS, quantile loss over sum |y|) and ``val_mse_scale<s>``."""
+    past, future = batch["past_target"], batch["future_target"]  # (batch, L, V), (batch, H, V)
+    observed = batch["future_observed"].bool() & ~torch.isnan(future)
+    target = torch.where(observed, future, torch.zeros_like(future))
+    horizon = future.shape[1]
+    out = model.predict_all(past, horizon, batch["past_observed"])
+    sums: dict[str, tuple[float, float]] = {}
+    count = float(observed.sum())
+    if protocol == "pf":
+        paths = model.predict_samples(past, horizon, batch["past_observed"], num_samples=num_samples)  # (b, S, H, V)
+        levels = torch.arange(1, 10, dtype=paths.dtype, device=paths.device) / 10
+        idx = torch.round((paths.shape[1] - 1) * levels).long()  # GluonTS: order statistics
+        quantiles = paths.sort(dim=1).values[:, idx]  # (b, levels, H, V)
+        y = target.unsqueeze(1)
+        loss = 2 * ((y - quantiles) * ((quantiles >= y).to(y.dtype) - levels.view(1, -1, 1, 1))).abs()
+        loss = loss * observed.unsqueeze(1)
+        sums["val_score"] = (float(loss.sum()) / len(levels), float(target.abs().sum()))
+    else:
+        sums["val_score"] = (float(((out["point"] - target) * observed).square().sum()), count)
+    series = rearrange(target, "b t v -> (b v) t")
+    seen = rearrange(observed, "b t v -> (b v) t")
+    for scale, pred in zip(model.scales, out["scales"]):
+        pooled, pooled_seen = downsample(series, seen, scale, side="right")  # (series, ceil(H/s))
+        error = (rearrange(pred, "b t v -> (b v) t") - torch.nan_to_num(pooled)) * pooled_seen
+        sums[f"val_mse_scale{scale}"] = (float(error.square().sum()), float(pooled_seen.sum()))
+    return sums
+
+
 class EpochSeed(L.Callback):
     """Reseed torch before an epoch's first batch from (seed, epoch): dropout in an epoch is the same
     whether or not the run was resumed before it. (Not at epoch start: a fresh data-loader iterator
@@ -96,6 +162,28 @@ class EpochSeed(L.Callback):
                              batch_idx: int) -> None:
         if batch_idx == 0:
             torch.manual_seed(self.seed * 100_003 + trainer.current_epoch)
+
+
+class BestMetrics(L.Callback):
+    """Every ``val_*`` metric of the validation epoch with the lowest ``monitor`` (the epoch whose
+    weights the checkpoint keeps): the selected run's per-scale scores. Saved with checkpoints."""
+
+    def __init__(self, monitor: str):
+        self.monitor, self.best = monitor, {}
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        current = trainer.callback_metrics.get(self.monitor)
+        if trainer.sanity_checking or current is None:
+            return
+        if self.monitor not in self.best or float(current) < self.best[self.monitor]:
+            self.best = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
+            self.best["best_epoch"] = trainer.current_epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": dict(self.best)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best = dict(state_dict["best"])
 
 
 class Interrupted(RuntimeError):

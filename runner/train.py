@@ -21,10 +21,12 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
+import msft
 from msft_runner import distributed
 from msft_runner.backbones import build_backbone
-from msft_runner.methods import build_model
-from msft_runner.module import EpochSeed, EpochShuffledBatches, ForecastModule, StopAt
+from msft_runner.methods import IDENTITY, build_model
+from msft_runner.module import (SELECTION, BestMetrics, EpochSeed, EpochShuffledBatches, ForecastModule, StopAt,
+                                validation_sums)
 
 logger = logging.getLogger(__name__)
 
@@ -62,28 +64,47 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | Non
         quantiles = (_plain(cfg.method.get("options")) or {}).get("quantile_levels") or wrap_options.get("quantile_levels")
         _check_probabilistic(backbone, names.get("backbone"), quantiles)
     method = cfg.method
+    num_samples = cfg.data.get("num_samples", 100)
+    zero_shot = msft.wrap(backbone, horizon=cfg.data.horizon, **{**(wrap_options or {}), **IDENTITY})
+    zero_shot_score = validation_scores(zero_shot, data, cfg)[SELECTION]
+    msft.unwrap(zero_shot)
     total_steps = _planned_steps(cfg, len(data.train_dataloader()))
     built = build_model(backbone, method.kind, cfg.data.horizon, _plain(method.get("options")),
-                        _plain(method.get("peft")), total_steps, wrap_options)
+                        _plain(method.get("peft")), total_steps, wrap_options, method.get("backbone_trainable"))
     model = built.model
-    module = ForecastModule(model, _plain(cfg.data.lr), cfg.weight_decay, built.tuner, cfg.get("lr_decay"))
+    optimizer = cfg.get("optimizer") or {}
+    module = ForecastModule(model, _learning_rates(cfg), cfg.weight_decay, built.tuner, protocol, num_samples,
+                            betas=tuple(optimizer.get("betas", (0.9, 0.999))), eps=optimizer.get("eps", 1e-8),
+                            lr_decay=cfg.get("lr_decay"))
+    initial = _initial_backbone_values(model) if cfg.get("guard") and built.trains else None
     record: dict[str, Any] = {
         "status": "ok", "experiment": cfg.experiment, "backbone": names.get("backbone", type(backbone).__name__),
         "dataset": cfg.data.name, "horizon": cfg.data.horizon, "context_length": cfg.data.context_length,
         "mode": cfg.data.mode, "protocol": protocol, "method": method.name, "seed": cfg.seed,
+        "lr": _learning_rates(cfg)["lr"], "lr_scale": cfg.get("lr_scale", 1.0),
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "total_params": sum(p.numel() for p in model.parameters()),
     }
     start = time.perf_counter()
+    record["zero_shot_val_score"] = zero_shot_score
     if built.trains:
         record.update(_fit(cfg, module, data, run_dir))
+    else:
+        record[SELECTION] = zero_shot_score
     record["fit_seconds"] = round(time.perf_counter() - start, 2)
+    record["guard"] = "off" if initial is None else "finetuned"
+    if initial is not None and record.get(SELECTION) is not None and record[SELECTION] > zero_shot_score:
+        logger.warning("guard: finetuned validation score %.4f is worse than zero-shot %.4f: keeping the "
+                       "zero-shot weights", record[SELECTION], zero_shot_score)
+        model = _zero_shot_fallback(model, initial, cfg.data.horizon, wrap_options)
+        record.update({"guard": "zero_shot_kept", "finetuned_val_score": record[SELECTION],
+                       SELECTION: zero_shot_score})
     record.update(_evaluate(cfg, model, data))  # every rank forecasts its share of the test windows
     if not distributed.is_rank_zero():
         return record  # rank 0 alone writes the run directory
     if "msft_fusion" in dict(model.named_children()) and model.config.num_scales > 1:
         record["fusion_weights"] = dict(zip(map(str, model.scales), model.fusion_weights.tolist()))
-    if method.kind in ("msft", "prompt_tuning"):  # the adapter holds msft's parameters (and the prompt)
+    if method.kind in ("msft", "prompt_tuning") and record["guard"] != "zero_shot_kept":  # msft's parameters
         model.save_adapter(run_dir / "adapter")
     if cfg.plots:
         from msft_runner.plots import plot_run
@@ -114,15 +135,20 @@ def build_datamodule(data: DictConfig, seed: int = 0):
     from msft.data.datamodule import LSFDataModule
     from msft_runner.pf_data import PFDataModule
 
+    val_stride = data.get("val_stride", 1)
+    if isinstance(val_stride, bool) or not isinstance(val_stride, int) or val_stride < 1:
+        raise ValueError(f"data.val_stride={val_stride!r}: expected a positive integer")
+
     class Seeded:
         # Under DDP each rank takes its share of every batch (data.batch_size stays the global batch).
         def train_dataloader(self) -> DataLoader:
             batches = distributed.shard(EpochShuffledBatches(len(self.splits["train"]), self.batch_size, seed))
             return DataLoader(self.splits["train"], sampler=batches, batch_size=None, num_workers=self.num_workers)
 
-        def val_dataloader(self) -> DataLoader:
+        def val_dataloader(self) -> DataLoader:  # every val_stride-th window (all series alike)
             windows = self.splits["val"]
-            batches = BatchSampler(SequentialSampler(windows), self.eval_batch_size, drop_last=False)
+            order = SequentialSampler(windows) if val_stride == 1 else range(0, len(windows), val_stride)
+            batches = BatchSampler(order, self.eval_batch_size, drop_last=False)
             return DataLoader(windows, sampler=distributed.shard(batches), batch_size=None,
                               num_workers=self.num_workers)
 
@@ -157,10 +183,11 @@ def _fit(cfg: DictConfig, module: ForecastModule, data, run_dir: Path) -> dict[s
     from lightning.pytorch.loggers import CSVLogger
 
     ckpt_dir = run_dir / "checkpoints"
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_loss", mode="min",
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=SELECTION, mode="min",
                                  save_top_k=1, save_last=True, enable_version_counter=False)
-    callbacks = [checkpoint, EarlyStopping("val_loss", patience=cfg.trainer.patience, mode="min"),
-                 EpochSeed(cfg.seed)]
+    best_metrics = BestMetrics(SELECTION)
+    callbacks = [checkpoint, EarlyStopping(SELECTION, patience=cfg.trainer.patience, mode="min"),
+                 EpochSeed(cfg.seed), best_metrics]
     if cfg.get("interrupt_at_step"):
         callbacks.append(StopAt(cfg.interrupt_at_step))
     trainer_args = _trainer_arguments(cfg)
@@ -176,8 +203,53 @@ def _fit(cfg: DictConfig, module: ForecastModule, data, run_dir: Path) -> dict[s
     if checkpoint.best_model_path:
         module.load_trainable(checkpoint.best_model_path)
     best = checkpoint.best_model_score
-    return {"val_loss": None if best is None else float(best), "epochs": trainer.current_epoch,
+    return {**best_metrics.best, SELECTION: None if best is None else float(best), "epochs": trainer.current_epoch,
             "steps": trainer.global_step, "resumed": resume is not None}
+
+
+def validation_scores(model, data, cfg: DictConfig) -> dict[str, float]:
+    """``val_score`` and the per-scale MSEs of ``model`` on the validation batches training sees
+    (``trainer.limit_val_batches``), computed as `ForecastModule`'s validation does."""
+    limit = cfg.trainer.get("limit_val_batches", 1.0)
+    loader = data.val_dataloader()
+    batches = len(loader)
+    if isinstance(limit, int):
+        batches = min(batches, limit)
+    elif isinstance(limit, float):
+        batches = max(int(batches * limit), 1)
+    sums: dict[str, list[float]] = {}
+    device, training = _device(cfg), model.training
+    model.to(device).eval()
+    for idx, batch in enumerate(loader):
+        if idx >= batches:
+            break
+        keep = batch["past_observed"].any(1).all(-1)
+        if not bool(keep.any()):
+            continue
+        batch = {k: v[keep].to(device) for k, v in batch.items()}
+        for name, (num, den) in validation_sums(model, batch, cfg.data.get("protocol", "lsf"),
+                                                cfg.data.get("num_samples", 100)).items():
+            total = sums.setdefault(name, [0.0, 0.0])
+            total[0], total[1] = total[0] + num, total[1] + den
+    model.cpu().train(training)
+    return {name: num / den for name, (num, den) in sums.items() if den > 0}
+
+
+def _initial_backbone_values(model) -> dict[str, torch.Tensor]:
+    """Copies of the trainable backbone parameters (msft's own parts are dropped by a fallback)."""
+    return {n: p.detach().clone() for n, p in model.backbone.named_parameters() if p.requires_grad}
+
+
+def _zero_shot_fallback(model, initial: dict[str, torch.Tensor], horizon: int, wrap_options: dict | None):
+    """The zero-shot model of the same backbone: trained backbone parameters back to their initial
+    values (peft's LoRA B / AdaLoRA E return to 0, so injected pairs are identities again), msft's
+    parts removed, and the identity wrap."""
+    with torch.no_grad():
+        params = dict(model.backbone.named_parameters())
+        for name, value in initial.items():
+            params[name].copy_(value)
+    backbone = msft.unwrap(model)
+    return msft.wrap(backbone, horizon=horizon, **{**(wrap_options or {}), **IDENTITY})
 
 
 @torch.no_grad()
@@ -209,8 +281,24 @@ def _evaluate(cfg: DictConfig, model, data) -> dict[str, Any]:
                              seasonality=cfg.data.seasonality, batch_size=cfg.data.eval_batch_size)
         result["windows"] = len(data.splits["test"])
     else:
-        result = evaluate_lsf(forecaster, data.data, cfg.data.horizon, cfg.data.context_length, cfg.data.mode,
-                              batch_size=cfg.data.eval_batch_size, device=device)
+        num_samples = cfg.data.get("num_samples", 100)
+
+        def forecast(past):  # MSE of the mean, MAE of the median (GluonTS, the MSFT authors)
+            both = forecaster.predict_mean_median(past, cfg.data.horizon, num_samples)  # (batch, 2, H, V)
+            return {"mean": both[:, 0], "median": both[:, 1]}
+
+        stride = cfg.data.get("test_stride", 1)
+        result = evaluate_lsf(forecast, data.data, cfg.data.horizon, cfg.data.context_length, cfg.data.mode,
+                              batch_size=cfg.data.eval_batch_size, device=device, stride=stride)
+        if not model.spec.probabilistic:
+            result["scoring"] = "MSE and MAE of the point forecast"
+        elif num_samples > 0:
+            result["scoring"] = f"MSE of the mean, MAE of the median of {num_samples} fused sample paths"
+        else:
+            result["scoring"] = "MSE and MAE of the mean forecast"
+        if stride > 1:
+            result["scoring"] += f"; every {stride}-th test window (off-protocol)"
+        result["test_stride"] = stride
     result["windows_per_process"] = forecaster.rows_per_rank()  # sums to `windows`: each scored once
     return {**result, "eval_seconds": round(time.perf_counter() - start, 2)}
 
@@ -226,6 +314,18 @@ def quantile_paths(quantiles: torch.Tensor, levels: Any, num_samples: int) -> to
     lo, hi = levels[upper - 1], levels[upper]
     weight = ((grid - lo) / (hi - lo)).clamp(0, 1).to(quantiles.dtype)[None, :, None, None]
     return quantiles[:, upper - 1] * (1 - weight) + quantiles[:, upper] * weight
+def _learning_rates(cfg: DictConfig) -> dict[str, float | None]:
+    """The data config's rates per parameter group, with the method's ``lr`` merged over them, times
+    ``lr_scale``."""
+    rates = {**_plain(cfg.data.lr), **(_plain(cfg.method.get("lr")) or {})}
+    scale = cfg.get("lr_scale", 1.0)
+    if not (isinstance(scale, (int, float)) and scale > 0):
+        raise ValueError(f"lr_scale={scale!r}: expected a positive number")
+    return {k: None if v is None else float(v) * scale for k, v in rates.items()}
+
+
+def _device(cfg: DictConfig) -> str:
+    return "cuda" if torch.cuda.is_available() and cfg.trainer.accelerator in ("gpu", "cuda", "auto") else "cpu"
 
 
 def _trainer_arguments(cfg: DictConfig) -> dict[str, Any]:

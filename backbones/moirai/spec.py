@@ -50,6 +50,16 @@ from .packing import pack_series, patchify_target
 FREQ_PATCH_SIZES = {"S": 64, "T": 32, "H": 32, "D": 16, "B": 16, "W": 16, "M": 8, "Q": 8, "Y": 8}
 _FREQ_UNITS = {"MIN": "T", "SEC": "S", "BH": "H", "ME": "M", "MS": "M", "QE": "Q", "QS": "Q", "YE": "Y", "YS": "Y", "A": "Y", "AS": "Y"}
 DEFAULT_PATCH_SIZE = 32
+#: the MSFT authors' ``finetune_pattern: freeze_ffn`` (zqiao11/uni2ts, branch ``finetune``): in_proj,
+#: q/k/v and the FFN stay frozen; the attention output projection, q/k norms, variate bias, the
+#: RMSNorms, the mask token and the mixture head train (regexes, full match on parameter names).
+FREEZE_FFN = (
+    r"encoder\.layers\.\d+\.self_attn\.(out_proj|q_norm|k_norm|var_attn_bias)\..+",
+    r"encoder\.layers\.\d+\.norm[12]\..+",
+    r"encoder\.norm\..+",
+    r"mask_encoding\..+",
+    r"param_proj\..+",
+)
 OPTIONS = ("freq", "train_head", "point_samples")
 
 
@@ -324,6 +334,13 @@ class MoiraiSpec(BackboneSpec):
         params = heads(reprs, patch) if heads is not None else project_params(m.param_proj, reprs, patch)
         distr = m.distr_output.distribution(params, loc=aux.loc[:, -n:], scale=aux.scale[:, -n:])
         return MoiraiOutput(distr, params, patch, horizon, max_patch=self._max_patch, point_samples=self.point_samples)
+
+    def trainable_parameters(self, pattern: str) -> list[str]:
+        """"freeze_ffn" (the authors' recipe, `FREEZE_FFN`), or the generic "none" / "all"."""
+        if pattern != "freeze_ffn":
+            return super().trainable_parameters(pattern)
+        names = [n for n, _ in self.backbone.named_parameters() if "msft_" not in n]
+        return [n for n in names if any(re.fullmatch(p, n) for p in FREEZE_FFN)]
 
 
 def _layer_in_blocks(layer: nn.Module, x: Tensor, aux: MoiraiAux) -> Tensor:

@@ -169,8 +169,9 @@ def test_gradient_checkpointing_gives_the_same_gradients(spec, impl):
 def method_config(name: str) -> dict:
     """configs/method/<name>.yaml with its defaults (the msft base of the ablations) merged in."""
     cfg = OmegaConf.load(METHOD_DIR / f"{name}.yaml")
-    bases = [OmegaConf.load(METHOD_DIR / f"{d}.yaml") for d in cfg.pop("defaults", []) if d != "_self_"]
-    return OmegaConf.to_container(OmegaConf.merge(*bases, cfg))
+    bases = [OmegaConf.create(method_config(d)) for d in cfg.pop("defaults", []) if d != "_self_"]
+    # resolve: data-dependent values (msft_authors_fusion's oc.select) fall back to their defaults
+    return OmegaConf.to_container(OmegaConf.merge(*bases, cfg), resolve=True)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -181,6 +182,8 @@ def test_every_method_config_trains(spec, method):
     setup = tiny(spec)
     if cfg["kind"] == "prompt_tuning" and not spec.supports_prefix:
         pytest.skip(f"the {spec.name} backbone has no add_prefix")
+    if method == "msft_authors" and spec.name == "time_dpd":  # scale 8 x patch 16 > the tiny context
+        pytest.skip("msft_authors (scales up to 8) needs a longer context than the tiny Time-DPD setup")
     built = build_model(setup.backbone, cfg["kind"], setup.horizon, cfg.get("options"), cfg.get("peft"),
                         total_steps=10, wrap_options=setup.options)
     model = built.model.train()
