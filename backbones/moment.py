@@ -14,15 +14,19 @@ pretrained. `MomentSpec` runs exactly that computation per scale:
   position bias (or on all scales concatenated with a block-diagonal mask, see `join`);
 * one msft-owned `ForecastingHead` per scale with ``ceil(H / s)`` outputs, trained with the rest.
 
-Only tokens that hold data run (``backbone_options={"padding": "trim"}``, the default): a scale
+``padding="seq_len"`` (the default) runs every scale at MOMENT's full 64 tokens, the heads reading
+the padding tokens' outputs too: exactly MOMENT's own forecast for any context length, so
+``wrap(m, scales=[1])`` equals ``m`` at initialisation. The fast path runs only the tokens that hold
+data (``backbone_options={"padding": "trim"}``, 1.98x peft LoRA's step instead of 3.48x on
+MOMENT-small, results/moment/step_time.md): a scale
 keeps its last ``n_s`` patches, the fewest that cover its pooled context while one coarse token still
 covers exactly ``s_{i+1}/s_i`` fine ones (64, 32, 16 for [1, 2, 4] at context 512), at their
 original T5 positions. The dropped tokens are never attention keys (no observed step), and with that
 alignment no kept token reads a dropped one through the cross-scale aggregation either, so the kept
 tokens' outputs equal those of the padded computation. The heads keep their ``seq_len / patch_len``
-inputs and read zeros at the dropped positions. ``padding="seq_len"`` runs every scale at MOMENT's
-full 64 tokens, the heads reading the padding tokens' outputs too (MOMENT's own forecast for a short
-context); the right ends of the tokens are aligned at the forecast origin in both.
+inputs and read zeros at the dropped positions, so for a context shorter than ``seq_len`` the
+forecast differs from the padded one (equal at a full context); the right ends of the tokens are
+aligned at the forecast origin in both.
 
 Loading: `load_moment` (Hugging Face id or local directory) and `build_moment` (offline, from a T5
 config with random weights); `MOMENT_T5_CONFIGS` has the encoder geometries of MOMENT-1.
@@ -180,7 +184,7 @@ class MomentAux:
 class MomentSpec(BackboneSpec):
     """msft spec for momentfm's `MOMENT` / `MOMENTPipeline`.
 
-    ``backbone_options``: ``padding`` ("trim", the default, or "seq_len"; see the module docstring).
+    ``backbone_options``: ``padding`` ("seq_len", the default and exact, or "trim", the fast path; see the module docstring).
     ``MSFTConfig.horizon`` is required: the per-scale heads have ``ceil(horizon / s)``
     outputs. A backbone with a `ForecastingHead` of ``horizon`` outputs gives
     its weights to the scale-1 head, so ``wrap(m, scales=[1])`` starts equal to ``m.forecast``.
@@ -224,7 +228,7 @@ class MomentSpec(BackboneSpec):
         unknown = sorted(set(options) - {"padding"})
         if unknown:
             raise ValueError(f"backbone_options {unknown}: the moment backbone expects only 'padding'")
-        self.padding = options.get("padding", "trim")
+        self.padding = options.get("padding", "seq_len")
         if self.padding not in PADDINGS:
             raise ValueError(f"backbone_options['padding']={self.padding!r}: expected one of {PADDINGS}")
         self.encoder = backbone.encoder

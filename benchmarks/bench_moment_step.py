@@ -10,10 +10,10 @@ subprocess so that its peak RSS (VmHWM) is its own. Writes
 Variants (the same backbone, heads trained in all of them, MOMENT's head is not pretrained):
   full   full finetuning: every parameter the forward uses (not T5's unused token embedding)
   lora   single-scale LoRA via peft (r=16, alpha=32, dropout 0.05) on q/k/v, plus the head
-  msft   msft.wrap(scales=[1, 2, 4]): per-scale adapters, LoRA (r=16), aggregation, heads, fusion;
-         only the tokens that hold data run (64, 32, 16)
-  msft-padded  the same with backbone_options={"padding": "seq_len"}: every scale padded to 64 tokens
-         (msft's MOMENT path before the trimmed one)
+  msft   msft.wrap(scales=[1, 2, 4], backbone_options={"padding": "trim"}): per-scale adapters, LoRA
+         (r=16), aggregation, heads, fusion; only the tokens that hold data run (64, 32, 16)
+  msft-padded  the same with backbone_options={"padding": "seq_len"} (the default): every scale padded
+         to 64 tokens
 
     python benchmarks/bench_moment_step.py            # writes results/moment/
     python benchmarks/bench_moment_step.py --steps 20 --size base
@@ -60,7 +60,7 @@ def build(args: argparse.Namespace, variant: str):
     future = past[:, -1:] + torch.randn(args.batch, args.horizon, 1, generator=g).cumsum(1)
 
     if variant.startswith("msft"):
-        options = {"backbone_options": {"padding": "seq_len"}} if variant == "msft-padded" else {}
+        options = {"backbone_options": {"padding": "seq_len" if variant == "msft-padded" else "trim"}}
         trained = msft.wrap(model, scales=[1, 2, 4], horizon=args.horizon, **options).train()
 
         def step_loss():

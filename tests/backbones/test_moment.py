@@ -177,7 +177,7 @@ def test_unobserved_steps_do_not_influence_the_forecast(scales):
 
 
 def test_padding_is_masked_in_attention_and_revin():
-    spec = msft.wrap(tiny_moment(), scales=[1], horizon=HORIZON).spec
+    spec = msft.wrap(tiny_moment(), scales=[1], horizon=HORIZON, backbone_options={"padding": "trim"}).spec
     context = torch.tensor([[1.0, 2.0, 3.0, 4.0] * 10])  # 40 steps: 5 patches
     observed = torch.ones_like(context, dtype=torch.bool)
     tokens = spec.embed(context, observed, HORIZON, 0)
@@ -245,7 +245,8 @@ def test_trimmed_tokens_equal_the_padded_computation(scales, length, options):
 
 
 def test_trimmed_token_counts_and_bad_padding():
-    spec = msft.wrap(tiny_moment(), scales=[1, 2, 4], horizon=HORIZON).spec
+    trim = {"padding": "trim"}
+    spec = msft.wrap(tiny_moment(), scales=[1, 2, 4], horizon=HORIZON, backbone_options=trim).spec
     assert [spec.kept_patches(math.ceil(512 / s), i) for i, s in enumerate([1, 2, 4])] == [64, 32, 16]
     # 300 steps: the coarsest scale needs ceil(75 / 8) = 10 patches, the finer ones 20 and 40
     assert [spec.kept_patches(math.ceil(300 / s), i) for i, s in enumerate([1, 2, 4])] == [40, 20, 10]
