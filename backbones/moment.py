@@ -76,7 +76,9 @@ def moment_config(t5_config: str | dict[str, Any] = "small", seq_len: int = 512,
     """The MOMENT config dict (the hub's config.json) for a T5 geometry: a size name or a T5 dict."""
     if isinstance(t5_config, str):
         if t5_config not in MOMENT_T5_CONFIGS:
-            raise ValueError(f"t5_config={t5_config!r}: expected one of {sorted(MOMENT_T5_CONFIGS)} or a T5 config dict")
+            raise ValueError(
+                f"t5_config={t5_config!r}: expected one of {sorted(MOMENT_T5_CONFIGS)} or a T5 config dict"
+            )
         size, t5_config = t5_config, MOMENT_T5_CONFIGS[t5_config]
     elif isinstance(t5_config, dict):
         size = "custom"
@@ -84,7 +86,9 @@ def moment_config(t5_config: str | dict[str, Any] = "small", seq_len: int = 512,
         raise ValueError(f"t5_config={t5_config!r}: expected a size name or a T5 config dict")
     for key in ("d_model", "num_layers", "num_heads", "d_kv", "d_ff"):
         if key not in t5_config:
-            raise ValueError(f"t5_config lacks {key!r}: expected a T5 config with d_model, num_layers, num_heads, d_kv, d_ff")
+            raise ValueError(
+                f"t5_config lacks {key!r}: expected a T5 config with d_model, num_layers, num_heads, d_kv, d_ff"
+            )
     for name, value in (("seq_len", seq_len), ("patch_len", patch_len)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r}: expected a positive integer")
@@ -197,7 +201,15 @@ class MomentSpec(BackboneSpec):
     @classmethod
     def tiny(cls) -> TinyBackbone:
         """MOMENT's real pipeline on a 2-block, 32-wide T5 encoder (seq_len 512, as MOMENT-1)."""
-        t5 = {"d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 2, "num_heads": 4, "vocab_size": 8, "dropout_rate": 0.0}
+        t5 = {
+            "d_model": 32,
+            "d_kv": 8,
+            "d_ff": 64,
+            "num_layers": 2,
+            "num_heads": 4,
+            "vocab_size": 8,
+            "dropout_rate": 0.0,
+        }
         with torch.random.fork_rng():
             torch.manual_seed(0)
             backbone = build_moment(t5, forecast_horizon=12, head_dropout=0.0)

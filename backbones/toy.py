@@ -115,7 +115,9 @@ class ToyForecaster(nn.Module):
         key_valid = torch.cat([patch_obs.any(-1), patch_obs.new_ones(context.shape[0], n_hor)], dim=1)
         return hidden, ToyAux(key_valid, loc, scale), n_ctx, n_hor
 
-    def decode(self, hidden: Tensor, aux: ToyAux, n_horizon: int, horizon: int, head: nn.Module | None = None) -> Tensor:
+    def decode(
+        self, hidden: Tensor, aux: ToyAux, n_horizon: int, horizon: int, head: nn.Module | None = None
+    ) -> Tensor:
         """Horizon tokens -> (series, horizon) forecast in the input's units (``head``: another output head)."""
         head = self.head if head is None else head
         out = head(self.norm(hidden[:, hidden.shape[1] - n_horizon :]))  # (series, n_horizon, patch)
@@ -205,5 +207,6 @@ class ToySpec(BackboneSpec):
         self, hidden: Tensor, tokens: ScaleTokens, horizon: int, scale_idx: int, heads: nn.Module | None
     ) -> PointForecast:
         head = heads[scale_idx] if heads is not None else None  # msft's quantile heads (copies of `head`)
-        return PointForecast(self.backbone.decode(hidden, tokens.aux, tokens.num_horizon, horizon, head))  # (series, horizon)
-
+        return PointForecast(
+            self.backbone.decode(hidden, tokens.aux, tokens.num_horizon, horizon, head)
+        )  # (series, horizon)

@@ -55,8 +55,15 @@ def train_teacher(dataset: str, args: argparse.Namespace, log: dict) -> msft.MSF
     data = prepare_lsf(dataset, args.context_length, data_dir=args.data_dir)
     model = msft.wrap(load_tiny_moirai(), scales=[1, 2, 4], patch_size=args.patch_size, point_forecast="mean")
     start = time.perf_counter()
-    losses = finetune(model, data.windows("train", args.horizon, "S"), args.teacher_steps, args.teacher_batch,
-                      args.teacher_lr, args.teacher_lr, args.seed)
+    losses = finetune(
+        model,
+        data.windows("train", args.horizon, "S"),
+        args.teacher_steps,
+        args.teacher_batch,
+        args.teacher_lr,
+        args.teacher_lr,
+        args.seed,
+    )
     log.update(finetune_s=time.perf_counter() - start, first_loss=losses[0], last_loss=sum(losses[-10:]) / 10)
     return model.eval()
 
@@ -64,9 +71,13 @@ def train_teacher(dataset: str, args: argparse.Namespace, log: dict) -> msft.MSF
 def seed_table(seeds: dict) -> str:
     """Test MSE of each model, mean ± std over the student seeds (same teacher and cache)."""
     names = list(next(iter(seeds.values())))
-    lines = [f"Students over seeds {list(seeds)} (test MSE, mean ± std; wins = seeds where the student beats the "
-             "undistilled one / the teacher):", "", "| student | MSE mean ± std | wins vs undistilled | wins vs teacher |",
-             "|---|---|---|---|"]
+    lines = [
+        f"Students over seeds {list(seeds)} (test MSE, mean ± std; wins = seeds where the student beats the "
+        "undistilled one / the teacher):",
+        "",
+        "| student | MSE mean ± std | wins vs undistilled | wins vs teacher |",
+        "|---|---|---|---|",
+    ]
     plain = [by_model[PLAIN] for by_model in seeds.values()]
     teacher = [by_model["teacher"] for by_model in seeds.values()]
     for name in names:
@@ -104,12 +115,20 @@ def write_report(out: Path, report: dict, args: argparse.Namespace) -> None:
         "",
     ]
     for dataset, result in report["datasets"].items():
-        lines += [f"## {dataset}", "", markdown_table(result), "",
-                  f"Teacher finetuning: {result['teacher_training']['finetune_s']:.0f} s. Students trained on "
-                  f"{result['setup']['train_windows']:,} windows (stride {result['setup']['train_stride']}), best epoch "
-                  f"chosen on {result['setup']['val_windows']:,} validation windows (stride {result['setup']['val_stride']}); best "
-                  f"epochs (seed {args.seeds[0]}) {result['setup']['best_epoch']}. Speed-up column: 1-thread "
-                  "throughput over the teacher's.", "", seed_table(result["seeds"]), ""]
+        lines += [
+            f"## {dataset}",
+            "",
+            markdown_table(result),
+            "",
+            f"Teacher finetuning: {result['teacher_training']['finetune_s']:.0f} s. Students trained on "
+            f"{result['setup']['train_windows']:,} windows (stride {result['setup']['train_stride']}), best epoch "
+            f"chosen on {result['setup']['val_windows']:,} validation windows (stride {result['setup']['val_stride']}); best "
+            f"epochs (seed {args.seeds[0]}) {result['setup']['best_epoch']}. Speed-up column: 1-thread "
+            "throughput over the teacher's.",
+            "",
+            seed_table(result["seeds"]),
+            "",
+        ]
     (out / "bench_distill.md").write_text("\n".join(lines))
 
 
@@ -132,15 +151,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--moving-avg", type=int, default=25)
     p.add_argument("--ablation", action="store_true", help="also a student distilled on predictions only (β=0)")
     p.add_argument("--seed", type=int, default=0, help="the teacher's finetuning seed")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="student seeds (initialisation, batch order)")
+    p.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="student seeds (initialisation, batch order)"
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # per-epoch progress
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    command = "MSFT_DATA_DIR=../shared/data python benchmarks/bench_distill.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    report = {"command": command, "cpu_count": os.cpu_count(), "torch_threads": 1, "torch": torch.__version__,
-              "load_average_start": os.getloadavg(), "datasets": {}}
+    command = "MSFT_DATA_DIR=../shared/data python benchmarks/bench_distill.py " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
+    report = {
+        "command": command,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": 1,
+        "torch": torch.__version__,
+        "load_average_start": os.getloadavg(),
+        "datasets": {},
+    }
     wall = time.perf_counter()
     student = {"arch": "dmlp", "hidden": args.hidden, "moving_avg": args.moving_avg}
     variants = {PREDICTIONS_ONLY: DistillConfig(beta=0.0)} if args.ablation else {}
@@ -151,22 +180,45 @@ def main(argv: list[str] | None = None) -> int:
         result, seeds = None, {}
         for seed in args.seeds:
             run = run_distill(
-                teacher, dataset, args.horizon, args.context_length, "S", args.data_dir, SETTINGS[dataset],
-                student=student, distill=DistillConfig(), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                seed=seed, cache_dir=Path(args.work_dir), teacher_tag=f"tiny_moirai_msft_seed{args.seed}",
-                throughput_threads=1, variants=variants, evaluate_teacher=result is None, val_stride=SETTINGS[dataset],
+                teacher,
+                dataset,
+                args.horizon,
+                args.context_length,
+                "S",
+                args.data_dir,
+                SETTINGS[dataset],
+                student=student,
+                distill=DistillConfig(),
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                seed=seed,
+                cache_dir=Path(args.work_dir),
+                teacher_tag=f"tiny_moirai_msft_seed{args.seed}",
+                throughput_threads=1,
+                variants=variants,
+                evaluate_teacher=result is None,
+                val_stride=SETTINGS[dataset],
             )
             if result is None:
                 result = run
             teacher_mse = result["rows"][0]["mse"]
-            seeds[seed] = {"teacher": teacher_mse,
-                           **{row["model"]: row["mse"] for row in run["rows"] if row["model"] != "teacher"}}
+            seeds[seed] = {
+                "teacher": teacher_mse,
+                **{row["model"]: row["mse"] for row in run["rows"] if row["model"] != "teacher"},
+            }
             print(dataset, seed, json.dumps(seeds[seed]), f"{(time.perf_counter() - wall) / 60:.1f} min", flush=True)
         result["seeds"] = seeds
         result["teacher_training"] = log
-        result["teacher"] = {"backbone": "tiny MOIRAI (embedded)", "scales": [1, 2, 4], "patch_size": args.patch_size,
-                             "steps": args.teacher_steps, "batch": args.teacher_batch, "lr": args.teacher_lr,
-                             "seed": args.seed}
+        result["teacher"] = {
+            "backbone": "tiny MOIRAI (embedded)",
+            "scales": [1, 2, 4],
+            "patch_size": args.patch_size,
+            "steps": args.teacher_steps,
+            "batch": args.teacher_batch,
+            "lr": args.teacher_lr,
+            "seed": args.seed,
+        }
         report["datasets"][dataset] = result
         report["wall_s"] = time.perf_counter() - wall
         write_report(out, report, args)  # after every dataset: a partial run leaves a table

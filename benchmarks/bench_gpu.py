@@ -76,8 +76,14 @@ def moirai_variants(geometry: dict, args, device: torch.device) -> dict:
 
     def single_scale(module):
         def step(past, future):
-            packed = pack_series(past[..., 0], ~torch.isnan(past[..., 0]), future.shape[1], args.patch,
-                                 max(module.patch_sizes), future=future[..., 0])
+            packed = pack_series(
+                past[..., 0],
+                ~torch.isnan(past[..., 0]),
+                future.shape[1],
+                args.patch,
+                max(module.patch_sizes),
+                future=future[..., 0],
+            )
             distr = module(*packed.module_inputs())
             mask = packed.prediction_mask.unsqueeze(-1) & packed.observed_mask
             log_prob = distr.log_prob(packed.target)
@@ -86,12 +92,17 @@ def moirai_variants(geometry: dict, args, device: torch.device) -> dict:
         return step
 
     full = copy.deepcopy(pristine).to(device).train().requires_grad_(True)
-    lora = get_peft_model(copy.deepcopy(pristine), LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0,
-                                                              target_modules=["q_proj", "k_proj", "v_proj"]))
+    lora = get_peft_model(
+        copy.deepcopy(pristine),
+        LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj"]),
+    )
     lora_inner = lora.get_base_model().to(device).train()
     wrapped = msft.wrap(copy.deepcopy(pristine), scales=[1, 2, 4], patch_size=args.patch).to(device).train()
-    variants = {FULL: (single_scale(full), full), LORA: (single_scale(lora_inner), lora_inner),
-                MSFT: (wrapped.loss, wrapped)}
+    variants = {
+        FULL: (single_scale(full), full),
+        LORA: (single_scale(lora_inner), lora_inner),
+        MSFT: (wrapped.loss, wrapped),
+    }
     if args.compile:
         compiled = msft.wrap(copy.deepcopy(pristine), scales=[1, 2, 4], patch_size=args.patch).to(device).train()
         variants[MSFT_COMPILED] = (torch.compile(compiled.loss), compiled)
@@ -108,6 +119,7 @@ def bench_moirai(args, device: torch.device) -> list[dict]:
         past = (torch.randn(args.batch, args.context, 1, generator=g).cumsum(1) + 10).to(device)
         future = (torch.randn(args.batch, args.horizon, 1, generator=g) + past[:, -1:].cpu()).to(device)
         for precision in PRECISIONS:
+
             def run(step, module, precision=precision, past=past, future=future):
                 bf16 = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
                 with bf16:
@@ -135,14 +147,22 @@ def bench_moirai(args, device: torch.device) -> list[dict]:
                 timer.reset_peak()
                 run(step, module)
                 timer.sync()
-                rows.append(dict(geometry=f"moirai-1.1-R-{geometry_name}", precision=precision, variant=name,
-                                 median_ms=1e3 * statistics.median(times[name]), min_ms=1e3 * min(times[name]),
-                                 warmup_s=first[name], peak_gib=timer.peak_gib(),
-                                 trainable_params=sum(p.numel() for p in module.parameters() if p.requires_grad)))
-            lora_ms = next(r["median_ms"] for r in rows[-len(variants):] if r["variant"] == LORA)
-            for r in rows[-len(variants):]:
+                rows.append(
+                    dict(
+                        geometry=f"moirai-1.1-R-{geometry_name}",
+                        precision=precision,
+                        variant=name,
+                        median_ms=1e3 * statistics.median(times[name]),
+                        min_ms=1e3 * min(times[name]),
+                        warmup_s=first[name],
+                        peak_gib=timer.peak_gib(),
+                        trainable_params=sum(p.numel() for p in module.parameters() if p.requires_grad),
+                    )
+                )
+            lora_ms = next(r["median_ms"] for r in rows[-len(variants) :] if r["variant"] == LORA)
+            for r in rows[-len(variants) :]:
                 r["vs_lora"] = r["median_ms"] / lora_ms
-            print(json.dumps(rows[-len(variants):]), flush=True)
+            print(json.dumps(rows[-len(variants) :]), flush=True)
         del variants
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -168,8 +188,15 @@ def bench_time_dpd(args, device: torch.device) -> list[dict]:
             else:
                 llm = Qwen2Model._from_config(default_llm_config(), torch_dtype=torch.bfloat16)
                 sizes = {}
-            model = TimeDPD(TimeDPDConfig(llm_dtype="bfloat16", context_length=512, horizon=96, **sizes),
-                            llm=llm.to(device), tokenizer=tiny_tokenizer()).to(device).train()
+            model = (
+                TimeDPD(
+                    TimeDPDConfig(llm_dtype="bfloat16", context_length=512, horizon=96, **sizes),
+                    llm=llm.to(device),
+                    tokenizer=tiny_tokenizer(),
+                )
+                .to(device)
+                .train()
+            )
         timer.sync()
         weights = timer.peak_gib()
         g = torch.Generator().manual_seed(0)
@@ -181,9 +208,16 @@ def bench_time_dpd(args, device: torch.device) -> list[dict]:
         start = time.perf_counter()
         trained.loss(past, future).backward()
         timer.sync()
-        rows.append(dict(variant=variant, weights_gib=weights, step_peak_gib=timer.peak_gib(),
-                         step_s=time.perf_counter() - start, batch=args.tdpd_batch,
-                         trainable_params=sum(p.numel() for p in trained.parameters() if p.requires_grad)))
+        rows.append(
+            dict(
+                variant=variant,
+                weights_gib=weights,
+                step_peak_gib=timer.peak_gib(),
+                step_s=time.perf_counter() - start,
+                batch=args.tdpd_batch,
+                trainable_params=sum(p.numel() for p in trained.parameters() if p.requires_grad),
+            )
+        )
         print(json.dumps(rows[-1]), flush=True)
         del trained, model, llm
         if device.type == "cuda":
@@ -194,8 +228,9 @@ def bench_time_dpd(args, device: torch.device) -> list[dict]:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "results" / "gpu")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="toy sizes on CPU: exercises every path, numbers mean nothing")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="toy sizes on CPU: exercises every path, numbers mean nothing"
+    )
     parser.add_argument("--geometries", nargs="+", default=["small", "base"], choices=["small", "base"])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--context", type=int, default=5000)
@@ -220,11 +255,19 @@ def main(argv: list[str] | None = None) -> dict:
     moirai = bench_moirai(args, device)
     time_dpd = [] if args.skip_time_dpd else bench_time_dpd(args, device)
     command = "HF_HUB_OFFLINE=1 python -m benchmarks.bench_gpu " + " ".join(argv if argv is not None else sys.argv[1:])
-    meta = dict(command=command.strip(), device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                dry_run=args.dry_run, torch=torch.__version__, machine=platform.platform(),
-                cuda=torch.version.cuda, wall_s=time.perf_counter() - start,
-                **{k: getattr(args, k) for k in ("batch", "context", "horizon", "patch", "warmup", "steps",
-                                                 "tdpd_batch", "compile")})
+    meta = dict(
+        command=command.strip(),
+        device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        dry_run=args.dry_run,
+        torch=torch.__version__,
+        machine=platform.platform(),
+        cuda=torch.version.cuda,
+        wall_s=time.perf_counter() - start,
+        **{
+            k: getattr(args, k)
+            for k in ("batch", "context", "horizon", "patch", "warmup", "steps", "tdpd_batch", "compile")
+        },
+    )
     result = dict(meta=meta, moirai=moirai, time_dpd=time_dpd)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_gpu.json").write_text(json.dumps(result, indent=2))
@@ -254,16 +297,24 @@ def render(result: dict) -> str:
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in result["moirai"]:
-        lines.append(f"| {r['geometry']} | {r['precision']} | {r['variant']} | {r['median_ms']:.1f} | "
-                     f"{r['vs_lora']:.2f} | {gib(r['peak_gib'])} | {r['warmup_s']:.1f} | {r['trainable_params']:,} |")
+        lines.append(
+            f"| {r['geometry']} | {r['precision']} | {r['variant']} | {r['median_ms']:.1f} | "
+            f"{r['vs_lora']:.2f} | {gib(r['peak_gib'])} | {r['warmup_s']:.1f} | {r['trainable_params']:,} |"
+        )
     if result["time_dpd"]:
-        lines += ["", f"Time-DPD, DeepSeek-R1-Distill-Qwen-7B geometry, random bf16 weights built on the device; "
-                  f"context 512, horizon 96, batch {meta['tdpd_batch']}:", "",
-                  "| variant | weights (GiB) | peak of one step (GiB) | step (s) | trainable params |",
-                  "|---|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            f"Time-DPD, DeepSeek-R1-Distill-Qwen-7B geometry, random bf16 weights built on the device; "
+            f"context 512, horizon 96, batch {meta['tdpd_batch']}:",
+            "",
+            "| variant | weights (GiB) | peak of one step (GiB) | step (s) | trainable params |",
+            "|---|---:|---:|---:|---:|",
+        ]
         for r in result["time_dpd"]:
-            lines.append(f"| {r['variant']} | {gib(r['weights_gib'])} | {gib(r['step_peak_gib'])} | "
-                         f"{r['step_s']:.2f} | {r['trainable_params']:,} |")
+            lines.append(
+                f"| {r['variant']} | {gib(r['weights_gib'])} | {gib(r['step_peak_gib'])} | "
+                f"{r['step_s']:.2f} | {r['trainable_params']:,} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -57,9 +57,12 @@ def main(argv: list[str] | None = None) -> None:
 
     data = prepare_lsf("ETTm1", 512)
     windows = data.windows("test", 96, "S")
-    batches = [windows[i:min(i + args.batch_size, args.windows)] for i in range(0, args.windows, args.batch_size)]
-    variants = {f"{kind}, point_forecast={pf}": build(pf, kind)
-                for kind in ("zero-shot", "msft [1,2,4]") for pf in ("median", "mean")}
+    batches = [windows[i : min(i + args.batch_size, args.windows)] for i in range(0, args.windows, args.batch_size)]
+    variants = {
+        f"{kind}, point_forecast={pf}": build(pf, kind)
+        for kind in ("zero-shot", "msft [1,2,4]")
+        for pf in ("median", "mean")
+    }
     times: dict[str, list[float]] = {name: [] for name in variants}
     errors: dict[str, float] = {}
     with torch.no_grad():
@@ -76,13 +79,31 @@ def main(argv: list[str] | None = None) -> None:
                 times[name].append(time.perf_counter() - start)
                 errors[name] = squared / count
     n = sum(len(b["past_target"]) for b in batches)
-    rows = [dict(variant=name, windows=n, median_s=statistics.median(t), windows_per_s=n / statistics.median(t),
-                 mse_on_these_windows=errors[name]) for name, t in times.items()]
+    rows = [
+        dict(
+            variant=name,
+            windows=n,
+            median_s=statistics.median(t),
+            windows_per_s=n / statistics.median(t),
+            mse_on_these_windows=errors[name],
+        )
+        for name, t in times.items()
+    ]
     command = "HF_HUB_OFFLINE=1 MSFT_DATA_DIR=../shared/data python -m benchmarks.bench_inference " + " ".join(
-        argv if argv is not None else sys.argv[1:])
-    meta = dict(command=command.strip(), machine=platform.platform(), cpu_cores=os.cpu_count(),
-                torch_threads=torch.get_num_threads(), torch=torch.__version__, load_average_after=os.getloadavg(),
-                windows=n, batch_size=args.batch_size, rounds=args.rounds, test_windows_total=len(windows))
+        argv if argv is not None else sys.argv[1:]
+    )
+    meta = dict(
+        command=command.strip(),
+        machine=platform.platform(),
+        cpu_cores=os.cpu_count(),
+        torch_threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        load_average_after=os.getloadavg(),
+        windows=n,
+        batch_size=args.batch_size,
+        rounds=args.rounds,
+        test_windows_total=len(windows),
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_inference.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=2))
     (args.out / "bench_inference.md").write_text(render(meta, rows))
@@ -105,15 +126,19 @@ def render(meta, rows) -> str:
         "|---|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['variant']} | {r['windows_per_s']:.0f} | {r['median_s']:.2f} | "
-                     f"{r['mse_on_these_windows']:.4f} |")
+        lines.append(
+            f"| {r['variant']} | {r['windows_per_s']:.0f} | {r['median_s']:.2f} | {r['mse_on_these_windows']:.4f} |"
+        )
     by = {r["variant"]: r["windows_per_s"] for r in rows}
 
     def gain(kind: str) -> float:
         return by[f"{kind}, point_forecast=mean"] / by[f"{kind}, point_forecast=median"]
 
-    lines += ["", f"Closed-form mean instead of 100 sample paths: zero-shot {gain('zero-shot'):.1f}× the windows/s, "
-              f"msft [1,2,4] {gain('msft [1,2,4]'):.1f}×."]
+    lines += [
+        "",
+        f"Closed-form mean instead of 100 sample paths: zero-shot {gain('zero-shot'):.1f}× the windows/s, "
+        f"msft [1,2,4] {gain('msft [1,2,4]'):.1f}×.",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -41,16 +41,24 @@ VARIANTS = (FULL, LORA, *MSFT_VARIANTS)
 
 
 def build_variants(config: Path, patch: int, only: str | None = None):
+    from peft import LoraConfig, get_peft_model
+
     import msft
     from msft_backbones.moirai import moirai_from_config, pack_series
-    from peft import LoraConfig, get_peft_model
 
     pristine = moirai_from_config(config, seed=0)
 
     def single_scale_step(module, trainable):
         def step(batch):
             past, future = batch
-            packed = pack_series(past[..., 0], ~torch.isnan(past[..., 0]), future.shape[1], patch, max(module.patch_sizes), future=future[..., 0])
+            packed = pack_series(
+                past[..., 0],
+                ~torch.isnan(past[..., 0]),
+                future.shape[1],
+                patch,
+                max(module.patch_sizes),
+                future=future[..., 0],
+            )
             distr = module(*packed.module_inputs())
             mask = packed.prediction_mask.unsqueeze(-1) & packed.observed_mask
             log_prob = distr.log_prob(packed.target)
@@ -205,7 +213,9 @@ def main(argv: list[str] | None = None) -> None:
                 peak_rss_growth_mib=memory[name][1],
             )
         )
-    command = "HF_HUB_OFFLINE=1 python -m benchmarks.bench_moirai_step " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "HF_HUB_OFFLINE=1 python -m benchmarks.bench_moirai_step " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     meta = dict(
         command=command.strip(),

@@ -74,7 +74,9 @@ def build(args: argparse.Namespace, variant: str):
         else:
             from peft import LoraConfig, get_peft_model
 
-            lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=["q", "k", "v"], modules_to_save=["head"])
+            lora = LoraConfig(
+                r=16, lora_alpha=32, lora_dropout=0.05, target_modules=["q", "k", "v"], modules_to_save=["head"]
+            )
             trained = get_peft_model(model, lora)
         x_enc = past[..., 0][:, None, :]  # (batch, 1, context)
         pad = 512 - args.context
@@ -135,8 +137,13 @@ def round_robin(args: argparse.Namespace, variants: list[str]) -> dict[str, dict
             wall[v].append(time.perf_counter() - start)
             cpu[v].append(time.process_time() - cpu_start)
     return {
-        v: {"median_step_s": statistics.median(wall[v]), "min_step_s": min(wall[v]), "max_step_s": max(wall[v]),
-            "median_step_cpu_s": statistics.median(cpu[v]), "steps": args.steps}
+        v: {
+            "median_step_s": statistics.median(wall[v]),
+            "min_step_s": min(wall[v]),
+            "max_step_s": max(wall[v]),
+            "median_step_cpu_s": statistics.median(cpu[v]),
+            "steps": args.steps,
+        }
         for v in variants
     }
 

@@ -51,11 +51,20 @@ def build(args):
 
     def backbone():
         torch.manual_seed(0)
-        config = GPT2Config(vocab_size=50257, n_embd=768, n_layer=args.llm_layers, n_head=12, n_positions=1024,
-                            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+        config = GPT2Config(
+            vocab_size=50257,
+            n_embd=768,
+            n_layer=args.llm_layers,
+            n_head=12,
+            n_positions=1024,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+        )
         llm = GPT2Model(config)
-        cfg = TimeDPDConfig(llm="gpt2", llm_dtype="float32", context_length=args.context, horizon=args.horizon,
-                            dropout=0.0)
+        cfg = TimeDPDConfig(
+            llm="gpt2", llm_dtype="float32", context_length=args.context, horizon=args.horizon, dropout=0.0
+        )
         return TimeDPD(cfg, llm=llm, tokenizer=tiny_tokenizer()).train()
 
     own = backbone()
@@ -157,17 +166,27 @@ def main(argv: list[str] | None = None) -> None:
     profiles = {name: profile_step(step, batch, module) for name, (step, module, _) in variants.items()}
     own = statistics.median(times[OWN])
     rows = [
-        dict(variant=name, median_ms=1e3 * statistics.median(t), min_ms=1e3 * min(t),
-             vs_single_scale=statistics.median(t) / own, trainable_params=variants[name][2])
+        dict(
+            variant=name,
+            median_ms=1e3 * statistics.median(t),
+            min_ms=1e3 * min(t),
+            vs_single_scale=statistics.median(t) / own,
+            trainable_params=variants[name][2],
+        )
         for name, t in times.items()
     ]
     command = "HF_HUB_OFFLINE=1 python -m benchmarks.bench_time_dpd_step " + " ".join(
-        argv if argv is not None else sys.argv[1:])
-    meta = dict(command=command.strip(), machine=platform.platform(), cpu_cores=os.cpu_count(),
-                torch_threads=torch.get_num_threads(), torch=torch.__version__,
-                load_average_after=os.getloadavg(), **{k: getattr(args, k) for k in
-                                                        ("batch", "context", "horizon", "llm_layers", "warmup",
-                                                         "rounds")})
+        argv if argv is not None else sys.argv[1:]
+    )
+    meta = dict(
+        command=command.strip(),
+        machine=platform.platform(),
+        cpu_cores=os.cpu_count(),
+        torch_threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        load_average_after=os.getloadavg(),
+        **{k: getattr(args, k) for k in ("batch", "context", "horizon", "llm_layers", "warmup", "rounds")},
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.json").write_text(json.dumps(dict(meta=meta, rows=rows, profile=profiles), indent=2))
     (args.out / f"{args.name}.md").write_text(render(meta, rows, profiles))
@@ -191,12 +210,19 @@ def render(meta, rows, profiles) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['variant']} | {r['median_ms']:.0f} | {r['min_ms']:.0f} | {r['vs_single_scale']:.2f} | "
-                     f"{r['trainable_params']:,} |")
+        lines.append(
+            f"| {r['variant']} | {r['median_ms']:.0f} | {r['min_ms']:.0f} | {r['vs_single_scale']:.2f} | "
+            f"{r['trainable_params']:,} |"
+        )
     names = list(profiles)
-    lines += ["", "Where the time goes (one profiled step each; CPU ms of each piece including what it calls, "
-              "and how many times it ran):", "",
-              "| piece | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    lines += [
+        "",
+        "Where the time goes (one profiled step each; CPU ms of each piece including what it calls, "
+        "and how many times it ran):",
+        "",
+        "| piece | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
     for label in next(iter(profiles.values())):
         cells = [f"{profiles[n][label]['ms']:.0f} ({profiles[n][label]['calls']}×)" for n in names]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")

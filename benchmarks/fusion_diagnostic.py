@@ -5,7 +5,7 @@
 
 Loads a finished msft run, then scores its fused forecast on the **validation** split (LSF, S mode)
 with the learned fusion weights, uniform weights and each scale alone (everything else unchanged).
-MSFT trains the fusion logits with the loss ``Σ_s w_s · loss_s`` (DESIGN.md §2.6): the gradient moves
+MSFT trains the fusion logits with the loss ``Σ_s w_s · loss_s`` (docs/design.md §2.6): the gradient moves
 weight towards the scale whose own loss is lowest, and a coarse scale's pooled target is smoother,
 so its loss is lower whether or not its forecast helps the fused one.
 Writes results/pretrained/<--name>.{md,json}.
@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     model = load_run(args.run).eval()
     windows = prepare_lsf(args.dataset, args.context, data_dir=DATA_DIR).windows(
-        "val", args.horizon, "S", stride=args.stride)
+        "val", args.horizon, "S", stride=args.stride
+    )
     logits = model.msft_fusion.msft_fusion_logits
     learned = logits.detach().clone()
     n = len(model.scales)
@@ -65,17 +66,27 @@ def main(argv: list[str] | None = None) -> dict:
         logits.copy_(learned)
 
     command = "MSFT_DATA_DIR=../shared/data python -m benchmarks.fusion_diagnostic " + " ".join(
-        argv if argv is not None else sys.argv[1:])
+        argv if argv is not None else sys.argv[1:]
+    )
     weights = ", ".join(f"scale {s}: {w:.3f}" for s, w in results["weights"].items())
     rows = [[name, f"{mse:.4f}"] for name, mse in results["val_mse"].items()]
-    notes = [f"Run: `{args.run}`; learned fusion weights {weights}.",
-             f"{args.dataset} validation split, S mode, H={args.horizon}, context {args.context}, every "
-             f"{args.stride}-th window ({len(windows)} windows); point forecast as the run's (`predict`)."]
+    notes = [
+        f"Run: `{args.run}`; learned fusion weights {weights}.",
+        f"{args.dataset} validation split, S mode, H={args.horizon}, context {args.context}, every "
+        f"{args.stride}-th window ({len(windows)} windows); point forecast as the run's (`predict`).",
+    ]
     args.out.mkdir(parents=True, exist_ok=True)
-    write_table(args.out / f"{args.name}.md", "MSFT fusion weights: learned vs alternatives (validation)",
-                command, ["fusion weights", "validation MSE"], rows, notes)
-    (args.out / f"{args.name}.json").write_text(json.dumps(
-        {"command": command, "machine": machine_line(), "run": str(args.run), **results}, indent=1) + "\n")
+    write_table(
+        args.out / f"{args.name}.md",
+        "MSFT fusion weights: learned vs alternatives (validation)",
+        command,
+        ["fusion weights", "validation MSE"],
+        rows,
+        notes,
+    )
+    (args.out / f"{args.name}.json").write_text(
+        json.dumps({"command": command, "machine": machine_line(), "run": str(args.run), **results}, indent=1) + "\n"
+    )
     return results
 
 

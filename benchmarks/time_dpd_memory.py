@@ -57,8 +57,11 @@ def build(num_layers: int, device: str, dtype: torch.dtype) -> TimeDPD:
     llm_config.layer_types = llm_config.layer_types[:num_layers]
     with torch.device(device):
         llm = Qwen2Model(llm_config).to(dtype)
-        return TimeDPD(TimeDPDConfig(llm_dtype=str(dtype).removeprefix("torch."), dropout=0.0), llm=llm,
-                       tokenizer=stand_in_tokenizer())
+        return TimeDPD(
+            TimeDPDConfig(llm_dtype=str(dtype).removeprefix("torch."), dropout=0.0),
+            llm=llm,
+            tokenizer=stand_in_tokenizer(),
+        )
 
 
 def count(params) -> int:
@@ -78,8 +81,13 @@ def parameter_table() -> dict:
     for name, p in wrapped.msft_parameters().items():
         key = next(k for k in ("adapter", "lora", "aggregation", "heads", "fusion") if k in name)
         groups[key] = groups.get(key, 0) + p.numel()
-    return {"llm": llm, "trainable": trainable, "parts": parts, "msft": groups,
-            "soft_prompt_tokens": model.soft_prompt.shape[0]}
+    return {
+        "llm": llm,
+        "trainable": trainable,
+        "parts": parts,
+        "msft": groups,
+        "soft_prompt_tokens": model.soft_prompt.shape[0],
+    }
 
 
 def saved_bytes(run, exclude: set[int]) -> int:
@@ -110,10 +118,10 @@ def activation_table(series: int) -> dict:
         hidden, aux = model.tokenize(x[0].T, torch.ones(series, 512, dtype=torch.bool), 96)
         out["tokens"] = hidden.shape[1]
         out["prefix_tokens"] = aux.num_prefix
-        out[f"backbone_{layers}"] = saved_bytes(lambda: model.loss(x, y), weights)
+        out[f"backbone_{layers}"] = saved_bytes(lambda model=model: model.loss(x, y), weights)
         wrapped = msft.wrap(model, scales=SCALES)
         weights |= {p.untyped_storage().data_ptr() for p in wrapped.parameters()}
-        out[f"msft_{layers}"] = saved_bytes(lambda: wrapped.loss(x, y), weights)
+        out[f"msft_{layers}"] = saved_bytes(lambda wrapped=wrapped: wrapped.loss(x, y), weights)
         out["msft_tokens"] = [t for t in _scale_tokens(wrapped, x)]
         del model, wrapped
     return out

@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-import msft_backbones.moirai  # noqa: F401  (registers the MOIRAI spec even where the entry point is not installed)
 import msft
+import msft_backbones.moirai  # noqa: F401  (registers the MOIRAI spec even where the entry point is not installed)
 
 DATASETS = ("ETTh1", "ETTh2", "ETTm1", "ETTm2", "Weather")
 #: The data directory: $MSFT_DATA_DIR, else ../shared/data beside the checkout (as the tests).
@@ -21,8 +21,17 @@ def moirai_forecaster(module, patch_size: int, point: str = "mean", num_samples:
     """The module's own forecast through msft's identity wrap (``scales=[1]``, nothing injected; tested
     bit-exact against ``MoiraiModule.forward``): the mixture mean (``point="mean"``) or the median of
     ``num_samples`` sample paths (``point="median"``)."""
-    model = msft.wrap(module, scales=[1], adapters=False, lora=False, c2f=False, f2c=False,
-                      learned_fusion=False, patch_size=patch_size, point_forecast="mean")
+    model = msft.wrap(
+        module,
+        scales=[1],
+        adapters=False,
+        lora=False,
+        c2f=False,
+        f2c=False,
+        learned_fusion=False,
+        patch_size=patch_size,
+        point_forecast="mean",
+    )
     return model if point == "mean" else SampleMedian(model, num_samples, seed)
 
 
@@ -39,12 +48,21 @@ class SampleMedian:
 
 
 def machine_line() -> str:
-    return (f"machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
-            f"torch {torch.__version__}, torch threads {torch.get_num_threads()}")
+    return (
+        f"machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
+        f"torch {torch.__version__}, torch threads {torch.get_num_threads()}"
+    )
 
 
-def write_table(path: Path, title: str, command: str, header: list[str], rows: list[list[str]],
-                notes: list[str], extra: list[str] = ()) -> None:
+def write_table(
+    path: Path,
+    title: str,
+    command: str,
+    header: list[str],
+    rows: list[list[str]],
+    notes: list[str],
+    extra: list[str] = (),
+) -> None:
     lines = [f"# {title}", "", f"Regenerate: `{command}`", "", machine_line(), ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]

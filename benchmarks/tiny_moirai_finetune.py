@@ -37,7 +37,6 @@ from pathlib import Path
 import torch
 
 import msft_backbones.moirai  # noqa: F401  (registers the MOIRAI spec even where the entry point is not installed)
-import msft
 from benchmarks.tiny_moirai_common import DATA_DIR, DATASETS, SampleMedian, machine_line, write_table
 from msft.data.lsf import prepare_lsf
 from msft.protocols import evaluate_lsf
@@ -61,8 +60,7 @@ DEFAULT_METHODS = ["zero-shot", "full", "full-fast", "lora", "msft"]
 def evaluate(forecaster, data, horizon: int, context: int, stride: int, batch_size: int) -> dict:
     """LSF test metrics; ``stride=1`` is the protocol (evaluate_lsf), a larger stride a cheaper subsample."""
     if stride == 1:
-        return evaluate_lsf(forecaster, data, horizon=horizon, context_length=context, mode="S",
-                            batch_size=batch_size)
+        return evaluate_lsf(forecaster, data, horizon=horizon, context_length=context, mode="S", batch_size=batch_size)
     windows = data.windows("test", horizon, "S", stride=stride)
     squared = absolute = 0.0
     with torch.no_grad():
@@ -80,8 +78,14 @@ def build(method: str, backbone, patch_size: int, horizon: int, point: str = "me
     if method not in METHODS:
         raise ValueError(f"method={method!r}: expected one of {list(METHODS)}")
     kind, options = METHODS[method]
-    return build_model(copy.deepcopy(backbone), kind, horizon, options, peft=PEFT_LORA,
-                       wrap_options=dict(patch_size=patch_size, point_forecast=point)).model
+    return build_model(
+        copy.deepcopy(backbone),
+        kind,
+        horizon,
+        options,
+        peft=PEFT_LORA,
+        wrap_options=dict(patch_size=patch_size, point_forecast=point),
+    ).model
 
 
 def finetune(model, windows, steps: int, batch_size: int, lr: float, full_lr: float, seed: int) -> list[float]:
@@ -95,11 +99,17 @@ def finetune(model, windows, steps: int, batch_size: int, lr: float, full_lr: fl
     losses = []
     model.train()
     for step in range(steps):
-        factor = (step + 1) / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+        factor = (
+            (step + 1) / warmup
+            if step < warmup
+            else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+        )
         for group, rate in zip(optimizer.param_groups, base):
             group["lr"] = rate * factor
         batch = windows[torch.randint(len(windows), (batch_size,), generator=generator)]
-        loss = model.loss(batch["past_target"], batch["future_target"], batch["past_observed"], batch["future_observed"])
+        loss = model.loss(
+            batch["past_target"], batch["future_target"], batch["past_observed"], batch["future_observed"]
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
@@ -116,26 +126,35 @@ def run_one(backbone, dataset: str, method: str, seed: int, args) -> dict:
     losses = []
     if method != "zero-shot":
         full_lr = args.lr if method == "full-fast" else args.full_lr
-        losses = finetune(model, data.windows("train", args.horizon, "S"), args.steps, args.batch_size, args.lr,
-                          full_lr, seed)
+        losses = finetune(
+            model, data.windows("train", args.horizon, "S"), args.steps, args.batch_size, args.lr, full_lr, seed
+        )
     train_s = time.time() - t0
     # point_forecast="mean": the fused mixture mean, exact and ~5x cheaper than a sampled median.
     forecaster = model if args.point == "mean" else SampleMedian(model, args.samples, seed)
     stride = args.test_stride.get(dataset, 1)
     result = evaluate(forecaster, data, args.horizon, args.context, stride, args.eval_batch_size)
     result["test_stride"] = stride
-    result |= {"train_seconds": round(train_s, 1), "eval_seconds": round(time.time() - t0 - train_s, 1),
-               "first_loss": losses[0] if losses else None, "last_loss": sum(losses[-10:]) / 10 if losses else None,
-               "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad) if losses else 0}
+    result |= {
+        "train_seconds": round(train_s, 1),
+        "eval_seconds": round(time.time() - t0 - train_s, 1),
+        "first_loss": losses[0] if losses else None,
+        "last_loss": sum(losses[-10:]) / 10 if losses else None,
+        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad) if losses else 0,
+    }
     return result
 
 
 def summarise(runs: list[dict]) -> dict:
     mses = [r["mse"] for r in runs]
     maes = [r["mae"] for r in runs]
-    return {"mse_mean": statistics.mean(mses), "mse_std": statistics.stdev(mses) if len(mses) > 1 else 0.0,
-            "mae_mean": statistics.mean(maes), "mae_std": statistics.stdev(maes) if len(maes) > 1 else 0.0,
-            "seeds": len(runs)}
+    return {
+        "mse_mean": statistics.mean(mses),
+        "mse_std": statistics.stdev(mses) if len(mses) > 1 else 0.0,
+        "mae_mean": statistics.mean(maes),
+        "mae_std": statistics.stdev(maes) if len(maes) > 1 else 0.0,
+        "seeds": len(runs),
+    }
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -151,11 +170,20 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3, help="adapters, LoRA, aggregation, fusion")
     p.add_argument("--full-lr", type=float, default=1e-4, help="backbone weights in full finetuning")
-    p.add_argument("--point", choices=("mean", "median"), default="mean",
-                   help="point forecast: fused mixture mean, or median of --samples fused sample paths")
+    p.add_argument(
+        "--point",
+        choices=("mean", "median"),
+        default="mean",
+        help="point forecast: fused mixture mean, or median of --samples fused sample paths",
+    )
     p.add_argument("--samples", type=int, default=100)
-    p.add_argument("--test-stride", nargs="*", default=[], metavar="DATASET=STRIDE",
-                   help="evaluate DATASET on every STRIDE-th test window only (off-protocol, for lack of CPU)")
+    p.add_argument(
+        "--test-stride",
+        nargs="*",
+        default=[],
+        metavar="DATASET=STRIDE",
+        help="evaluate DATASET on every STRIDE-th test window only (off-protocol, for lack of CPU)",
+    )
     p.add_argument("--eval-batch-size", type=int, default=2048)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("results/pretrained"))
@@ -166,6 +194,7 @@ def parser(description: str) -> argparse.ArgumentParser:
 def load_backbone(checkpoint: Path | None):
     if checkpoint is None:
         from msft_backbones.moirai import load_tiny_moirai
+
         return load_tiny_moirai()
     return msft_backbones.moirai.load_moirai(checkpoint)
 
@@ -191,7 +220,8 @@ def compare(args, argv: list[str] | None, module_name: str, title: str) -> dict:
 
 def write_results(args, argv: list[str] | None, module_name: str, title: str, results: dict) -> None:
     command = f"MSFT_DATA_DIR=../shared/data python -m {module_name} " + " ".join(
-        argv if argv is not None else sys.argv[1:])
+        argv if argv is not None else sys.argv[1:]
+    )
     header = ["dataset"] + [f"{m} MSE" for m in args.methods] + ["best"]
     rows = []
     results = {d: r for d, r in results.items() if set(r) == set(args.methods)}
@@ -203,37 +233,64 @@ def write_results(args, argv: list[str] | None, module_name: str, title: str, re
         best = min(args.methods, key=lambda m: row[m]["mse_mean"])
         rows.append([dataset] + cells + [best])
     header_mae = ["dataset"] + [f"{m} MAE" for m in args.methods]
-    rows_mae = [[d] + [f"{r[m]['mae_mean']:.4f}" + ("" if r[m]["seeds"] == 1 else f" ± {r[m]['mae_std']:.4f}")
-                       for m in args.methods] for d, r in results.items()]
-    notes = [f"LSF protocol: S mode, H={args.horizon}, context {args.context}, train-split z-scoring.",
-             f"Budget per finetuned run: {args.steps} AdamW steps × {args.batch_size} random train windows, "
-             f"warm-up {max(1, args.steps // 10)} steps then cosine; lr {args.lr} (adapters, LoRA, aggregation, "
-             f"fusion), {args.full_lr} (backbone weights, full finetuning; {args.lr} in full-fast); grad-norm clip 1.",
-             f"Finetuned methods: mean ± std over seeds {args.seeds}; zero-shot is one run (deterministic with "
-             "the mean point forecast).",
-             f"Wall time of this script: {(time.time() - args.started) / 60:.1f} min.",
-             ("Point forecast: mean of the fused forecast distribution (fusion of each scale's mixture mean)"
-              if args.point == "mean" else f"Point forecast: median of {args.samples} fused sample paths")
-             + f"; patch size {args.patch_size} at every scale.",
-             "Test: full split, stride 1 (the LSF protocol)" + (
-                 "" if not args.test_stride else
-                 ", except " + ", ".join(f"{d} every {k}-th window (off-protocol subsample, for lack of CPU)"
-                                         for d, k in args.test_stride.items())) + ".",
-             "LoRA = peft LoRA on q/k/v (r=16, alpha=32, dropout 0.05), the runner's method; MSFT = msft.wrap defaults, scales [1, 2, 4]."]
+    rows_mae = [
+        [d]
+        + [
+            f"{r[m]['mae_mean']:.4f}" + ("" if r[m]["seeds"] == 1 else f" ± {r[m]['mae_std']:.4f}")
+            for m in args.methods
+        ]
+        for d, r in results.items()
+    ]
+    notes = [
+        f"LSF protocol: S mode, H={args.horizon}, context {args.context}, train-split z-scoring.",
+        f"Budget per finetuned run: {args.steps} AdamW steps × {args.batch_size} random train windows, "
+        f"warm-up {max(1, args.steps // 10)} steps then cosine; lr {args.lr} (adapters, LoRA, aggregation, "
+        f"fusion), {args.full_lr} (backbone weights, full finetuning; {args.lr} in full-fast); grad-norm clip 1.",
+        f"Finetuned methods: mean ± std over seeds {args.seeds}; zero-shot is one run (deterministic with "
+        "the mean point forecast).",
+        f"Wall time of this script: {(time.time() - args.started) / 60:.1f} min.",
+        (
+            "Point forecast: mean of the fused forecast distribution (fusion of each scale's mixture mean)"
+            if args.point == "mean"
+            else f"Point forecast: median of {args.samples} fused sample paths"
+        )
+        + f"; patch size {args.patch_size} at every scale.",
+        "Test: full split, stride 1 (the LSF protocol)"
+        + (
+            ""
+            if not args.test_stride
+            else ", except "
+            + ", ".join(
+                f"{d} every {k}-th window (off-protocol subsample, for lack of CPU)"
+                for d, k in args.test_stride.items()
+            )
+        )
+        + ".",
+        "LoRA = peft LoRA on q/k/v (r=16, alpha=32, dropout 0.05), the runner's method; MSFT = msft.wrap defaults, scales [1, 2, 4].",
+    ]
     extra = ["MAE:", "", "| " + " | ".join(header_mae) + " |", "|" + "---|" * len(header_mae)]
     extra += ["| " + " | ".join(r) + " |" for r in rows_mae]
     args.out.mkdir(parents=True, exist_ok=True)
     write_table(args.out / f"{args.name}.md", title, command, header, rows, notes, extra)
-    (args.out / f"{args.name}.json").write_text(json.dumps(
-        {"command": command, "machine": machine_line(),
-         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-         "results": results}, indent=1) + "\n")
+    (args.out / f"{args.name}.json").write_text(
+        json.dumps(
+            {
+                "command": command,
+                "machine": machine_line(),
+                "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                "results": results,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parser(__doc__.split("\n\n")[0]).parse_args(argv)
-    return compare(args, argv, "benchmarks.tiny_moirai_finetune",
-                   f"Tiny MOIRAI finetuning comparison (LSF, H={args.horizon})")
+    return compare(
+        args, argv, "benchmarks.tiny_moirai_finetune", f"Tiny MOIRAI finetuning comparison (LSF, H={args.horizon})"
+    )
 
 
 if __name__ == "__main__":

@@ -41,14 +41,21 @@ def score(forecaster, period: int, args) -> dict[str, float]:
     repeats = -(-args.horizon // period)
     naive = past[:, -period:].repeat(1, repeats)[:, : args.horizon]
     mean = past.mean(1, keepdim=True).expand_as(future)
-    return {name: float((pred - future).square().mean()) for name, pred in
-            (("model", model), ("seasonal_naive", naive), ("context_mean", mean))}
+    return {
+        name: float((pred - future).square().mean())
+        for name, pred in (("model", model), ("seasonal_naive", naive), ("context_mean", mean))
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", type=Path, action="append", default=None,
-                   help="MOIRAI directory; repeat to compare (default: the shipped tiny MOIRAI)")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        action="append",
+        default=None,
+        help="MOIRAI directory; repeat to compare (default: the shipped tiny MOIRAI)",
+    )
     p.add_argument("--periods", type=int, nargs="+", default=[24, 96, 144])
     p.add_argument("--series", type=int, default=128)
     p.add_argument("--context", type=int, default=512)
@@ -61,8 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from msft_backbones.moirai import load_moirai
-    from msft_backbones.moirai import TINY_MOIRAI_DIR
+    from msft_backbones.moirai import TINY_MOIRAI_DIR, load_moirai
 
     checkpoints = args.checkpoint or [Path(TINY_MOIRAI_DIR)]
     results = {}
@@ -73,16 +79,28 @@ def main(argv: list[str] | None = None) -> dict:
 
     command = "python -m benchmarks.tiny_moirai_seasonal_probe " + " ".join(argv if argv is not None else sys.argv[1:])
     header = ["checkpoint", "period", "model MSE", "seasonal naive MSE", "context mean MSE"]
-    rows = [[name, period, f"{r['model']:.4f}", f"{r['seasonal_naive']:.4f}", f"{r['context_mean']:.4f}"]
-            for name, by_period in results.items() for period, r in by_period.items()]
-    notes = [f"{args.series} synthetic series per period: 3 harmonics + Gaussian noise (std {args.noise}); "
-             f"context {args.context}, H={args.horizon}, patch size {args.patch_size}, point forecast = mixture mean.",
-             "Seasonal naive sits near the noise floor; a model that ignores the cycle scores like the context mean."]
+    rows = [
+        [name, period, f"{r['model']:.4f}", f"{r['seasonal_naive']:.4f}", f"{r['context_mean']:.4f}"]
+        for name, by_period in results.items()
+        for period, r in by_period.items()
+    ]
+    notes = [
+        f"{args.series} synthetic series per period: 3 harmonics + Gaussian noise (std {args.noise}); "
+        f"context {args.context}, H={args.horizon}, patch size {args.patch_size}, point forecast = mixture mean.",
+        "Seasonal naive sits near the noise floor; a model that ignores the cycle scores like the context mean.",
+    ]
     args.out.mkdir(parents=True, exist_ok=True)
-    write_table(args.out / "seasonal_probe.md", "Seasonal probe: continuing a clean cycle (synthetic)", command,
-                header, rows, notes)
-    (args.out / "seasonal_probe.json").write_text(json.dumps(
-        {"command": command, "machine": machine_line(), "results": results}, indent=1) + "\n")
+    write_table(
+        args.out / "seasonal_probe.md",
+        "Seasonal probe: continuing a clean cycle (synthetic)",
+        command,
+        header,
+        rows,
+        notes,
+    )
+    (args.out / "seasonal_probe.json").write_text(
+        json.dumps({"command": command, "machine": machine_line(), "results": results}, indent=1) + "\n"
+    )
     return results
 
 

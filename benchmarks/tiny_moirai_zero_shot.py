@@ -44,12 +44,16 @@ def pooled(split: LSFSplit, scale: int, context: int) -> LSFSplit:
     n = len(split.values) // scale
     values = np.nanmean(split.values[: n * scale].reshape(n, scale, -1), axis=1)  # (time / scale, variate)
     borders = {k: (a // scale, b // scale) for k, (a, b) in split.borders.items()}
-    return dataclasses.replace(split, values=values.astype(np.float32), dates=split.dates[: n * scale: scale],
-                               borders=borders, context_length=context)
+    return dataclasses.replace(
+        split,
+        values=values.astype(np.float32),
+        dates=split.dates[: n * scale : scale],
+        borders=borders,
+        context_length=context,
+    )
 
 
-def evaluate(forecaster, split: LSFSplit, which: str, horizon: int, max_windows: int | None,
-             batch_size: int) -> dict:
+def evaluate(forecaster, split: LSFSplit, which: str, horizon: int, max_windows: int | None, batch_size: int) -> dict:
     """MSE/MAE over the split's windows (stride 1, or the stride that keeps about ``max_windows``)."""
     time_windows = split.windows(which, horizon, "M").__len__()
     stride = 1 if not max_windows else max(1, math.ceil(time_windows / max_windows))
@@ -69,22 +73,41 @@ def evaluate(forecaster, split: LSFSplit, which: str, horizon: int, max_windows:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", action="append", default=None, metavar="NAME=DIR",
-                   help="a MOIRAI directory to score, repeatable (default: current=the shipped one)")
+    p.add_argument(
+        "--checkpoint",
+        action="append",
+        default=None,
+        metavar="NAME=DIR",
+        help="a MOIRAI directory to score, repeatable (default: current=the shipped one)",
+    )
     p.add_argument("--datasets", nargs="+", default=list(DATASETS))
     p.add_argument("--horizon", type=int, default=96)
     p.add_argument("--contexts", type=int, nargs="+", default=[512])
-    p.add_argument("--patch-sizes", type=int, nargs="+", default=None,
-                   help="MOIRAI patch size per context (default 32 for every context)")
+    p.add_argument(
+        "--patch-sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        help="MOIRAI patch size per context (default 32 for every context)",
+    )
     p.add_argument("--scales", type=int, nargs="+", default=[1], help="pool the series by these factors (probe)")
     p.add_argument("--split", choices=("test", "val"), default="test")
-    p.add_argument("--max-windows", type=int, default=None,
-                   help="subsample each split to about this many time windows (validation selection only)")
+    p.add_argument(
+        "--max-windows",
+        type=int,
+        default=None,
+        help="subsample each split to about this many time windows (validation selection only)",
+    )
     p.add_argument("--batch-size", type=int, default=2048)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--merge", type=Path, nargs="*", default=[],
-                   help="result JSONs of runs of the same settings (e.g. one per checkpoint, run in parallel) whose "
-                        "evaluations are taken instead of recomputed")
+    p.add_argument(
+        "--merge",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="result JSONs of runs of the same settings (e.g. one per checkpoint, run in parallel) whose "
+        "evaluations are taken instead of recomputed",
+    )
     p.add_argument("--name", default="zero_shot")
     p.add_argument("--out", type=Path, default=Path("results/pretrained"))
     args = p.parse_args(argv)
@@ -93,8 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"--patch-sizes {args.patch_sizes}: expected one per context {args.contexts}")
     torch.set_num_threads(args.threads)
 
-    from msft_backbones.moirai import load_moirai
-    from msft_backbones.moirai import TINY_MOIRAI_DIR
+    from msft_backbones.moirai import TINY_MOIRAI_DIR, load_moirai
 
     checkpoints = dict(item.split("=", 1) for item in (args.checkpoint or [f"current={TINY_MOIRAI_DIR}"]))
     path = args.out / f"{args.name}.json"
@@ -112,12 +134,17 @@ def main(argv: list[str] | None = None) -> dict:
                 key = f"{name}|L{context}|s{scale}"
                 row = results.setdefault(key, {})
                 period = max(1, default_period(name) // scale)
-                forecasters = {"last_value": lambda: last_value(), "seasonal_naive": lambda: seasonal_naive(period)}
+                forecasters = {
+                    "last_value": lambda: last_value(),
+                    "seasonal_naive": lambda period=period: seasonal_naive(period),
+                }
                 for model, directory in checkpoints.items():
+
                     def make(directory=directory, patch=patch):  # one wrapped module per (checkpoint, patch)
                         if (directory, patch) not in modules:
                             modules[directory, patch] = moirai_forecaster(load_moirai(directory), patch)
                         return modules[directory, patch]
+
                     forecasters[model] = make
                 for method, make in forecasters.items():
                     if method in row:
@@ -139,8 +166,13 @@ def write_results(args, argv, checkpoints: dict, results: dict) -> None:
         argv = argv[:start] + argv[end:]
     command = "MSFT_DATA_DIR=../shared/data python -m benchmarks.tiny_moirai_zero_shot " + " ".join(argv)
     models = list(checkpoints)
-    header = (["dataset", "context", "scale", "H"] + [f"{m} MSE" for m in models] + ["last value MSE", "seasonal naive MSE"]
-              + [f"{m} MAE" for m in models] + ["windows"])
+    header = (
+        ["dataset", "context", "scale", "H"]
+        + [f"{m} MSE" for m in models]
+        + ["last value MSE", "seasonal naive MSE"]
+        + [f"{m} MAE" for m in models]
+        + ["windows"]
+    )
     rows = []
     for key, row in results.items():
         name, context, scale = key.split("|")
@@ -149,19 +181,36 @@ def write_results(args, argv, checkpoints: dict, results: dict) -> None:
         mae = [f"{row[m]['mae']:.4f}" if m in row else "" for m in models]
         windows = next((str(r["windows"]) for r in row.values()), "")
         rows.append([name, context[1:], str(scale_value), str(args.horizon // scale_value)] + mse + mae + [windows])
-    notes = [f"LSF protocol, S mode, {args.split} split, "
-             + ("stride 1 (every window)" if not args.max_windows else f"subsampled to about {args.max_windows} time windows per dataset")
-             + "; z-scored with train-split statistics; H = 96 / scale.",
-             "MOIRAI point forecast = the mixture mean; patch size per context: "
-             + ", ".join(f"{c}: {p}" for c, p in zip(args.contexts, args.patch_sizes)) + ".",
-             "Checkpoints: " + ", ".join(f"{m} = `{Path(d).as_posix()}`" for m, d in checkpoints.items()) + ".",
-             "Scale s: the series average-pooled by s, context L/s, horizon 96/s (the coarse views MSFT builds); "
-             "seasonal naive period = one day / s (ETTh 24, ETTm 96, Weather 144 at scale 1)."]
+    notes = [
+        f"LSF protocol, S mode, {args.split} split, "
+        + (
+            "stride 1 (every window)"
+            if not args.max_windows
+            else f"subsampled to about {args.max_windows} time windows per dataset"
+        )
+        + "; z-scored with train-split statistics; H = 96 / scale.",
+        "MOIRAI point forecast = the mixture mean; patch size per context: "
+        + ", ".join(f"{c}: {p}" for c, p in zip(args.contexts, args.patch_sizes))
+        + ".",
+        "Checkpoints: " + ", ".join(f"{m} = `{Path(d).as_posix()}`" for m, d in checkpoints.items()) + ".",
+        "Scale s: the series average-pooled by s, context L/s, horizon 96/s (the coarse views MSFT builds); "
+        "seasonal naive period = one day / s (ETTh 24, ETTm 96, Weather 144 at scale 1).",
+    ]
     args.out.mkdir(parents=True, exist_ok=True)
     write_table(args.out / f"{args.name}.md", f"Tiny MOIRAI zero-shot ({args.name})", command, header, rows, notes)
-    (args.out / f"{args.name}.json").write_text(json.dumps(
-        {"command": command, "machine": machine_line(), "settings": vars(args) | {"out": str(args.out), "merge": [str(m) for m in args.merge]},
-         "checkpoints": checkpoints, "results": results}, indent=1) + "\n")
+    (args.out / f"{args.name}.json").write_text(
+        json.dumps(
+            {
+                "command": command,
+                "machine": machine_line(),
+                "settings": vars(args) | {"out": str(args.out), "merge": [str(m) for m in args.merge]},
+                "checkpoints": checkpoints,
+                "results": results,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

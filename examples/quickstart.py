@@ -1,6 +1,6 @@
 """msft in one file: finetune the embedded MOIRAI on a data frame, forecast, score with GluonTS (offline).
 
-    python examples/quickstart.py     # README "Finetune on a data frame"; timing noted there
+python examples/quickstart.py     # README "Finetune on a data frame"; timing noted there
 """
 
 import pandas as pd

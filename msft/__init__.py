@@ -36,9 +36,15 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from msft.config import MSFTConfig
-    from msft.model import MSFTModel, load_adapter, unwrap, wrap
-    from msft.registry import BackboneSpec, ScaleTokens, register_backbone, registered_backbones
+    from msft.config import MSFTConfig as MSFTConfig
+    from msft.model import MSFTModel as MSFTModel
+    from msft.model import load_adapter as load_adapter
+    from msft.model import unwrap as unwrap
+    from msft.model import wrap as wrap
+    from msft.registry import BackboneSpec as BackboneSpec
+    from msft.registry import ScaleTokens as ScaleTokens
+    from msft.registry import register_backbone as register_backbone
+    from msft.registry import registered_backbones as registered_backbones
 
 
 def __getattr__(name: str) -> Any:

@@ -91,7 +91,15 @@ class MSFTConfig:
             raise ValueError(f"lora_alpha={self.lora_alpha!r}: expected a positive number")
         if not (isinstance(self.lora_dropout, (int, float)) and 0.0 <= self.lora_dropout < 1.0):
             raise ValueError(f"lora_dropout={self.lora_dropout!r}: expected a number in [0, 1)")
-        for name in ("adapters", "lora", "intra_scale_attention", "c2f", "f2c", "learned_fusion", "gradient_checkpointing"):
+        for name in (
+            "adapters",
+            "lora",
+            "intra_scale_attention",
+            "c2f",
+            "f2c",
+            "learned_fusion",
+            "gradient_checkpointing",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected True or False")
         if self.attention_impl not in ATTENTION_IMPLS:
@@ -170,5 +178,7 @@ def _check_scales(scales: Any) -> tuple[int, ...]:
         if coarse <= fine:
             raise ValueError(f"scales={list(scales)}: expected strictly increasing scales ({coarse} after {fine})")
         if coarse % fine:
-            raise ValueError(f"scales={list(scales)}: expected each scale to divide the next ({fine} does not divide {coarse})")
+            raise ValueError(
+                f"scales={list(scales)}: expected each scale to divide the next ({fine} does not divide {coarse})"
+            )
     return scales

@@ -26,8 +26,15 @@ def save_pretrained(model: Any, path: str | Path, **card: Any) -> Path:
     return path
 
 
-def push_to_hub(model: Any, repo_id: str, *, token: str | None = None, private: bool | None = None,
-                commit_message: str = "Upload msft adapter", **card: Any) -> str:
+def push_to_hub(
+    model: Any,
+    repo_id: str,
+    *,
+    token: str | None = None,
+    private: bool | None = None,
+    commit_message: str = "Upload msft adapter",
+    **card: Any,
+) -> str:
     """Save into a temporary directory and upload it to ``repo_id``; returns the commit URL."""
     with tempfile.TemporaryDirectory() as tmp:
         save = model.save_pretrained
@@ -35,27 +42,38 @@ def push_to_hub(model: Any, repo_id: str, *, token: str | None = None, private: 
         return upload_folder(tmp, repo_id, token=token, private=private, commit_message=commit_message)
 
 
-def upload_folder(folder: str | Path, repo_id: str, *, token: str | None = None, private: bool | None = None,
-                  commit_message: str = "Upload msft adapter") -> str:
+def upload_folder(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    token: str | None = None,
+    private: bool | None = None,
+    commit_message: str = "Upload msft adapter",
+) -> str:
     """`huggingface_hub.HfApi.create_repo` + ``upload_folder``, failing fast and clearly offline or without a token."""
     from huggingface_hub import HfApi, constants, get_token
 
     if not isinstance(repo_id, str) or repo_id.count("/") != 1:
         raise ValueError(f"repo_id={repo_id!r}: expected 'user_or_org/name'")
     if constants.HF_HUB_OFFLINE:
-        raise ConnectionError(f"push_to_hub({repo_id!r}): HF_HUB_OFFLINE is set; unset it on a machine that "
-                              "reaches huggingface.co, or upload the saved directory later with `hf upload`")
+        raise ConnectionError(
+            f"push_to_hub({repo_id!r}): HF_HUB_OFFLINE is set; unset it on a machine that "
+            "reaches huggingface.co, or upload the saved directory later with `hf upload`"
+        )
     token = token or get_token()
     if token is None:
-        raise ValueError(f"push_to_hub({repo_id!r}): no Hugging Face token; run `hf auth login`, set HF_TOKEN, "
-                         "or pass token=")
+        raise ValueError(
+            f"push_to_hub({repo_id!r}): no Hugging Face token; run `hf auth login`, set HF_TOKEN, or pass token="
+        )
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
         info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message=commit_message)
     except OSError as err:  # connection refused, DNS failure, timeout (requests/httpx errors are OSErrors)
-        raise ConnectionError(f"push_to_hub({repo_id!r}): cannot reach the Hugging Face hub ({type(err).__name__}: "
-                              f"{err}); the directory was not uploaded") from err
+        raise ConnectionError(
+            f"push_to_hub({repo_id!r}): cannot reach the Hugging Face hub ({type(err).__name__}: "
+            f"{err}); the directory was not uploaded"
+        ) from err
     return str(getattr(info, "commit_url", info))
 
 
@@ -68,44 +86,78 @@ def download(repo_id: str, revision: str | None = None) -> Path:
         return Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
     except LocalEntryNotFoundError:
         if constants.HF_HUB_OFFLINE:
-            raise ConnectionError(f"{repo_id!r} is neither a local directory nor in the hub cache, and HF_HUB_OFFLINE "
-                                  "is set; download it where the hub is reachable or pass a directory") from None
+            raise ConnectionError(
+                f"{repo_id!r} is neither a local directory nor in the hub cache, and HF_HUB_OFFLINE "
+                "is set; download it where the hub is reachable or pass a directory"
+            ) from None
     return Path(snapshot_download(repo_id, revision=revision))
 
 
-def model_card(meta: dict[str, Any], *, data: str | None = None, metrics: dict[str, float] | None = None,
-               command: str | None = None, method: str = "msft", title: str | None = None) -> str:
+def model_card(
+    meta: dict[str, Any],
+    *,
+    data: str | None = None,
+    metrics: dict[str, float] | None = None,
+    command: str | None = None,
+    method: str = "msft",
+    title: str | None = None,
+) -> str:
     """A model card (YAML front matter + markdown) from a saved config and what the caller knows."""
     base = meta.get("base") or {}
     config = meta.get("config", {})
     source = base.get("source")
     hub_base = source if isinstance(source, str) and source.count("/") == 1 and not os.path.exists(source) else None
-    front = ["---", "library_name: msft", "pipeline_tag: time-series-forecasting", "tags:", "- time-series",
-             "- msft", f"- {meta.get('backbone', 'backbone')}"]
+    front = [
+        "---",
+        "library_name: msft",
+        "pipeline_tag: time-series-forecasting",
+        "tags:",
+        "- time-series",
+        "- msft",
+        f"- {meta.get('backbone', 'backbone')}",
+    ]
     if hub_base:
         front.append(f"base_model: {hub_base}")
     front.append("---")
     lines = [
-        *front, "", f"# {title or 'msft adapter'}", "",
+        *front,
+        "",
+        f"# {title or 'msft adapter'}",
+        "",
         f"A {method} adapter made with msft (multi-scale finetuning, Qiao et al., "
         "NeurIPS 2025) for the base model below. It holds only the finetuned parameters; load it with "
         "`msft.from_pretrained(<this directory or repo>)`, which loads the recorded base model too, or "
-        "`msft.load_adapter(base_backbone, <directory>)`.", "",
-        "## Base model", "",
+        "`msft.load_adapter(base_backbone, <directory>)`.",
+        "",
+        "## Base model",
+        "",
         f"- backbone family: `{meta.get('backbone')}` (`{base.get('class', '?')}`)",
-        f"- source: `{source or 'not recorded'}`" + (f" (revision `{base['revision']}`)" if base.get("revision") else ""),
-        f"- weight fingerprint: `{base.get('fingerprint', 'not recorded')}`", "",
-        "Loading onto a backbone with other weights raises an error unless `allow_base_mismatch=True`.", "",
-        "## msft options", "",
+        f"- source: `{source or 'not recorded'}`"
+        + (f" (revision `{base['revision']}`)" if base.get("revision") else ""),
+        f"- weight fingerprint: `{base.get('fingerprint', 'not recorded')}`",
+        "",
+        "Loading onto a backbone with other weights raises an error unless `allow_base_mismatch=True`.",
+        "",
+        "## msft options",
+        "",
         f"- scales: {config.get('scales')}",
-        *(f"- {key}: {config[key]}" for key in ("horizon", "patch_size", "lora_rank", "quantile_levels")
-          if config.get(key) is not None),
+        *(
+            f"- {key}: {config[key]}"
+            for key in ("horizon", "patch_size", "lora_rank", "quantile_levels")
+            if config.get(key) is not None
+        ),
     ]
     if data:
         lines += ["", "## Data", "", data]
     if metrics:
-        lines += ["", "## Metrics", "", "| metric | value |", "|---|---|",
-                  *(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items())]
+        lines += [
+            "",
+            "## Metrics",
+            "",
+            "| metric | value |",
+            "|---|---|",
+            *(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()),
+        ]
     if command:
         lines += ["", "## How it was made", "", "```", command, "```"]
     return "\n".join(lines) + "\n"

@@ -1,4 +1,4 @@
-"""The per-scale layers msft injects (DESIGN.md §2.2–2.6), all backbone-agnostic.
+"""The per-scale layers msft injects (docs/design.md §2.2–2.6), all backbone-agnostic.
 
 Wrappers (`ScaleAdapter`, `ScaleLoRA`) replace a backbone module in place, keep it as
 ``base_layer`` and add a per-scale term that is zero at initialisation. Which scale a call belongs
@@ -146,7 +146,7 @@ class ScaleLoRA(nn.Module):
 
 
 class CrossScaleAggregation(nn.Module):
-    """Exchange between adjacent scales after one backbone layer (DESIGN.md §2.5).
+    """Exchange between adjacent scales after one backbone layer (docs/design.md §2.5).
 
     For fine scale ``i`` and coarse ``i + 1`` with factor ``f``:
     C2F ``fine += repeat(phi_c2f(coarse), f)``; F2C ``coarse += avgpool(phi_f2c(fine), f)``.
@@ -235,7 +235,7 @@ def _fit(x: Tensor, length: int, right_aligned: bool) -> Tensor:
 
 
 class ScaleFusion(nn.Module):
-    """Softmax fusion weights over scales (DESIGN.md §2.6)."""
+    """Softmax fusion weights over scales (docs/design.md §2.6)."""
 
     def __init__(self, num_scales: int, learned: bool, prior: float):
         super().__init__()

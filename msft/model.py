@@ -4,7 +4,7 @@ The model runs the backbone's layers itself, scale by scale: each scale's series
 tokenised by the backbone's own (frozen) input path plus a per-scale adapter, and then every layer
 runs on each scale's block separately (intra-scale attention at cost sum n_s^2) with that scale's
 LoRA pair active, followed by cross-scale aggregation. Per-scale forecasts are fused with softmax
-weights (DESIGN.md §2).
+weights (docs/design.md §2).
 """
 
 from __future__ import annotations
@@ -188,7 +188,9 @@ class MSFTModel(nn.Module):
             weight = weights[idx].detach() if fused_objective else weights[idx]
             total = total + weight * output.loss(target, observed)
             if quantile_outputs is not None:  # each level's head against the same pooled future
-                total = total + weight * pinball_loss(quantile_outputs[idx], target, observed, self.config.quantile_levels)
+                total = total + weight * pinball_loss(
+                    quantile_outputs[idx], target, observed, self.config.quantile_levels
+                )
         if fused_objective and self.msft_fusion.msft_fusion_logits.requires_grad:
             probabilistic = self.spec.probabilistic
             fused = self._fuse([(out.mean() if probabilistic else out.point()).detach() for out in outputs], horizon)
@@ -267,6 +269,7 @@ class MSFTModel(nn.Module):
                 "quantile_levels=(0.1, ..., 0.9) to train quantile heads"
             )
         return self._predict_head_quantiles(past_target, horizon, levels, trained, past_observed)
+
     def predict_all(
         self, past_target: Tensor, horizon: int, past_observed: Tensor | None = None, num_samples: int = 0
     ) -> dict[str, Any]:
@@ -356,14 +359,26 @@ class MSFTModel(nn.Module):
 
         return push_to_hub(self, repo_id, token=token, private=private, **card)
 
-    def create_predictor(self, prediction_length: int, batch_size: int = 32, num_samples: int = 100,
-                         context_length: int = 512, **options: Any):
+    def create_predictor(
+        self,
+        prediction_length: int,
+        batch_size: int = 32,
+        num_samples: int = 100,
+        context_length: int = 512,
+        **options: Any,
+    ):
         """A `gluonts.model.Predictor` over this model (see `msft.predictor.MSFTPredictor`): SampleForecasts
         for probabilistic backbones, QuantileForecasts for point backbones with quantile heads."""
         from msft.predictor import MSFTPredictor
 
-        return MSFTPredictor(self, prediction_length, batch_size=batch_size, num_samples=num_samples,
-                             context_length=context_length, **options)
+        return MSFTPredictor(
+            self,
+            prediction_length,
+            batch_size=batch_size,
+            num_samples=num_samples,
+            context_length=context_length,
+            **options,
+        )
 
     # -- internals --------------------------------------------------------------------------------
     def _restore(self) -> None:
@@ -503,7 +518,11 @@ class MSFTModel(nn.Module):
         return per_scale
 
     def _predict_head_quantiles(
-        self, past_target: Tensor, horizon: int, levels: tuple[float, ...], trained: tuple[float, ...],
+        self,
+        past_target: Tensor,
+        horizon: int,
+        levels: tuple[float, ...],
+        trained: tuple[float, ...],
         past_observed: Tensor | None,
     ) -> Tensor:
         missing = sorted(set(levels) - set(trained))
@@ -511,7 +530,9 @@ class MSFTModel(nn.Module):
             raise ValueError(f"quantile_levels {missing}: this model's quantile heads were trained for {list(trained)}")
         past_target, past_observed = self._check_past(past_target, past_observed)
         run = self._run(past_target, past_observed, horizon)
-        fused = self._fuse(self._quantile_outputs(run.hidden, run.tokens, horizon), horizon).sort(dim=1).values  # (series, Q, H)
+        fused = (
+            self._fuse(self._quantile_outputs(run.hidden, run.tokens, horizon), horizon).sort(dim=1).values
+        )  # (series, Q, H)
         fused = fused[:, [trained.index(q) for q in levels]]
         return rearrange(fused, "(b v) q t -> b q t v", v=past_target.shape[2])
 

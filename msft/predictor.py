@@ -34,10 +34,23 @@ from gluonts.model.predictor import Predictor
 class MSFTPredictor(Predictor):
     """``predict(dataset)`` yields one GluonTS `Forecast` per entry, in order (see the module docstring)."""
 
-    def __init__(self, model: Any, prediction_length: int, *, batch_size: int = 32, num_samples: int = 100,
-                 context_length: int = 512, device: str | torch.device | None = None, freq: str | None = None):
-        for name, value in (("prediction_length", prediction_length), ("batch_size", batch_size),
-                            ("num_samples", num_samples), ("context_length", context_length)):
+    def __init__(
+        self,
+        model: Any,
+        prediction_length: int,
+        *,
+        batch_size: int = 32,
+        num_samples: int = 100,
+        context_length: int = 512,
+        device: str | torch.device | None = None,
+        freq: str | None = None,
+    ):
+        for name, value in (
+            ("prediction_length", prediction_length),
+            ("batch_size", batch_size),
+            ("num_samples", num_samples),
+            ("context_length", context_length),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r}: expected a positive integer")
         super().__init__(prediction_length=prediction_length)
@@ -68,7 +81,7 @@ class MSFTPredictor(Predictor):
         outputs = self._forecast(past)  # (rows, k, H): samples, quantile levels (+ mean) or the point
         start = 0
         for entry, dim in zip(entries, dims):
-            block = outputs[start:start + dim]  # (variate, k, H)
+            block = outputs[start : start + dim]  # (variate, k, H)
             start += dim
             univariate = np.ndim(entry["target"]) == 1
             array = block[0] if univariate else np.moveaxis(block, 0, -1)  # (k, H) or (k, H, variate)
@@ -76,10 +89,12 @@ class MSFTPredictor(Predictor):
 
     def _context(self, row: np.ndarray, entry: dict[str, Any]) -> np.ndarray:
         """The last ``context_length`` steps of one variate, NaN-padded on the left."""
-        row = np.where(np.isfinite(row), row, np.nan)[-self.context_length:]  # +-inf count as missing
+        row = np.where(np.isfinite(row), row, np.nan)[-self.context_length :]  # +-inf count as missing
         if not np.isfinite(row).any():
-            raise ValueError(f"item {entry.get('item_id')!r}: a target variate has no finite value; "
-                             "expected at least one observed point to forecast from")
+            raise ValueError(
+                f"item {entry.get('item_id')!r}: a target variate has no finite value; "
+                "expected at least one observed point to forecast from"
+            )
         return np.concatenate([np.full(self.context_length - len(row), np.nan, np.float32), row])
 
     @torch.no_grad()
@@ -104,8 +119,10 @@ class MSFTPredictor(Predictor):
         start = entry["start"]
         if not isinstance(start, pd.Period):
             if self.freq is None:
-                raise ValueError(f"item {entry.get('item_id')!r}: start={start!r} is not a pandas.Period; pass "
-                                 "freq= to create_predictor (or use a GluonTS dataset, which converts it)")
+                raise ValueError(
+                    f"item {entry.get('item_id')!r}: start={start!r} is not a pandas.Period; pass "
+                    "freq= to create_predictor (or use a GluonTS dataset, which converts it)"
+                )
             start = pd.Period(start, freq=self.freq)
         start = start + np.shape(entry["target"])[-1]  # the period after the last observation
         item_id = entry.get("item_id")
@@ -123,6 +140,8 @@ def _target_of(entry: dict[str, Any]) -> np.ndarray:
     if target.ndim == 1:
         target = target[None]
     if target.ndim != 2 or target.shape[-1] == 0:
-        raise ValueError(f"item {entry.get('item_id')!r}: target has shape {np.shape(entry['target'])}; "
-                         "expected (time,) or (variate, time) with at least one step")
+        raise ValueError(
+            f"item {entry.get('item_id')!r}: target has shape {np.shape(entry['target'])}; "
+            "expected (time,) or (variate, time) with at least one step"
+        )
     return target

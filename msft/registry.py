@@ -211,7 +211,9 @@ class BackboneSpec(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def head(self, hidden: Tensor, tokens: ScaleTokens, horizon: int, scale_idx: int, heads: nn.Module | None) -> Forecast:
+    def head(
+        self, hidden: Tensor, tokens: ScaleTokens, horizon: int, scale_idx: int, heads: nn.Module | None
+    ) -> Forecast:
         """The scale's forecast of ``horizon`` steps at its own resolution from the last layer's
         ``hidden`` ``(series, tokens, d_model)``; ``heads`` is what `build_heads` returned."""
 

@@ -1,4 +1,4 @@
-"""Down-sampling to coarser scales and up-sampling forecasts back (DESIGN.md §2.1, §2.6).
+"""Down-sampling to coarser scales and up-sampling forecasts back (docs/design.md §2.1, §2.6).
 
 A scale ``s`` is non-overlapping average pooling with kernel = stride = ``s``. The context is padded
 on the left and the horizon on the right, so that the pooled windows stay aligned with the forecast
@@ -14,9 +14,7 @@ import torch
 from torch import Tensor
 
 
-def downsample(
-    series: Tensor, observed: Tensor, scale: int, side: str = "left"
-) -> tuple[Tensor, Tensor]:
+def downsample(series: Tensor, observed: Tensor, scale: int, side: str = "left") -> tuple[Tensor, Tensor]:
     """NaN-aware average pooling of ``(batch, time)`` series.
 
     Returns ``(pooled, pooled_observed)`` of length ``ceil(time / scale)``; the partial window is at

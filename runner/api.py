@@ -39,16 +39,37 @@ TRAINABLE_FILE = "trainable.safetensors"
 DEFAULT_LEVELS = tuple(round(0.1 * i, 1) for i in range(1, 10))
 #: training options of `finetune` (anything else goes to `msft.wrap` as an `msft.MSFTConfig` field).
 TRAINING_OPTIONS = {
-    "context_length": None, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.0, "max_epochs": 10, "patience": 3,
-    "validation_windows": 1, "accelerator": "auto", "progress": True, "run_dir": None, "peft": None,
-    "gradient_clip_val": 1.0, "num_samples": 100,
+    "context_length": None,
+    "batch_size": 64,
+    "lr": 1e-3,
+    "weight_decay": 0.0,
+    "max_epochs": 10,
+    "patience": 3,
+    "validation_windows": 1,
+    "accelerator": "auto",
+    "progress": True,
+    "run_dir": None,
+    "peft": None,
+    "gradient_clip_val": 1.0,
+    "num_samples": 100,
 }
 
 
-def finetune(backbone: str | os.PathLike | nn.Module, train_data: Any, prediction_length: int, *,
-             method: str = "msft", validation_data: Any = None, target: str = "target", id_column: str = "item_id",
-             timestamp_column: str = "timestamp", max_steps: int | None = None, time_limit: float | None = None,
-             seed: int = 0, **options: Any) -> Forecaster:
+def finetune(
+    backbone: str | os.PathLike | nn.Module,
+    train_data: Any,
+    prediction_length: int,
+    *,
+    method: str = "msft",
+    validation_data: Any = None,
+    target: str = "target",
+    id_column: str = "item_id",
+    timestamp_column: str = "timestamp",
+    max_steps: int | None = None,
+    time_limit: float | None = None,
+    seed: int = 0,
+    **options: Any,
+) -> Forecaster:
     """Finetune ``backbone`` on ``train_data`` for ``prediction_length`` steps ahead; return a `Forecaster`.
 
     backbone: a module, a backbone config name (``"tiny_moirai"``, the embedded model; ``"toy"``,
@@ -84,14 +105,18 @@ def finetune(backbone: str | os.PathLike | nn.Module, train_data: Any, predictio
         elif key in fields:
             wrap_options[key] = value
         else:
-            raise ValueError(f"unknown option {key!r}: expected a training option {sorted(TRAINING_OPTIONS)} or an "
-                             f"msft.MSFTConfig field {sorted(fields)}")
+            raise ValueError(
+                f"unknown option {key!r}: expected a training option {sorted(TRAINING_OPTIONS)} or an "
+                f"msft.MSFTConfig field {sorted(fields)}"
+            )
     names = dict(target=target, id_column=id_column, timestamp_column=timestamp_column)
     series = read_series(train_data, **names)
     validation = read_series(validation_data, **names) if validation_data is not None else None
     if validation is not None and validation.freq != series.freq:
-        raise ValueError(f"validation_data has frequency {validation.freq.freqstr}, train_data {series.freq.freqstr}: "
-                         "expected the same")
+        raise ValueError(
+            f"validation_data has frequency {validation.freq.freqstr}, train_data {series.freq.freqstr}: "
+            "expected the same"
+        )
     resolve_args = {"horizon": prediction_length, "context_length": train["context_length"] or 512}
     module, base_options, source = resolve_backbone(backbone, freq=series.freq, **resolve_args)
     L.seed_everything(seed, workers=True, verbose=False)
@@ -100,8 +125,15 @@ def finetune(backbone: str | os.PathLike | nn.Module, train_data: Any, predictio
     else:  # the baselines take their fixed options; what the user gave (e.g. patch_size) applies to all
         options_msft = {"prompt_tokens": wrap_options.pop("prompt_tokens", 8)} if method == "prompt_tuning" else {}
         base_options.update(wrap_options)
-    data = FrameDataModule(series, prediction_length, train["context_length"], train["batch_size"], seed,
-                           validation=validation, validation_windows=train["validation_windows"])
+    data = FrameDataModule(
+        series,
+        prediction_length,
+        train["context_length"],
+        train["batch_size"],
+        seed,
+        validation=validation,
+        validation_windows=train["validation_windows"],
+    )
     data.setup("fit")
     steps_per_epoch = len(data.train_dataloader())
     total = max(min(max_steps or 10**9, steps_per_epoch * train["max_epochs"]), 2)
@@ -120,24 +152,45 @@ def finetune(backbone: str | os.PathLike | nn.Module, train_data: Any, predictio
             cfg = _fit_config(train, seed, max_steps, time_limit, steps_per_epoch)
             record = _fit(cfg, lightning_module, data, Path(run_dir) if run_dir else Path(tmp))
     built.model.eval()
-    return Forecaster(built.model, prediction_length=prediction_length, context_length=data.context_length,
-                      freq=series.freq.freqstr, method=method, source=source, wrap_options=base_options,
-                      msft_options=options_msft, peft=train["peft"], names=names, training=record,
-                      num_samples=train["num_samples"], total_steps=total, resolve_args=resolve_args, tuner=built.tuner)
+    return Forecaster(
+        built.model,
+        prediction_length=prediction_length,
+        context_length=data.context_length,
+        freq=series.freq.freqstr,
+        method=method,
+        source=source,
+        wrap_options=base_options,
+        msft_options=options_msft,
+        peft=train["peft"],
+        names=names,
+        training=record,
+        num_samples=train["num_samples"],
+        total_steps=total,
+        resolve_args=resolve_args,
+        tuner=built.tuner,
+    )
 
 
-def _fit_config(train: dict[str, Any], seed: int, max_steps: int | None, time_limit: float | None,
-                steps_per_epoch: int):
+def _fit_config(
+    train: dict[str, Any], seed: int, max_steps: int | None, time_limit: float | None, steps_per_epoch: int
+):
     from omegaconf import OmegaConf
 
     accelerator = train["accelerator"]
     if accelerator == "auto":
         accelerator = "gpu" if torch.cuda.is_available() else "cpu"
-    trainer = {"accelerator": accelerator, "devices": 1, "max_epochs": train["max_epochs"],
-               "max_steps": max_steps or -1, "gradient_clip_val": train["gradient_clip_val"],
-               "enable_progress_bar": bool(train["progress"]), "log_every_n_steps": 10, "patience": train["patience"],
-               # validate (and early-stop) at least once even when max_steps ends training mid-epoch
-               "val_check_interval": min(steps_per_epoch, max_steps or steps_per_epoch)}
+    trainer = {
+        "accelerator": accelerator,
+        "devices": 1,
+        "max_epochs": train["max_epochs"],
+        "max_steps": max_steps or -1,
+        "gradient_clip_val": train["gradient_clip_val"],
+        "enable_progress_bar": bool(train["progress"]),
+        "log_every_n_steps": 10,
+        "patience": train["patience"],
+        # validate (and early-stop) at least once even when max_steps ends training mid-epoch
+        "val_check_interval": min(steps_per_epoch, max_steps or steps_per_epoch),
+    }
     if time_limit is not None:
         if not isinstance(time_limit, (int, float)) or time_limit <= 0:
             raise ValueError(f"time_limit={time_limit!r}: expected a positive number of seconds")
@@ -150,11 +203,25 @@ class Forecaster:
     ``save_pretrained`` / ``push_to_hub``. Made by `finetune` or `from_pretrained`; ``.model`` is the
     `msft.MSFTModel` (``.model.create_predictor(...)`` gives a GluonTS predictor)."""
 
-    def __init__(self, model: msft.MSFTModel, *, prediction_length: int, context_length: int, freq: str,
-                 method: str = "msft", source: str | None = None, wrap_options: dict | None = None,
-                 msft_options: dict | None = None, peft: dict | None = None, names: dict | None = None,
-                 training: dict | None = None, num_samples: int = 100, total_steps: int = 2,
-                 resolve_args: dict | None = None, tuner: Any = None):
+    def __init__(
+        self,
+        model: msft.MSFTModel,
+        *,
+        prediction_length: int,
+        context_length: int,
+        freq: str,
+        method: str = "msft",
+        source: str | None = None,
+        wrap_options: dict | None = None,
+        msft_options: dict | None = None,
+        peft: dict | None = None,
+        names: dict | None = None,
+        training: dict | None = None,
+        num_samples: int = 100,
+        total_steps: int = 2,
+        resolve_args: dict | None = None,
+        tuner: Any = None,
+    ):
         self.model = model
         self.prediction_length, self.context_length, self.freq = prediction_length, context_length, freq
         self.method, self.source = method, source
@@ -166,8 +233,10 @@ class Forecaster:
         self.resolve_args = resolve_args or {"horizon": prediction_length, "context_length": context_length}
 
     def __repr__(self) -> str:
-        return (f"Forecaster(backbone={self.source or self.model.spec.name!r}, method={self.method!r}, "
-                f"prediction_length={self.prediction_length}, context_length={self.context_length}, freq={self.freq!r})")
+        return (
+            f"Forecaster(backbone={self.source or self.model.spec.name!r}, method={self.method!r}, "
+            f"prediction_length={self.prediction_length}, context_length={self.context_length}, freq={self.freq!r})"
+        )
 
     # -- forecasting ------------------------------------------------------------------------------
     def predict_df(self, data: Any, quantile_levels: Any = DEFAULT_LEVELS, *, num_samples: int | None = None):
@@ -187,19 +256,27 @@ class Forecaster:
         mean, quantiles = self._forecast(series, levels, num_samples or self.num_samples)
         frames = []
         for i, item in enumerate(series.ids):
-            frame = {self.names["id_column"]: item, self.names["timestamp_column"]:
-                     series.future_index(i, self.prediction_length), "mean": mean[i]}
+            frame = {
+                self.names["id_column"]: item,
+                self.names["timestamp_column"]: series.future_index(i, self.prediction_length),
+                "mean": mean[i],
+            }
             for j, q in enumerate(levels):
                 frame[str(q)] = quantiles[i, j]
             frames.append(pd.DataFrame(frame))
         return pd.concat(frames, ignore_index=True)
 
     @torch.no_grad()
-    def _forecast(self, series: SeriesSet, levels: tuple[float, ...], num_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    def _forecast(
+        self, series: SeriesSet, levels: tuple[float, ...], num_samples: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """``mean (items, H)`` and ``quantiles (items, levels, H)``."""
         model, horizon = self.model, self.prediction_length
-        past = torch.as_tensor(np.stack([_left_pad(v, self.context_length) for v in series.values]),
-                               dtype=torch.float32, device=next(model.parameters()).device)[..., None]
+        past = torch.as_tensor(
+            np.stack([_left_pad(v, self.context_length) for v in series.values]),
+            dtype=torch.float32,
+            device=next(model.parameters()).device,
+        )[..., None]
         model.eval()
         if model.spec.probabilistic:
             samples = model.predict_samples(past, horizon, num_samples=num_samples)[..., 0]  # (items, S, H)
@@ -209,14 +286,23 @@ class Forecaster:
         if not levels:
             return mean.cpu().numpy(), np.zeros((len(past), 0, horizon))
         if not getattr(model.config, "quantile_levels", None):
-            raise ValueError(f"quantile_levels={list(levels)}: this forecaster's {model.spec.name} backbone gives point "
-                             "forecasts only; pass quantile_levels=None for the mean alone, or finetune with "
-                             "quantile_levels=(0.1, ..., 0.9) to train quantile heads")
+            raise ValueError(
+                f"quantile_levels={list(levels)}: this forecaster's {model.spec.name} backbone gives point "
+                "forecasts only; pass quantile_levels=None for the mean alone, or finetune with "
+                "quantile_levels=(0.1, ..., 0.9) to train quantile heads"
+            )
         quantiles = model.predict_quantiles(past, horizon, levels)[..., 0]  # (items, Q, H)
         return mean.cpu().numpy(), quantiles.cpu().numpy()
 
-    def plot(self, data: Any, truth: Any = None, *, item_ids: list[str] | None = None, max_items: int = 4,
-             context_steps: int | None = None):
+    def plot(
+        self,
+        data: Any,
+        truth: Any = None,
+        *,
+        item_ids: list[str] | None = None,
+        max_items: int = 4,
+        context_steps: int | None = None,
+    ):
         """A matplotlib figure per item of ``data``: its recent context, the ``truth`` when given (a frame
         holding the steps after ``data``), the mean forecast and the 10–90% interval when available."""
         import matplotlib.pyplot as plt
@@ -266,18 +352,30 @@ class Forecaster:
         save_file(trained, str(path / TRAINABLE_FILE), metadata={"format": "pt"})
         if self.method in ("lora", "adalora"):
             _save_peft(model.backbone, self.tuner, path, self.source)
-        meta = {"prediction_length": self.prediction_length, "context_length": self.context_length,
-                "freq": self.freq, "method": self.method, "source": self.source, "wrap_options": self.wrap_options,
-                "msft_options": self.msft_options, "peft": self.peft, "names": self.names,
-                "training": self.training, "num_samples": self.num_samples, "total_steps": self.total_steps,
-                "resolve_args": self.resolve_args}
+        meta = {
+            "prediction_length": self.prediction_length,
+            "context_length": self.context_length,
+            "freq": self.freq,
+            "method": self.method,
+            "source": self.source,
+            "wrap_options": self.wrap_options,
+            "msft_options": self.msft_options,
+            "peft": self.peft,
+            "names": self.names,
+            "training": self.training,
+            "num_samples": self.num_samples,
+            "total_steps": self.total_steps,
+            "resolve_args": self.resolve_args,
+        }
         (path / FORECASTER_FILE).write_text(json.dumps(meta, indent=2, default=str))
         saved = json.loads((path / "msft_config.json").read_text())
         card.setdefault("method", self.method)
         if self.training.get("val_loss") is not None:
             card.setdefault("metrics", {"val_loss": self.training["val_loss"]})
-        card.setdefault("command", f"msft.finetune({self.source!r}, data, prediction_length={self.prediction_length}, "
-                                   f"method={self.method!r})")
+        card.setdefault(
+            "command",
+            f"msft.finetune({self.source!r}, data, prediction_length={self.prediction_length}, method={self.method!r})",
+        )
         (path / "README.md").write_text(model_card(saved, **card))
         return path
 
@@ -290,8 +388,9 @@ class Forecaster:
             return upload_folder(tmp, repo_id, token=token, private=private)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, backbone: Any = None, *,
-                        allow_base_mismatch: bool = False) -> Forecaster:
+    def from_pretrained(
+        cls, path: str | os.PathLike, backbone: Any = None, *, allow_base_mismatch: bool = False
+    ) -> Forecaster:
         """Rebuild a saved forecaster on its recorded base model (or ``backbone``) and load its parameters."""
         from safetensors.torch import load_file
 
@@ -300,10 +399,18 @@ class Forecaster:
         path = _local(path)
         meta = json.loads((path / FORECASTER_FILE).read_text())
         saved = json.loads((path / "msft_config.json").read_text())
-        module, _, source = resolve_backbone(backbone if backbone is not None else _recorded_source(saved, path),
-                                             freq=None, **meta["resolve_args"])
-        built = build_model(module, meta["method"], meta["prediction_length"], meta["msft_options"], meta["peft"],
-                            meta["total_steps"], meta["wrap_options"])
+        module, _, source = resolve_backbone(
+            backbone if backbone is not None else _recorded_source(saved, path), freq=None, **meta["resolve_args"]
+        )
+        built = build_model(
+            module,
+            meta["method"],
+            meta["prediction_length"],
+            meta["msft_options"],
+            meta["peft"],
+            meta["total_steps"],
+            meta["wrap_options"],
+        )
         if not allow_base_mismatch:
             try:
                 check_same_base(saved.get("base"), built.model.base_identity, f"forecaster {path}")
@@ -315,11 +422,23 @@ class Forecaster:
         if unexpected:
             raise ValueError(f"{path / TRAINABLE_FILE} has parameters this model lacks: {unexpected[:5]}")
         built.model.requires_grad_(False).eval()
-        return cls(built.model, prediction_length=meta["prediction_length"], context_length=meta["context_length"],
-                   freq=meta["freq"], method=meta["method"], source=meta["source"] if backbone is None else source,
-                   wrap_options=meta["wrap_options"], msft_options=meta["msft_options"], peft=meta["peft"],
-                   names=meta["names"], training=meta["training"], num_samples=meta["num_samples"],
-                   total_steps=meta["total_steps"], resolve_args=meta["resolve_args"], tuner=built.tuner)
+        return cls(
+            built.model,
+            prediction_length=meta["prediction_length"],
+            context_length=meta["context_length"],
+            freq=meta["freq"],
+            method=meta["method"],
+            source=meta["source"] if backbone is None else source,
+            wrap_options=meta["wrap_options"],
+            msft_options=meta["msft_options"],
+            peft=meta["peft"],
+            names=meta["names"],
+            training=meta["training"],
+            num_samples=meta["num_samples"],
+            total_steps=meta["total_steps"],
+            resolve_args=meta["resolve_args"],
+            tuner=built.tuner,
+        )
 
 
 def from_pretrained(path_or_repo: str | os.PathLike, backbone: Any = None, *, allow_base_mismatch: bool = False):
@@ -336,8 +455,9 @@ def from_pretrained(path_or_repo: str | os.PathLike, backbone: Any = None, *, al
     saved = json.loads((path / "msft_config.json").read_text())
     horizon = saved["config"].get("horizon") or 96
     if backbone is None or not isinstance(backbone, nn.Module):
-        backbone, _, _ = resolve_backbone(backbone or _recorded_source(saved, path), horizon=horizon, freq=None,
-                                          context_length=512)
+        backbone, _, _ = resolve_backbone(
+            backbone or _recorded_source(saved, path), horizon=horizon, freq=None, context_length=512
+        )
     return msft.load_adapter(backbone, path, allow_base_mismatch=allow_base_mismatch)
 
 
@@ -364,8 +484,9 @@ def resolve_backbone(backbone: Any, horizon: int, freq: Any, context_length: int
         from omegaconf import OmegaConf
 
         file = importlib.resources.files("msft_runner.configs") / "backbone" / f"{name}.yaml"
-        cfg = OmegaConf.create({"data": {"horizon": horizon, "context_length": context_length},
-                                "backbone": OmegaConf.load(str(file))})
+        cfg = OmegaConf.create(
+            {"data": {"horizon": horizon, "context_length": context_length}, "backbone": OmegaConf.load(str(file))}
+        )
         module, wrap_options = build_backbone(cfg.backbone)
         record_source(module, name, (getattr(module, SOURCE_ATTR, None) or {}).get("revision"))
         return module, wrap_options, name
@@ -379,9 +500,11 @@ def resolve_backbone(backbone: Any, horizon: int, freq: Any, context_length: int
         from msft_backbones.moment import load_moment
 
         return load_moment(name, forecast_horizon=horizon), {}, name
-    raise ValueError(f"backbone={name!r}: not a backbone name ({', '.join(backbone_config_names())}), nor a "
-                     "MOIRAI/MOMENT checkpoint directory or hub id (e.g. 'Salesforce/moirai-1.1-R-small', "
-                     "'AutonLab/MOMENT-1-small')")
+    raise ValueError(
+        f"backbone={name!r}: not a backbone name ({', '.join(backbone_config_names())}), nor a "
+        "MOIRAI/MOMENT checkpoint directory or hub id (e.g. 'Salesforce/moirai-1.1-R-small', "
+        "'AutonLab/MOMENT-1-small')"
+    )
 
 
 def _family(name: str) -> str | None:
@@ -405,8 +528,9 @@ def _family(name: str) -> str | None:
 def _recorded_source(saved: dict[str, Any], path: Path) -> str:
     source = (saved.get("base") or {}).get("source")
     if not source:
-        raise ValueError(f"{path} does not record its base model's source: pass backbone= (the module it was "
-                         "trained on)")
+        raise ValueError(
+            f"{path} does not record its base model's source: pass backbone= (the module it was trained on)"
+        )
     return source
 
 
@@ -420,7 +544,9 @@ def _local(path_or_repo: str | os.PathLike) -> Path:
         from msft.hub import download
 
         return _local(download(path_or_repo))
-    raise ValueError(f"{str(path_or_repo)!r} is neither a directory written by save_pretrained nor a hub id 'owner/name'")
+    raise ValueError(
+        f"{str(path_or_repo)!r} is neither a directory written by save_pretrained nor a hub id 'owner/name'"
+    )
 
 
 def _save_peft(backbone: nn.Module, tuner: Any, path: Path, source: str | None) -> None:
@@ -433,8 +559,11 @@ def _save_peft(backbone: nn.Module, tuner: Any, path: Path, source: str | None) 
 
     view = _PeftView(backbone, tuner)
     state = get_peft_model_state_dict(view, save_embedding_layers=False)
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(path / "adapter_model.safetensors"),
-              metadata={"format": "pt"})
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in state.items()},
+        str(path / "adapter_model.safetensors"),
+        metadata={"format": "pt"},
+    )
     config = view.peft_config["default"]
     config.base_model_name_or_path = source
     config.save_pretrained(str(path))

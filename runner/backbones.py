@@ -4,7 +4,7 @@ A builder's arguments are the keys of its yaml file (``_target_`` names the buil
 backbone family is adding one yaml file (and, when its constructor does not already fit, a builder).
 
 The toy backbone has no published weights. So that "zero-shot" and "finetuning" mean what they mean
-for a real foundation model, `toy` can pretrain it on S2 synthetic series (DESIGN.md §5) — data that
+for a real foundation model, `toy` can pretrain it on S2 synthetic series (docs/design.md §5) — data that
 share nothing with the benchmark — and caches the result under ``<MSFT_CACHE_DIR>/pretrained``.
 """
 
@@ -26,18 +26,42 @@ from msft_backbones.toy import ToyForecaster
 logger = logging.getLogger(__name__)
 
 
-def toy(patch_size: int = 8, d_model: int = 32, num_layers: int = 2, num_heads: int = 4, mlp_ratio: int = 2,
-        dropout: float = 0.0, pretrain_steps: int = 0, pretrain_context: int = 256, pretrain_horizon: int = 96,
-        pretrain_batch_size: int = 64, pretrain_lr: float = 1e-3, seed: int = 0) -> ToyForecaster:
+def toy(
+    patch_size: int = 8,
+    d_model: int = 32,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    mlp_ratio: int = 2,
+    dropout: float = 0.0,
+    pretrain_steps: int = 0,
+    pretrain_context: int = 256,
+    pretrain_horizon: int = 96,
+    pretrain_batch_size: int = 64,
+    pretrain_lr: float = 1e-3,
+    seed: int = 0,
+) -> ToyForecaster:
     """A `ToyForecaster`; with ``pretrain_steps > 0`` pretrained on S2 series (cached by its arguments)."""
-    arch = dict(patch_size=patch_size, d_model=d_model, num_layers=num_layers, num_heads=num_heads,
-                mlp_ratio=mlp_ratio, dropout=dropout)
+    arch = dict(
+        patch_size=patch_size,
+        d_model=d_model,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        mlp_ratio=mlp_ratio,
+        dropout=dropout,
+    )
     torch.manual_seed(seed)
     model = ToyForecaster(**arch)
     if pretrain_steps <= 0:
         return model
-    recipe = dict(arch, steps=pretrain_steps, context=pretrain_context, horizon=pretrain_horizon,
-                  batch_size=pretrain_batch_size, lr=pretrain_lr, seed=seed)
+    recipe = dict(
+        arch,
+        steps=pretrain_steps,
+        context=pretrain_context,
+        horizon=pretrain_horizon,
+        batch_size=pretrain_batch_size,
+        lr=pretrain_lr,
+        seed=seed,
+    )
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
     path = _cache_dir() / f"toy-s2-{key}.pt"
     if path.exists():
@@ -118,8 +142,9 @@ def moirai(source: str | None = None, config: str | None = None, seed: int = 0) 
     return load_moirai(source) if source is not None else moirai_from_config(config, seed=seed)
 
 
-def moment(source: str | None = None, t5_config: str | dict | None = None, forecast_horizon: int = 96,
-           seed: int = 0) -> torch.nn.Module:
+def moment(
+    source: str | None = None, t5_config: str | dict | None = None, forecast_horizon: int = 96, seed: int = 0
+) -> torch.nn.Module:
     """A momentfm MOMENT: pretrained from ``source`` (hub id, size name or local directory), or with
     random weights from a T5 geometry ``t5_config`` ("small", "base", "large" or a dict)."""
     from msft_backbones.moment import build_moment, load_moment

@@ -53,9 +53,16 @@ def _app(cfg: DictConfig) -> dict[str, Any]:
         logger.error("run %s failed: %s", run_dir, message)
         logger.debug("%s", traceback.format_exc())
         (run_dir / "error.txt").write_text(traceback.format_exc())
-        record = {"status": "failed", "error": message, "experiment": cfg.experiment,
-                  "backbone": names["backbone"], "dataset": cfg.data.name, "horizon": cfg.data.horizon,
-                  "method": cfg.method.name, "seed": cfg.seed}
+        record = {
+            "status": "failed",
+            "error": message,
+            "experiment": cfg.experiment,
+            "backbone": names["backbone"],
+            "dataset": cfg.data.name,
+            "horizon": cfg.data.horizon,
+            "method": cfg.method.name,
+            "seed": cfg.seed,
+        }
         write_json_atomic(run_dir / METRICS, record)
         _failures().append(f"{run_dir}: {message}")
         return record

@@ -39,14 +39,23 @@ class ManyWindows(Dataset):
 class FrameDataModule(L.LightningDataModule):
     """Train / validation windows of a `SeriesSet` (validation held out of each series or given)."""
 
-    def __init__(self, series: SeriesSet, horizon: int, context_length: int | None, batch_size: int, seed: int = 0,
-                 validation: SeriesSet | None = None, validation_windows: int = 1):
+    def __init__(
+        self,
+        series: SeriesSet,
+        horizon: int,
+        context_length: int | None,
+        batch_size: int,
+        seed: int = 0,
+        validation: SeriesSet | None = None,
+        validation_windows: int = 1,
+    ):
         super().__init__()
         for name, value in (("batch_size", batch_size), ("validation_windows", validation_windows)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r}: expected a positive integer")
-        if context_length is not None and (isinstance(context_length, bool) or not isinstance(context_length, int)
-                                           or context_length < 1):
+        if context_length is not None and (
+            isinstance(context_length, bool) or not isinstance(context_length, int) or context_length < 1
+        ):
             raise ValueError(f"context_length={context_length!r}: expected a positive integer")
         self.series, self.validation, self.horizon = series, validation, horizon
         self.context_length = context_length or 512
@@ -66,18 +75,22 @@ class FrameDataModule(L.LightningDataModule):
                 raise ValueError(
                     f"item {item!r} has {len(values)} time steps: too short for prediction_length={self.horizon} "
                     f"(expected at least {need}: {self.horizon} of context and {self.horizon} to learn from"
-                    + (f", plus {held_out} held out for validation" if held_out else "") + ")")
+                    + (f", plus {held_out} held out for validation" if held_out else "")
+                    + ")"
+                )
             train_parts.append(self._windows(train, stride=1))
             if held_out:
-                val_parts.append(self._windows(values[-(held_out + self.context_length):], stride=self.horizon))
+                val_parts.append(self._windows(values[-(held_out + self.context_length) :], stride=self.horizon))
         if self.validation is not None:
             size = self.validation_windows * self.horizon
             for item, values in zip(self.validation.ids, self.validation.values):
                 if len(values) < size + self.horizon:
-                    raise ValueError(f"validation item {item!r} has {len(values)} time steps: expected at least "
-                                     f"{size + self.horizon} ({self.validation_windows} x prediction_length of "
-                                     "validation after some context)")
-                val_parts.append(self._windows(values[-(size + self.context_length):], stride=self.horizon))
+                    raise ValueError(
+                        f"validation item {item!r} has {len(values)} time steps: expected at least "
+                        f"{size + self.horizon} ({self.validation_windows} x prediction_length of "
+                        "validation after some context)"
+                    )
+                val_parts.append(self._windows(values[-(size + self.context_length) :], stride=self.horizon))
         self.train_set, self.val_set = ManyWindows(train_parts), ManyWindows(val_parts)
         if not len(self.train_set):
             raise ValueError("no training window: the series are too short for this prediction_length")
@@ -97,8 +110,10 @@ class FrameDataModule(L.LightningDataModule):
         """ValueError when the model cannot take this context length (too short for its coarsest scale)."""
         needed = max(model.scales) * model.spec.patch_size()
         if self.context_length < needed:
-            raise ValueError(f"context_length={self.context_length}: the model needs at least max(scales) x "
-                             f"patch_size = {needed}; pass a longer context_length or fewer scales")
+            raise ValueError(
+                f"context_length={self.context_length}: the model needs at least max(scales) x "
+                f"patch_size = {needed}; pass a longer context_length or fewer scales"
+            )
         model.spec.check_context(self.context_length)
 
     def train_dataloader(self) -> DataLoader:
@@ -106,5 +121,6 @@ class FrameDataModule(L.LightningDataModule):
         return DataLoader(self.train_set, sampler=sampler, batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, sampler=BatchSampler(SequentialSampler(self.val_set), 256, drop_last=False),
-                          batch_size=None)
+        return DataLoader(
+            self.val_set, sampler=BatchSampler(SequentialSampler(self.val_set), 256, drop_last=False), batch_size=None
+        )

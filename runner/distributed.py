@@ -37,8 +37,13 @@ from torch import Tensor
 logger = logging.getLogger(__name__)
 
 # Lightning strategies whose processes are separate ranks that each run the whole script.
-DATA_PARALLEL = ("ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false", "ddp_static_graph",
-                 "fsdp")
+DATA_PARALLEL = (
+    "ddp",
+    "ddp_find_unused_parameters_true",
+    "ddp_find_unused_parameters_false",
+    "ddp_static_graph",
+    "fsdp",
+)
 START_METHODS = ("spawn", "fork", "forkserver")
 
 
@@ -80,8 +85,10 @@ def processes_to_start(trainer: Any) -> int:
     elif isinstance(devices, (list, tuple)) or not isinstance(devices, int):
         devices = len(devices) if isinstance(devices, (list, tuple)) else int(devices)
     if trainer.get("num_nodes", 1) != 1:
-        raise ValueError(f"trainer.num_nodes={trainer.get('num_nodes')}: several nodes need an external launcher "
-                         f"(hydra/launcher=slurm, or torchrun on each node); msft starts processes on one node only")
+        raise ValueError(
+            f"trainer.num_nodes={trainer.get('num_nodes')}: several nodes need an external launcher "
+            f"(hydra/launcher=slurm, or torchrun on each node); msft starts processes on one node only"
+        )
     return devices if devices > 1 else 0
 
 
@@ -95,12 +102,20 @@ def start_processes(fn: Callable[..., Any], args: tuple, nprocs: int, start_meth
     port = str(find_free_network_port())
     # torchrun's variables on one node: Lightning then picks its TorchElastic environment, which ranks
     # above SLURM's, so the ranks are these processes even inside a one-task SLURM job.
-    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": str(nprocs), "GROUP_RANK": "0",
-           "NODE_RANK": "0", "LOCAL_WORLD_SIZE": str(nprocs), "TORCHELASTIC_RUN_ID": f"msft-{port}"}
+    env = {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": port,
+        "WORLD_SIZE": str(nprocs),
+        "GROUP_RANK": "0",
+        "NODE_RANK": "0",
+        "LOCAL_WORLD_SIZE": str(nprocs),
+        "TORCHELASTIC_RUN_ID": f"msft-{port}",
+    }
     with tempfile.TemporaryDirectory(prefix="msft-ranks-") as scratch:
         try:
-            torch.multiprocessing.start_processes(_rank_main, args=(nprocs, env, scratch, fn, args), nprocs=nprocs,
-                                                  join=True, start_method=start_method)
+            torch.multiprocessing.start_processes(
+                _rank_main, args=(nprocs, env, scratch, fn, args), nprocs=nprocs, join=True, start_method=start_method
+            )
         except (torch.multiprocessing.ProcessRaisedException, torch.multiprocessing.ProcessExitedException) as error:
             failed = Path(scratch) / f"error{error.error_index}.pkl"
             if failed.exists():
@@ -119,8 +134,9 @@ def _rank_main(rank: int, nprocs: int, env: dict[str, str], scratch: str, fn: Ca
         try:
             payload = pickle.dumps(error)
         except Exception:  # an exception that does not pickle: keep its type name and message
-            payload = pickle.dumps(RuntimeError(f"rank {rank}: {type(error).__name__}: {error}\n"
-                                                f"{traceback.format_exc()}"))
+            payload = pickle.dumps(
+                RuntimeError(f"rank {rank}: {type(error).__name__}: {error}\n{traceback.format_exc()}")
+            )
         (Path(scratch) / f"error{rank}.pkl").write_bytes(payload)
         raise
     if rank == 0:
@@ -132,8 +148,13 @@ def join_processes(trainer_arguments: dict[str, Any]) -> None:
     `fit` (its cluster environment: ours, torchrun, SLURM): for runs that evaluate without training."""
     import lightning as L
 
-    quiet = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                 use_distributed_sampler=False)
+    quiet = dict(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+    )
     trainer = L.Trainer(**{**trainer_arguments, **quiet})
     trainer.strategy.setup_environment()
 
@@ -193,11 +214,13 @@ class ShardedForecaster:
 
     def predict_samples(self, past_target: Tensor, horizon: int, num_samples: int = 100) -> Tensor:
         shape = (num_samples, horizon, past_target.shape[2])
-        return self._sharded(past_target, shape,
-                             lambda part: self.model.predict_samples(part, horizon, num_samples=num_samples))
+        return self._sharded(
+            past_target, shape, lambda part: self.model.predict_samples(part, horizon, num_samples=num_samples)
+        )
 
     def predict_mean_median(self, past_target: Tensor, horizon: int, num_samples: int = 100) -> Tensor:
         """``(batch, 2, horizon, variate)``: `MSFTModel.predict_all`'s mean and median (LSF scoring)."""
+
         def both(part: Tensor) -> Tensor:
             out = self.model.predict_all(part, horizon, num_samples=num_samples)
             return torch.stack([out["mean"], out["median"]], dim=1)
@@ -220,7 +243,7 @@ class ShardedForecaster:
         if self.world_size == 1:
             return own
         padded = own.new_zeros((max(sizes),) + shape)  # all_gather needs the same shape on every rank
-        padded[:len(own)] = own
+        padded[: len(own)] = own
         gathered = [torch.empty_like(padded) for _ in range(self.world_size)]
         dist.all_gather(gathered, padded)
         return torch.cat([part[:size] for part, size in zip(gathered, sizes)])  # (batch, *shape) in order

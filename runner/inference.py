@@ -27,8 +27,15 @@ def load_run(run_dir: str | Path) -> msft.MSFTModel:
     # The pretrained toy weights come from the cache; everything else trained is in the checkpoint.
     method = OmegaConf.to_container(cfg.method)
     backbone, wrap_options = build_backbone(cfg.backbone)
-    built = build_model(backbone, method["kind"], cfg.data.horizon, method.get("options"),
-                        method.get("peft"), total_steps=max(cfg.trainer.max_epochs, 2), wrap_options=wrap_options)
+    built = build_model(
+        backbone,
+        method["kind"],
+        cfg.data.horizon,
+        method.get("options"),
+        method.get("peft"),
+        total_steps=max(cfg.trainer.max_epochs, 2),
+        wrap_options=wrap_options,
+    )
     best = run_dir / "checkpoints" / "best.ckpt"
     if built.trains:
         if not best.is_file():

@@ -40,9 +40,16 @@ class Built:
     tuner: Any = None  # peft's AdaLoraModel, whose rank allocation must be stepped during training
 
 
-def build_model(backbone: nn.Module, kind: str, horizon: int, options: dict[str, Any] | None = None,
-                peft: dict[str, Any] | None = None, total_steps: int | None = None,
-                wrap_options: dict[str, Any] | None = None, backbone_trainable: str | None = None) -> Built:
+def build_model(
+    backbone: nn.Module,
+    kind: str,
+    horizon: int,
+    options: dict[str, Any] | None = None,
+    peft: dict[str, Any] | None = None,
+    total_steps: int | None = None,
+    wrap_options: dict[str, Any] | None = None,
+    backbone_trainable: str | None = None,
+) -> Built:
     """Apply method ``kind`` to ``backbone`` (in place) and return the wrapped model.
 
     ``options``: `msft.wrap` options (for ``msft``; ``prompt_tokens`` only for ``prompt_tuning``); ``peft``: LoRA/AdaLoRA settings
@@ -85,8 +92,10 @@ def build_model(backbone: nn.Module, kind: str, horizon: int, options: dict[str,
                 p.requires_grad_(True)
     if backbone_trainable not in (None, "none"):
         if kind == "zero_shot":
-            raise ValueError(f"method 'zero_shot' trains nothing: backbone_trainable={backbone_trainable!r} "
-                             "expects a finetuning method")
+            raise ValueError(
+                f"method 'zero_shot' trains nothing: backbone_trainable={backbone_trainable!r} "
+                "expects a finetuning method"
+            )
         params = dict(model.backbone.named_parameters())
         for name in model.spec.trainable_parameters(backbone_trainable):
             params[name].requires_grad_(True)
@@ -99,8 +108,7 @@ def build_model(backbone: nn.Module, kind: str, horizon: int, options: dict[str,
     return Built(model, trains, tuner)
 
 
-def _inject_peft(backbone: nn.Module, modules: list[str], kind: str, settings: dict[str, Any],
-                 total_steps: int | None):
+def _inject_peft(backbone: nn.Module, modules: list[str], kind: str, settings: dict[str, Any], total_steps: int | None):
     """peft LoRA / AdaLoRA on exactly ``modules`` (full names)."""
     import peft
 
@@ -113,8 +121,14 @@ def _inject_peft(backbone: nn.Module, modules: list[str], kind: str, settings: d
     if not total_steps or total_steps < 2:
         raise ValueError(f"adalora needs the number of training steps (>= 2), got total_steps={total_steps!r}")
     # AdaLoRA keeps a rank allocator on its tuner object; inject_adapter_in_model would drop it.
-    config = peft.AdaLoraConfig(init_r=settings.get("init_r", r), target_r=settings.get("target_r", r // 2),
-                                lora_alpha=alpha, lora_dropout=dropout, target_modules=target,
-                                total_step=total_steps, tinit=int(0.1 * total_steps),
-                                tfinal=int(0.2 * total_steps))
+    config = peft.AdaLoraConfig(
+        init_r=settings.get("init_r", r),
+        target_r=settings.get("target_r", r // 2),
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=target,
+        total_step=total_steps,
+        tinit=int(0.1 * total_steps),
+        tfinal=int(0.2 * total_steps),
+    )
     return peft.tuners.adalora.AdaLoraModel(backbone, config, "default")

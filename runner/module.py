@@ -12,7 +12,6 @@ from torch import Tensor
 import msft
 from msft.sampling import downsample
 
-
 SELECTION = "val_score"  # what early stopping, checkpoint choice and sweeps select on (lower is better)
 
 
@@ -33,9 +32,18 @@ class ForecastModule(L.LightningModule):
     every optimiser step.
     """
 
-    def __init__(self, model: msft.MSFTModel, lr: dict[str, float | None], weight_decay: float = 0.0,
-                 tuner: Any = None, protocol: str = "lsf", num_samples: int = 100,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, lr_decay: float | None = None):
+    def __init__(
+        self,
+        model: msft.MSFTModel,
+        lr: dict[str, float | None],
+        weight_decay: float = 0.0,
+        tuner: Any = None,
+        protocol: str = "lsf",
+        num_samples: int = 100,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        lr_decay: float | None = None,
+    ):
         super().__init__()
         if protocol not in ("lsf", "pf"):
             raise ValueError(f"protocol={protocol!r}: expected 'lsf' or 'pf'")
@@ -60,23 +68,27 @@ class ForecastModule(L.LightningModule):
             return sum(p.sum() * 0.0 for p in self.model.parameters() if p.requires_grad)
         if not bool(keep.all()):
             batch = {key: value[keep] for key, value in batch.items()}
-        return self.model.loss(batch["past_target"], batch["future_target"], batch["past_observed"],
-                               batch["future_observed"])
+        return self.model.loss(
+            batch["past_target"], batch["future_target"], batch["past_observed"], batch["future_observed"]
+        )
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = self._loss(batch)
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True,
-                 batch_size=batch["past_target"].shape[0])
+        self.log(
+            "train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch["past_target"].shape[0]
+        )
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         loss = self._loss(batch)
-        self.log("val_loss", loss, prog_bar=True, on_epoch=True, sync_dist=True,
-                 batch_size=batch["past_target"].shape[0])
+        self.log(
+            "val_loss", loss, prog_bar=True, on_epoch=True, sync_dist=True, batch_size=batch["past_target"].shape[0]
+        )
         keep = batch["past_observed"].any(1).all(-1)  # (batch,) windows msft accepts
         if bool(keep.any()):
-            for name, (num, den) in validation_sums(self.model, {k: v[keep] for k, v in batch.items()},
-                                                    self.protocol, self.num_samples).items():
+            for name, (num, den) in validation_sums(
+                self.model, {k: v[keep] for k, v in batch.items()}, self.protocol, self.num_samples
+            ).items():
                 total = self._sums.setdefault(name, [0.0, 0.0])
                 total[0], total[1] = total[0] + num, total[1] + den
 
@@ -93,8 +105,9 @@ class ForecastModule(L.LightningModule):
             self._tuner[0].update_and_allocate(self.global_step)
 
     def configure_optimizers(self) -> Any:
-        optimizer = torch.optim.AdamW(self.model.parameter_groups(**self.lr), weight_decay=self.weight_decay,
-                                      betas=self.betas, eps=self.eps)
+        optimizer = torch.optim.AdamW(
+            self.model.parameter_groups(**self.lr), weight_decay=self.weight_decay, betas=self.betas, eps=self.eps
+        )
         if self.lr_decay is None:
             return optimizer
         decay = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=float(self.lr_decay))
@@ -117,8 +130,9 @@ class ForecastModule(L.LightningModule):
 
 
 @torch.no_grad()
-def validation_sums(model: msft.MSFTModel, batch: dict[str, Tensor], protocol: str,
-                    num_samples: int = 100) -> dict[str, tuple[float, float]]:
+def validation_sums(
+    model: msft.MSFTModel, batch: dict[str, Tensor], protocol: str, num_samples: int = 100
+) -> dict[str, tuple[float, float]]:
     """``{metric: (numerator, denominator)}`` of one batch, summed so that a split's score is
     sum(numerators) / sum(denominators): ``val_score`` (LSF: squared error of the fused point
     forecast per observed point; PF: CRPS, quantile loss over sum |y|) and ``val_mse_scale<s>``."""
@@ -158,8 +172,9 @@ class EpochSeed(L.Callback):
     def __init__(self, seed: int):
         self.seed = seed
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
-                             batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if batch_idx == 0:
             torch.manual_seed(self.seed * 100_003 + trainer.current_epoch)
 

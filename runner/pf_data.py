@@ -35,15 +35,17 @@ class PFSplit:
     num_windows: int  # rolling blocks in each of val and test
 
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame, context_length: int, horizon: int, windows: int) -> "PFSplit":
+    def from_frame(cls, frame: pd.DataFrame, context_length: int, horizon: int, windows: int) -> PFSplit:
         for field, value in (("context_length", context_length), ("horizon", horizon), ("windows", windows)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{field}={value!r}; expected a positive int")
         values = frame.drop(columns=["date"], errors="ignore").to_numpy(np.float64)  # (time, series)
         need = context_length + horizon + 2 * windows * horizon  # one training window + val + test
         if len(values) < need:
-            raise ValueError(f"context_length={context_length}: a PF split with {windows}×{horizon} validation and "
-                             f"test points needs at least {need} time steps; the data have {len(values)}")
+            raise ValueError(
+                f"context_length={context_length}: a PF split with {windows}×{horizon} validation and "
+                f"test points needs at least {need} time steps; the data have {len(values)}"
+            )
         return cls(frame, values, context_length, horizon, windows)
 
     @property
@@ -59,11 +61,11 @@ class PFSplit:
         ``val`` / ``test``: the region's ``num_windows`` non-overlapping blocks, series-major."""
         context = self.context_length
         if split == "train":
-            return Windows(self.values[:self.val_start], context, self.horizon, stride=stride)
+            return Windows(self.values[: self.val_start], context, self.horizon, stride=stride)
         if split == "val":
-            segment = self.values[self.val_start - context:self.test_start]
+            segment = self.values[self.val_start - context : self.test_start]
         elif split == "test":
-            segment = self.values[self.test_start - context:]
+            segment = self.values[self.test_start - context :]
         else:
             raise ValueError(f"split={split!r}; expected 'train', 'val' or 'test'")
         return Windows(segment, context, self.horizon, stride=self.horizon)
@@ -75,8 +77,12 @@ class PFSplit:
         return self.windows_of(split, stride)
 
 
-def load_pf_frame(dataset: str | os.PathLike, targets: str | list[str] | None = None,
-                  data_dir: str | os.PathLike | None = None, download: bool = False) -> pd.DataFrame:
+def load_pf_frame(
+    dataset: str | os.PathLike,
+    targets: str | list[str] | None = None,
+    data_dir: str | os.PathLike | None = None,
+    download: bool = False,
+) -> pd.DataFrame:
     """A PF dataset by name (`msft.data.load_pf`) or a wide CSV file (``date`` + one column per series),
     restricted to the ``targets`` columns when given."""
     if os.path.isfile(dataset):
@@ -97,18 +103,44 @@ def load_pf_frame(dataset: str | os.PathLike, targets: str | list[str] | None = 
 class PFDataModule(LSFDataModule):
     """`LSFDataModule`'s loaders over a `PFSplit`: batches of univariate raw-scale windows with masks."""
 
-    def __init__(self, dataset: str | os.PathLike | pd.DataFrame, context_length: int, horizon: int, windows: int,
-                 batch_size: int = 64, eval_batch_size: int | None = None, targets: str | list[str] | None = None,
-                 data_dir: str | os.PathLike | None = None, download: bool = False, train_stride: int = 1,
-                 num_workers: int = 0):
-        super().__init__(dataset, context_length, horizon, "S", batch_size, eval_batch_size, targets, data_dir,
-                         download, train_stride, num_workers)
+    def __init__(
+        self,
+        dataset: str | os.PathLike | pd.DataFrame,
+        context_length: int,
+        horizon: int,
+        windows: int,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        targets: str | list[str] | None = None,
+        data_dir: str | os.PathLike | None = None,
+        download: bool = False,
+        train_stride: int = 1,
+        num_workers: int = 0,
+    ):
+        super().__init__(
+            dataset,
+            context_length,
+            horizon,
+            "S",
+            batch_size,
+            eval_batch_size,
+            targets,
+            data_dir,
+            download,
+            train_stride,
+            num_workers,
+        )
         self.windows = windows
 
     def setup(self, stage: str | None = None) -> None:
         if self.data is None:
-            frame = self.dataset if isinstance(self.dataset, pd.DataFrame) else load_pf_frame(
-                self.dataset, self.targets, self.data_dir, self.download)
+            frame = (
+                self.dataset
+                if isinstance(self.dataset, pd.DataFrame)
+                else load_pf_frame(self.dataset, self.targets, self.data_dir, self.download)
+            )
             self.data = PFSplit.from_frame(frame, self.context_length, self.horizon, self.windows)
-            self.splits = {split: self.data.windows_of(split, self.train_stride if split == "train" else 1)
-                           for split in ("train", "val", "test")}
+            self.splits = {
+                split: self.data.windows_of(split, self.train_stride if split == "train" else 1)
+                for split in ("train", "val", "test")
+            }

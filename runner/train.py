@@ -25,8 +25,15 @@ import msft
 from msft_runner import distributed
 from msft_runner.backbones import build_backbone
 from msft_runner.methods import IDENTITY, build_model
-from msft_runner.module import (SELECTION, BestMetrics, EpochSeed, EpochShuffledBatches, ForecastModule, StopAt,
-                                validation_sums)
+from msft_runner.module import (
+    SELECTION,
+    BestMetrics,
+    EpochSeed,
+    EpochShuffledBatches,
+    ForecastModule,
+    StopAt,
+    validation_sums,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +54,9 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | Non
     nprocs = distributed.processes_to_start(cfg.trainer)
     if nprocs:  # resolved first: the processes have no Hydra context for ${hydra:...} interpolations
         resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-        return distributed.start_processes(run, (resolved, run_dir, names), nprocs,
-                                           cfg.trainer.get("start_method", "spawn"))
+        return distributed.start_processes(
+            run, (resolved, run_dir, names), nprocs, cfg.trainer.get("start_method", "spawn")
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     names = names or {}
     if distributed.is_rank_zero():
@@ -61,7 +69,9 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | Non
     data.setup("fit")
     backbone, wrap_options = build_backbone(cfg.backbone)
     if protocol == "pf":
-        quantiles = (_plain(cfg.method.get("options")) or {}).get("quantile_levels") or wrap_options.get("quantile_levels")
+        quantiles = (_plain(cfg.method.get("options")) or {}).get("quantile_levels") or wrap_options.get(
+            "quantile_levels"
+        )
         _check_probabilistic(backbone, names.get("backbone"), quantiles)
     method = cfg.method
     num_samples = cfg.data.get("num_samples", 100)
@@ -69,19 +79,43 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | Non
     zero_shot_score = validation_scores(zero_shot, data, cfg)[SELECTION]
     msft.unwrap(zero_shot)
     total_steps = _planned_steps(cfg, len(data.train_dataloader()))
-    built = build_model(backbone, method.kind, cfg.data.horizon, _plain(method.get("options")),
-                        _plain(method.get("peft")), total_steps, wrap_options, method.get("backbone_trainable"))
+    built = build_model(
+        backbone,
+        method.kind,
+        cfg.data.horizon,
+        _plain(method.get("options")),
+        _plain(method.get("peft")),
+        total_steps,
+        wrap_options,
+        method.get("backbone_trainable"),
+    )
     model = built.model
     optimizer = cfg.get("optimizer") or {}
-    module = ForecastModule(model, _learning_rates(cfg), cfg.weight_decay, built.tuner, protocol, num_samples,
-                            betas=tuple(optimizer.get("betas", (0.9, 0.999))), eps=optimizer.get("eps", 1e-8),
-                            lr_decay=cfg.get("lr_decay"))
+    module = ForecastModule(
+        model,
+        _learning_rates(cfg),
+        cfg.weight_decay,
+        built.tuner,
+        protocol,
+        num_samples,
+        betas=tuple(optimizer.get("betas", (0.9, 0.999))),
+        eps=optimizer.get("eps", 1e-8),
+        lr_decay=cfg.get("lr_decay"),
+    )
     initial = _initial_backbone_values(model) if cfg.get("guard") and built.trains else None
     record: dict[str, Any] = {
-        "status": "ok", "experiment": cfg.experiment, "backbone": names.get("backbone", type(backbone).__name__),
-        "dataset": cfg.data.name, "horizon": cfg.data.horizon, "context_length": cfg.data.context_length,
-        "mode": cfg.data.mode, "protocol": protocol, "method": method.name, "seed": cfg.seed,
-        "lr": _learning_rates(cfg)["lr"], "lr_scale": cfg.get("lr_scale", 1.0),
+        "status": "ok",
+        "experiment": cfg.experiment,
+        "backbone": names.get("backbone", type(backbone).__name__),
+        "dataset": cfg.data.name,
+        "horizon": cfg.data.horizon,
+        "context_length": cfg.data.context_length,
+        "mode": cfg.data.mode,
+        "protocol": protocol,
+        "method": method.name,
+        "seed": cfg.seed,
+        "lr": _learning_rates(cfg)["lr"],
+        "lr_scale": cfg.get("lr_scale", 1.0),
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "total_params": sum(p.numel() for p in model.parameters()),
     }
@@ -94,11 +128,13 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | Non
     record["fit_seconds"] = round(time.perf_counter() - start, 2)
     record["guard"] = "off" if initial is None else "finetuned"
     if initial is not None and record.get(SELECTION) is not None and record[SELECTION] > zero_shot_score:
-        logger.warning("guard: finetuned validation score %.4f is worse than zero-shot %.4f: keeping the "
-                       "zero-shot weights", record[SELECTION], zero_shot_score)
+        logger.warning(
+            "guard: finetuned validation score %.4f is worse than zero-shot %.4f: keeping the zero-shot weights",
+            record[SELECTION],
+            zero_shot_score,
+        )
         model = _zero_shot_fallback(model, initial, cfg.data.horizon, wrap_options)
-        record.update({"guard": "zero_shot_kept", "finetuned_val_score": record[SELECTION],
-                       SELECTION: zero_shot_score})
+        record.update({"guard": "zero_shot_kept", "finetuned_val_score": record[SELECTION], SELECTION: zero_shot_score})
     record.update(_evaluate(cfg, model, data))  # every rank forecasts its share of the test windows
     if not distributed.is_rank_zero():
         return record  # rank 0 alone writes the run directory
@@ -112,8 +148,14 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | Non
         plot_run(run_dir, model, data, record)
     write_json_atomic(run_dir / METRICS, record)
     scores = ("crps", "mase") if protocol == "pf" else ("mse", "mae")
-    logger.info("%s %s H=%d %s: %s", record["backbone"], record["dataset"], record["horizon"], record["method"],
-                " ".join(f"{k}={record[k]:.4f}" for k in scores))
+    logger.info(
+        "%s %s H=%d %s: %s",
+        record["backbone"],
+        record["dataset"],
+        record["horizon"],
+        record["method"],
+        " ".join(f"{k}={record[k]:.4f}" for k in scores),
+    )
     return record
 
 
@@ -124,9 +166,11 @@ def _check_probabilistic(backbone: torch.nn.Module, name: str | None, quantile_l
 
     spec = spec_for(backbone)
     if not spec.probabilistic and not quantile_levels:
-        raise ValueError(f"backbone {name or spec.name!r} ({spec.name}) gives point forecasts only; the PF protocol "
-                         f"(data.protocol=pf) scores sample paths and needs a probabilistic backbone (MOIRAI), or "
-                         f"quantile heads: method=msft +method.options.quantile_levels=[0.1,0.2,...,0.9]")
+        raise ValueError(
+            f"backbone {name or spec.name!r} ({spec.name}) gives point forecasts only; the PF protocol "
+            f"(data.protocol=pf) scores sample paths and needs a probabilistic backbone (MOIRAI), or "
+            f"quantile heads: method=msft +method.options.quantile_levels=[0.1,0.2,...,0.9]"
+        )
 
 
 def build_datamodule(data: DictConfig, seed: int = 0):
@@ -149,8 +193,9 @@ def build_datamodule(data: DictConfig, seed: int = 0):
             windows = self.splits["val"]
             order = SequentialSampler(windows) if val_stride == 1 else range(0, len(windows), val_stride)
             batches = BatchSampler(order, self.eval_batch_size, drop_last=False)
-            return DataLoader(windows, sampler=distributed.shard(batches), batch_size=None,
-                              num_workers=self.num_workers)
+            return DataLoader(
+                windows, sampler=distributed.shard(batches), batch_size=None, num_workers=self.num_workers
+            )
 
     class SeededLSFDataModule(Seeded, LSFDataModule):
         pass
@@ -167,15 +212,30 @@ def build_datamodule(data: DictConfig, seed: int = 0):
     elif dataset is None:
         raise ValueError(f"data.path is required for data={data.name}: pass data.path=/path/to/file.csv")
     if data.get("protocol", "lsf") == "pf":
-        return SeededPFDataModule(dataset, context_length=data.context_length, horizon=data.horizon,
-                                  windows=data.windows, batch_size=data.batch_size,
-                                  eval_batch_size=data.eval_batch_size, targets=_plain(data.get("target")),
-                                  data_dir=data.get("data_dir"), download=data.get("download", False),
-                                  train_stride=data.train_stride)
-    return SeededLSFDataModule(dataset, context_length=data.context_length, horizon=data.horizon, mode=data.mode,
-                         batch_size=data.batch_size, eval_batch_size=data.eval_batch_size,
-                         targets=_plain(data.get("target")), data_dir=data.get("data_dir"),
-                         download=data.get("download", False), train_stride=data.train_stride)
+        return SeededPFDataModule(
+            dataset,
+            context_length=data.context_length,
+            horizon=data.horizon,
+            windows=data.windows,
+            batch_size=data.batch_size,
+            eval_batch_size=data.eval_batch_size,
+            targets=_plain(data.get("target")),
+            data_dir=data.get("data_dir"),
+            download=data.get("download", False),
+            train_stride=data.train_stride,
+        )
+    return SeededLSFDataModule(
+        dataset,
+        context_length=data.context_length,
+        horizon=data.horizon,
+        mode=data.mode,
+        batch_size=data.batch_size,
+        eval_batch_size=data.eval_batch_size,
+        targets=_plain(data.get("target")),
+        data_dir=data.get("data_dir"),
+        download=data.get("download", False),
+        train_stride=data.train_stride,
+    )
 
 
 def _fit(cfg: DictConfig, module: ForecastModule, data, run_dir: Path) -> dict[str, Any]:
@@ -183,18 +243,34 @@ def _fit(cfg: DictConfig, module: ForecastModule, data, run_dir: Path) -> dict[s
     from lightning.pytorch.loggers import CSVLogger
 
     ckpt_dir = run_dir / "checkpoints"
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=SELECTION, mode="min",
-                                 save_top_k=1, save_last=True, enable_version_counter=False)
+    checkpoint = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor=SELECTION,
+        mode="min",
+        save_top_k=1,
+        save_last=True,
+        enable_version_counter=False,
+    )
     best_metrics = BestMetrics(SELECTION)
-    callbacks = [checkpoint, EarlyStopping(SELECTION, patience=cfg.trainer.patience, mode="min"),
-                 EpochSeed(cfg.seed), best_metrics]
+    callbacks = [
+        checkpoint,
+        EarlyStopping(SELECTION, patience=cfg.trainer.patience, mode="min"),
+        EpochSeed(cfg.seed),
+        best_metrics,
+    ]
     if cfg.get("interrupt_at_step"):
         callbacks.append(StopAt(cfg.interrupt_at_step))
     trainer_args = _trainer_arguments(cfg)
     # The loaders shard batches themselves (no padding, global batch): Lightning's sampler must not.
-    trainer = L.Trainer(default_root_dir=run_dir, callbacks=callbacks, enable_model_summary=False,
-                        logger=CSVLogger(run_dir, name="", version=""), use_distributed_sampler=False,
-                        **trainer_args)
+    trainer = L.Trainer(
+        default_root_dir=run_dir,
+        callbacks=callbacks,
+        enable_model_summary=False,
+        logger=CSVLogger(run_dir, name="", version=""),
+        use_distributed_sampler=False,
+        **trainer_args,
+    )
     last = ckpt_dir / "last.ckpt"
     resume = str(last) if cfg.resume and last.exists() else None
     if cfg.resume and resume is None:
@@ -203,8 +279,13 @@ def _fit(cfg: DictConfig, module: ForecastModule, data, run_dir: Path) -> dict[s
     if checkpoint.best_model_path:
         module.load_trainable(checkpoint.best_model_path)
     best = checkpoint.best_model_score
-    return {**best_metrics.best, SELECTION: None if best is None else float(best), "epochs": trainer.current_epoch,
-            "steps": trainer.global_step, "resumed": resume is not None}
+    return {
+        **best_metrics.best,
+        SELECTION: None if best is None else float(best),
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
+        "resumed": resume is not None,
+    }
 
 
 def validation_scores(model, data, cfg: DictConfig) -> dict[str, float]:
@@ -227,8 +308,9 @@ def validation_scores(model, data, cfg: DictConfig) -> dict[str, float]:
         if not bool(keep.any()):
             continue
         batch = {k: v[keep].to(device) for k, v in batch.items()}
-        for name, (num, den) in validation_sums(model, batch, cfg.data.get("protocol", "lsf"),
-                                                cfg.data.get("num_samples", 100)).items():
+        for name, (num, den) in validation_sums(
+            model, batch, cfg.data.get("protocol", "lsf"), cfg.data.get("num_samples", 100)
+        ).items():
             total = sums.setdefault(name, [0.0, 0.0])
             total[0], total[1] = total[0] + num, total[1] + den
     model.cpu().train(training)
@@ -267,18 +349,29 @@ def _evaluate(cfg: DictConfig, model, data) -> dict[str, Any]:
     forecaster = distributed.ShardedForecaster(model, seed=cfg.seed)
     start = time.perf_counter()
     if cfg.data.get("protocol", "lsf") == "pf":
+
         def sample(past, horizon, num_samples):  # evaluate_pf hands CPU tensors
             if not model.spec.probabilistic:  # quantile heads: paths whose sample quantiles are the heads'
                 levels, shape = model.config.quantile_levels, (num_samples, horizon, past.shape[2])
-                return forecaster._sharded(past.to(device), shape, lambda part: quantile_paths(
-                    model.predict_quantiles(part, horizon, levels), levels, num_samples)).cpu()
+                return forecaster._sharded(
+                    past.to(device),
+                    shape,
+                    lambda part: quantile_paths(model.predict_quantiles(part, horizon, levels), levels, num_samples),
+                ).cpu()
             return forecaster.predict_samples(past.to(device), horizon, num_samples=num_samples).cpu()
 
         # 101 paths put GluonTS's sample quantile round((S-1) q) exactly on every level 0.01, ..., 0.99
         num_samples = cfg.data.num_samples if model.spec.probabilistic else 101
-        result = evaluate_pf(sample, data.data.frame, horizon=cfg.data.horizon, windows=cfg.data.windows,
-                             context_length=cfg.data.context_length, num_samples=num_samples,
-                             seasonality=cfg.data.seasonality, batch_size=cfg.data.eval_batch_size)
+        result = evaluate_pf(
+            sample,
+            data.data.frame,
+            horizon=cfg.data.horizon,
+            windows=cfg.data.windows,
+            context_length=cfg.data.context_length,
+            num_samples=num_samples,
+            seasonality=cfg.data.seasonality,
+            batch_size=cfg.data.eval_batch_size,
+        )
         result["windows"] = len(data.splits["test"])
     else:
         num_samples = cfg.data.get("num_samples", 100)
@@ -288,8 +381,16 @@ def _evaluate(cfg: DictConfig, model, data) -> dict[str, Any]:
             return {"mean": both[:, 0], "median": both[:, 1]}
 
         stride = cfg.data.get("test_stride", 1)
-        result = evaluate_lsf(forecast, data.data, cfg.data.horizon, cfg.data.context_length, cfg.data.mode,
-                              batch_size=cfg.data.eval_batch_size, device=device, stride=stride)
+        result = evaluate_lsf(
+            forecast,
+            data.data,
+            cfg.data.horizon,
+            cfg.data.context_length,
+            cfg.data.mode,
+            batch_size=cfg.data.eval_batch_size,
+            device=device,
+            stride=stride,
+        )
         if not model.spec.probabilistic:
             result["scoring"] = "MSE and MAE of the point forecast"
         elif num_samples > 0:
@@ -314,6 +415,8 @@ def quantile_paths(quantiles: torch.Tensor, levels: Any, num_samples: int) -> to
     lo, hi = levels[upper - 1], levels[upper]
     weight = ((grid - lo) / (hi - lo)).clamp(0, 1).to(quantiles.dtype)[None, :, None, None]
     return quantiles[:, upper - 1] * (1 - weight) + quantiles[:, upper] * weight
+
+
 def _learning_rates(cfg: DictConfig) -> dict[str, float | None]:
     """The data config's rates per parameter group, with the method's ``lr`` merged over them, times
     ``lr_scale``."""

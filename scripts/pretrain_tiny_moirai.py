@@ -94,7 +94,7 @@ class SeriesPool:
         self.values = np.asarray(values, dtype=np.float64)  # (rows, length)
 
     @classmethod
-    def from_s2(cls, n: int, length: int, seed: int, time_limit: float) -> "SeriesPool":
+    def from_s2(cls, n: int, length: int, seed: int, time_limit: float) -> SeriesPool:
         """The first ``n`` draws of the cached S2 pool (generated first if missing, see msft.data.s2):
         their excitations X and responses Y = f(X) as ``2n`` rows."""
         from msft.data.s2 import generate_pool
@@ -121,7 +121,7 @@ def seasonal(rng: np.random.Generator, n: int, length: int, max_period: int) -> 
     for k in range(2):
         period = rng.choice(candidates, n).astype(float)[:, None]  # (n, 1)
         period *= np.where(rng.uniform(size=(n, 1)) < 0.2, np.exp(rng.normal(0, 0.05, (n, 1))), 1.0)  # off-grid
-        active = (rng.uniform(size=(n, 1)) < (0.9 if k == 0 else 0.4))
+        active = rng.uniform(size=(n, 1)) < (0.9 if k == 0 else 0.4)
         phase = rng.uniform(0, 2 * np.pi, (n, 1))
         profile = np.zeros((n, length))
         for h in range(1, 5):
@@ -153,7 +153,7 @@ def noise(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
     eps = np.where(rng.uniform(size=(n, 1)) < 0.2, heavy, white)
     phi = np.where(rng.uniform(size=(n, 1)) < 0.5, rng.uniform(0.3, 0.97, (n, 1)), 0.0)
     ar = np.stack([lfilter([1.0], [1.0, -f], row) for f, row in zip(phi[:, 0], eps)])  # AR(1) per series
-    ar *= np.sqrt(1 - phi ** 2)
+    ar *= np.sqrt(1 - phi**2)
     spikes = (rng.uniform(size=(n, length)) < 0.002) * rng.normal(0, 4, (n, length)) * (rng.uniform(size=(n, 1)) < 0.2)
     return sigma * ar + spikes
 
@@ -168,8 +168,15 @@ def clean_seasonal(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
     return x + rng.uniform(0.02, 0.3, (n, 1)) * rng.standard_normal((n, length))
 
 
-def synthetic_batch(rng: np.random.Generator, pool: SeriesPool, n: int, length: int, s2_share: float = 0.25,
-                    walk_max: float = 0.3, seasonal_share: float = 0.0) -> np.ndarray:
+def synthetic_batch(
+    rng: np.random.Generator,
+    pool: SeriesPool,
+    n: int,
+    length: int,
+    s2_share: float = 0.25,
+    walk_max: float = 0.3,
+    seasonal_share: float = 0.0,
+) -> np.ndarray:
     """(n, length) composed series: ~25% pure S2, else seasonal + trend + noise (+ a share of S2), and
     with ``seasonal_share`` > 0 that share of clean periodic series. S2 series longer than the pool's
     are not available: such a batch is all compositions."""
@@ -178,7 +185,9 @@ def synthetic_batch(rng: np.random.Generator, pool: SeriesPool, n: int, length: 
         s2 = (s2 - s2.mean(1, keepdims=True)) / (s2.std(1, keepdims=True) + 1e-6)
     else:
         s2, s2_share = np.zeros((n, length)), 0.0
-    composed = seasonal(rng, n, length, max_period=length // 3) + trend(rng, n, length, walk_max) + noise(rng, n, length)
+    composed = (
+        seasonal(rng, n, length, max_period=length // 3) + trend(rng, n, length, walk_max) + noise(rng, n, length)
+    )
     composed += (rng.uniform(size=(n, 1)) < 0.3) * rng.uniform(0.1, 0.8, (n, 1)) * s2
     x = np.where(rng.uniform(size=(n, 1)) < s2_share, s2, composed)
     if seasonal_share > 0:  # drawn only when asked, so earlier recipes keep their exact batches
@@ -244,8 +253,9 @@ def masked_batch(rng: np.random.Generator, pool: SeriesPool, recipe: Recipe) -> 
     scale = int(_choice(rng, recipe.scales, recipe.scale_weights)) if len(recipe.scales) > 1 else recipe.scales[0]
     while scale > 1 and tokens * ps * scale > recipe.max_raw_length:
         scale //= 2
-    values = synthetic_batch(rng, pool, batch_size, tokens * ps * scale, recipe.s2_share, recipe.walk_max,
-                             recipe.seasonal_share)  # (batch, tokens * ps * scale)
+    values = synthetic_batch(
+        rng, pool, batch_size, tokens * ps * scale, recipe.s2_share, recipe.walk_max, recipe.seasonal_share
+    )  # (batch, tokens * ps * scale)
     # The coarse view of the same process: non-overlapping means, as msft's down-sampling.
     values = values.reshape(batch_size, tokens * ps, scale).mean(-1)  # (batch, tokens * ps)
     observed = np.ones_like(values, dtype=bool)
@@ -263,7 +273,7 @@ def masked_batch(rng: np.random.Generator, pool: SeriesPool, recipe: Recipe) -> 
     target[..., :ps] = torch.from_numpy(values.reshape(batch_size, tokens, ps)).float()
     seen[..., :ps] = torch.from_numpy(observed.reshape(batch_size, tokens, ps))
     prediction_mask = torch.zeros(batch_size, tokens, dtype=torch.bool)
-    prediction_mask[:, tokens - horizon_tokens:] = True
+    prediction_mask[:, tokens - horizon_tokens :] = True
     return {
         "target": target,  # (batch, tokens, max_patch)
         "observed_mask": seen,
@@ -292,8 +302,10 @@ def init_from_checkpoint(module, config: dict, directory: Path) -> None:
     saved = json.loads((directory / "config.json").read_text())
     different = {k: (saved.get(k), v) for k, v in config.items() if saved.get(k) != v}
     if different:
-        raise ValueError(f"--init-from {directory}: its config differs from the requested architecture in "
-                         f"{different} (saved, requested); pass matching --d-model/--num-layers/--patch-sizes/--max-seq-len")
+        raise ValueError(
+            f"--init-from {directory}: its config differs from the requested architecture in "
+            f"{different} (saved, requested); pass matching --d-model/--num-layers/--patch-sizes/--max-seq-len"
+        )
     module.load_state_dict(load_file(directory / "model.safetensors"))
 
 
@@ -315,48 +327,99 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--d-model", type=int, default=128)
     p.add_argument("--num-layers", type=int, default=4)
     p.add_argument("--patch-sizes", type=int, nargs="+", default=[16, 32, 64])
-    p.add_argument("--patch-weights", type=float, nargs="+", default=[1.0, 2.0, 1.0],
-                   help="relative frequency of each patch size in training batches (default: patch 32, the LSF one, twice as often)")
+    p.add_argument(
+        "--patch-weights",
+        type=float,
+        nargs="+",
+        default=[1.0, 2.0, 1.0],
+        help="relative frequency of each patch size in training batches (default: patch 32, the LSF one, twice as often)",
+    )
     p.add_argument("--max-seq-len", type=int, default=512)
     p.add_argument("--min-tokens", type=int, default=6)
     p.add_argument("--max-tokens", type=int, default=24, help="tokens per training series (context + masked)")
-    p.add_argument("--token-sampling", choices=("uniform", "log"), default="uniform",
-                   help="tokens per series uniform or log-uniform in [min-tokens, max-tokens]")
-    p.add_argument("--tokens-per-batch", type=int, default=None,
-                   help="about this many tokens per batch: batch size = tokens-per-batch // tokens, within [4, --batch-size]")
-    p.add_argument("--scales", type=int, nargs="+", default=[1],
-                   help="average-pooling factors of the generated series (multi-scale copies), one per batch")
+    p.add_argument(
+        "--token-sampling",
+        choices=("uniform", "log"),
+        default="uniform",
+        help="tokens per series uniform or log-uniform in [min-tokens, max-tokens]",
+    )
+    p.add_argument(
+        "--tokens-per-batch",
+        type=int,
+        default=None,
+        help="about this many tokens per batch: batch size = tokens-per-batch // tokens, within [4, --batch-size]",
+    )
+    p.add_argument(
+        "--scales",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="average-pooling factors of the generated series (multi-scale copies), one per batch",
+    )
     p.add_argument("--scale-weights", type=float, nargs="+", default=None, help="relative frequency of each scale")
     p.add_argument("--max-raw-length", type=int, default=16384, help="longest series generated before pooling")
-    p.add_argument("--short-horizon-share", type=float, default=0.0,
-                   help="share of batches whose masked horizon is only 1-3 patches (long context, short horizon)")
+    p.add_argument(
+        "--short-horizon-share",
+        type=float,
+        default=0.0,
+        help="share of batches whose masked horizon is only 1-3 patches (long context, short horizon)",
+    )
     p.add_argument("--s2-share", type=float, default=0.25, help="share of pure S2 series in a batch")
     p.add_argument("--walk-max", type=float, default=0.3, help="largest random-walk step of the trend component")
-    p.add_argument("--seasonal-share", type=float, default=0.0,
-                   help="share of clean periodic series (on-grid periods, low noise) in a batch")
-    p.add_argument("--init-from", type=Path, default=None,
-                   help="start from this MOIRAI checkpoint's weights (config.json + model.safetensors) with a fresh "
-                        "optimiser, when out/ holds no state.pt yet; the architecture flags must match its config")
-    p.add_argument("--pool", type=int, default=1024,
-                   help="S2 draws (s2generator, msft.data.s2; cached) whose excitations and responses are cropped")
+    p.add_argument(
+        "--seasonal-share",
+        type=float,
+        default=0.0,
+        help="share of clean periodic series (on-grid periods, low noise) in a batch",
+    )
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="start from this MOIRAI checkpoint's weights (config.json + model.safetensors) with a fresh "
+        "optimiser, when out/ holds no state.pt yet; the architecture flags must match its config",
+    )
+    p.add_argument(
+        "--pool",
+        type=int,
+        default=1024,
+        help="S2 draws (s2generator, msft.data.s2; cached) whose excitations and responses are cropped",
+    )
     p.add_argument("--s2-length", type=int, default=2048, help="length of each S2 draw")
     p.add_argument("--s2-seed", type=int, default=0, help="seed of the S2 pool (the same for every stage)")
     p.add_argument("--s2-time-limit", type=float, default=10.0, help="CPU seconds after which an S2 draw is skipped")
     p.add_argument("--checkpoint-minutes", type=float, default=2.0)
-    p.add_argument("--val-batches", type=int, default=0,
-                   help="held-out synthetic batches (their own seed) scored at every checkpoint; the scores are in "
-                        "the log and train_log.json, the weights of each scored checkpoint in out/snapshots/")
-    p.add_argument("--stop-after", type=int, default=None,
-                   help="train at most this many steps in this invocation, then save state.pt and stop")
-    p.add_argument("--export-only", action="store_true",
-                   help="write out/model from the current state.pt without training (to evaluate a run in progress)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads; 1 is several times faster than 2 on a contended 2-core machine")
+    p.add_argument(
+        "--val-batches",
+        type=int,
+        default=0,
+        help="held-out synthetic batches (their own seed) scored at every checkpoint; the scores are in "
+        "the log and train_log.json, the weights of each scored checkpoint in out/snapshots/",
+    )
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        help="train at most this many steps in this invocation, then save state.pt and stop",
+    )
+    p.add_argument(
+        "--export-only",
+        action="store_true",
+        help="write out/model from the current state.pt without training (to evaluate a run in progress)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads; 1 is several times faster than 2 on a contended 2-core machine",
+    )
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass (GPU stages)")
     args = p.parse_args(argv)
-    for flag, weights, values in (("--patch-weights", args.patch_weights, args.patch_sizes),
-                                  ("--scale-weights", args.scale_weights, args.scales)):
+    for flag, weights, values in (
+        ("--patch-weights", args.patch_weights, args.patch_sizes),
+        ("--scale-weights", args.scale_weights, args.scales),
+    ):
         if weights is not None and len(weights) != len(values):
             raise ValueError(f"{flag} {weights}: expected one weight per value {values}")
     if any(s < 1 for s in args.scales):
@@ -372,11 +435,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def recipe_of(args: argparse.Namespace) -> Recipe:
-    return Recipe(args.batch_size, tuple(args.patch_sizes), args.max_tokens, max(args.patch_sizes),
-                  None if args.patch_weights is None else tuple(args.patch_weights), args.s2_share, args.walk_max,
-                  args.seasonal_share, tuple(args.scales),
-                  None if args.scale_weights is None else tuple(args.scale_weights), args.min_tokens,
-                  args.token_sampling, args.tokens_per_batch, args.max_raw_length, args.short_horizon_share)
+    return Recipe(
+        args.batch_size,
+        tuple(args.patch_sizes),
+        args.max_tokens,
+        max(args.patch_sizes),
+        None if args.patch_weights is None else tuple(args.patch_weights),
+        args.s2_share,
+        args.walk_max,
+        args.seasonal_share,
+        tuple(args.scales),
+        None if args.scale_weights is None else tuple(args.scale_weights),
+        args.min_tokens,
+        args.token_sampling,
+        args.tokens_per_batch,
+        args.max_raw_length,
+        args.short_horizon_share,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -404,8 +479,9 @@ def main(argv: list[str] | None = None) -> None:
         logger.info("initialised from %s", args.init_from)
     pool = SeriesPool.from_s2(args.pool, args.s2_length, args.s2_seed, args.s2_time_limit)
     recipe = recipe_of(args)
-    logger.info("S2 pool: %d draws of length %d (excitations and responses); recipe %s", args.pool,
-                args.s2_length, recipe)
+    logger.info(
+        "S2 pool: %d draws of length %d (excitations and responses); recipe %s", args.pool, args.s2_length, recipe
+    )
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
 
     def to_device(batch):
@@ -415,8 +491,12 @@ def main(argv: list[str] | None = None) -> None:
         """Mean masked NLL on fixed held-out batches (seeded apart from every training batch)."""
         module.eval()
         with torch.no_grad(), autocast:
-            losses = [masked_nll(module, to_device(masked_batch(np.random.default_rng([10**6 + args.seed, j]), pool, recipe))).item()
-                      for j in range(args.val_batches)]
+            losses = [
+                masked_nll(
+                    module, to_device(masked_batch(np.random.default_rng([10**6 + args.seed, j]), pool, recipe))
+                ).item()
+                for j in range(args.val_batches)
+            ]
         module.train()
         return float(np.mean(losses))
 
@@ -425,10 +505,18 @@ def main(argv: list[str] | None = None) -> None:
             validation.append({"step": step, "val_loss": round(validate(), 5), "elapsed_s": round(elapsed, 1)})
             logger.info("step %d held-out synthetic loss %.4f", step, validation[-1]["val_loss"])
             export(module, config, args.out / "snapshots" / f"step_{step:06d}")
-        torch.save({"module": module.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                    "elapsed": elapsed, "history": history, "validation": validation,
-                    "args": vars(args) | {"out": str(args.out)}},
-                   state_path.with_suffix(".tmp"))
+        torch.save(
+            {
+                "module": module.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "step": step,
+                "elapsed": elapsed,
+                "history": history,
+                "validation": validation,
+                "args": vars(args) | {"out": str(args.out)},
+            },
+            state_path.with_suffix(".tmp"),
+        )
         state_path.with_suffix(".tmp").replace(state_path)
 
     module.train()
@@ -451,8 +539,13 @@ def main(argv: list[str] | None = None) -> None:
         window.append(loss.item())
         if step % 10 == 0:
             history.append({"step": step, "loss": float(np.mean(window)), "elapsed_s": round(elapsed, 1)})
-            logger.info("step %d loss %.4f lr %.2e %.2f s/step", step, np.mean(window),
-                        optimizer.param_groups[0]["lr"], elapsed / step)
+            logger.info(
+                "step %d loss %.4f lr %.2e %.2f s/step",
+                step,
+                np.mean(window),
+                optimizer.param_groups[0]["lr"],
+                elapsed / step,
+            )
             window = []
         if time.time() - last_save > 60 * args.checkpoint_minutes:
             save_state()
@@ -463,9 +556,19 @@ def main(argv: list[str] | None = None) -> None:
         logger.info("stopped at step %d of %d; rerun the command to continue", step, args.steps)
         return
     export(module, config, args.out / "model")
-    (args.out / "train_log.json").write_text(json.dumps(
-        {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "steps": step,
-         "train_seconds": round(elapsed, 1), "history": history, "validation": validation}, indent=1) + "\n")
+    (args.out / "train_log.json").write_text(
+        json.dumps(
+            {
+                "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                "steps": step,
+                "train_seconds": round(elapsed, 1),
+                "history": history,
+                "validation": validation,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     logger.info("done: %d steps in %.0f s -> %s", step, elapsed, args.out / "model")
 
 

@@ -64,34 +64,43 @@ def _command(a: dict) -> str:
     if a.get("init_from"):
         extra += f" --init-from {a['init_from']}"
     if a.get("scales", [1]) != [1]:  # stage 4 on: multi-scale copies, long contexts, s2generator pool
-        extra += (f" --scales {' '.join(map(str, a['scales']))}"
-                  + (f" --scale-weights {' '.join(str(w) for w in a['scale_weights'])}" if a.get("scale_weights") else "")
-                  + f" --min-tokens {a['min_tokens']} --token-sampling {a['token_sampling']}"
-                  + (f" --tokens-per-batch {a['tokens_per_batch']}" if a.get("tokens_per_batch") else "")
-                  + f" --s2-length {a['s2_length']} --s2-seed {a['s2_seed']} --s2-time-limit {a['s2_time_limit']}"
-                  + (f" --short-horizon-share {a['short_horizon_share']}" if a.get("short_horizon_share") else "")
-                  + (f" --val-batches {a['val_batches']}" if a.get("val_batches") else "")
-                  + f" --checkpoint-minutes {a['checkpoint_minutes']}")
+        extra += (
+            f" --scales {' '.join(map(str, a['scales']))}"
+            + (f" --scale-weights {' '.join(str(w) for w in a['scale_weights'])}" if a.get("scale_weights") else "")
+            + f" --min-tokens {a['min_tokens']} --token-sampling {a['token_sampling']}"
+            + (f" --tokens-per-batch {a['tokens_per_batch']}" if a.get("tokens_per_batch") else "")
+            + f" --s2-length {a['s2_length']} --s2-seed {a['s2_seed']} --s2-time-limit {a['s2_time_limit']}"
+            + (f" --short-horizon-share {a['short_horizon_share']}" if a.get("short_horizon_share") else "")
+            + (f" --val-batches {a['val_batches']}" if a.get("val_batches") else "")
+            + f" --checkpoint-minutes {a['checkpoint_minutes']}"
+        )
     nice = "nice -n 10 " if a.get("scales", [1]) == [1] else ""  # stages 1-3 ran niced
-    return (f"{nice}python scripts/pretrain_tiny_moirai.py --out {a['out']} --seed {a['seed']} "
-            f"--steps {a['steps']} --batch-size {a['batch_size']} --lr {a['lr']} "
-            f"--warmup {a['warmup']} --d-model {a['d_model']} --num-layers {a['num_layers']} "
-            f"--patch-sizes {' '.join(map(str, a['patch_sizes']))} "
-            f"--patch-weights {' '.join(str(w) for w in a['patch_weights'])} --max-seq-len {a['max_seq_len']} "
-            f"--max-tokens {a['max_tokens']} --pool {a['pool']} --s2-share {a.get('s2_share', 0.25)} "
-            f"--walk-max {a.get('walk_max', 0.3)}{extra} --threads {a['threads']}")
+    return (
+        f"{nice}python scripts/pretrain_tiny_moirai.py --out {a['out']} --seed {a['seed']} "
+        f"--steps {a['steps']} --batch-size {a['batch_size']} --lr {a['lr']} "
+        f"--warmup {a['warmup']} --d-model {a['d_model']} --num-layers {a['num_layers']} "
+        f"--patch-sizes {' '.join(map(str, a['patch_sizes']))} "
+        f"--patch-weights {' '.join(str(w) for w in a['patch_weights'])} --max-seq-len {a['max_seq_len']} "
+        f"--max-tokens {a['max_tokens']} --pool {a['pool']} --s2-share {a.get('s2_share', 0.25)} "
+        f"--walk-max {a.get('walk_max', 0.3)}{extra} --threads {a['threads']}"
+    )
 
 
 #: Why each stage after the first was run, and how it starts from the previous one.
 STAGE_NOTES = {
-    2: ("continues stage 1's `state.pt` (weights, AdamW state, step) with a longer cosine schedule (a warm "
+    2: (
+        "continues stage 1's `state.pt` (weights, AdamW state, step) with a longer cosine schedule (a warm "
         "restart at lr ≈ 7e-4) and a recipe with fewer pure-S2 series and gentler random walks, because stage 1 "
-        "had not learned to continue seasonal patterns: `mkdir -p {out} && cp {prev}/state.pt {out}/ && {command}`"),
-    3: ("starts from stage 2's weights (`--init-from {prev}/model`, a fresh AdamW state; the stage-2 checkpoint "
+        "had not learned to continue seasonal patterns: `mkdir -p {out} && cp {prev}/state.pt {out}/ && {command}`"
+    ),
+    3: (
+        "starts from stage 2's weights (`--init-from {prev}/model`, a fresh AdamW state; the stage-2 checkpoint "
         "is also the one shipped at commit e7d810f), a new seed (new batches) and half of every batch clean "
         "periodic series (`--seasonal-share 0.5`: on-grid periods, low noise), because stage 2 still forecast a "
-        "pure period-24 sine as its mean (`results/pretrained/seasonal_probe.md`): `{command}`"),
-    4: ("starts from stage 3's weights (`--init-from {prev}/model`, the checkpoint shipped at commit 8414534; "
+        "pure period-24 sine as its mean (`results/pretrained/seasonal_probe.md`): `{command}`"
+    ),
+    4: (
+        "starts from stage 3's weights (`--init-from {prev}/model`, the checkpoint shipped at commit 8414534; "
         "a fresh AdamW state) with the S2 series-symbol pool of the authors' `s2generator` (`msft.data.s2`, "
         "length 1024, seed 0: excitations and responses), every batch's series average-pooled by 1, 2, 4 or 8 "
         "(weights 4:2:2:1) and contexts of 6-128 patches drawn log-uniformly at about 1536 tokens per batch, "
@@ -102,7 +111,8 @@ STAGE_NOTES = {
         "schedule `--steps 1200`), steps 366-538 with 143 draws (`--steps 1000`), then steps 538-800 with the "
         "command below, which adds `--short-horizon-share 0.5` (half the batches mask only 1-3 patches: H=96 after "
         "a 2048 context is 2-3 patches, 2-6% of the tokens, while every earlier batch masked 15-50%) and shortens the cosine "
-        "to 800 steps to end within the session's CPU time): `{command}`"),
+        "to 800 steps to end within the session's CPU time): `{command}`"
+    ),
 }
 
 
@@ -125,8 +135,10 @@ def card(stages: list[dict], size_bytes: int, n_params: int) -> str:
     if len(stages) == 1:
         command = f"`{_command(a)}`"
     else:
-        parts = [f"{len(stages)} stages. Stage 1 ({own[0][0]} steps, "
-                 f"{own[0][1] / 60:.1f} min): `{_command(stages[0]['args'])}`."]
+        parts = [
+            f"{len(stages)} stages. Stage 1 ({own[0][0]} steps, "
+            f"{own[0][1] / 60:.1f} min): `{_command(stages[0]['args'])}`."
+        ]
         for number, stage in enumerate(stages[1:], start=2):
             prev = stages[number - 2]["args"]["out"]
             stage_args = dict(stage["args"])
@@ -223,8 +235,13 @@ def card(stages: list[dict], size_bytes: int, n_params: int) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", type=Path, default=ROOT / "runs" / "tiny_moirai")
-    p.add_argument("--previous", type=Path, nargs="*", default=None,
-                   help="train_log.json of the earlier stages, in order (default: the ones already in the package)")
+    p.add_argument(
+        "--previous",
+        type=Path,
+        nargs="*",
+        default=None,
+        help="train_log.json of the earlier stages, in order (default: the ones already in the package)",
+    )
     p.add_argument("--card-only", action="store_true", help="rewrite README.md only (after new zero-shot numbers)")
     args = p.parse_args(argv)
     TARGET.mkdir(parents=True, exist_ok=True)

@@ -65,7 +65,9 @@ def moirai_from_config(config: dict[str, Any] | str | Path, seed: int | None = N
     required = ("distr_output", "d_model", "num_layers", "patch_sizes", "max_seq_len", "attn_dropout_p", "dropout_p")
     missing = [key for key in required if key not in values]
     if missing:
-        raise ValueError(f"MOIRAI config is missing {missing}: expected the keys of MoiraiModule.__init__ {list(required)}")
+        raise ValueError(
+            f"MOIRAI config is missing {missing}: expected the keys of MoiraiModule.__init__ {list(required)}"
+        )
     values = dict(values)
     values["distr_output"] = decode_distr_output(values["distr_output"])
     values["patch_sizes"] = tuple(values["patch_sizes"])
@@ -112,17 +114,25 @@ def _local_directory(source: str | Path) -> Path | None:
     path = Path(source).expanduser()
     if not path.exists():
         if isinstance(source, Path) or str(source).startswith((".", "/", "~")):
-            raise FileNotFoundError(f"{path} does not exist: expected a directory with {CONFIG_FILE} and {WEIGHTS_FILE}")
+            raise FileNotFoundError(
+                f"{path} does not exist: expected a directory with {CONFIG_FILE} and {WEIGHTS_FILE}"
+            )
         return None
     if not path.is_dir():
-        raise ValueError(f"source={str(source)!r} is a file: expected a directory with {CONFIG_FILE} and {WEIGHTS_FILE}")
+        raise ValueError(
+            f"source={str(source)!r} is a file: expected a directory with {CONFIG_FILE} and {WEIGHTS_FILE}"
+        )
     missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (path / name).is_file()]
     if missing:
-        raise FileNotFoundError(f"{path} has no {missing}: expected a MOIRAI checkpoint ({CONFIG_FILE} and {WEIGHTS_FILE})")
+        raise FileNotFoundError(
+            f"{path} has no {missing}: expected a MOIRAI checkpoint ({CONFIG_FILE} and {WEIGHTS_FILE})"
+        )
     return path
 
 
-def _download(repo_id: str, revision: str | None, cache_dir: str | Path | None, timeout: float, endpoint: str | None) -> Path:
+def _download(
+    repo_id: str, revision: str | None, cache_dir: str | Path | None, timeout: float, endpoint: str | None
+) -> Path:
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
     from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -133,13 +143,20 @@ def _download(repo_id: str, revision: str | None, cache_dir: str | Path | None, 
     except LocalEntryNotFoundError:
         pass
     if constants.HF_HUB_OFFLINE:
-        raise HubUnreachableError(_unreachable_message(repo_id, "HF_HUB_OFFLINE is set and it is not in the local cache"))
+        raise HubUnreachableError(
+            _unreachable_message(repo_id, "HF_HUB_OFFLINE is set and it is not in the local cache")
+        )
     try:  # one quick request, without hf_hub_download's retries (which take ~20 s when offline)
-        get_hf_file_metadata(hf_hub_url(repo_id, CONFIG_FILE, revision=revision, endpoint=endpoint), timeout=timeout, endpoint=endpoint)
+        get_hf_file_metadata(
+            hf_hub_url(repo_id, CONFIG_FILE, revision=revision, endpoint=endpoint), timeout=timeout, endpoint=endpoint
+        )
     except Exception as err:  # connection refused, DNS failure, timeout, 404, gated repo, ...
         raise HubUnreachableError(_unreachable_message(repo_id, f"{type(err).__name__}: {err}")) from err
     logger.info("downloading %s from the Hugging Face hub", repo_id)
-    paths = [hf_hub_download(filename=f, etag_timeout=timeout, endpoint=endpoint, **common) for f in (CONFIG_FILE, WEIGHTS_FILE)]
+    paths = [
+        hf_hub_download(filename=f, etag_timeout=timeout, endpoint=endpoint, **common)
+        for f in (CONFIG_FILE, WEIGHTS_FILE)
+    ]
     return Path(paths[0]).parent
 
 

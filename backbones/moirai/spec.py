@@ -48,7 +48,19 @@ from .packing import pack_series, patchify_target
 #: patch size per frequency: the lower end of uni2ts' DefaultPatchSizeConstraints range, so that
 #: coarse scales (s times fewer steps) still get enough context tokens.
 FREQ_PATCH_SIZES = {"S": 64, "T": 32, "H": 32, "D": 16, "B": 16, "W": 16, "M": 8, "Q": 8, "Y": 8}
-_FREQ_UNITS = {"MIN": "T", "SEC": "S", "BH": "H", "ME": "M", "MS": "M", "QE": "Q", "QS": "Q", "YE": "Y", "YS": "Y", "A": "Y", "AS": "Y"}
+_FREQ_UNITS = {
+    "MIN": "T",
+    "SEC": "S",
+    "BH": "H",
+    "ME": "M",
+    "MS": "M",
+    "QE": "Q",
+    "QS": "Q",
+    "YE": "Y",
+    "YS": "Y",
+    "A": "Y",
+    "AS": "Y",
+}
 DEFAULT_PATCH_SIZE = 32
 #: the MSFT authors' ``finetune_pattern: freeze_ffn`` (zqiao11/uni2ts, branch ``finetune``): in_proj,
 #: q/k/v and the FFN stay frozen; the attention output projection, q/k norms, variate bias, the
@@ -192,8 +204,9 @@ class MoiraiSpec(BackboneSpec):
             out = rearrange(mean, "n t p -> n (t p)")[:, :horizon]
             return rearrange(out, "(b v) t -> b t v", v=past.shape[2])
 
-        return TinyBackbone(backbone, context_length=100, horizon=horizon, forecast=forecast,
-                            options={"patch_size": patch})
+        return TinyBackbone(
+            backbone, context_length=100, horizon=horizon, forecast=forecast, options={"patch_size": patch}
+        )
 
     def __init__(self, backbone: nn.Module, config):
         super().__init__(backbone, config)
@@ -336,7 +349,7 @@ class MoiraiSpec(BackboneSpec):
         return MoiraiOutput(distr, params, patch, horizon, max_patch=self._max_patch, point_samples=self.point_samples)
 
     def trainable_parameters(self, pattern: str) -> list[str]:
-        """"freeze_ffn" (the authors' recipe, `FREEZE_FFN`), or the generic "none" / "all"."""
+        """ "freeze_ffn" (the authors' recipe, `FREEZE_FFN`), or the generic "none" / "all"."""
         if pattern != "freeze_ffn":
             return super().trainable_parameters(pattern)
         names = [n for n, _ in self.backbone.named_parameters() if "msft_" not in n]
@@ -356,7 +369,9 @@ def _attention_in_blocks(attn: nn.Module, x: Tensor, aux: MoiraiAux) -> Tensor:
     q/k norms, rotary) over all tokens and the score-wise parts (variate bias, mask, softmax) per
     block: cost sum n_s^2 instead of (sum n_s)^2. Built from the module's own pieces."""
     groups, hpg = attn.num_groups, attn.heads_per_group
-    query = attn.q_norm(rearrange(attn.q_proj(x), "... q (group hpg dim) -> ... group hpg q dim", group=groups, hpg=hpg))
+    query = attn.q_norm(
+        rearrange(attn.q_proj(x), "... q (group hpg dim) -> ... group hpg q dim", group=groups, hpg=hpg)
+    )
     key = attn.k_norm(repeat(attn.k_proj(x), "... kv (group dim) -> ... group hpg kv dim", group=groups, hpg=hpg))
     value = repeat(attn.v_proj(x), "... kv (group dim) -> ... group hpg kv dim", group=groups, hpg=hpg)
     var_q, var_kv = attn._get_var_id(query, key, aux.variate_id, aux.variate_id)  # (series, 1, 1, tokens)

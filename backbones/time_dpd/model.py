@@ -1,4 +1,4 @@
-"""Time-DPD: a frozen decoder LLM reprogrammed for forecasting (DESIGN.md §4).
+"""Time-DPD: a frozen decoder LLM reprogrammed for forecasting (docs/design.md §5, docs/time_dpd.md).
 
 For each univariate series (variates are independent):
 
@@ -85,8 +85,18 @@ class TimeDPDConfig:
     patch_embedding: str = "conv"
 
     def __post_init__(self) -> None:
-        for name in ("context_length", "horizon", "patch_len", "stride", "d_model", "num_heads", "d_keys",
-                     "num_prototypes", "head_channels", "top_k_lags"):
+        for name in (
+            "context_length",
+            "horizon",
+            "patch_len",
+            "stride",
+            "d_model",
+            "num_heads",
+            "d_keys",
+            "num_prototypes",
+            "head_channels",
+            "top_k_lags",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r}: expected a positive integer")
@@ -164,8 +174,9 @@ class Reprogramming(nn.Module):
         v = rearrange(self.value_projection(prototypes), "v (h e) -> h v e", h=self.num_heads)
         return k, v
 
-    def forward(self, patches: Tensor, prototypes: Tensor | None = None,
-                keys_values: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def forward(
+        self, patches: Tensor, prototypes: Tensor | None = None, keys_values: tuple[Tensor, Tensor] | None = None
+    ) -> Tensor:
         """patches (series, patches, d_model) onto the prototypes (V', d_llm), or onto their
         precomputed ``keys_values`` -> (series, patches, d_llm)."""
         q = rearrange(self.query_projection(patches), "n p (h e) -> n h p e", h=self.num_heads)
@@ -222,8 +233,9 @@ class TimeDPD(nn.Module):
     they are loaded from ``config.llm`` (hub name or local directory) in ``config.llm_dtype``.
     """
 
-    def __init__(self, config: TimeDPDConfig | None = None, llm: nn.Module | None = None, tokenizer: Any = None,
-                 **overrides: Any):
+    def __init__(
+        self, config: TimeDPDConfig | None = None, llm: nn.Module | None = None, tokenizer: Any = None, **overrides: Any
+    ):
         super().__init__()
         self.config = cfg = config or TimeDPDConfig(**overrides)
         if (llm is None) != (tokenizer is None):
@@ -265,8 +277,9 @@ class TimeDPD(nn.Module):
         return {n: p for n, p in self.named_parameters() if p.requires_grad}
 
     # -- the pieces shared by `forward` and the msft spec ------------------------------------------
-    def tokenize(self, context: Tensor, observed: Tensor, horizon: int,
-                 keys_values: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, TimeDPDAux]:
+    def tokenize(
+        self, context: Tensor, observed: Tensor, horizon: int, keys_values: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, TimeDPDAux]:
         """(series, time) -> fp32 tokens ``[soft prompt | padded data prompt | patches]``
         ``(series, tokens, d_llm)``; ``horizon`` is the one named in the prompt; ``keys_values``:
         the reprogramming's (`reprogramming_keys_values`), when the caller shares them across calls."""
@@ -317,8 +330,13 @@ class TimeDPD(nn.Module):
         parameters changes (its tensor version, bumped by optimiser steps and in-place loads) or moves.
         """
         embeddings = self.llm.get_input_embeddings().weight
-        params = (self.prototype_map.weight, self.prototype_map.bias, embeddings,
-                  *self.reprogramming.key_projection.parameters(), *self.reprogramming.value_projection.parameters())
+        params = (
+            self.prototype_map.weight,
+            self.prototype_map.bias,
+            embeddings,
+            *self.reprogramming.key_projection.parameters(),
+            *self.reprogramming.value_projection.parameters(),
+        )
         if torch.is_grad_enabled() and any(p.requires_grad for p in params):
             return self.reprogramming.keys_values(self.text_prototypes())
         key = (torch.is_inference_mode_enabled(), *((p.data_ptr(), p._version, p.dtype, p.device) for p in params))

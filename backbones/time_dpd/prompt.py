@@ -129,10 +129,16 @@ def reference_prompts(series: Tensor, observed: Tensor, description: str, contex
     prompts = []
     for row in range(series.shape[0]):
         values = series[row][observed[row]]
-        prompts.append(REFERENCE_TEMPLATE.format(
-            description=description, horizon=horizon, context=context,
-            minimum=str(minimum[row].item()), maximum=str(maximum[row].item()),
-            median=str(torch.median(values).item()),
-            trend="upward" if float(trend[row]) > 0 else "downward", lags=str(lags[row].tolist()),
-        ))
+        prompts.append(
+            REFERENCE_TEMPLATE.format(
+                description=description,
+                horizon=horizon,
+                context=context,
+                minimum=str(minimum[row].item()),
+                maximum=str(maximum[row].item()),
+                median=str(torch.median(values).item()),
+                trend="upward" if float(trend[row]) > 0 else "downward",
+                lags=str(lags[row].tolist()),
+            )
+        )
     return prompts

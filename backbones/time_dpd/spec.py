@@ -44,17 +44,24 @@ class TimeDPDSpec(BackboneSpec):
         from msft_backbones.time_dpd.tiny import tiny_time_dpd
 
         with torch.random.fork_rng():
-            backbone = tiny_time_dpd("qwen2", context_length=64, horizon=12, d_model=8, num_heads=2, d_keys=8,
-                                     num_prototypes=16, head_channels=16, dropout=0.0)
+            backbone = tiny_time_dpd(
+                "qwen2",
+                context_length=64,
+                horizon=12,
+                d_model=8,
+                num_heads=2,
+                d_keys=8,
+                num_prototypes=16,
+                head_channels=16,
+                dropout=0.0,
+            )
         return TinyBackbone(backbone, context_length=64, horizon=12, forecast=backbone)
 
     def __init__(self, backbone: TimeDPD, config):
         super().__init__(backbone, config)
         cfg = backbone.config
         if config.horizon is not None and config.horizon != cfg.horizon:
-            raise ValueError(
-                f"horizon={config.horizon}: expected the Time-DPD model's horizon {cfg.horizon} (or None)"
-            )
+            raise ValueError(f"horizon={config.horizon}: expected the Time-DPD model's horizon {cfg.horizon} (or None)")
         for scale in config.scales:
             if math.ceil(cfg.context_length / scale) + cfg.stride < cfg.patch_len:
                 raise ValueError(
@@ -81,7 +88,9 @@ class TimeDPDSpec(BackboneSpec):
     def check_context(self, context_length: int) -> None:
         expected = self.backbone.config.context_length
         if context_length != expected:
-            raise ValueError(f"past_target has {context_length} time steps: expected {expected} (Time-DPD's context_length)")
+            raise ValueError(
+                f"past_target has {context_length} time steps: expected {expected} (Time-DPD's context_length)"
+            )
 
     def build_heads(self, num_scales: int) -> nn.Module:
         cfg = self.backbone.config

@@ -40,8 +40,14 @@ def tiny_tokenizer(bos: bool = False) -> Any:
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[UNK]", bos_token="<s>")
 
 
-def tiny_llm(kind: str = "qwen2", vocab_size: int | None = None, hidden: int = 32, layers: int = 2,
-             dtype: torch.dtype = torch.float32, seed: int = 0) -> nn.Module:
+def tiny_llm(
+    kind: str = "qwen2",
+    vocab_size: int | None = None,
+    hidden: int = 32,
+    layers: int = 2,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+) -> nn.Module:
     """A random-weight base decoder (no LM head) of family ``kind``."""
     from transformers import GPT2Config, GPT2Model, LlamaConfig, LlamaModel, Qwen2Config, Qwen2Model
 
@@ -50,12 +56,32 @@ def tiny_llm(kind: str = "qwen2", vocab_size: int | None = None, hidden: int = 3
     vocab_size = vocab_size or len(tiny_tokenizer())
     torch.manual_seed(seed)
     if kind == "gpt2":
-        llm = GPT2Model(GPT2Config(vocab_size=vocab_size, n_embd=hidden, n_layer=layers, n_head=4, n_positions=256,
-                                   bos_token_id=0, eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
+        llm = GPT2Model(
+            GPT2Config(
+                vocab_size=vocab_size,
+                n_embd=hidden,
+                n_layer=layers,
+                n_head=4,
+                n_positions=256,
+                bos_token_id=0,
+                eos_token_id=0,
+                resid_pdrop=0.0,
+                embd_pdrop=0.0,
+                attn_pdrop=0.0,
+            )
+        )
     else:
         config_cls, model_cls = (Qwen2Config, Qwen2Model) if kind == "qwen2" else (LlamaConfig, LlamaModel)
-        llm = model_cls(config_cls(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
-                                   num_attention_heads=4, num_key_value_heads=2, intermediate_size=2 * hidden))
+        llm = model_cls(
+            config_cls(
+                vocab_size=vocab_size,
+                hidden_size=hidden,
+                num_hidden_layers=layers,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                intermediate_size=2 * hidden,
+            )
+        )
     return llm.to(dtype)
 
 

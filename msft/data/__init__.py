@@ -13,10 +13,28 @@ from msft.data.synthetic import add_trend_seasonality, arma_series, s2_series, s
 from msft.data.windows import Windows
 
 __all__ = [
-    "ChecksumError", "DataNotFoundError", "DatasetSpec", "LSFDataModule", "LSFSplit", "LSF_DATASETS",
-    "PF_DATASETS", "RollingWindows", "Windows", "add_trend_seasonality", "arma_series", "download",
-    "get_spec", "load_lsf", "load_pf", "prepare_lsf", "read_csv", "resolve_data_dir", "rolling_windows",
-    "s2_series", "split_borders", "synthetic_frame",
+    "ChecksumError",
+    "DataNotFoundError",
+    "DatasetSpec",
+    "LSFDataModule",
+    "LSFSplit",
+    "LSF_DATASETS",
+    "PF_DATASETS",
+    "RollingWindows",
+    "Windows",
+    "add_trend_seasonality",
+    "arma_series",
+    "download",
+    "get_spec",
+    "load_lsf",
+    "load_pf",
+    "prepare_lsf",
+    "read_csv",
+    "resolve_data_dir",
+    "rolling_windows",
+    "s2_series",
+    "split_borders",
+    "synthetic_frame",
 ]
 
 

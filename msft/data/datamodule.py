@@ -20,10 +20,20 @@ class LSFDataModule(lightning.LightningDataModule):
     gathered in one indexing operation (batch sampler + ``batch_size=None``), not item by item.
     """
 
-    def __init__(self, dataset: str | os.PathLike | pd.DataFrame | LSFSplit = "ETTh1", context_length: int = 512,
-                 horizon: int = 96, mode: str = "S", batch_size: int = 64, eval_batch_size: int | None = None,
-                 targets: str | list[str] | None = None, data_dir: str | os.PathLike | None = None,
-                 download: bool = False, train_stride: int = 1, num_workers: int = 0):
+    def __init__(
+        self,
+        dataset: str | os.PathLike | pd.DataFrame | LSFSplit = "ETTh1",
+        context_length: int = 512,
+        horizon: int = 96,
+        mode: str = "S",
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        targets: str | list[str] | None = None,
+        data_dir: str | os.PathLike | None = None,
+        download: bool = False,
+        train_stride: int = 1,
+        num_workers: int = 0,
+    ):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}; expected a positive int")
@@ -36,9 +46,17 @@ class LSFDataModule(lightning.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.data is None:
-            self.data = self.dataset if isinstance(self.dataset, LSFSplit) else prepare_lsf(
-                self.dataset, self.context_length, targets=self.targets, data_dir=self.data_dir,
-                download=self.download)
+            self.data = (
+                self.dataset
+                if isinstance(self.dataset, LSFSplit)
+                else prepare_lsf(
+                    self.dataset,
+                    self.context_length,
+                    targets=self.targets,
+                    data_dir=self.data_dir,
+                    download=self.download,
+                )
+            )
             self.splits = {
                 "train": self.data.windows("train", self.horizon, self.mode, stride=self.train_stride),
                 "val": self.data.windows("val", self.horizon, self.mode),
@@ -49,8 +67,9 @@ class LSFDataModule(lightning.LightningDataModule):
         windows = self.splits[split]
         order = RandomSampler(windows) if shuffle else SequentialSampler(windows)
         size = self.batch_size if split == "train" else self.eval_batch_size
-        return DataLoader(windows, sampler=BatchSampler(order, size, drop_last=False), batch_size=None,
-                          num_workers=self.num_workers)
+        return DataLoader(
+            windows, sampler=BatchSampler(order, size, drop_last=False), batch_size=None, num_workers=self.num_workers
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -73,20 +73,26 @@ def verify_file(path: Path, sha256: str | None, size: int | None = None) -> None
         _VERIFIED.add(key)
         return
     if size is not None and stat.st_size != size:
-        raise ChecksumError(f"{path} has {stat.st_size} bytes, expected {size}: the file is truncated "
-                            "or not the published one; delete it and download it again")
+        raise ChecksumError(
+            f"{path} has {stat.st_size} bytes, expected {size}: the file is truncated "
+            "or not the published one; delete it and download it again"
+        )
     actual = sha256_of(path)
     if actual != sha256:
-        raise ChecksumError(f"{path} has sha256 {actual}, expected {sha256}: the file is corrupt or "
-                            "not the published one; delete it and download it again")
+        raise ChecksumError(
+            f"{path} has sha256 {actual}, expected {sha256}: the file is corrupt or "
+            "not the published one; delete it and download it again"
+        )
     _VERIFIED.add(key)
 
 
 def how_to_get(spec: DatasetSpec) -> str:
     if spec.url is not None:
         return f"run `python -m msft.data.download {spec.name}` or fetch {spec.url}"
-    return (f"download {spec.relpath} from {spec.source} (or set MSFT_DATA_MIRROR to a base URL serving "
-            f"it and run `python -m msft.data.download {spec.name}`)")
+    return (
+        f"download {spec.relpath} from {spec.source} (or set MSFT_DATA_MIRROR to a base URL serving "
+        f"it and run `python -m msft.data.download {spec.name}`)"
+    )
 
 
 def download_url(spec: DatasetSpec) -> str | None:
@@ -104,8 +110,9 @@ def download(spec: DatasetSpec, data_dir: str | os.PathLike | None = None) -> Pa
         return target
     url = download_url(spec)
     if url is None:
-        raise DataNotFoundError(f"{target} does not exist and {spec.name} has no direct download URL: "
-                                + how_to_get(spec))
+        raise DataNotFoundError(
+            f"{target} does not exist and {spec.name} has no direct download URL: " + how_to_get(spec)
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     tmp = Path(tmp_name)
@@ -121,8 +128,9 @@ def download(spec: DatasetSpec, data_dir: str | os.PathLike | None = None) -> Pa
     return target
 
 
-def locate(spec: DatasetSpec, data_dir: str | os.PathLike | None = None, download_missing: bool = False,
-           verify: bool = True) -> Path:
+def locate(
+    spec: DatasetSpec, data_dir: str | os.PathLike | None = None, download_missing: bool = False, verify: bool = True
+) -> Path:
     """Path of a verified local copy of ``spec``; DataNotFoundError if absent (and not downloaded)."""
     path = resolve_data_dir(data_dir) / spec.relpath
     if not path.exists() and (BUNDLED_DIR / Path(spec.relpath).name).exists() and spec.name in BUNDLED:
@@ -130,9 +138,11 @@ def locate(spec: DatasetSpec, data_dir: str | os.PathLike | None = None, downloa
     if not path.exists():
         if download_missing:
             return download(spec, data_dir)
-        raise DataNotFoundError(f"{spec.name}: no file at {path}; {how_to_get(spec)} "
-                                "(or pass download=True, or point data_dir / MSFT_DATA_DIR at a directory "
-                                f"holding {spec.relpath})")
+        raise DataNotFoundError(
+            f"{spec.name}: no file at {path}; {how_to_get(spec)} "
+            "(or pass download=True, or point data_dir / MSFT_DATA_DIR at a directory "
+            f"holding {spec.relpath})"
+        )
     if verify:
         verify_file(path, spec.sha256, spec.size)
     return path

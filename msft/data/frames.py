@@ -42,15 +42,23 @@ class SeriesSet:
         last = self.starts[i] + (len(self.values[i]) - 1) * self.freq
         return pd.date_range(last + self.freq, periods=horizon, freq=self.freq)
 
-    def to_long(self, id_column: str = "item_id", timestamp_column: str = "timestamp",
-                target: str = "target") -> pd.DataFrame:
-        frames = [pd.DataFrame({id_column: item, timestamp_column: self.index(i), target: self.values[i]})
-                  for i, item in enumerate(self.ids)]
+    def to_long(
+        self, id_column: str = "item_id", timestamp_column: str = "timestamp", target: str = "target"
+    ) -> pd.DataFrame:
+        frames = [
+            pd.DataFrame({id_column: item, timestamp_column: self.index(i), target: self.values[i]})
+            for i, item in enumerate(self.ids)
+        ]
         return pd.concat(frames, ignore_index=True)
 
 
-def read_series(data: pd.DataFrame | str | os.PathLike, *, target: str = "target", id_column: str = "item_id",
-                timestamp_column: str = "timestamp") -> SeriesSet:
+def read_series(
+    data: pd.DataFrame | str | os.PathLike,
+    *,
+    target: str = "target",
+    id_column: str = "item_id",
+    timestamp_column: str = "timestamp",
+) -> SeriesSet:
     """``data`` (long frame, wide frame or CSV path) as a checked `SeriesSet` (see the module docstring)."""
     if isinstance(data, (str, os.PathLike)):
         if not os.path.isfile(data):
@@ -65,23 +73,27 @@ def read_series(data: pd.DataFrame | str | os.PathLike, *, target: str = "target
     if id_column in data.columns:
         missing = [c for c in (timestamp_column, target) if c not in data.columns]
         if missing:
-            raise ValueError(f"long-format data lacks column(s) {missing}: expected {id_column!r}, "
-                             f"{timestamp_column!r} and {target!r}; columns are {list(data.columns)}")
+            raise ValueError(
+                f"long-format data lacks column(s) {missing}: expected {id_column!r}, "
+                f"{timestamp_column!r} and {target!r}; columns are {list(data.columns)}"
+            )
         return _from_long(data, target, id_column, timestamp_column)
     time_column = next((c for c in (timestamp_column, *DATE_COLUMNS) if c in data.columns), None)
     if time_column is None or target in data.columns:
         raise ValueError(
             f"cannot read the data: columns are {list(data.columns)}; expected a long frame with columns "
             f"{id_column!r}, {timestamp_column!r}, {target!r} (pass id_column=/timestamp_column=/target= for other "
-            f"names), or a wide frame with a DatetimeIndex (or a {timestamp_column!r} column) and one column per series")
+            f"names), or a wide frame with a DatetimeIndex (or a {timestamp_column!r} column) and one column per series"
+        )
     return _from_wide(data.drop(columns=[time_column]), _to_datetime(data[time_column], time_column))
 
 
 def _from_long(data: pd.DataFrame, target: str, id_column: str, timestamp_column: str) -> SeriesSet:
     _check_numeric(data[target], f"target column {target!r}")
     times = _to_datetime(data[timestamp_column], timestamp_column)
-    frame = pd.DataFrame({"id": data[id_column].astype(str).to_numpy(), "t": times.to_numpy(),
-                          "y": data[target].to_numpy(np.float64)})
+    frame = pd.DataFrame(
+        {"id": data[id_column].astype(str).to_numpy(), "t": times.to_numpy(), "y": data[target].to_numpy(np.float64)}
+    )
     items = [(str(item), group.sort_values("t")) for item, group in frame.groupby("id", sort=False)]
     return _regularise([(item, pd.DatetimeIndex(g["t"]), g["y"].to_numpy()) for item, g in items])
 
@@ -89,16 +101,19 @@ def _from_long(data: pd.DataFrame, target: str, id_column: str, timestamp_column
 def _from_wide(data: pd.DataFrame, times: pd.DatetimeIndex | pd.Series) -> SeriesSet:
     times = pd.DatetimeIndex(times)
     for column in data.columns:
-        _check_numeric(data[column], f"column {column!r} of wide-format data (one column per series; long-format "
-                                     "data need their id column named by id_column=, target column by target=)")
+        _check_numeric(
+            data[column],
+            f"column {column!r} of wide-format data (one column per series; long-format "
+            "data need their id column named by id_column=, target column by target=)",
+        )
     order = np.argsort(times.to_numpy(), kind="stable")
     times, data = times[order], data.iloc[order]
     items = []
     for column in data.columns:
         values = data[column].to_numpy(np.float64)
         keep = ~np.isnan(values)  # a wide frame's NaN rows are other series' timestamps
-        first, last = (np.flatnonzero(keep)[[0, -1]] if keep.any() else (0, -1))
-        items.append((str(column), times[first:last + 1], values[first:last + 1]))
+        first, last = np.flatnonzero(keep)[[0, -1]] if keep.any() else (0, -1)
+        items.append((str(column), times[first : last + 1], values[first : last + 1]))
     return _regularise(items)
 
 
@@ -109,15 +124,19 @@ def _regularise(items: list[tuple[str, pd.DatetimeIndex, np.ndarray]]) -> Series
             raise ValueError(f"item {item!r} has no observation: expected at least a few time steps")
         duplicated = times[times.duplicated()]
         if len(duplicated):
-            raise ValueError(f"item {item!r} has duplicated timestamps (e.g. {duplicated[0]}): expected one value "
-                             "per timestamp; aggregate them first (e.g. df.groupby([id, timestamp]).mean())")
+            raise ValueError(
+                f"item {item!r} has duplicated timestamps (e.g. {duplicated[0]}): expected one value "
+                "per timestamp; aggregate them first (e.g. df.groupby([id, timestamp]).mean())"
+            )
         freq = _frequency(item, times)
         grid = pd.date_range(times[0], times[-1], freq=freq)
         position = grid.get_indexer(times)
         if (position < 0).any():
             bad = times[position < 0][0]
-            raise ValueError(f"item {item!r} has irregular timestamps ({bad} is off its {freq.freqstr} grid): "
-                             "expected a regular frequency; resample the data first")
+            raise ValueError(
+                f"item {item!r} has irregular timestamps ({bad} is off its {freq.freqstr} grid): "
+                "expected a regular frequency; resample the data first"
+            )
         regular = np.full(len(grid), np.nan)
         regular[position] = values  # gaps stay NaN (missing)
         freqs[item] = freq
@@ -127,10 +146,11 @@ def _regularise(items: list[tuple[str, pd.DatetimeIndex, np.ndarray]]) -> Series
         examples = {}
         for item, f in freqs.items():
             examples.setdefault(f.freqstr, item)
-        raise ValueError(f"the series have mixed frequencies {sorted(distinct)} (e.g. items "
-                         f"{sorted(examples.values())}): expected one frequency; resample them to a common one")
-    return SeriesSet([s[0] for s in series], [s[1] for s in series], [s[2] for s in series],
-                     next(iter(freqs.values())))
+        raise ValueError(
+            f"the series have mixed frequencies {sorted(distinct)} (e.g. items "
+            f"{sorted(examples.values())}): expected one frequency; resample them to a common one"
+        )
+    return SeriesSet([s[0] for s in series], [s[1] for s in series], [s[2] for s in series], next(iter(freqs.values())))
 
 
 def _frequency(item: str, times: pd.DatetimeIndex) -> pd.DateOffset:
@@ -141,7 +161,7 @@ def _frequency(item: str, times: pd.DatetimeIndex) -> pd.DateOffset:
     if inferred is not None:
         return to_offset(inferred)
     for k in range(len(times) - 2):  # a calendar frequency (months, ...) from a contiguous run of 3
-        run = pd.infer_freq(times[k:k + 3])
+        run = pd.infer_freq(times[k : k + 3])
         if run is not None:
             offset = to_offset(run)
             if pd.date_range(times[0], times[-1], freq=offset).get_indexer(times).min() >= 0:
@@ -149,8 +169,10 @@ def _frequency(item: str, times: pd.DatetimeIndex) -> pd.DateOffset:
     steps = np.diff(times.asi8)
     step = steps.min()
     if step <= 0 or (steps % step).any():
-        raise ValueError(f"item {item!r} has irregular timestamps (steps of {sorted(set(pd.to_timedelta(steps)))[:3]}"
-                         "...): expected a regular frequency with at most some gaps; resample the data first")
+        raise ValueError(
+            f"item {item!r} has irregular timestamps (steps of {sorted(set(pd.to_timedelta(steps)))[:3]}"
+            "...): expected a regular frequency with at most some gaps; resample the data first"
+        )
     return to_offset(pd.Timedelta(int(step)))
 
 

@@ -51,8 +51,9 @@ def _with_date(frame: pd.DataFrame, date_column: str | None) -> pd.DataFrame:
     return variables
 
 
-def load_lsf(name: str | os.PathLike, data_dir: str | os.PathLike | None = None, download: bool = False,
-             verify: bool = True) -> pd.DataFrame:
+def load_lsf(
+    name: str | os.PathLike, data_dir: str | os.PathLike | None = None, download: bool = False, verify: bool = True
+) -> pd.DataFrame:
     """Raw frame (``date`` column + variables) of a known dataset, ``"synthetic"`` or a CSV path.
 
     Known files are checksum-verified (``verify=False`` skips it explicitly); a missing file raises
@@ -90,13 +91,17 @@ def split_borders(rule: str | tuple, n_rows: int) -> dict[str, tuple[int, int]]:
             n_train, n_test = int(n_rows * n_train), int(n_rows * n_test)
             n_val = n_rows - n_train - n_test if n_val is None else int(n_rows * n_val)
         if min(n_train, n_val, n_test) < 1 or n_train + n_val + n_test > n_rows:
-            raise ValueError(f"split {rule!r} gives rows {(n_train, n_val, n_test)}; expected positive "
-                             f"counts summing to at most {n_rows}")
+            raise ValueError(
+                f"split {rule!r} gives rows {(n_train, n_val, n_test)}; expected positive "
+                f"counts summing to at most {n_rows}"
+            )
     else:
-        raise ValueError(f"split rule {rule!r}; expected 'ett_hour', 'ett_minute', 'ratio' or "
-                         "(n_train, n_val, n_test)")
-    return {"train": (0, n_train), "val": (n_train, n_train + n_val),
-            "test": (n_train + n_val, n_train + n_val + n_test)}
+        raise ValueError(f"split rule {rule!r}; expected 'ett_hour', 'ett_minute', 'ratio' or (n_train, n_val, n_test)")
+    return {
+        "train": (0, n_train),
+        "val": (n_train, n_train + n_val),
+        "test": (n_train + n_val, n_train + n_val + n_test),
+    }
 
 
 @dataclass(frozen=True)
@@ -141,10 +146,15 @@ class LSFSplit:
         return x * self.std + self.mean
 
 
-def prepare_lsf(dataset: str | os.PathLike | pd.DataFrame, context_length: int,
-                targets: str | list[str] | None = None, split: str | tuple | None = None,
-                data_dir: str | os.PathLike | None = None, download: bool = False,
-                normalize: bool = True) -> LSFSplit:
+def prepare_lsf(
+    dataset: str | os.PathLike | pd.DataFrame,
+    context_length: int,
+    targets: str | list[str] | None = None,
+    split: str | tuple | None = None,
+    data_dir: str | os.PathLike | None = None,
+    download: bool = False,
+    normalize: bool = True,
+) -> LSFSplit:
     """Load (name, CSV path or frame), choose target columns, split and z-score with train statistics.
 
     ``targets=None`` keeps every variable; ``targets="OT"`` is the classic univariate "S" setting of
@@ -176,6 +186,14 @@ def prepare_lsf(dataset: str | os.PathLike | pd.DataFrame, context_length: int,
     std = np.nanstd(train, axis=0) if normalize else np.ones(values.shape[1])
     std = np.where(std > 0, std, 1.0)  # constant channels: leave unscaled, as StandardScaler does
     scaled = ((values - mean) / std).astype(np.float32)
-    return LSFSplit(name=name, values=scaled, dates=frame["date"].to_numpy(), columns=tuple(variables),
-                    borders=borders, context_length=int(context_length), mean=mean, std=std,
-                    season=spec.season if spec else None)
+    return LSFSplit(
+        name=name,
+        values=scaled,
+        dates=frame["date"].to_numpy(),
+        columns=tuple(variables),
+        borders=borders,
+        context_length=int(context_length),
+        mean=mean,
+        std=std,
+        season=spec.season if spec else None,
+    )

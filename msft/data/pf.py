@@ -49,24 +49,69 @@ def _file(name: str, relpath: str, freq: str, url: str | None = None, source: st
 
 
 PF_DATASETS: dict[str, PFSpec] = {
-    "electricity": PFSpec("electricity", _file("electricity", "pf/electricity.txt.gz", "h",
-                                               _LSTNET + "electricity/electricity.txt.gz"),
-                          "lstnet", 24, 7, 24, start="2012-01-01", freq="h"),
-    "solar": PFSpec("solar", _file("solar", "pf/solar_AL.txt.gz", "10min", _LSTNET + "solar-energy/solar_AL.txt.gz"),
-                    "lstnet", 24, 7, 24, start="2006-01-01", freq="10min", resample="h"),
+    "electricity": PFSpec(
+        "electricity",
+        _file("electricity", "pf/electricity.txt.gz", "h", _LSTNET + "electricity/electricity.txt.gz"),
+        "lstnet",
+        24,
+        7,
+        24,
+        start="2012-01-01",
+        freq="h",
+    ),
+    "solar": PFSpec(
+        "solar",
+        _file("solar", "pf/solar_AL.txt.gz", "10min", _LSTNET + "solar-energy/solar_AL.txt.gz"),
+        "lstnet",
+        24,
+        7,
+        24,
+        start="2006-01-01",
+        freq="10min",
+        resample="h",
+    ),
     "jena_weather": PFSpec("jena_weather", LSF_DATASETS["weather"], "wide", 144, 7, 144),
-    "istanbul_traffic": PFSpec("istanbul_traffic", _file(
-        "istanbul_traffic", "pf/istanbul_traffic.csv", "h",
-        source="https://www.kaggle.com/datasets/leonardo00/istanbul-traffic-index (resample to hourly, "
-               "one column per series, date column first)"), "wide", 24, 7, 24),
-    "turkey_power": PFSpec("turkey_power", _file(
-        "turkey_power", "pf/turkey_power.csv", "h",
-        source="https://www.kaggle.com/datasets/dharanikra/electrical-power-demand-in-turkey (hourly, "
-               "one column per series, date column first)"), "wide", 24, 7, 24),
-    "walmart": PFSpec("walmart", _file(
-        "walmart", "pf/walmart/train.csv", "W",
-        source="https://www.kaggle.com/competitions/walmart-recruiting-store-sales-forecasting (train.csv)"),
-        "walmart", 8, 4, 1),
+    "istanbul_traffic": PFSpec(
+        "istanbul_traffic",
+        _file(
+            "istanbul_traffic",
+            "pf/istanbul_traffic.csv",
+            "h",
+            source="https://www.kaggle.com/datasets/leonardo00/istanbul-traffic-index (resample to hourly, "
+            "one column per series, date column first)",
+        ),
+        "wide",
+        24,
+        7,
+        24,
+    ),
+    "turkey_power": PFSpec(
+        "turkey_power",
+        _file(
+            "turkey_power",
+            "pf/turkey_power.csv",
+            "h",
+            source="https://www.kaggle.com/datasets/dharanikra/electrical-power-demand-in-turkey (hourly, "
+            "one column per series, date column first)",
+        ),
+        "wide",
+        24,
+        7,
+        24,
+    ),
+    "walmart": PFSpec(
+        "walmart",
+        _file(
+            "walmart",
+            "pf/walmart/train.csv",
+            "W",
+            source="https://www.kaggle.com/competitions/walmart-recruiting-store-sales-forecasting (train.csv)",
+        ),
+        "walmart",
+        8,
+        4,
+        1,
+    ),
 }
 PF_DATASETS["weather"] = PF_DATASETS["jena_weather"]
 
@@ -128,6 +173,7 @@ def seasonal_error_before(values: np.ndarray, starts: np.ndarray, seasonality: i
     ``values (time, series)``, ``starts (k,)`` -> ``(k, series)``; as GluonTS, a history shorter
     than the seasonality falls back to m = 1.
     """
+
     def mean_abs_diff(m: int) -> np.ndarray:  # (k, series)
         diff = np.abs(values[m:] - values[:-m]) if len(values) > m else np.empty((0, values.shape[1]))
         valid = ~np.isnan(diff)
@@ -142,8 +188,9 @@ def seasonal_error_before(values: np.ndarray, starts: np.ndarray, seasonality: i
     return np.where(use_season, mean_abs_diff(seasonality), mean_abs_diff(1))
 
 
-def rolling_windows(values: np.ndarray, horizon: int, windows: int, context_length: int,
-                    seasonality: int) -> RollingWindows:
+def rolling_windows(
+    values: np.ndarray, horizon: int, windows: int, context_length: int, seasonality: int
+) -> RollingWindows:
     """Cut the last ``windows × horizon`` steps of ``values (time, series)`` into forecast blocks."""
     values = np.asarray(values, dtype=np.float64)
     n_time, n_series = values.shape
@@ -152,8 +199,10 @@ def rolling_windows(values: np.ndarray, horizon: int, windows: int, context_leng
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{field}={value!r}; expected a positive int")
     if first - context_length < 0:
-        raise ValueError(f"context_length={context_length} needs {context_length + windows * horizon} time "
-                         f"steps for {windows}×{horizon} test points; the data have {n_time}")
+        raise ValueError(
+            f"context_length={context_length} needs {context_length + windows * horizon} time "
+            f"steps for {windows}×{horizon} test points; the data have {n_time}"
+        )
     starts = first + horizon * np.arange(windows)  # (windows,)
     width = context_length + horizon
     view = np.lib.stride_tricks.sliding_window_view(values, width, axis=0)  # (time - width + 1, series, width)

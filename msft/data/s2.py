@@ -60,23 +60,27 @@ class S2Pool:
 
     def __getitem__(self, rows) -> S2Pool:
         rows = np.arange(len(self))[rows]
-        return S2Pool(self.excitation[rows], self.response[rows], [self.symbol[i] for i in rows],
-                      self.draw[rows], self.skipped)
+        return S2Pool(
+            self.excitation[rows], self.response[rows], [self.symbol[i] for i in rows], self.draw[rows], self.skipped
+        )
 
 
 def _require_package():
     try:
         import s2generator  # noqa: F401
     except ImportError as error:  # an optional extra: say how to get it
-        raise ImportError("msft.data.s2 needs the authors' generator: pip install 'msft[pretrain]' "
-                          "(or pip install s2generator)") from error
+        raise ImportError(
+            "msft.data.s2 needs the authors' generator: pip install 'msft[pretrain]' (or pip install s2generator)"
+        ) from error
 
 
 def _make_generator(series_params: dict, symbol_params: dict):
     from s2generator.symbol import Generator, SeriesParams, SymbolParams
 
-    for name, cls, values in (("series_params", SeriesParams, series_params),
-                              ("symbol_params", SymbolParams, symbol_params)):
+    for name, cls, values in (
+        ("series_params", SeriesParams, series_params),
+        ("symbol_params", SymbolParams, symbol_params),
+    ):
         try:
             cls(**values)
         except (TypeError, ValueError) as error:
@@ -85,7 +89,12 @@ def _make_generator(series_params: dict, symbol_params: dict):
 
 
 def _check(n: int, length: int, seed: int, time_limit: float, shard_size: int, workers: int) -> None:
-    for name, value, low in (("n", n, 1), ("length", length, 16), ("shard_size", shard_size, 1), ("workers", workers, 1)):
+    for name, value, low in (
+        ("n", n, 1),
+        ("length", length, 16),
+        ("shard_size", shard_size, 1),
+        ("workers", workers, 1),
+    ):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
             raise ValueError(f"{name}={value!r}; expected an int >= {low}")
     if not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -117,8 +126,9 @@ def _draw_shard(args: tuple) -> dict:
             try:
                 with warnings.catch_warnings(), np.errstate(all="ignore"):
                     warnings.simplefilter("ignore")  # the package's overflow/domain warnings on rejected points
-                    symbol, x, y = generator.run(np.random.RandomState([seed, i]), seq_length=length,
-                                                 input_dimension=1, output_dimension=1)
+                    symbol, x, y = generator.run(
+                        np.random.RandomState([seed, i]), seq_length=length, input_dimension=1, output_dimension=1
+                    )
             except _Timeout:
                 symbol = None
             except Exception as error:  # the package raises on some degenerate draws: skip them, as it does
@@ -126,8 +136,12 @@ def _draw_shard(args: tuple) -> dict:
                 symbol = None
             finally:
                 signal.setitimer(signal.ITIMER_VIRTUAL, 0)
-            if symbol is None or x.shape != (length, 1) or y.shape != (length, 1) \
-                    or not (np.isfinite(x).all() and np.isfinite(y).all()):
+            if (
+                symbol is None
+                or x.shape != (length, 1)
+                or y.shape != (length, 1)
+                or not (np.isfinite(x).all() and np.isfinite(y).all())
+            ):
                 skipped.append(i)
                 continue
             xs.append(x[:, 0])
@@ -138,27 +152,53 @@ def _draw_shard(args: tuple) -> dict:
         signal.signal(signal.SIGVTALRM, previous)
         np.random.set_state(global_state)
     empty = np.zeros((0, length), dtype=np.float32)
-    return {"excitation": np.asarray(xs, dtype=np.float32) if xs else empty,
-            "response": np.asarray(ys, dtype=np.float32) if ys else empty,
-            "symbol": np.asarray(symbols, dtype=str), "draw": np.asarray(draws, dtype=np.int64),
-            "skipped": np.asarray(skipped, dtype=np.int64)}
+    return {
+        "excitation": np.asarray(xs, dtype=np.float32) if xs else empty,
+        "response": np.asarray(ys, dtype=np.float32) if ys else empty,
+        "symbol": np.asarray(symbols, dtype=str),
+        "draw": np.asarray(draws, dtype=np.int64),
+        "skipped": np.asarray(skipped, dtype=np.int64),
+    }
 
 
-def pool_dir(length: int, seed: int, series_params: dict | None = None, symbol_params: dict | None = None,
-             cache_dir: str | os.PathLike | None = None, time_limit: float = 10.0) -> Path:
+def pool_dir(
+    length: int,
+    seed: int,
+    series_params: dict | None = None,
+    symbol_params: dict | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    time_limit: float = 10.0,
+) -> Path:
     """Where the shards of a pool live: one folder per (seed, length, params, time limit, package version)."""
     from importlib.metadata import version
 
-    key = json.dumps({"seed": seed, "length": length, "series": series_params or {}, "symbol": symbol_params or {},
-                      "time_limit": time_limit, "s2generator": version("s2generator")},
-                     sort_keys=True)
+    key = json.dumps(
+        {
+            "seed": seed,
+            "length": length,
+            "series": series_params or {},
+            "symbol": symbol_params or {},
+            "time_limit": time_limit,
+            "s2generator": version("s2generator"),
+        },
+        sort_keys=True,
+    )
     root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root() / "s2"
     return root / f"seed{seed}_len{length}_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
-def generate_pool(n: int, length: int = 1024, seed: int = 0, *, series_params: dict | None = None,
-                  symbol_params: dict | None = None, time_limit: float = 10.0, shard_size: int = 16,
-                  workers: int = 1, cache_dir: str | os.PathLike | None = None) -> S2Pool:
+def generate_pool(
+    n: int,
+    length: int = 1024,
+    seed: int = 0,
+    *,
+    series_params: dict | None = None,
+    symbol_params: dict | None = None,
+    time_limit: float = 10.0,
+    shard_size: int = 16,
+    workers: int = 1,
+    cache_dir: str | os.PathLike | None = None,
+) -> S2Pool:
     """The first ``n`` successful univariate S2 draws of ``length`` points, generated (in ``workers``
     processes) into the cache if not there yet, resuming from the shards already written.
 
@@ -172,9 +212,21 @@ def generate_pool(n: int, length: int = 1024, seed: int = 0, *, series_params: d
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / "params.json").exists():  # shards already written fix the layout; the draws do not depend on it
         shard_size = json.loads((folder / "params.json").read_text())["shard_size"]
-    (folder / "params.json").write_text(json.dumps(
-        {"seed": seed, "length": length, "series_params": series_params, "symbol_params": symbol_params,
-         "shard_size": shard_size, "time_limit": time_limit}, indent=1, sort_keys=True) + "\n")
+    (folder / "params.json").write_text(
+        json.dumps(
+            {
+                "seed": seed,
+                "length": length,
+                "series_params": series_params,
+                "symbol_params": symbol_params,
+                "shard_size": shard_size,
+                "time_limit": time_limit,
+            },
+            indent=1,
+            sort_keys=True,
+        )
+        + "\n"
+    )
     done = _count(folder)
     shard, t0 = 0, time.time()
     with ProcessPoolExecutor(workers) if workers > 1 else _Inline() as executor:
@@ -185,9 +237,18 @@ def generate_pool(n: int, length: int = 1024, seed: int = 0, *, series_params: d
                 _write_shard(folder, k, result)
             shard += workers
             done = _count(folder)
-            logger.info("S2 pool %s: %d/%d draws after %d shards (%.0f s)", folder.name, done, n, shard, time.time() - t0)
-    return load_pool(n, length, seed, series_params=series_params, symbol_params=symbol_params,
-                     time_limit=time_limit, cache_dir=cache_dir)
+            logger.info(
+                "S2 pool %s: %d/%d draws after %d shards (%.0f s)", folder.name, done, n, shard, time.time() - t0
+            )
+    return load_pool(
+        n,
+        length,
+        seed,
+        series_params=series_params,
+        symbol_params=symbol_params,
+        time_limit=time_limit,
+        cache_dir=cache_dir,
+    )
 
 
 class _Inline:
@@ -226,22 +287,36 @@ def _count(folder: Path) -> int:
     return sum(len(np.load(path)["draw"]) for path in _shards(folder))
 
 
-def load_pool(n: int | None, length: int = 1024, seed: int = 0, *, series_params: dict | None = None,
-              symbol_params: dict | None = None, time_limit: float = 10.0, cache_dir: str | os.PathLike | None = None, partial: bool = False) -> S2Pool:
+def load_pool(
+    n: int | None,
+    length: int = 1024,
+    seed: int = 0,
+    *,
+    series_params: dict | None = None,
+    symbol_params: dict | None = None,
+    time_limit: float = 10.0,
+    cache_dir: str | os.PathLike | None = None,
+    partial: bool = False,
+) -> S2Pool:
     """The cached pool: its first ``n`` draws (all with ``n=None``). Raises ``FileNotFoundError`` if
     fewer are cached, unless ``partial`` (then whatever is there, e.g. while generation runs)."""
     folder = pool_dir(length, seed, series_params, symbol_params, cache_dir, time_limit)
     parts = [dict(np.load(path)) for path in _shards(folder)]
     have = sum(len(p["draw"]) for p in parts)
     if not partial and (have == 0 or (n is not None and have < n)):
-        raise FileNotFoundError(f"S2 pool {folder} holds {have} draws, {n} asked: run generate_pool first "
-                                "(python -m msft.data.s2 --help)")
+        raise FileNotFoundError(
+            f"S2 pool {folder} holds {have} draws, {n} asked: run generate_pool first (python -m msft.data.s2 --help)"
+        )
     if have == 0:
         empty = np.zeros((0, length), dtype=np.float32)
         return S2Pool(empty, empty.copy(), [], np.zeros(0, dtype=np.int64))
-    pool = S2Pool(np.concatenate([p["excitation"] for p in parts]), np.concatenate([p["response"] for p in parts]),
-                  [str(s) for p in parts for s in p["symbol"]], np.concatenate([p["draw"] for p in parts]),
-                  [int(i) for p in parts for i in p["skipped"]])
+    pool = S2Pool(
+        np.concatenate([p["excitation"] for p in parts]),
+        np.concatenate([p["response"] for p in parts]),
+        [str(s) for p in parts for s in p["symbol"]],
+        np.concatenate([p["draw"] for p in parts]),
+        [int(i) for p in parts for i in p["skipped"]],
+    )
     return pool if n is None else pool[:n]
 
 
@@ -271,10 +346,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cache-dir", default=None)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    pool = generate_pool(args.n, args.length, args.seed, time_limit=args.time_limit, shard_size=args.shard_size,
-                         workers=args.workers, cache_dir=args.cache_dir)
-    print(f"{len(pool)} draws ({len(pool.skipped)} skipped) in "
-          f"{pool_dir(args.length, args.seed, None, None, args.cache_dir, args.time_limit)}")
+    pool = generate_pool(
+        args.n,
+        args.length,
+        args.seed,
+        time_limit=args.time_limit,
+        shard_size=args.shard_size,
+        workers=args.workers,
+        cache_dir=args.cache_dir,
+    )
+    print(
+        f"{len(pool)} draws ({len(pool.skipped)} skipped) in "
+        f"{pool_dir(args.length, args.seed, None, None, args.cache_dir, args.time_limit)}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Lightweight synthetic series: S2-style excitations (mixture draws, stationary ARMA) and trend/seasonality.
 
-Only the excitation half of S2 (DESIGN.md §5), with no symbols and no dependency beyond numpy and
+Only the excitation half of S2 (docs/design.md §5), with no symbols and no dependency beyond numpy and
 pandas: the fixture behind ``load_lsf("synthetic")``, the smoke runs and the toy backbone's
 pretraining. The S2 series-symbol data proper (random expressions f applied to excitations X) come
 from the authors' generator through :mod:`msft.data.s2`, which pretrains the embedded tiny MOIRAI.
@@ -47,8 +47,9 @@ def _ar_coefficients(rng: np.random.Generator, n: int, p_max: int) -> np.ndarray
     return phi
 
 
-def arma_series(n_series: int, length: int, seed: int | np.random.Generator = 0, p_max: int = 3,
-                q_max: int = 3, burn_in: int = 200) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def arma_series(
+    n_series: int, length: int, seed: int | np.random.Generator = 0, p_max: int = 3, q_max: int = 3, burn_in: int = 200
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stationary ARMA series ``(n_series, length)`` and their ``phi (n, p_max)``, ``theta (n, q_max)``."""
     rng = np.random.default_rng(seed)
     phi = _ar_coefficients(rng, n_series, p_max)
@@ -58,10 +59,10 @@ def arma_series(n_series: int, length: int, seed: int | np.random.Generator = 0,
     noise = rng.standard_normal((n_series, total + q_max))  # (series, q_max lead-in + time)
     x = np.zeros((n_series, total + p_max))  # (series, p_max lead-in + time)
     for t in range(total):
-        ar = np.einsum("np,np->n", phi, x[:, t + p_max - 1::-1][:, :p_max])  # lags 1..p
-        ma = np.einsum("nq,nq->n", theta, noise[:, t + q_max - 1::-1][:, :q_max])
+        ar = np.einsum("np,np->n", phi, x[:, t + p_max - 1 :: -1][:, :p_max])  # lags 1..p
+        ma = np.einsum("nq,nq->n", theta, noise[:, t + q_max - 1 :: -1][:, :q_max])
         x[:, t + p_max] = ar + ma + noise[:, t + q_max]
-    return x[:, p_max + burn_in:], phi, theta
+    return x[:, p_max + burn_in :], phi, theta
 
 
 def mixture_series(n_series: int, length: int, seed: int | np.random.Generator = 0, k_max: int = 5) -> np.ndarray:
@@ -80,13 +81,19 @@ def mixture_series(n_series: int, length: int, seed: int | np.random.Generator =
     return np.where(normal, m + s * rng.standard_normal(comp.shape), m * rng.uniform(size=comp.shape))
 
 
-def s2_series(n_series: int, length: int, seed: int = 0, p_mixture: float = 0.5, k_max: int = 5,
-              p_max: int = 3, q_max: int = 3) -> np.ndarray:
+def s2_series(
+    n_series: int, length: int, seed: int = 0, p_mixture: float = 0.5, k_max: int = 5, p_max: int = 3, q_max: int = 3
+) -> np.ndarray:
     """S2 series ``(n_series, length)``: mixture draws with probability ``p_mixture``, else stationary ARMA."""
     if not 0.0 <= p_mixture <= 0.5:
         raise ValueError(f"p_mixture={p_mixture!r}; expected a probability in [0, 0.5]")
-    for name, value in (("n_series", n_series), ("length", length), ("k_max", k_max), ("p_max", p_max),
-                        ("q_max", q_max)):
+    for name, value in (
+        ("n_series", n_series),
+        ("length", length),
+        ("k_max", k_max),
+        ("p_max", p_max),
+        ("q_max", q_max),
+    ):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name}={value!r}; expected a positive int")
     rng = np.random.default_rng(seed)
@@ -97,8 +104,13 @@ def s2_series(n_series: int, length: int, seed: int = 0, p_mixture: float = 0.5,
     return out
 
 
-def add_trend_seasonality(series: np.ndarray, seed: int = 0, slope_scale: float = 0.01,
-                          periods: tuple[int, ...] = (24, 168), amplitude_scale: float = 1.0) -> np.ndarray:
+def add_trend_seasonality(
+    series: np.ndarray,
+    seed: int = 0,
+    slope_scale: float = 0.01,
+    periods: tuple[int, ...] = (24, 168),
+    amplitude_scale: float = 1.0,
+) -> np.ndarray:
     """``series (n, length)`` plus a random linear trend and random-phase sinusoids of the given periods."""
     rng = np.random.default_rng(seed)
     n, length = series.shape
@@ -111,8 +123,14 @@ def add_trend_seasonality(series: np.ndarray, seed: int = 0, slope_scale: float 
     return out
 
 
-def synthetic_frame(n_series: int = 8, length: int = 14400, seed: int = 0, trend_seasonality: bool = True,
-                    freq: str = "h", start: str = "2020-01-01") -> pd.DataFrame:
+def synthetic_frame(
+    n_series: int = 8,
+    length: int = 14400,
+    seed: int = 0,
+    trend_seasonality: bool = True,
+    freq: str = "h",
+    start: str = "2020-01-01",
+) -> pd.DataFrame:
     """An LSF-style frame (``date`` + columns ``s0..``) of S2 series, what ``load_lsf("synthetic")`` returns."""
     values = s2_series(n_series, length, seed)
     if trend_seasonality:

@@ -35,8 +35,15 @@ class Windows(torch.utils.data.Dataset):
     batch_size=None)`` serves batches without per-item work.
     """
 
-    def __init__(self, values: np.ndarray | Tensor, context_length: int, horizon: int,
-                 observed: np.ndarray | Tensor | None = None, stride: int = 1, mode: str = "S"):
+    def __init__(
+        self,
+        values: np.ndarray | Tensor,
+        context_length: int,
+        horizon: int,
+        observed: np.ndarray | Tensor | None = None,
+        stride: int = 1,
+        mode: str = "S",
+    ):
         if mode not in MODES:
             raise ValueError(f"mode={mode!r}; expected one of {MODES}")
         for field, value in (("context_length", context_length), ("horizon", horizon), ("stride", stride)):
@@ -54,8 +61,9 @@ class Windows(torch.utils.data.Dataset):
         self.num_time_windows = max((values.shape[0] - width) // stride + 1, 0)
         if self.num_time_windows == 0:
             values, observed = values[:0], observed[:0]
-            self._values = torch.empty(values.shape[1] if mode == "S" else 1, 0, width,
-                                       1 if mode == "S" else values.shape[1])
+            self._values = torch.empty(
+                values.shape[1] if mode == "S" else 1, 0, width, 1 if mode == "S" else values.shape[1]
+            )
             self._observed = self._values.bool()
         else:
             self._values = _window_view(values, width, stride, mode)
@@ -93,4 +101,4 @@ class Windows(torch.utils.data.Dataset):
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}; expected a positive int")
         for start in range(0, len(self), batch_size):
-            yield self[start:start + batch_size]
+            yield self[start : start + batch_size]

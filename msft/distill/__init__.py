@@ -1,4 +1,4 @@
-"""TimeDistill-style distillation of any forecaster into a small MLP student (DESIGN.md §5).
+"""TimeDistill-style distillation of any forecaster into a small MLP student (docs/design.md §5).
 
 Not imported by ``import msft``. Command line: ``python -m msft.distill --help``.
 """
@@ -19,7 +19,24 @@ from msft.distill.teacher import (
 from msft.distill.train import FitResult, evaluate_mse, fit_student
 
 __all__ = [
-    "DistillConfig", "FitResult", "HookTeacher", "MLPStudent", "MSFTTeacher", "StudentConfig", "TeacherCache", "cache_name",
-    "cache_teacher", "distillation_loss", "evaluate_mse", "fit_student", "load_student", "load_teacher",
-    "match_loss", "msft_teacher", "save_teacher", "period_loss", "scale_loss", "teacher_outputs",
+    "DistillConfig",
+    "FitResult",
+    "HookTeacher",
+    "MLPStudent",
+    "MSFTTeacher",
+    "StudentConfig",
+    "TeacherCache",
+    "cache_name",
+    "cache_teacher",
+    "distillation_loss",
+    "evaluate_mse",
+    "fit_student",
+    "load_student",
+    "load_teacher",
+    "match_loss",
+    "msft_teacher",
+    "save_teacher",
+    "period_loss",
+    "scale_loss",
+    "teacher_outputs",
 ]

@@ -46,8 +46,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="S", choices=["S", "M"])
     p.add_argument("--data-dir", default=None, help="default: $MSFT_DATA_DIR")
     p.add_argument("--train-stride", type=int, default=1)
-    p.add_argument("--arch", default="dmlp", choices=["dmlp", "mlp"],
-                   help="student: TimeDistill's DMLP (trend/seasonal MLPs, default) or a plain MLP")
+    p.add_argument(
+        "--arch",
+        default="dmlp",
+        choices=["dmlp", "mlp"],
+        help="student: TimeDistill's DMLP (trend/seasonal MLPs, default) or a plain MLP",
+    )
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--moving-avg", type=int, default=25, help="DMLP: kernel of the trend's moving average (odd)")
     p.add_argument("--num-layers", type=int, default=1, help="MLP: hidden layers")
@@ -55,12 +59,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=1.0)
     p.add_argument("--beta", type=float, default=1.0)
     p.add_argument("--tau", type=float, default=0.5)
-    p.add_argument("--period-reduction", default="mean", choices=["mean", "sum"],
-                   help="the spectral KL averaged over frequency bins (default, as TimeDistill's code) or summed")
-    p.add_argument("--scale-pooling", default="drop", choices=["drop", "partial"],
-                   help="multi-scale term: drop a window that does not fit at the end (default, as TimeDistill) or average it")
-    p.add_argument("--regressor", default="mlp", choices=["mlp", "linear"],
-                   help="teacher-to-student feature map: Linear-ReLU-Linear (default, as TimeDistill) or one Linear")
+    p.add_argument(
+        "--period-reduction",
+        default="mean",
+        choices=["mean", "sum"],
+        help="the spectral KL averaged over frequency bins (default, as TimeDistill's code) or summed",
+    )
+    p.add_argument(
+        "--scale-pooling",
+        default="drop",
+        choices=["drop", "partial"],
+        help="multi-scale term: drop a window that does not fit at the end (default, as TimeDistill) or average it",
+    )
+    p.add_argument(
+        "--regressor",
+        default="mlp",
+        choices=["mlp", "linear"],
+        help="teacher-to-student feature map: Linear-ReLU-Linear (default, as TimeDistill) or one Linear",
+    )
     p.add_argument("--no-period", action="store_true", help="switch the multi-period (spectral KL) term off")
     p.add_argument("--no-scale", action="store_true", help="switch the multi-scale (pooled MSE) term off")
     p.add_argument("--epochs", type=int, default=20)
@@ -81,17 +97,40 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    distill = DistillConfig(alpha=args.alpha, beta=args.beta, tau=args.tau, period=not args.no_period,
-                            scale=not args.no_scale, period_reduction=args.period_reduction,
-                            scale_pooling=args.scale_pooling, regressor=args.regressor)
+    distill = DistillConfig(
+        alpha=args.alpha,
+        beta=args.beta,
+        tau=args.tau,
+        period=not args.no_period,
+        scale=not args.no_scale,
+        period_reduction=args.period_reduction,
+        scale_pooling=args.scale_pooling,
+        regressor=args.regressor,
+    )
     teacher = build_teacher(args.teacher)
     result = run_distill(
-        teacher, args.dataset, args.horizon, args.context_length, args.mode, args.data_dir, args.train_stride,
-        student={"arch": args.arch, "hidden": args.hidden, "moving_avg": args.moving_avg, "num_layers": args.num_layers,
-                 "dropout": args.dropout},
+        teacher,
+        args.dataset,
+        args.horizon,
+        args.context_length,
+        args.mode,
+        args.data_dir,
+        args.train_stride,
+        student={
+            "arch": args.arch,
+            "hidden": args.hidden,
+            "moving_avg": args.moving_avg,
+            "num_layers": args.num_layers,
+            "dropout": args.dropout,
+        },
         distill=distill,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, cache_dir=args.cache_dir,
-        teacher_tag=Path(args.teacher).name.replace(":", "-"), out_dir=args.out,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        cache_dir=args.cache_dir,
+        teacher_tag=Path(args.teacher).name.replace(":", "-"),
+        out_dir=args.out,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""TimeDistill losses (Ni et al., arXiv 2502.15016; DESIGN.md §5).
+"""TimeDistill losses (Ni et al., arXiv 2502.15016; docs/design.md §5).
 
 Both distillation terms compare a student sequence with a teacher sequence along the **last axis**
 (time for predictions ``(series, horizon)``, the feature axis for features ``(series, width)``):
@@ -106,7 +106,9 @@ def period_loss(student: Tensor, teacher: Tensor, tau: float = 0.5, reduction: s
     return kl.mean() if reduction == "sum" else kl.mean() / amp_student.shape[-1]
 
 
-def scale_loss(student: Tensor, teacher: Tensor, factors: tuple[int, ...] = (1, 2, 4, 8), pooling: str = "drop") -> Tensor:
+def scale_loss(
+    student: Tensor, teacher: Tensor, factors: tuple[int, ...] = (1, 2, 4, 8), pooling: str = "drop"
+) -> Tensor:
     """Mean over ``factors`` of the MSE between the sequences average-pooled by that factor.
 
     Pooling is non-overlapping (kernel = stride = factor) along the last axis. ``pooling="drop"``

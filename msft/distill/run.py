@@ -131,19 +131,32 @@ def run_distill(
         start = time.perf_counter()
         metrics = evaluate_lsf(model, data, horizon, context_length, mode, batch_size=eval_batch_size)
         timings[f"test_{name}"] = time.perf_counter() - start
-        rows.append({
-            "model": name,
-            "mse": metrics["mse"],
-            "mae": metrics["mae"],
-            "windows": metrics["windows"],
-            "params": num_parameters(model),
-            "windows_per_s": _at_threads(throughput_threads, measure_throughput, model, test_past, horizon),
-        })
+        rows.append(
+            {
+                "model": name,
+                "mse": metrics["mse"],
+                "mae": metrics["mae"],
+                "windows": metrics["windows"],
+                "params": num_parameters(model),
+                "windows_per_s": _at_threads(throughput_threads, measure_throughput, model, test_past, horizon),
+            }
+        )
     setup = {
-        "dataset": data.name, "horizon": horizon, "context_length": context_length, "mode": mode,
-        "train_windows": len(train), "train_stride": train_stride, "val_windows": len(val), "val_stride": val_stride,
-        "student": asdict(config), "distill": distill.to_dict(), "epochs": epochs, "batch_size": batch_size,
-        "lr": lr, "seed": seed, "throughput_batch": int(test_past.shape[0]),
+        "dataset": data.name,
+        "horizon": horizon,
+        "context_length": context_length,
+        "mode": mode,
+        "train_windows": len(train),
+        "train_stride": train_stride,
+        "val_windows": len(val),
+        "val_stride": val_stride,
+        "student": asdict(config),
+        "distill": distill.to_dict(),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "throughput_batch": int(test_past.shape[0]),
         "throughput_threads": throughput_threads or torch.get_num_threads(),
         "teacher_features": None if cache.features is None else int(cache.features.shape[-1]),
         "best_epoch": {name: fitted.best_epoch for name, (_, fitted) in students.items()},

@@ -63,7 +63,9 @@ class StudentConfig:
         if self.arch not in ARCHS:
             raise ValueError(f"arch={self.arch!r}: expected one of {ARCHS}")
         if self.moving_avg % 2 == 0:
-            raise ValueError(f"moving_avg={self.moving_avg}: expected an odd kernel (the trend keeps the context length)")
+            raise ValueError(
+                f"moving_avg={self.moving_avg}: expected an odd kernel (the trend keeps the context length)"
+            )
 
 
 def moving_average(x: Tensor, kernel: int) -> Tensor:
@@ -80,7 +82,9 @@ class MLPStudent(nn.Module):
         super().__init__()
         self.config = cfg = config or StudentConfig(**options)
         if cfg.arch == "dmlp":
-            self.seasonal = nn.ModuleList([nn.Linear(cfg.context_length, cfg.hidden), nn.Linear(cfg.hidden, cfg.horizon)])
+            self.seasonal = nn.ModuleList(
+                [nn.Linear(cfg.context_length, cfg.hidden), nn.Linear(cfg.hidden, cfg.horizon)]
+            )
             self.trend = nn.ModuleList([nn.Linear(cfg.context_length, cfg.hidden), nn.Linear(cfg.hidden, cfg.horizon)])
             self.seasonal_norm = nn.BatchNorm1d(cfg.channels)
             self.trend_norm = nn.BatchNorm1d(cfg.channels)
@@ -164,7 +168,9 @@ class MLPStudent(nn.Module):
         length = self.config.context_length
         if past_target.shape[1] < length:
             raise ValueError(f"past_target has {past_target.shape[1]} time steps: expected at least {length}")
-        if past_observed is not None and (not isinstance(past_observed, Tensor) or past_observed.shape != past_target.shape):
+        if past_observed is not None and (
+            not isinstance(past_observed, Tensor) or past_observed.shape != past_target.shape
+        ):
             raise ValueError(f"past_observed must be a bool tensor of shape {tuple(past_target.shape)}")
         series = rearrange(past_target[:, -length:], "b t v -> (b v) t")
         observed = None if past_observed is None else rearrange(past_observed[:, -length:].bool(), "b t v -> (b v) t")

@@ -88,7 +88,9 @@ def msft_teacher(model: nn.Module) -> MSFTTeacher:
     return MSFTTeacher(model)
 
 
-def teacher_outputs(teacher: Any, past_target: Tensor, horizon: int, features: bool = True) -> tuple[Tensor, Tensor | None]:
+def teacher_outputs(
+    teacher: Any, past_target: Tensor, horizon: int, features: bool = True
+) -> tuple[Tensor, Tensor | None]:
     """``(forecast (batch, horizon, variate), features (batch, variate, width) or None)``."""
     from msft.model import MSFTModel
 

@@ -30,7 +30,9 @@ def build_regressor(kind: str, teacher_width: int, student_width: int) -> nn.Mod
     if kind == "linear":
         return nn.Linear(teacher_width, student_width)
     if kind == "mlp":
-        return nn.Sequential(nn.Linear(teacher_width, student_width), nn.ReLU(), nn.Linear(student_width, student_width))
+        return nn.Sequential(
+            nn.Linear(teacher_width, student_width), nn.ReLU(), nn.Linear(student_width, student_width)
+        )
     raise ValueError(f"regressor={kind!r}: expected 'mlp' or 'linear'")
 
 
@@ -80,7 +82,9 @@ def fit_student(
     if uses_prediction and cache.forecast.shape[1] < horizon:
         raise ValueError(f"the teacher cache has horizon {cache.forecast.shape[1]}; expected >= {horizon}")
 
-    regressor = build_regressor(config.regressor, cache.features.shape[-1], student.config.hidden) if uses_features else None
+    regressor = (
+        build_regressor(config.regressor, cache.features.shape[-1], student.config.hidden) if uses_features else None
+    )
     params = list(student.parameters()) + (list(regressor.parameters()) if regressor is not None else [])
     optimizer = torch.optim.Adam([p for p in params if p.requires_grad], lr=lr, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)

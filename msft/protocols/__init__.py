@@ -4,5 +4,12 @@ from msft.protocols.baselines import LastValue, SeasonalNaive, default_period, l
 from msft.protocols.lsf import evaluate_lsf
 from msft.protocols.pf import evaluate_pf
 
-__all__ = ["LastValue", "SeasonalNaive", "default_period", "evaluate_lsf", "evaluate_pf", "last_value",
-           "seasonal_naive"]
+__all__ = [
+    "LastValue",
+    "SeasonalNaive",
+    "default_period",
+    "evaluate_lsf",
+    "evaluate_pf",
+    "last_value",
+    "seasonal_naive",
+]

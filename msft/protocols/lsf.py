@@ -15,11 +15,21 @@ from msft.protocols._forecasters import check_shape, point_forecaster
 logger = logging.getLogger(__name__)
 
 
-def evaluate_lsf(forecaster: Any, dataset: str | os.PathLike | pd.DataFrame | LSFSplit = "ETTh1",
-                 horizon: int = 96, context_length: int = 512, mode: str = "S",
-                 data_dir: str | os.PathLike | None = None, *, split: str = "test", batch_size: int = 1024,
-                 targets: str | list[str] | None = None, download: bool = False,
-                 device: str | torch.device | None = None, stride: int = 1) -> dict[str, float | int]:
+def evaluate_lsf(
+    forecaster: Any,
+    dataset: str | os.PathLike | pd.DataFrame | LSFSplit = "ETTh1",
+    horizon: int = 96,
+    context_length: int = 512,
+    mode: str = "S",
+    data_dir: str | os.PathLike | None = None,
+    *,
+    split: str = "test",
+    batch_size: int = 1024,
+    targets: str | list[str] | None = None,
+    download: bool = False,
+    device: str | torch.device | None = None,
+    stride: int = 1,
+) -> dict[str, float | int]:
     """MSE and MAE of ``forecaster`` over every window of ``split``, averaged over windows × steps × channels.
 
     ``forecaster``: ``f(past (batch, L, V)) -> (batch, H, V)`` or an object with
@@ -33,8 +43,9 @@ def evaluate_lsf(forecaster: Any, dataset: str | os.PathLike | pd.DataFrame | LS
     """
     if isinstance(dataset, LSFSplit):
         if dataset.context_length != context_length:
-            raise ValueError(f"context_length={context_length} but the LSFSplit was prepared with "
-                             f"{dataset.context_length}")
+            raise ValueError(
+                f"context_length={context_length} but the LSFSplit was prepared with {dataset.context_length}"
+            )
         data = dataset
     else:
         data = prepare_lsf(dataset, context_length, targets=targets, data_dir=data_dir, download=download)
@@ -42,8 +53,9 @@ def evaluate_lsf(forecaster: Any, dataset: str | os.PathLike | pd.DataFrame | LS
         raise ValueError(f"stride={stride!r}: expected a positive integer (1 = the protocol's every window)")
     windows = data.windows(split, horizon, mode, stride=stride)
     if len(windows) == 0:
-        raise ValueError(f"{data.name} {split} split has no window of context_length={context_length} + "
-                         f"horizon={horizon}")
+        raise ValueError(
+            f"{data.name} {split} split has no window of context_length={context_length} + horizon={horizon}"
+        )
     predict = point_forecaster(forecaster)
     squared = absolute = 0.0
     with torch.no_grad():

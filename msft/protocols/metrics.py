@@ -40,8 +40,7 @@ def quantile_loss(target: np.ndarray, quantile_forecast: np.ndarray, q: float) -
     return 2 * np.abs((target - quantile_forecast) * ((quantile_forecast >= target) - q))
 
 
-def crps(target: np.ndarray, samples: np.ndarray, mask: np.ndarray | None = None,
-         levels=QUANTILES) -> float:
+def crps(target: np.ndarray, samples: np.ndarray, mask: np.ndarray | None = None, levels=QUANTILES) -> float:
     """Mean over ``levels`` of Σ quantile loss / Σ |y| (GluonTS ``MeanWeightedSumQuantileLoss``)."""
     quantiles = sample_quantiles(samples, levels)  # (levels, n, horizon)
     scale = np.ma.sum(_masked(np.abs(target), mask))
@@ -53,20 +52,32 @@ def _per_series(seasonal_error: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.asarray(seasonal_error, dtype=float).reshape((-1,) + (1,) * (target.ndim - 1))
 
 
-def pf_metrics(target: np.ndarray, samples: np.ndarray, seasonal_error: np.ndarray,
-               mask: np.ndarray | None = None, levels=QUANTILES, alpha: float = 0.05) -> dict[str, float]:
+def pf_metrics(
+    target: np.ndarray,
+    samples: np.ndarray,
+    seasonal_error: np.ndarray,
+    mask: np.ndarray | None = None,
+    levels=QUANTILES,
+    alpha: float = 0.05,
+) -> dict[str, float]:
     """CRPS, MSIS, sMAPE, MASE, ND, NRMSE of sample forecasts, as GluonTS computes them."""
     target = np.asarray(target, dtype=float)
     samples = np.asarray(samples, dtype=float)
     if samples.ndim != target.ndim + 1 or samples.shape[0] != target.shape[0] or samples.shape[2:] != target.shape[1:]:
-        raise ValueError(f"samples have shape {samples.shape}; expected (n, num_samples) + {target.shape[1:]} "
-                         f"for target {target.shape}")
+        raise ValueError(
+            f"samples have shape {samples.shape}; expected (n, num_samples) + {target.shape[1:]} "
+            f"for target {target.shape}"
+        )
     scale = _per_series(seasonal_error, target)
     lower, median, upper = sample_quantiles(samples, (alpha / 2, 0.5, 1 - alpha / 2))
     mean = samples.mean(axis=1)
     abs_err = np.abs(target - median)
-    interval = (upper - lower + 2 / alpha * (lower - target) * (target < lower)
-                + 2 / alpha * (target - upper) * (target > upper))
+    interval = (
+        upper
+        - lower
+        + 2 / alpha * (lower - target) * (target < lower)
+        + 2 / alpha * (target - upper) * (target > upper)
+    )
     abs_target = _masked(np.abs(target), mask)
     with np.errstate(invalid="ignore", divide="ignore"):
         return {

@@ -10,14 +10,25 @@ import pandas as pd
 import torch
 
 from msft.data.pf import get_pf_spec, load_pf, rolling_windows
-from msft.protocols._forecasters import check_shape, sampler as as_sampler
+from msft.protocols._forecasters import check_shape
+from msft.protocols._forecasters import sampler as as_sampler
 from msft.protocols.metrics import QUANTILES, pf_metrics
 
 
-def evaluate_pf(sampler: Any, dataset: str | pd.DataFrame, *, horizon: int | None = None,
-                windows: int | None = None, context_length: int | None = None, num_samples: int = 100,
-                seasonality: int | None = None, batch_size: int = 256, data_dir: str | os.PathLike | None = None,
-                download: bool = False, levels=QUANTILES) -> dict[str, float]:
+def evaluate_pf(
+    sampler: Any,
+    dataset: str | pd.DataFrame,
+    *,
+    horizon: int | None = None,
+    windows: int | None = None,
+    context_length: int | None = None,
+    num_samples: int = 100,
+    seasonality: int | None = None,
+    batch_size: int = 256,
+    data_dir: str | os.PathLike | None = None,
+    download: bool = False,
+    levels=QUANTILES,
+) -> dict[str, float]:
     """CRPS, MSIS, sMAPE, MASE, ND and NRMSE of ``sampler`` on a PF dataset's rolling test windows.
 
     ``sampler``: ``f(past (batch, L, 1), horizon, num_samples) -> (batch, num_samples, horizon, 1)``
@@ -46,7 +57,7 @@ def evaluate_pf(sampler: Any, dataset: str | pd.DataFrame, *, horizon: int | Non
     outputs = []
     with torch.no_grad():
         for start in range(0, len(past), batch_size):
-            chunk = past[start:start + batch_size]
+            chunk = past[start : start + batch_size]
             out = sample(chunk, horizon, num_samples)
             out = check_shape(out, (len(chunk), num_samples, horizon, 1), "sampler")
             outputs.append(out[..., 0].double().cpu().numpy())  # (batch, samples, horizon)

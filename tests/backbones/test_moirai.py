@@ -31,7 +31,6 @@ PATCH = 16
 CONTEXT, HORIZON = 8 * PATCH + 5, 20  # not multiples of the patch size: exercises MOIRAI's padding
 
 
-
 @pytest.fixture(scope="module")
 def pristine():
     """One randomly initialised 1.1-R-small module; tests take deep copies."""
@@ -154,7 +153,9 @@ def test_single_scale_samples_are_moirai_forecast_paths(module):
     torch.manual_seed(7)
     draws = prediction.sample(torch.Size((50,)))  # (samples, series, n_horizon, max_patch)
     draws = torch.cat([draws.new_zeros(50, flat.shape[0], n, 128), draws], dim=2)
-    expected = forecast_reference(module, PATCH, CONTEXT, HORIZON)._format_preds(PATCH, draws, 1)  # (series, samples, H)
+    expected = forecast_reference(module, PATCH, CONTEXT, HORIZON)._format_preds(
+        PATCH, draws, 1
+    )  # (series, samples, H)
 
     model = msft.wrap(module, scales=[1], patch_size=PATCH)
     torch.manual_seed(7)
@@ -346,7 +347,9 @@ def test_bad_options_raise_before_touching_the_module(module, options, match):
     assert type(module.in_proj).__name__ == "MultiInSizeLinear"
 
 
-@pytest.mark.parametrize("freq, patch", [(None, 32), ("h", 32), ("15min", 32), ("D", 16), ("W-SUN", 16), ("MS", 8), ("10s", 64)])
+@pytest.mark.parametrize(
+    "freq, patch", [(None, 32), ("h", 32), ("15min", 32), ("D", 16), ("W-SUN", 16), ("MS", 8), ("10s", 64)]
+)
 def test_default_patch_size_per_frequency(module, freq, patch):
     assert moirai_backbone.default_patch_size(freq) == patch
     model = msft.wrap(module, scales=[1, 2], backbone_options={} if freq is None else {"freq": freq})
@@ -422,14 +425,23 @@ def test_prompt_tokens_on_every_attention_path(pristine):
     assert bool(tokens.aux.attn_mask.all()) and bool((tokens.aux.variate_id == 0).all())
     models = {"fast": fast}
     for name, options in {"per_block": {}, "dense": dict(attention_impl="dense")}.items():
-        models[name] = msft.wrap(copy.deepcopy(pristine), scales=[1, 2, 4], patch_size=PATCH, prompt_tokens=3, **options)
+        models[name] = msft.wrap(
+            copy.deepcopy(pristine), scales=[1, 2, 4], patch_size=PATCH, prompt_tokens=3, **options
+        )
         models[name].load_state_dict(fast.state_dict())
     models["per_block"].spec.join_blocks = lambda tokens: None
     losses = {name: model.loss(past, future) for name, model in models.items()}
     for name in ("per_block", "dense"):
         torch.testing.assert_close(losses["fast"], losses[name], rtol=1e-5, atol=1e-5)
-    only = msft.wrap(copy.deepcopy(pristine), scales=[1], patch_size=PATCH, prompt_tokens=2, adapters=False,
-                     lora=False, learned_fusion=False)
+    only = msft.wrap(
+        copy.deepcopy(pristine),
+        scales=[1],
+        patch_size=PATCH,
+        prompt_tokens=2,
+        adapters=False,
+        lora=False,
+        learned_fusion=False,
+    )
     assert {n for n, p in only.named_parameters() if p.requires_grad} == {"msft_prompt"}
     before = {n: t.clone() for n, t in only.backbone.state_dict().items()}
     start = only.msft_prompt.detach().clone()

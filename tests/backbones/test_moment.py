@@ -321,7 +321,16 @@ def test_unreachable_hub_is_a_clear_error(monkeypatch):
         (lambda: moment_config({"d_model": 8}), r"lacks 'num_layers'"),
         (lambda: moment_config("small", seq_len=500), r"seq_len=500"),
     ],
-    ids=["no-horizon", "horizon-too-long", "context-too-long", "context-too-short", "bad-id", "bad-size", "bad-t5", "bad-seq-len"],
+    ids=[
+        "no-horizon",
+        "horizon-too-long",
+        "context-too-long",
+        "context-too-short",
+        "bad-id",
+        "bad-size",
+        "bad-t5",
+        "bad-seq-len",
+    ],
 )
 def test_bad_input_raises_value_error(call, match):
     with pytest.raises(ValueError, match=match):
@@ -337,7 +346,11 @@ def test_missing_horizon_leaves_the_backbone_untouched():
 
 
 def test_real_geometries():
-    for size, (d_model, layers, heads) in {"small": (512, 8, 6), "base": (768, 12, 12), "large": (1024, 24, 16)}.items():
+    for size, (d_model, layers, heads) in {
+        "small": (512, 8, 6),
+        "base": (768, 12, 12),
+        "large": (1024, 24, 16),
+    }.items():
         t5 = moment_config(size)["t5_config"]
         assert (t5["d_model"], t5["num_layers"], t5["num_heads"]) == (d_model, layers, heads)
 

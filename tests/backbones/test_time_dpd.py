@@ -21,9 +21,17 @@ from msft_backbones.time_dpd.model import RevIN
 from msft_backbones.time_dpd.tiny import tiny_llm, tiny_tokenizer
 
 CONTEXT, HORIZON = 64, 16
-SMALL = dict(context_length=CONTEXT, horizon=HORIZON, d_model=8, num_heads=2, d_keys=8, num_prototypes=16,
-             head_channels=16, dropout=0.0, llm_dtype="float32")
-
+SMALL = dict(
+    context_length=CONTEXT,
+    horizon=HORIZON,
+    d_model=8,
+    num_heads=2,
+    d_keys=8,
+    num_prototypes=16,
+    head_channels=16,
+    dropout=0.0,
+    llm_dtype="float32",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -55,8 +63,11 @@ def sine_batch(batch: int = 4, variates: int = 2, seed: int = 0) -> tuple[torch.
     phase = torch.rand(batch, 1, variates, generator=g) * 2 * math.pi
     level = torch.randn(batch, 1, variates, generator=g) * 3
     t = torch.arange(CONTEXT + HORIZON, dtype=torch.float32)[None, :, None]
-    series = level + 2 * torch.sin(2 * math.pi * t / 16 + phase) + 0.05 * torch.randn(batch, CONTEXT + HORIZON,
-                                                                                         variates, generator=g)
+    series = (
+        level
+        + 2 * torch.sin(2 * math.pi * t / 16 + phase)
+        + 0.05 * torch.randn(batch, CONTEXT + HORIZON, variates, generator=g)
+    )
     return series[:, :CONTEXT], series[:, CONTEXT:]
 
 
@@ -79,12 +90,14 @@ def hand_statistics(x: np.ndarray, observed: np.ndarray, top_k: int):
 def test_prompt_statistics_equal_a_hand_computation():
     g = torch.Generator().manual_seed(3)
     t = torch.arange(48, dtype=torch.float64)
-    series = torch.stack([
-        torch.sin(2 * math.pi * t / 12) + 0.02 * t,
-        -0.05 * t + torch.randn(48, generator=g, dtype=torch.float64),
-        torch.cos(2 * math.pi * t / 7) + 0.3 * torch.sin(2 * math.pi * t / 5),
-        torch.sin(2 * math.pi * t / 12) + 0.1 * torch.randn(48, generator=g, dtype=torch.float64),
-    ])
+    series = torch.stack(
+        [
+            torch.sin(2 * math.pi * t / 12) + 0.02 * t,
+            -0.05 * t + torch.randn(48, generator=g, dtype=torch.float64),
+            torch.cos(2 * math.pi * t / 7) + 0.3 * torch.sin(2 * math.pi * t / 5),
+            torch.sin(2 * math.pi * t / 12) + 0.1 * torch.randn(48, generator=g, dtype=torch.float64),
+        ]
+    )
     observed = torch.ones_like(series, dtype=torch.bool)
     observed[1, :5] = False
     observed[2, 20:23] = False
@@ -129,8 +142,14 @@ def test_forecast_of_a_series_does_not_depend_on_its_batch(kind):
         together = model(past)
         alone = torch.cat([model(past[i : i + 1]) for i in range(3)])
     assert together.shape == (3, HORIZON, 2)
-    prompts = model._token_ids([format_prompt(s, "x", CONTEXT, HORIZON) for s in prompt_statistics(
-        past.transpose(1, 2).reshape(6, CONTEXT), torch.ones(6, CONTEXT, dtype=torch.bool))])
+    prompts = model._token_ids(
+        [
+            format_prompt(s, "x", CONTEXT, HORIZON)
+            for s in prompt_statistics(
+                past.transpose(1, 2).reshape(6, CONTEXT), torch.ones(6, CONTEXT, dtype=torch.bool)
+            )
+        ]
+    )
     assert len({len(p) for p in prompts}) > 1, "the prompts should differ in length, so padding is exercised"
     torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
 
@@ -177,16 +196,24 @@ def test_bf16_llm_with_fp32_trainable_parts_runs_forward_and_backward():
 
 def test_loads_llm_and_tokenizer_from_a_local_directory(tmp_path):
     torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                         num_key_value_heads=2, intermediate_size=64)
+    config = Qwen2Config(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+    )
     Qwen2ForCausalLM(config).save_pretrained(tmp_path)  # the hub layout: a causal LM checkpoint
     make_tokenizer().save_pretrained(tmp_path)
     model = TimeDPD(TimeDPDConfig(**{**SMALL, "llm": str(tmp_path), "llm_layers": 2, "llm_dtype": "bfloat16"}))
     assert isinstance(model.llm, Qwen2Model) and len(model.llm.layers) == 2
     assert model.llm.embed_tokens.weight.dtype == torch.bfloat16
     reference = Qwen2ForCausalLM.from_pretrained(tmp_path).model
-    torch.testing.assert_close(model.llm.layers[1].mlp.up_proj.weight.float(),
-                               reference.layers[1].mlp.up_proj.weight.to(torch.bfloat16).float())
+    torch.testing.assert_close(
+        model.llm.layers[1].mlp.up_proj.weight.float(),
+        reference.layers[1].mlp.up_proj.weight.to(torch.bfloat16).float(),
+    )
     past, _ = sine_batch()
     assert model(past).shape == (4, HORIZON, 2)
 
@@ -194,15 +221,26 @@ def test_loads_llm_and_tokenizer_from_a_local_directory(tmp_path):
 def test_default_config_names_deepseek_and_its_sizes():
     assert TimeDPDConfig().llm == "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
     llm_config = default_llm_config()
-    assert (llm_config.hidden_size, llm_config.num_hidden_layers, llm_config.num_attention_heads,
-            llm_config.num_key_value_heads, llm_config.intermediate_size, llm_config.vocab_size) == (
-        3584, 28, 28, 4, 18944, 152064)
+    assert (
+        llm_config.hidden_size,
+        llm_config.num_hidden_layers,
+        llm_config.num_attention_heads,
+        llm_config.num_key_value_heads,
+        llm_config.intermediate_size,
+        llm_config.vocab_size,
+    ) == (3584, 28, 28, 4, 18944, 152064)
 
 
 @pytest.mark.parametrize(
     "field, value",
-    [("context_length", 0), ("llm_dtype", "int8"), ("dropout", 1.5), ("stride", 32), ("llm_layers", 0),
-     ("soft_prompt", " ")],
+    [
+        ("context_length", 0),
+        ("llm_dtype", "int8"),
+        ("dropout", 1.5),
+        ("stride", 32),
+        ("llm_layers", 0),
+        ("soft_prompt", " "),
+    ],
 )
 def test_bad_config_values_raise(field, value):
     with pytest.raises(ValueError, match=field):
@@ -231,7 +269,10 @@ def test_wrap_with_scale_1_equals_the_backbone_at_init(kind):
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind, targets", [("qwen2", ("q_proj", "k_proj", "v_proj")), ("llama", ("q_proj", "k_proj", "v_proj")), ("gpt2", ("c_attn",))])
+@pytest.mark.parametrize(
+    "kind, targets",
+    [("qwen2", ("q_proj", "k_proj", "v_proj")), ("llama", ("q_proj", "k_proj", "v_proj")), ("gpt2", ("c_attn",))],
+)
 def test_lora_and_adapters_go_where_the_spec_says(kind, targets):
     model = make_model(kind)
     wrapped = msft.wrap(model, scales=[1, 2, 4])
@@ -380,7 +421,8 @@ def test_prompt_mode_reference_feeds_the_llm_time_llms_text():
     loc, scale = model.revin.statistics(x, observed)
     standardised = model.revin.standardise(x, observed, loc, scale)
     assert model.prompts(standardised, observed, HORIZON) == reference_prompts(
-        standardised, observed, "Toy readings.", CONTEXT, HORIZON)
+        standardised, observed, "Toy readings.", CONTEXT, HORIZON
+    )
     with torch.no_grad():
         assert torch.isfinite(model(x[..., None])).all()
 
@@ -391,10 +433,15 @@ def test_conv_patch_embedding_mixes_each_patch_with_its_circular_neighbours():
     assert conv.bias is None and conv.kernel_size == (3,) and conv.padding_mode == "circular"
     patches = torch.randn(2, 5, 16)  # (series, patches, patch_len)
     w = conv.weight  # (d_model, patch_len, 3): taps on the previous, the same and the next patch
-    expected = torch.stack([
-        patches[:, (i - 1) % 5] @ w[:, :, 0].T + patches[:, i] @ w[:, :, 1].T + patches[:, (i + 1) % 5] @ w[:, :, 2].T
-        for i in range(5)
-    ], dim=1)
+    expected = torch.stack(
+        [
+            patches[:, (i - 1) % 5] @ w[:, :, 0].T
+            + patches[:, i] @ w[:, :, 1].T
+            + patches[:, (i + 1) % 5] @ w[:, :, 2].T
+            for i in range(5)
+        ],
+        dim=1,
+    )
     torch.testing.assert_close(model.patch_embedding(patches), expected)
     linear = make_model(patch_embedding="linear")
     assert isinstance(linear.patch_embedding, torch.nn.Linear)

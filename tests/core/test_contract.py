@@ -184,8 +184,15 @@ def test_every_method_config_trains(spec, method):
         pytest.skip(f"the {spec.name} backbone has no add_prefix")
     if method == "msft_authors" and spec.name == "time_dpd":  # scale 8 x patch 16 > the tiny context
         pytest.skip("msft_authors (scales up to 8) needs a longer context than the tiny Time-DPD setup")
-    built = build_model(setup.backbone, cfg["kind"], setup.horizon, cfg.get("options"), cfg.get("peft"),
-                        total_steps=10, wrap_options=setup.options)
+    built = build_model(
+        setup.backbone,
+        cfg["kind"],
+        setup.horizon,
+        cfg.get("options"),
+        cfg.get("peft"),
+        total_steps=10,
+        wrap_options=setup.options,
+    )
     model = built.model.train()
     trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}

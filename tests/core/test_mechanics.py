@@ -117,8 +117,9 @@ def test_fused_fusion_objective_fits_the_logits_to_the_fused_forecast():
     outputs = per_scale._forward(*per_scale._check_past(past, None), HORIZON)
     flat = rearrange(future, "b t v -> (b v) t")
     seen = torch.ones_like(flat, dtype=torch.bool)
-    reference = sum(w * out.loss(*downsample(flat, seen, s, side="right"))
-                    for w, s, out in zip(weights, per_scale.scales, outputs))
+    reference = sum(
+        w * out.loss(*downsample(flat, seen, s, side="right")) for w, s, out in zip(weights, per_scale.scales, outputs)
+    )
     reference.backward()
     logits = "msft_fusion.msft_fusion_logits"
     for name, p in per_scale.named_parameters():
@@ -126,7 +127,9 @@ def test_fused_fusion_objective_fits_the_logits_to_the_fused_forecast():
             torch.testing.assert_close(grads_fused[name], p.grad, msg=name)
     theta = per_scale.msft_fusion.msft_fusion_logits.detach().clone().requires_grad_(True)
     points = [out.point().detach() for out in outputs]
-    fused_point = sum(w * upsample(pt, s, HORIZON) for w, s, pt in zip(torch.softmax(theta, 0), per_scale.scales, points))
+    fused_point = sum(
+        w * upsample(pt, s, HORIZON) for w, s, pt in zip(torch.softmax(theta, 0), per_scale.scales, points)
+    )
     masked_mse(fused_point, flat, seen).backward()
     torch.testing.assert_close(grads_fused[logits], theta.grad)
     # The default objective gives the logits a different gradient (the one of sum_s w_s loss_s).

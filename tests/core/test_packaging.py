@@ -4,10 +4,10 @@ import ast
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 REPO = Path(__file__).resolve().parents[2]
 # Import name -> folder, as pyproject.toml's [tool.setuptools.package-dir] maps them.
@@ -53,8 +53,11 @@ def test_pyproject_lists_every_package_folder():
             parts = init.parent.relative_to(REPO / folder).parts
             found.add(".".join((name, *parts)))
     assert listed == found
-    assert config["package-dir"] == {"msft_backbones": "backbones", "msft_runner": "runner",
-                                     "msft_runner.configs": "configs"}
+    assert config["package-dir"] == {
+        "msft_backbones": "backbones",
+        "msft_runner": "runner",
+        "msft_runner.configs": "configs",
+    }
 
 
 def test_import_msft_loads_no_backbone_package():
@@ -73,9 +76,22 @@ def test_a_non_editable_install_runs_msft_train(tmp_path):
     unrelated directory: the configs, the embedded checkpoint and the backbones come from the install."""
     target = tmp_path / "site"
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--no-cache-dir", "--target", str(target), str(REPO)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-cache-dir",
+            "--target",
+            str(target),
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     if build.returncode != 0 and "No module named" in build.stderr and "setuptools" in build.stderr:
         pytest.skip("setuptools is not installed in this environment")
@@ -87,14 +103,32 @@ def test_a_non_editable_install_runs_msft_train(tmp_path):
     work.mkdir()
     env = dict(os.environ, PYTHONPATH=str(target), MSFT_CACHE_DIR=str(tmp_path / "cache"), HF_HUB_OFFLINE="1")
     env.pop("MSFT_CONFIG_DIR", None)
-    code = "import msft, msft_runner, msft_backbones; print(msft.__file__, msft_runner.__file__, msft_backbones.__file__)"
+    code = (
+        "import msft, msft_runner, msft_backbones; print(msft.__file__, msft_runner.__file__, msft_backbones.__file__)"
+    )
     where = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True)
     assert all(path.startswith(str(target)) for path in where.stdout.split()), where.stdout + where.stderr
     run = subprocess.run(
-        [sys.executable, "-m", "msft_runner.cli", "backbone=toy_tiny", "trainer=tiny", "method=msft",
-         "data.context_length=32", "data.horizon=8", "data.batch_size=32", "data.eval_batch_size=1024",
-         "plots=false", "experiment=installed", "hydra.sweeper.params={}"],
-        cwd=work, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "msft_runner.cli",
+            "backbone=toy_tiny",
+            "trainer=tiny",
+            "method=msft",
+            "data.context_length=32",
+            "data.horizon=8",
+            "data.batch_size=32",
+            "data.eval_batch_size=1024",
+            "plots=false",
+            "experiment=installed",
+            "hydra.sweeper.params={}",
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     assert (work / "results" / "installed.md").is_file()

@@ -33,8 +33,10 @@ def noisy_cycles(batch, context=64, horizon=16, seed=0):
 def test_pinball_loss_is_minimised_by_the_true_quantile():
     y = torch.randn(20000, 1)
     candidates = torch.linspace(-2, 2, 81)
-    losses = [pinball_loss(torch.full((20000, 1, 1), float(c)), y, torch.ones_like(y, dtype=torch.bool), [0.9])
-              for c in candidates]
+    losses = [
+        pinball_loss(torch.full((20000, 1, 1), float(c)), y, torch.ones_like(y, dtype=torch.bool), [0.9])
+        for c in candidates
+    ]
     assert abs(float(candidates[int(np.argmin(losses))]) - 1.2816) < 0.1
 
 

@@ -23,7 +23,9 @@ def test_committed_text_files_hold_no_machine_paths():
         if path.suffix not in (".md", ".json", ".csv", ".py", ".yaml", ".toml", ".sh", ".txt") or not path.is_file():
             continue
         text = path.read_text(errors="replace")
-        offending += [f"{path.relative_to(REPO)}: {p}" for p in MACHINE_PATHS if p in text and path.name != Path(__file__).name]
+        offending += [
+            f"{path.relative_to(REPO)}: {p}" for p in MACHINE_PATHS if p in text and path.name != Path(__file__).name
+        ]
     assert not offending, offending
 
 

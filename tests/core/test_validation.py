@@ -72,7 +72,9 @@ def test_bad_tensors():
 
 
 def test_unknown_backbone_lists_supported_types():
-    with pytest.raises(ValueError, match=r"no msft backbone spec for torch.nn.modules.linear.Linear: expected one of \[.*ToyForecaster"):
+    with pytest.raises(
+        ValueError, match=r"no msft backbone spec for torch.nn.modules.linear.Linear: expected one of \[.*ToyForecaster"
+    ):
         msft.wrap(nn.Linear(2, 2))
 
 

@@ -1,4 +1,4 @@
-"""Invariants of msft.wrap on the toy backbone (the core's contract, DESIGN.md §2)."""
+"""Invariants of msft.wrap on the toy backbone (the core's contract, docs/design.md §2)."""
 
 import json
 

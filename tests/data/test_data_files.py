@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from msft.data import ChecksumError, DataNotFoundError, load_lsf, resolve_data_dir
-from msft.data import files
+from msft.data import ChecksumError, DataNotFoundError, files, load_lsf, resolve_data_dir
 from msft.data.registry import DatasetSpec
 
 

@@ -58,8 +58,9 @@ def test_zscore_uses_train_statistics_only(data_dir, prepared):
     np.testing.assert_allclose(scaled_train.mean(0), 0, atol=1e-5)
     np.testing.assert_allclose(scaled_train.std(0), 1, atol=1e-5)
     # The test split is scaled with the same train statistics, so it is not standardised itself.
-    np.testing.assert_allclose(data.values[11520:14400], (raw[11520:14400] - train.mean(0)) / train.std(0), rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        data.values[11520:14400], (raw[11520:14400] - train.mean(0)) / train.std(0), rtol=1e-5, atol=1e-5
+    )
     assert np.abs(data.values[11520:14400].mean(0)).max() > 0.5
     np.testing.assert_allclose(data.denormalize(data.values[:5].astype(np.float64)), raw[:5], rtol=1e-5)
 
@@ -93,8 +94,13 @@ def test_split_rules():
 
 def test_user_frame_and_csv(tmp_path):
     rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"date": pd.date_range("2021-01-01", periods=300, freq="h").astype(str),
-                          "a": rng.normal(5, 2, 300), "b": rng.normal(size=300)})
+    frame = pd.DataFrame(
+        {
+            "date": pd.date_range("2021-01-01", periods=300, freq="h").astype(str),
+            "a": rng.normal(5, 2, 300),
+            "b": rng.normal(size=300),
+        }
+    )
     path = tmp_path / "mine.csv"
     frame.to_csv(path, index=False)
     from_frame = prepare_lsf(frame, 24)

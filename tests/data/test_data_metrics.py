@@ -26,8 +26,11 @@ GLUONTS_METRICS = {
 def _gluonts_batch(target, samples, seasonal_error):
     """The data dict GluonTS's metrics read, built with GluonTS's own SampleForecast quantiles."""
     forecasts = [SampleForecast(s, start_date=pd.Period("2020-01-01", "h")) for s in samples]
-    data = {"label": np.ma.masked_invalid(target), "seasonal_error": seasonal_error[:, None],
-            "mean": np.stack([f.mean for f in forecasts])}
+    data = {
+        "label": np.ma.masked_invalid(target),
+        "seasonal_error": seasonal_error[:, None],
+        "mean": np.stack([f.mean for f in forecasts]),
+    }
     for q in sorted(set(QUANTILES) | {0.025, 0.5, 0.975}):
         data[str(q)] = np.stack([f.quantile(q) for f in forecasts])
     return data
@@ -88,11 +91,13 @@ def test_evaluate_pf_equals_gluonts_end_to_end():
 
     frame = pd.DataFrame(series, columns=list("abcd"))
     frame.insert(0, "date", pd.date_range("2020", periods=n_time, freq="h"))
-    ours = evaluate_pf(sampler, frame, horizon=horizon, windows=windows, context_length=context,
-                       seasonality=season, num_samples=20)
+    ours = evaluate_pf(
+        sampler, frame, horizon=horizon, windows=windows, context_length=context, seasonality=season, num_samples=20
+    )
 
-    dataset = ListDataset([{"target": series[:, i], "start": pd.Period("2020-01-01 00:00", "h")} for i in range(4)],
-                          freq="h")
+    dataset = ListDataset(
+        [{"target": series[:, i], "start": pd.Period("2020-01-01 00:00", "h")} for i in range(4)], freq="h"
+    )
     _, template = split(dataset, offset=-windows * horizon)
     test_data = template.generate_instances(prediction_length=horizon, windows=windows, distance=horizon)
     forecasts = []
@@ -100,8 +105,9 @@ def test_evaluate_pf_equals_gluonts_end_to_end():
         past = torch.as_tensor(entry["target"][-context:], dtype=torch.float32)[None, :, None]
         samples = sampler(past, horizon, 20)[0, :, :, 0].double().numpy()
         forecasts.append(SampleForecast(samples, start_date=entry["start"] + len(entry["target"])))
-    table = evaluate_forecasts(forecasts, test_data=test_data, metrics=list(GLUONTS_METRICS.values()),
-                               seasonality=season)
+    table = evaluate_forecasts(
+        forecasts, test_data=test_data, metrics=list(GLUONTS_METRICS.values()), seasonality=season
+    )
     expected = dict(zip(GLUONTS_METRICS, table.iloc[0].to_numpy()))
     for name in GLUONTS_METRICS:
         assert ours[name] == pytest.approx(expected[name], rel=1e-6), name
@@ -110,6 +116,5 @@ def test_evaluate_pf_equals_gluonts_end_to_end():
 def test_baseline_runs_through_pf_protocol():
     series = np.tile(np.arange(24.0), 20)[:, None] + np.random.default_rng(8).uniform(1, 2, size=(480, 1))
     frame = pd.DataFrame({"date": pd.date_range("2020", periods=len(series), freq="h"), "x": series[:, 0]})
-    result = evaluate_pf(last_value(), frame, horizon=24, windows=2, context_length=48, seasonality=24,
-                         num_samples=3)
+    result = evaluate_pf(last_value(), frame, horizon=24, windows=2, context_length=48, seasonality=24, num_samples=3)
     assert result["crps"] > 0 and np.isfinite(list(result.values())).all()

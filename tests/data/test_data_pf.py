@@ -32,8 +32,12 @@ def test_solar_is_summed_to_hours_like_gluonts(tmp_path):
 
 
 def test_walmart_fixture_pivots_store_dept(tmp_path):
-    rows = [(s, d, date, float(s * 100 + d + i), False)
-            for s in (1, 2) for d in (1, 3) for i, date in enumerate(pd.date_range("2010-02-05", periods=5, freq="W-FRI"))]
+    rows = [
+        (s, d, date, float(s * 100 + d + i), False)
+        for s in (1, 2)
+        for d in (1, 3)
+        for i, date in enumerate(pd.date_range("2010-02-05", periods=5, freq="W-FRI"))
+    ]
     path = tmp_path / "pf" / "walmart" / "train.csv"
     path.parent.mkdir(parents=True)
     pd.DataFrame(rows, columns=["Store", "Dept", "Date", "Weekly_Sales", "IsHoliday"]).to_csv(path, index=False)

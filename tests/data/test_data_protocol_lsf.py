@@ -12,9 +12,13 @@ from msft.protocols import evaluate_lsf, last_value, seasonal_naive
 def frame():
     rng = np.random.default_rng(0)
     t = np.arange(200)
-    return pd.DataFrame({"date": pd.date_range("2020", periods=200, freq="h"),
-                         "a": np.sin(t / 5) * 3 + rng.normal(size=200) + 10,
-                         "b": np.cumsum(rng.normal(size=200))})
+    return pd.DataFrame(
+        {
+            "date": pd.date_range("2020", periods=200, freq="h"),
+            "a": np.sin(t / 5) * 3 + rng.normal(size=200) + 10,
+            "b": np.cumsum(rng.normal(size=200)),
+        }
+    )
 
 
 def _hand(frame, L, H, predict):
@@ -23,10 +27,10 @@ def _hand(frame, L, H, predict):
     z = (x - x[:n_train].mean(0)) / x[:n_train].std(0)
     errors = []
     for end in range(len(x) - n_test, len(x) - H + 1):  # first forecast step of each test window
-        past, future = z[end - L:end], z[end:end + H]
+        past, future = z[end - L : end], z[end : end + H]
         errors.append(predict(past, H) - future)
     errors = np.stack(errors)
-    return float((errors ** 2).mean()), float(np.abs(errors).mean()), len(errors)
+    return float((errors**2).mean()), float(np.abs(errors).mean()), len(errors)
 
 
 @pytest.mark.parametrize("mode", ["S", "M"])

@@ -5,7 +5,6 @@ import pytest
 
 pytest.importorskip("s2generator")
 from msft.data.s2 import evaluate_symbol, generate_pool, load_pool, pool_dir  # noqa: E402
-
 from tests.conftest import TINY_S2  # noqa: E402
 
 
@@ -49,14 +48,17 @@ def test_different_seed_different_pool(tiny_s2_cache, tmp_path):
     assert not np.allclose(a.response, b.response)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"n": 0}, "n=0"),
-    ({"length": 4}, "length=4"),
-    ({"time_limit": 0}, "time_limit=0"),
-    ({"seed": -1}, "seed=-1"),
-    ({"series_params": {"not_a_param": 1}}, "series_params"),
-    ({"symbol_params": {"prob_rand": 2.0}}, "symbol_params.*Probability"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n": 0}, "n=0"),
+        ({"length": 4}, "length=4"),
+        ({"time_limit": 0}, "time_limit=0"),
+        ({"seed": -1}, "seed=-1"),
+        ({"series_params": {"not_a_param": 1}}, "series_params"),
+        ({"symbol_params": {"prob_rand": 2.0}}, "symbol_params.*Probability"),
+    ],
+)
 def test_bad_parameters_are_rejected(tmp_path, kwargs, match):
     args = {"n": 1, "length": 64, "seed": 0, "cache_dir": tmp_path} | kwargs
     with pytest.raises(ValueError, match=match):

@@ -13,7 +13,7 @@ def _loop_windows(values, L, H, stride, mode):
     series = [values[:, [c]] for c in range(values.shape[1])] if mode == "S" else [values]
     for x in series:
         for start in range(0, len(x) - L - H + 1, stride):
-            out.append(x[start:start + L + H])
+            out.append(x[start : start + L + H])
     return np.stack(out)  # (windows, L + H, variate)
 
 
@@ -51,8 +51,9 @@ def test_too_short_series_has_no_windows_and_bad_args_raise():
 
 def test_datamodule_batches():
     rng = np.random.default_rng(1)
-    frame = pd.DataFrame({"date": pd.date_range("2020", periods=400, freq="h"),
-                          "a": rng.normal(size=400), "b": rng.normal(size=400)})
+    frame = pd.DataFrame(
+        {"date": pd.date_range("2020", periods=400, freq="h"), "a": rng.normal(size=400), "b": rng.normal(size=400)}
+    )
     module = LSFDataModule(frame, context_length=32, horizon=8, batch_size=16, mode="S")
     module.setup("fit")
     batch = next(iter(module.train_dataloader()))

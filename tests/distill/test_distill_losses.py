@@ -180,8 +180,17 @@ def test_zero_weights_is_exactly_masked_mse():
 
 @pytest.mark.parametrize(
     "field, value",
-    [("alpha", -1.0), ("beta", "1"), ("tau", 0.0), ("period", 1), ("scale_factors", (0, 2)), ("scale_factors", ()),
-     ("period_reduction", "batchmean"), ("scale_pooling", "ceil"), ("regressor", "conv")],
+    [
+        ("alpha", -1.0),
+        ("beta", "1"),
+        ("tau", 0.0),
+        ("period", 1),
+        ("scale_factors", (0, 2)),
+        ("scale_factors", ()),
+        ("period_reduction", "batchmean"),
+        ("scale_pooling", "ceil"),
+        ("regressor", "conv"),
+    ],
 )
 def test_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=field):

@@ -107,10 +107,13 @@ def test_dmlp_batch_norm_per_channel_and_old_students_load_as_mlps(tmp_path):
 
 @pytest.mark.parametrize(
     "options, match",
-    [({"context_length": 0, "horizon": 8}, "context_length"), ({"context_length": 8, "horizon": 8, "hidden": 1.5}, "hidden"),
-     ({"context_length": 8, "horizon": 8, "dropout": 1.0}, "dropout"),
-     ({"context_length": 8, "horizon": 8, "arch": "dlinear"}, "arch"),
-     ({"context_length": 8, "horizon": 8, "moving_avg": 24}, "moving_avg")],
+    [
+        ({"context_length": 0, "horizon": 8}, "context_length"),
+        ({"context_length": 8, "horizon": 8, "hidden": 1.5}, "hidden"),
+        ({"context_length": 8, "horizon": 8, "dropout": 1.0}, "dropout"),
+        ({"context_length": 8, "horizon": 8, "arch": "dlinear"}, "arch"),
+        ({"context_length": 8, "horizon": 8, "moving_avg": 24}, "moving_avg"),
+    ],
 )
 def test_student_config_rejects_bad_values(options, match):
     with pytest.raises(ValueError, match=match):
@@ -237,9 +240,12 @@ class SineWindows:
         noise = 0.3 * torch.randn(n, context + horizon, generator=g)
         past = (sine + noise)[:, :context]
         future = noise[:, context:]
-        self.data = {"past_target": past[..., None], "future_target": future[..., None],
-                     "past_observed": torch.ones_like(past[..., None], dtype=torch.bool),
-                     "future_observed": torch.ones_like(future[..., None], dtype=torch.bool)}
+        self.data = {
+            "past_target": past[..., None],
+            "future_target": future[..., None],
+            "past_observed": torch.ones_like(past[..., None], dtype=torch.bool),
+            "future_observed": torch.ones_like(future[..., None], dtype=torch.bool),
+        }
 
     def __len__(self):
         return self.data["past_target"].shape[0]
@@ -292,8 +298,14 @@ def test_fit_with_features_trains_a_regressor_and_keeps_the_best_epoch():
     first, act, second = result.regressor
     assert (first.in_features, first.out_features, second.in_features, second.out_features) == (16, 8, 8, 8)
     assert isinstance(act, torch.nn.ReLU)
-    linear = fit_student(MLPStudent(context_length=48, horizon=24, hidden=8), windows,
-                         DistillConfig(regressor="linear"), cache, epochs=1, batch_size=64)
+    linear = fit_student(
+        MLPStudent(context_length=48, horizon=24, hidden=8),
+        windows,
+        DistillConfig(regressor="linear"),
+        cache,
+        epochs=1,
+        batch_size=64,
+    )
     assert isinstance(linear.regressor, torch.nn.Linear)
     assert {"mse", "prediction", "feature", "total"} <= set(result.history[0])
     assert result.best_epoch == int(np.argmin(result.val_mse))
@@ -302,11 +314,13 @@ def test_fit_with_features_trains_a_regressor_and_keeps_the_best_epoch():
 # -- the protocol API and the command line ------------------------------------------------------------
 def synthetic_csv(path, rows=1200):
     t = np.arange(rows)
-    frame = pd.DataFrame({
-        "date": pd.date_range("2020-01-01", periods=rows, freq="h"),
-        "a": np.sin(2 * np.pi * t / 24) + 0.1 * np.random.default_rng(0).standard_normal(rows),
-        "OT": np.cos(2 * np.pi * t / 24) + 0.01 * t,
-    })
+    frame = pd.DataFrame(
+        {
+            "date": pd.date_range("2020-01-01", periods=rows, freq="h"),
+            "a": np.sin(2 * np.pi * t / 24) + 0.1 * np.random.default_rng(0).standard_normal(rows),
+            "OT": np.cos(2 * np.pi * t / 24) + 0.01 * t,
+        }
+    )
     frame.to_csv(path, index=False)
     return path
 
@@ -323,8 +337,27 @@ def test_command_line_writes_results_and_a_loadable_student(tmp_path):
 
     csv = synthetic_csv(tmp_path / "toy.csv")
     out = tmp_path / "out"
-    assert main(["--teacher", "seasonal_naive:24", "--dataset", str(csv), "--horizon", "24", "--context-length", "96",
-                 "--epochs", "2", "--hidden", "16", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--teacher",
+                "seasonal_naive:24",
+                "--dataset",
+                str(csv),
+                "--horizon",
+                "24",
+                "--context-length",
+                "96",
+                "--epochs",
+                "2",
+                "--hidden",
+                "16",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     result = json.loads((out / "result.json").read_text())
     assert [r["model"] for r in result["rows"]] == ["teacher", "student (distilled)", "student (no distillation)"]
     assert result["setup"]["distill"]["beta"] == 0.0  # seasonal naive gives no features
@@ -337,8 +370,18 @@ def test_command_line_writes_results_and_a_loadable_student(tmp_path):
 def test_run_distill_on_real_etth1(data_dir):
     from msft.distill.run import markdown_table, run_distill
 
-    result = run_distill(SeasonalNaive(24), "ETTh1", 96, 336, "S", data_dir, train_stride=64,
-                         student={"hidden": 32}, epochs=1, throughput_batch=32)
+    result = run_distill(
+        SeasonalNaive(24),
+        "ETTh1",
+        96,
+        336,
+        "S",
+        data_dir,
+        train_stride=64,
+        student={"hidden": 32},
+        epochs=1,
+        throughput_batch=32,
+    )
     teacher, distilled, plain = result["rows"]
     assert teacher["windows"] == distilled["windows"] == 7 * (2880 - 96 + 1)  # the full test split, stride 1
     assert teacher["mse"] == pytest.approx(evaluate_lsf(SeasonalNaive(24), "ETTh1", 96, 336, "S", data_dir)["mse"])
@@ -353,9 +396,18 @@ def test_run_distill_variants_share_the_initialisation(tmp_path):
 
     csv = synthetic_csv(tmp_path / "toy.csv")
     same = DistillConfig(beta=0.0)
-    result = run_distill(SeasonalNaive(24), str(csv), 24, 96, "S", distill=same, epochs=2,
-                         student={"hidden": 16}, throughput_batch=8,
-                         variants={"same": same, "summed KL": DistillConfig(beta=0.0, period_reduction="sum")})
+    result = run_distill(
+        SeasonalNaive(24),
+        str(csv),
+        24,
+        96,
+        "S",
+        distill=same,
+        epochs=2,
+        student={"hidden": 16},
+        throughput_batch=8,
+        variants={"same": same, "summed KL": DistillConfig(beta=0.0, period_reduction="sum")},
+    )
     rows = {row["model"]: row for row in result["rows"]}
     assert list(rows) == ["teacher", "student (distilled)", "student (no distillation)", "same", "summed KL"]
     assert rows["same"]["mse"] == rows["student (distilled)"]["mse"]

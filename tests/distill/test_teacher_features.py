@@ -32,8 +32,9 @@ def test_distillation_from_a_multi_scale_moirai_teacher():
     from msft_backbones.moirai.load import GEOMETRY_DIR
 
     geometry = {**json.loads((GEOMETRY_DIR / "moirai-1.1-R-small.json").read_text()), "d_model": 64, "num_layers": 2}
-    teacher = msft.wrap(moirai_from_config(geometry, seed=0), scales=[1, 2, 4], patch_size=8,
-                        point_forecast="mean").eval()
+    teacher = msft.wrap(
+        moirai_from_config(geometry, seed=0), scales=[1, 2, 4], patch_size=8, point_forecast="mean"
+    ).eval()
     past = torch.randn(2, 60, 1)
     with torch.no_grad():
         out = teacher.forward_features(past, 16)
@@ -74,8 +75,17 @@ def test_distillation_from_a_moment_teacher_pools_only_real_patches():
 def tiny_time_dpd_teacher(description="a univariate time series."):
     from msft_backbones.time_dpd.tiny import tiny_time_dpd
 
-    model = tiny_time_dpd(context_length=64, horizon=16, d_model=8, num_heads=2, d_keys=8, num_prototypes=16,
-                          head_channels=16, dropout=0.0, description=description)
+    model = tiny_time_dpd(
+        context_length=64,
+        horizon=16,
+        d_model=8,
+        num_heads=2,
+        d_keys=8,
+        num_prototypes=16,
+        head_channels=16,
+        dropout=0.0,
+        description=description,
+    )
     # Attention writes nothing (o_proj = 0): a patch token's last hidden state depends on its own patch
     # only, so whatever the pooled features take from the prompt shows up as a change.
     with torch.no_grad():

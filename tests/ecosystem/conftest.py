@@ -15,6 +15,9 @@ def long_frame(items=3, length=160, freq="h", seed=0, start="2024-01-01"):
     for i in range(items):
         t = np.arange(length)
         y = 10 + 3 * np.sin(2 * np.pi * t / 24 + i) + 0.3 * rng.standard_normal(length)
-        frames.append(pd.DataFrame({"item_id": f"s{i}", "timestamp": pd.date_range(start, periods=length, freq=freq),
-                                    "target": y}))
+        frames.append(
+            pd.DataFrame(
+                {"item_id": f"s{i}", "timestamp": pd.date_range(start, periods=length, freq=freq), "target": y}
+            )
+        )
     return pd.concat(frames, ignore_index=True)

@@ -37,7 +37,9 @@ def test_finetune_trains_with_the_runner_and_predicts_a_long_frame(toy_forecaste
 
 def test_the_embedded_moirai_gives_sorted_quantile_columns_and_a_plot(tmp_path):
     data = long_frame(items=2, length=200)
-    f = msft.finetune("tiny_moirai", data, H, scales=[1, 2], max_steps=1, num_samples=20, **{**FAST, "context_length": 128})
+    f = msft.finetune(
+        "tiny_moirai", data, H, scales=[1, 2], max_steps=1, num_samples=20, **{**FAST, "context_length": 128}
+    )
     out = f.predict_df(data)
     levels = [str(round(0.1 * i, 1)) for i in range(1, 10)]
     assert list(out.columns) == ["item_id", "timestamp", "mean", *levels]
@@ -45,7 +47,11 @@ def test_the_embedded_moirai_gives_sorted_quantile_columns_and_a_plot(tmp_path):
     history, truth = data[data.timestamp < "2024-01-08"], data[data.timestamp >= "2024-01-08"]
     fig = f.plot(history, truth)
     assert len(fig.axes) == 2 and {t.get_text() for t in fig.axes[0].get_legend().get_texts()} == {
-        "context", "truth", "mean", "80%"}
+        "context",
+        "truth",
+        "mean",
+        "80%",
+    }
 
 
 def test_a_point_backbone_with_quantile_heads_fills_the_quantile_columns(tmp_path):
@@ -104,11 +110,13 @@ def test_lora_baselines_save_in_peft_format(method, tmp_path):
     peft_model = peft.PeftModel.from_pretrained(base, str(path)).eval()  # a peft user's path, no msft
     past = torch.as_tensor(long_frame().target.to_numpy()[-64:], dtype=torch.float32)[None]
     with torch.no_grad():
-        np.testing.assert_allclose(peft_model(past, H).numpy(), f.model.predict(past[..., None], H)[..., 0].numpy(),
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            peft_model(past, H).numpy(), f.model.predict(past[..., None], H)[..., 0].numpy(), rtol=1e-5, atol=1e-5
+        )
     reloaded = msft.from_pretrained(path)
-    pd.testing.assert_frame_equal(reloaded.predict_df(long_frame(), quantile_levels=None),
-                                  f.predict_df(long_frame(), quantile_levels=None))
+    pd.testing.assert_frame_equal(
+        reloaded.predict_df(long_frame(), quantile_levels=None), f.predict_df(long_frame(), quantile_levels=None)
+    )
 
 
 def test_push_to_hub_fails_fast_and_clearly_offline(toy_forecaster, monkeypatch):
@@ -126,18 +134,22 @@ def test_push_to_hub_fails_fast_and_clearly_offline(toy_forecaster, monkeypatch)
         toy_forecaster.push_to_hub("no-owner")
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(backbone="no_such_model"), "not a backbone name"),
-    (dict(method="bogus"), "method='bogus'"),
-    (dict(prediction_length=100), "too short for prediction_length=100"),
-    (dict(learning_rate=1e-3), "unknown option 'learning_rate'"),
-    (dict(context_length=8), "context_length=8"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(backbone="no_such_model"), "not a backbone name"),
+        (dict(method="bogus"), "method='bogus'"),
+        (dict(prediction_length=100), "too short for prediction_length=100"),
+        (dict(learning_rate=1e-3), "unknown option 'learning_rate'"),
+        (dict(context_length=8), "context_length=8"),
+    ],
+)
 def test_finetune_errors(kwargs, message):
     args = dict(backbone="toy_tiny", train_data=long_frame(items=1, length=120), prediction_length=H)
     args.update(kwargs)
     options = {**FAST, **({"context_length": kwargs["context_length"]} if "context_length" in kwargs else {})}
     args.pop("context_length", None)
     with pytest.raises(ValueError, match=message):
-        msft.finetune(args.pop("backbone"), args.pop("train_data"), args.pop("prediction_length"), max_steps=1,
-                      **args, **options)
+        msft.finetune(
+            args.pop("backbone"), args.pop("train_data"), args.pop("prediction_length"), max_steps=1, **args, **options
+        )

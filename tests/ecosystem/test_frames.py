@@ -32,25 +32,35 @@ def test_gaps_become_missing_values_and_months_keep_their_calendar():
     frame = long_frame(items=1, length=30).drop(index=[5, 6, 20])
     series = read_series(frame)
     assert len(series.values[0]) == 30 and np.isnan(series.values[0][[5, 6, 20]]).all()
-    months = pd.DataFrame({"item_id": "m", "timestamp": pd.date_range("2020-01-31", periods=12, freq="ME"),
-                           "target": np.arange(12.0)}).drop(index=[4])
+    months = pd.DataFrame(
+        {"item_id": "m", "timestamp": pd.date_range("2020-01-31", periods=12, freq="ME"), "target": np.arange(12.0)}
+    ).drop(index=[4])
     series = read_series(months)
     assert series.freq.freqstr == "ME" and np.isnan(series.values[0][4])
     assert series.future_index(0, 1)[0] == pd.Timestamp("2021-01-31")
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda f: f.drop(columns=["target"]), r"lacks column\(s\) \['target'\]"),
-    (lambda f: f.assign(target=f.target.astype(str).where(f.index != 3, "n/a")), "expected numbers"),
-    (lambda f: pd.concat([f, f.iloc[[2]]]), "duplicated timestamps"),
-    (lambda f: f.assign(timestamp=f.timestamp.where(f.index != 7, f.timestamp[7] + pd.Timedelta(minutes=7))),
-     "irregular timestamps"),
-    (lambda f: f.assign(timestamp=np.where(f.item_id == "s1", pd.date_range("2024", periods=len(f), freq="D"),
-                                           f.timestamp)), "mixed frequencies"),
-    (lambda f: f.assign(timestamp="not a date"), "cannot be read as timestamps"),
-    (lambda f: f.rename(columns={"item_id": "id", "target": "y"}), "id_column="),
-    (lambda f: f.rename(columns={"item_id": "id", "timestamp": "t"}), "cannot read the data"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda f: f.drop(columns=["target"]), r"lacks column\(s\) \['target'\]"),
+        (lambda f: f.assign(target=f.target.astype(str).where(f.index != 3, "n/a")), "expected numbers"),
+        (lambda f: pd.concat([f, f.iloc[[2]]]), "duplicated timestamps"),
+        (
+            lambda f: f.assign(timestamp=f.timestamp.where(f.index != 7, f.timestamp[7] + pd.Timedelta(minutes=7))),
+            "irregular timestamps",
+        ),
+        (
+            lambda f: f.assign(
+                timestamp=np.where(f.item_id == "s1", pd.date_range("2024", periods=len(f), freq="D"), f.timestamp)
+            ),
+            "mixed frequencies",
+        ),
+        (lambda f: f.assign(timestamp="not a date"), "cannot be read as timestamps"),
+        (lambda f: f.rename(columns={"item_id": "id", "target": "y"}), "id_column="),
+        (lambda f: f.rename(columns={"item_id": "id", "timestamp": "t"}), "cannot read the data"),
+    ],
+)
 def test_unreadable_data_raise_clear_errors(change, message):
     with pytest.raises(ValueError, match=message):
         read_series(change(long_frame(items=2, length=40)))

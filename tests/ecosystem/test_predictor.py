@@ -31,15 +31,21 @@ def sine_dataset(lengths=(300, 400, 60), freq="h", nan_at=None):
         y = 5 + np.sin(2 * np.pi * np.arange(n) / 24 + i) + 0.1 * rng.standard_normal(n)
         if nan_at is not None:
             y[nan_at] = np.nan
-        entries.append({"target": y.astype(np.float32), "start": pd.Period("2024-01-01", freq=freq),
-                        "item_id": f"item{i}"})
+        entries.append(
+            {"target": y.astype(np.float32), "start": pd.Period("2024-01-01", freq=freq), "item_id": f"item{i}"}
+        )
     return ListDataset(entries, freq=freq)
 
 
 def test_sample_forecasts_for_any_length_nans_and_variates(moirai_model):
     data = list(sine_dataset(lengths=(1000, 40), nan_at=slice(10, 20)))
-    data.append({"target": np.stack([data[0]["target"][:200], data[0]["target"][100:300]]),
-                 "start": pd.Period("2024-03-01", freq="h"), "item_id": "multi"})
+    data.append(
+        {
+            "target": np.stack([data[0]["target"][:200], data[0]["target"][100:300]]),
+            "start": pd.Period("2024-03-01", freq="h"),
+            "item_id": "multi",
+        }
+    )
     predictor = moirai_model.create_predictor(H, batch_size=2, num_samples=20, context_length=CONTEXT)
     forecasts = list(predictor.predict(data))
     assert [f.item_id for f in forecasts] == ["item0", "item1", "multi"]
@@ -57,8 +63,9 @@ def test_gluonts_evaluation_matches_a_hand_computation(moirai_model):
     predictor = moirai_model.create_predictor(H, num_samples=50, context_length=CONTEXT)
     levels = [0.1 * i for i in range(1, 10)]
     torch.manual_seed(0)
-    table = evaluate_model(predictor, test_data=test_data,
-                           metrics=[MSE(), MAE(), MeanWeightedSumQuantileLoss(quantile_levels=levels)])
+    table = evaluate_model(
+        predictor, test_data=test_data, metrics=[MSE(), MAE(), MeanWeightedSumQuantileLoss(quantile_levels=levels)]
+    )
     torch.manual_seed(0)
     forecasts = list(predictor.predict(test_data.input))
     labels = np.stack([entry["target"] for entry in test_data.label])  # (windows * items, H)
@@ -71,7 +78,8 @@ def test_gluonts_evaluation_matches_a_hand_computation(moirai_model):
 
 def test_make_evaluation_predictions(moirai_model):
     forecast_it, ts_it = make_evaluation_predictions(
-        sine_dataset(), moirai_model.create_predictor(H, num_samples=10, context_length=CONTEXT), num_samples=10)
+        sine_dataset(), moirai_model.create_predictor(H, num_samples=10, context_length=CONTEXT), num_samples=10
+    )
     forecasts, series = list(forecast_it), list(ts_it)
     assert len(forecasts) == len(series) == 3
     assert forecasts[2].start_date == series[2].index[-H]

@@ -10,8 +10,16 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "configs"
 # Tiny sizes and budgets: short context and horizon, a few training/validation batches (the test
 # split protocol itself is never limited).
-TINY = ["backbone=toy_tiny", "trainer=tiny", "data.context_length=32", "data.horizon=8",
-        "data.batch_size=32", "data.eval_batch_size=1024", "plots=false", "names.backbone=toy_tiny"]
+TINY = [
+    "backbone=toy_tiny",
+    "trainer=tiny",
+    "data.context_length=32",
+    "data.horizon=8",
+    "data.batch_size=32",
+    "data.eval_batch_size=1024",
+    "plots=false",
+    "names.backbone=toy_tiny",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -40,8 +48,9 @@ def compose(overrides=(), config_name="train"):
 def small_csv(path: Path, rows: int = 600, columns: int = 2, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     t = np.arange(rows)
-    frame = pd.DataFrame({f"x{i}": np.sin(2 * np.pi * t / 24 + i) + 0.1 * rng.standard_normal(rows)
-                          for i in range(columns)})
+    frame = pd.DataFrame(
+        {f"x{i}": np.sin(2 * np.pi * t / 24 + i) + 0.1 * rng.standard_normal(rows) for i in range(columns)}
+    )
     frame.insert(0, "date", pd.date_range("2021-01-01", periods=rows, freq="h"))
     frame.to_csv(path, index=False)
     return path
@@ -51,5 +60,6 @@ def cli(*args: str, cwd: Path, env_extra=None):
     import subprocess
 
     env = dict(os.environ, **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "msft_runner.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "msft_runner.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )

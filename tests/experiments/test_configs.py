@@ -13,8 +13,10 @@ from msft_runner.train import TRAINER_EXTRAS
 
 from .conftest import CONFIG_DIR, TINY, compose
 
-GROUPS = {group: sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
-          for group in ("backbone", "data", "method", "trainer")}
+GROUPS = {
+    group: sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+    for group in ("backbone", "data", "method", "trainer")
+}
 
 
 def test_default_config_is_the_main_job():
@@ -75,8 +77,11 @@ def test_data_configs_compose(name):
         from msft.data import PF_DATASETS
 
         spec = PF_DATASETS[cfg.data.dataset]
-        assert (cfg.data.horizon, cfg.data.windows, cfg.data.seasonality) == (spec.horizon, spec.windows,
-                                                                              spec.seasonality)
+        assert (cfg.data.horizon, cfg.data.windows, cfg.data.seasonality) == (
+            spec.horizon,
+            spec.windows,
+            spec.seasonality,
+        )
     assert OmegaConf.to_container(cfg.data, resolve=True, throw_on_missing=True)
 
 
@@ -86,8 +91,7 @@ def test_method_configs_build(name):
     assert cfg.method.kind in KINDS and cfg.method.name == name
     backbone = instantiate(cfg.backbone)
     method = OmegaConf.to_container(cfg.method, resolve=True)
-    args = dict(kind=method["kind"], horizon=8, options=method.get("options"), peft=method.get("peft"),
-                total_steps=10)
+    args = dict(kind=method["kind"], horizon=8, options=method.get("options"), peft=method.get("peft"), total_steps=10)
     built = build_model(backbone, **args)
     trainable = {n for n, p in built.model.named_parameters() if p.requires_grad}
     assert bool(trainable) == (cfg.method.kind != "zero_shot")

@@ -20,6 +20,7 @@ from .conftest import CONFIG_DIR, TINY, cli, compose, small_csv
 
 # ----------------------------------------------------------------------------------------- pieces
 
+
 @pytest.mark.parametrize("world", [1, 2, 3])
 def test_sharded_batches_split_every_batch_into_disjoint_shares(world):
     batches = EpochShuffledBatches(num_items=23, batch_size=5, seed=3)  # last batch: 3 items < 5
@@ -64,6 +65,7 @@ def test_processes_to_start(monkeypatch):
 
 # ------------------------------------------------------------------------- DDP with 2 CPU ranks
 
+
 def _rank_probe(fail_rank):
     import os
 
@@ -88,22 +90,46 @@ def test_started_processes_return_rank_zero_and_reraise_a_rank_failure():
 
 
 def _csv_cfg(path, *extra):
-    return compose([*TINY, "data=csv", f"data.path={path}", "data.target=x1", "trainer.max_epochs=2",
-                    "trainer.limit_train_batches=3", "data.eval_batch_size=100", *extra])
+    return compose(
+        [
+            *TINY,
+            "data=csv",
+            f"data.path={path}",
+            "data.target=x1",
+            "trainer.max_epochs=2",
+            "trainer.limit_train_batches=3",
+            "data.eval_batch_size=100",
+            *extra,
+        ]
+    )
 
 
 def _moirai_csv_cfg(path, *extra):
-    return _csv_cfg(path, "backbone=moirai_random", "names.backbone=moirai_random",
-                    "backbone.wrap_options.patch_size=8", "data.batch_size=8", "trainer.limit_train_batches=2",
-                    "trainer.max_epochs=1", "trainer.limit_val_batches=1", *extra)
+    return _csv_cfg(
+        path,
+        "backbone=moirai_random",
+        "names.backbone=moirai_random",
+        "backbone.wrap_options.patch_size=8",
+        "data.batch_size=8",
+        "trainer.limit_train_batches=2",
+        "trainer.max_epochs=1",
+        "trainer.limit_val_batches=1",
+        *extra,
+    )
 
 
 def _pf_cfg(path, *extra):
     from .test_pf import _pf_cfg as pf_cfg
     from .test_pf import wide_csv
 
-    return pf_cfg(wide_csv(path), "moirai_random", "backbone.wrap_options.patch_size=8", "data.eval_batch_size=4",
-                  "data.num_samples=20", *extra)
+    return pf_cfg(
+        wide_csv(path),
+        "moirai_random",
+        "backbone.wrap_options.patch_size=8",
+        "data.eval_batch_size=4",
+        "data.num_samples=20",
+        *extra,
+    )
 
 
 def _runs(cfgs, run_dirs):
@@ -139,12 +165,16 @@ def test_ddp_evaluation_scores_every_window_once_and_equals_one_process(tmp_path
     from msft_runner.train import run
 
     path = small_csv(tmp_path / "series.csv")
-    cases = {"lsf_zero_shot": _csv_cfg(path, "method=zero_shot"), "lsf_msft": _csv_cfg(path, "method=msft"),
-             "pf_zero_shot": _pf_cfg(tmp_path / "wide.csv", "method=zero_shot"),
-             "pf_msft": _pf_cfg(tmp_path / "wide.csv", "method=msft")}
+    cases = {
+        "lsf_zero_shot": _csv_cfg(path, "method=zero_shot"),
+        "lsf_msft": _csv_cfg(path, "method=msft"),
+        "pf_zero_shot": _pf_cfg(tmp_path / "wide.csv", "method=zero_shot"),
+        "pf_msft": _pf_cfg(tmp_path / "wide.csv", "method=msft"),
+    }
     names = list(cases)
-    distributed.start_processes(_runs, ([compose_ddp(cases[n]) for n in names], [tmp_path / "ddp" / n for n in names]),
-                                2, start_method="fork")
+    distributed.start_processes(
+        _runs, ([compose_ddp(cases[n]) for n in names], [tmp_path / "ddp" / n for n in names]), 2, start_method="fork"
+    )
     for name in names:
         saved = _check_shares(tmp_path / "ddp" / name)
         metrics = ("mse", "mae") if name.startswith("lsf") else ("crps", "msis", "smape", "mase", "nd", "nrmse")
@@ -169,8 +199,9 @@ def test_ddp_trains_every_method_and_ablation(tmp_path):
     cases = {f"toy_{m}": _csv_cfg(path, f"method={m}") for m in ("msft", "lora", "full", *ablations)}
     cases |= {f"moirai_{m}": _moirai_csv_cfg(path, f"method={m}") for m in ("msft", "lora", "full")}
     names = list(cases)
-    distributed.start_processes(_runs, ([compose_ddp(cases[n]) for n in names], [tmp_path / "ddp" / n for n in names]),
-                                2, start_method="fork")
+    distributed.start_processes(
+        _runs, ([compose_ddp(cases[n]) for n in names], [tmp_path / "ddp" / n for n in names]), 2, start_method="fork"
+    )
     for name in names:
         assert _check_shares(tmp_path / "ddp" / name)["steps"] > 0, name
 
@@ -181,8 +212,10 @@ def compose_ddp(cfg):
 
     trainer = compose(["trainer=ddp_cpu"]).trainer
     merged = OmegaConf.to_container(cfg, resolve=True)
-    merged["trainer"] = {**merged["trainer"], **{k: trainer[k] for k in ("devices", "num_nodes", "strategy",
-                                                                         "start_method")}}
+    merged["trainer"] = {
+        **merged["trainer"],
+        **{k: trainer[k] for k in ("devices", "num_nodes", "strategy", "start_method")},
+    }
     return OmegaConf.create(merged)
 
 
@@ -199,8 +232,9 @@ def _one_step(cfg, world):
     data = build_datamodule(cfg.data, cfg.seed)
     data.setup("fit")
     backbone, wrap_options = build_backbone(cfg.backbone)
-    model = build_model(backbone, cfg.method.kind, cfg.data.horizon, dict(cfg.method.options), None, 10,
-                        wrap_options).model
+    model = build_model(
+        backbone, cfg.method.kind, cfg.data.horizon, dict(cfg.method.options), None, 10, wrap_options
+    ).model
     module = ForecastModule(model, {"lr": 1e-2}, 0.0)
     seen = {}
 
@@ -211,9 +245,19 @@ def _one_step(cfg, world):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             seen["windows"] = len(batch["past_target"])
 
-    trainer = L.Trainer(accelerator="cpu", devices=world, strategy="ddp" if world > 1 else "auto", max_steps=1,
-                        limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, use_distributed_sampler=False, callbacks=[Capture()])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=world,
+        strategy="ddp" if world > 1 else "auto",
+        max_steps=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        callbacks=[Capture()],
+    )
     trainer.fit(module, datamodule=data)
     params = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
     replicas = [params]
@@ -256,8 +300,16 @@ def test_ddp_run_interrupted_mid_epoch_resumes_to_the_same_metrics(tmp_path):
     path = small_csv(tmp_path / "series.csv")
 
     def cfg(*extra):
-        return _csv_cfg(path, "method=msft", "trainer=ddp_cpu", "trainer.max_epochs=3",
-                        "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.patience=5", *extra)
+        return _csv_cfg(
+            path,
+            "method=msft",
+            "trainer=ddp_cpu",
+            "trainer.max_epochs=3",
+            "trainer.limit_train_batches=3",
+            "trainer.limit_val_batches=2",
+            "trainer.patience=5",
+            *extra,
+        )
 
     straight = run(cfg(), tmp_path / "straight", {"backbone": "toy_tiny"})
     with pytest.raises(Interrupted):  # raised in both ranks, re-raised here as itself
@@ -266,8 +318,11 @@ def test_ddp_run_interrupted_mid_epoch_resumes_to_the_same_metrics(tmp_path):
     resumed = run(cfg("resume=true"), tmp_path / "resumed", {"backbone": "toy_tiny"})
     assert resumed["resumed"] and not straight["resumed"]
     assert resumed["steps"] == straight["steps"] == 9
-    assert (resumed["val_loss"], resumed["mse"], resumed["mae"]) == (straight["val_loss"], straight["mse"],
-                                                                    straight["mae"])
+    assert (resumed["val_loss"], resumed["mse"], resumed["mae"]) == (
+        straight["val_loss"],
+        straight["mse"],
+        straight["mae"],
+    )
     assert len(straight["windows_per_process"]) == 2 and sum(straight["windows_per_process"]) == straight["windows"]
 
 
@@ -276,9 +331,19 @@ def test_ddp_run_interrupted_mid_epoch_resumes_to_the_same_metrics(tmp_path):
 @pytest.mark.ddp
 def test_msft_train_with_the_ddp_cpu_trainer(tmp_path, data_dir):
     """The README command: a Hydra sweep whose run trains and evaluates on 2 ranks, then the table."""
-    result = cli("-m", "method=msft", *TINY, "trainer=ddp_cpu", "trainer.max_epochs=1",  # after TINY's trainer=tiny
-                 "trainer.limit_train_batches=4", "trainer.limit_val_batches=2", "experiment=ddp",
-                 "results_dir=tables", cwd=tmp_path, env_extra={"MSFT_DATA_DIR": str(data_dir)})
+    result = cli(
+        "-m",
+        "method=msft",
+        *TINY,
+        "trainer=ddp_cpu",
+        "trainer.max_epochs=1",  # after TINY's trainer=tiny
+        "trainer.limit_train_batches=4",
+        "trainer.limit_val_batches=2",
+        "experiment=ddp",
+        "results_dir=tables",
+        cwd=tmp_path,
+        env_extra={"MSFT_DATA_DIR": str(data_dir)},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (metrics,) = (tmp_path / "runs" / "ddp").rglob("metrics.json")
     saved = _check_shares(metrics.parent)
@@ -293,17 +358,31 @@ def test_ddp_inside_a_one_task_slurm_job(tmp_path, monkeypatch):
     the 2 ranks, and Lightning must take them for the ranks, not SLURM's single task."""
     from msft_runner.train import run
 
-    for key, value in {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "msft", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
-                       "SLURM_NODEID": "0", "SLURM_JOB_ID": "1", "SLURM_NODELIST": "localhost"}.items():
+    for key, value in {
+        "SLURM_NTASKS": "1",
+        "SLURM_JOB_NAME": "msft",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+        "SLURM_JOB_ID": "1",
+        "SLURM_NODELIST": "localhost",
+    }.items():
         monkeypatch.setenv(key, value)
-    cfg = _csv_cfg(small_csv(tmp_path / "series.csv"), "method=msft", "trainer=ddp_cpu", "trainer.max_epochs=1",
-                   "trainer.limit_train_batches=2", "trainer.limit_val_batches=1")
+    cfg = _csv_cfg(
+        small_csv(tmp_path / "series.csv"),
+        "method=msft",
+        "trainer=ddp_cpu",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+    )
     record = run(cfg, tmp_path / "run", {"backbone": "toy_tiny"})
     assert record["steps"] == 2 and len(record["windows_per_process"]) == 2
     assert sum(record["windows_per_process"]) == record["windows"]
 
 
 # ---------------------------------------------------------------------------- submitit sweeps
+
 
 @pytest.mark.slow
 @pytest.mark.distributed
@@ -313,9 +392,19 @@ def test_submitit_local_sweep_builds_the_table_despite_a_failed_job(tmp_path, da
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     tiny = [o for o in TINY if not o.startswith("names.")]
     # LoRA rank 0 fails when peft builds the layers; zero_shot and msft ignore the peft settings.
-    result = cli("-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=20", "method=zero_shot,lora,msft",
-                 "++method.peft.r=0", *tiny, "trainer.max_epochs=1", "experiment=cluster", "results_dir=tables",
-                 cwd=tmp_path, env_extra={"MSFT_DATA_DIR": str(data_dir)})
+    result = cli(
+        "-m",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=20",
+        "method=zero_shot,lora,msft",
+        "++method.peft.r=0",
+        *tiny,
+        "trainer.max_epochs=1",
+        "experiment=cluster",
+        "results_dir=tables",
+        cwd=tmp_path,
+        env_extra={"MSFT_DATA_DIR": str(data_dir)},
+    )
     assert result.returncode == 1, result.stderr[-3000:]  # the failed job fails the command, not the sweep
     assert "1 run(s) failed" in result.stderr
     job_logs = list((tmp_path / "runs" / "cluster" / ".submitit").rglob("*_log.out"))

@@ -9,9 +9,12 @@ from msft_runner.module import ForecastModule
 
 def batch(rows=4, context=32, horizon=8):
     past, future = torch.randn(rows, context, 1), torch.randn(rows, horizon, 1)
-    return {"past_target": past, "future_target": future,
-            "past_observed": torch.ones_like(past, dtype=torch.bool),
-            "future_observed": torch.ones_like(future, dtype=torch.bool)}
+    return {
+        "past_target": past,
+        "future_target": future,
+        "past_observed": torch.ones_like(past, dtype=torch.bool),
+        "future_observed": torch.ones_like(future, dtype=torch.bool),
+    }
 
 
 def module():
@@ -40,8 +43,9 @@ def test_a_batch_with_nothing_usable_gives_a_zero_loss_with_a_graph():
 def test_lr_decay_multiplies_every_learning_rate_after_each_epoch():
     import pytest
 
-    m = ForecastModule(msft.wrap(ToyForecaster(d_model=16), scales=[1, 2]), {"lr": 1e-3, "scale_weight_lr": 1e-2},
-                       lr_decay=0.5)
+    m = ForecastModule(
+        msft.wrap(ToyForecaster(d_model=16), scales=[1, 2]), {"lr": 1e-3, "scale_weight_lr": 1e-2}, lr_decay=0.5
+    )
     config = m.configure_optimizers()
     optimizer, decay = config["optimizer"], config["lr_scheduler"]["scheduler"]
     assert config["lr_scheduler"]["interval"] == "epoch"

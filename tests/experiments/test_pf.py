@@ -20,8 +20,9 @@ def wide_csv(path, rows=240, series=3, seed=0):
     """A wide frame as `load_pf` gives it: ``date`` + one column per series, positive, with gaps."""
     rng = np.random.default_rng(seed)
     t = np.arange(rows)
-    frame = pd.DataFrame({f"s{i}": 10 + (i + 1) * np.sin(2 * np.pi * t / 24) + rng.standard_normal(rows)
-                          for i in range(series)})
+    frame = pd.DataFrame(
+        {f"s{i}": 10 + (i + 1) * np.sin(2 * np.pi * t / 24) + rng.standard_normal(rows) for i in range(series)}
+    )
     frame.loc[:30, "s1"] = np.nan  # a series that starts late
     frame.loc[100:104, "s2"] = np.nan  # and one with a gap
     frame.insert(0, "date", pd.date_range("2022-01-01", periods=rows, freq="h"))
@@ -52,11 +53,26 @@ def test_split_trains_before_validation_and_tests_on_the_rolling_blocks(tmp_path
 
 
 def _pf_cfg(path, backbone, *extra):
-    return compose([f"backbone={backbone}", f"names.backbone={backbone}", "data=pf_csv", f"data.path={path}", "data.name=wide",
-                    f"data.horizon={HORIZON}", f"data.windows={WINDOWS}", "data.seasonality=24",
-                    f"data.context_length={CONTEXT}", "data.batch_size=8", "data.num_samples=10",
-                    "trainer=tiny", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-                    "trainer.limit_val_batches=1", *extra])
+    return compose(
+        [
+            f"backbone={backbone}",
+            f"names.backbone={backbone}",
+            "data=pf_csv",
+            f"data.path={path}",
+            "data.name=wide",
+            f"data.horizon={HORIZON}",
+            f"data.windows={WINDOWS}",
+            "data.seasonality=24",
+            f"data.context_length={CONTEXT}",
+            "data.batch_size=8",
+            "data.num_samples=10",
+            "trainer=tiny",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2",
+            "trainer.limit_val_batches=1",
+            *extra,
+        ]
+    )
 
 
 def test_tiny_moirai_pf_run_reports_the_six_metrics_and_a_crps_table(tmp_path):
@@ -84,10 +100,20 @@ def test_pf_with_a_point_backbone_fails_before_training(tmp_path):
 
 def test_results_keep_lsf_and_pf_tables_apart():
     lsf = {"status": "ok", "backbone": "b", "dataset": "ETTh1", "horizon": 96, "method": "msft", "mse": 0.4, "mae": 0.5}
-    pf = {"status": "ok", "protocol": "pf", "backbone": "b", "dataset": "pf_solar", "horizon": 24, "method": "msft",
-          "crps": 0.3, "mase": 1.2}
+    pf = {
+        "status": "ok",
+        "protocol": "pf",
+        "backbone": "b",
+        "dataset": "pf_solar",
+        "horizon": 24,
+        "method": "msft",
+        "crps": 0.3,
+        "mase": 1.2,
+    }
     from msft_runner.results import markdown_table
 
     alone = markdown_table([lsf])
     both = markdown_table([lsf, pf])
-    assert both.startswith(alone) and "msft CRPS | msft MASE" in both and "| b | pf_solar | 24 | 0.3000 | 1.2000 |" in both
+    assert (
+        both.startswith(alone) and "msft CRPS | msft MASE" in both and "| b | pf_solar | 24 | 0.3000 | 1.2000 |" in both
+    )

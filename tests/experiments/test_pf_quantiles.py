@@ -20,8 +20,14 @@ def test_quantile_paths_reproduce_the_quantiles_under_gluonts_sample_quantiles()
 
 def test_a_point_backbone_with_quantile_heads_runs_the_pf_protocol(tmp_path):
     levels = "[" + ",".join(map(str, LEVELS)) + "]"
-    cfg = _pf_cfg(wide_csv(tmp_path / "wide.csv"), "toy_tiny", "method=msft", f"+method.options.quantile_levels={levels}",
-                  "method.options.scales=[1,2]", "plots=false")
+    cfg = _pf_cfg(
+        wide_csv(tmp_path / "wide.csv"),
+        "toy_tiny",
+        "method=msft",
+        f"+method.options.quantile_levels={levels}",
+        "method.options.scales=[1,2]",
+        "plots=false",
+    )
     record = run(cfg, tmp_path / "run", {"backbone": "toy_tiny"})
     assert record["status"] == "ok" and record["protocol"] == "pf"
     for metric in ("crps", "msis", "mase"):

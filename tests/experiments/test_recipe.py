@@ -17,8 +17,17 @@ from .conftest import TINY, cli, compose, small_csv
 
 
 def _csv_cfg(path, *extra):
-    return compose([*TINY, "data=csv", f"data.path={path}", "data.target=x1", "trainer.max_epochs=3",
-                    "trainer.limit_train_batches=3", *extra])
+    return compose(
+        [
+            *TINY,
+            "data=csv",
+            f"data.path={path}",
+            "data.target=x1",
+            "trainer.max_epochs=3",
+            "trainer.limit_train_batches=3",
+            *extra,
+        ]
+    )
 
 
 # -- selection ---------------------------------------------------------------------------------------
@@ -33,14 +42,28 @@ def test_selection_follows_the_fused_score_where_the_objective_disagrees(tmp_pat
     # smooth (low NLL), its up-sampled forecast misses the alternation (high MSE)
     t = np.arange(800)
     noise = 0.05 * np.random.default_rng(0).standard_normal(800)
-    frame = pd.DataFrame({"date": pd.date_range("2021", periods=800, freq="h"),
-                          "x1": np.sin(2 * np.pi * t / 24) + 0.8 * (-1.0) ** t + noise})
+    frame = pd.DataFrame(
+        {
+            "date": pd.date_range("2021", periods=800, freq="h"),
+            "x1": np.sin(2 * np.pi * t / 24) + 0.8 * (-1.0) ** t + noise,
+        }
+    )
     path = tmp_path / "s.csv"
     frame.to_csv(path, index=False)
-    cfg = _csv_cfg(path, "backbone=tiny_moirai", "backbone.wrap_options.patch_size=16", "data.context_length=128",
-                   "data.horizon=32", "method=msft", "method.options.scales=[1,2]", "data.lr.lr=0.0",
-                   "data.lr.scale_weight_lr=0.3", "trainer.patience=5", "trainer.limit_train_batches=2",
-                   "trainer.max_epochs=2")
+    cfg = _csv_cfg(
+        path,
+        "backbone=tiny_moirai",
+        "backbone.wrap_options.patch_size=16",
+        "data.context_length=128",
+        "data.horizon=32",
+        "method=msft",
+        "method.options.scales=[1,2]",
+        "data.lr.lr=0.0",
+        "data.lr.scale_weight_lr=0.3",
+        "trainer.patience=5",
+        "trainer.limit_train_batches=2",
+        "trainer.max_epochs=2",
+    )
     record = run(cfg, tmp_path / "run", {"backbone": "tiny_moirai"})
     curves = [row for row in _csv_rows(tmp_path / "run" / "metrics.csv") if row.get("val_score")]
     by_loss = min(range(len(curves)), key=lambda i: float(curves[i]["val_loss"]))
@@ -87,8 +110,17 @@ def test_predict_all_matches_predict_and_predict_scales():
 
 
 # -- backbone-trainable patterns ---------------------------------------------------------------------
-AUTHORS_FREEZE_FFN = ("self_attn.out_proj.", "self_attn.q_norm.", "self_attn.k_norm.", "self_attn.var_attn_bias.",
-                      ".norm1.", ".norm2.", "encoder.norm.", "mask_encoding.", "param_proj.")
+AUTHORS_FREEZE_FFN = (
+    "self_attn.out_proj.",
+    "self_attn.q_norm.",
+    "self_attn.k_norm.",
+    "self_attn.var_attn_bias.",
+    ".norm1.",
+    ".norm2.",
+    "encoder.norm.",
+    "mask_encoding.",
+    "param_proj.",
+)
 
 
 def test_freeze_ffn_trains_exactly_the_authors_modules():
@@ -96,26 +128,34 @@ def test_freeze_ffn_trains_exactly_the_authors_modules():
 
     backbone = load_tiny_moirai()
     names = [n for n, _ in backbone.named_parameters()]
-    built = build_model(backbone, "msft", 96, {"scales": [1, 2]}, wrap_options={"patch_size": 32},
-                        backbone_trainable="freeze_ffn")
-    trainable = {n.removeprefix("backbone.") for n, p in built.model.named_parameters()
-                 if p.requires_grad and "msft_" not in n}
+    built = build_model(
+        backbone, "msft", 96, {"scales": [1, 2]}, wrap_options={"patch_size": 32}, backbone_trainable="freeze_ffn"
+    )
+    trainable = {
+        n.removeprefix("backbone.") for n, p in built.model.named_parameters() if p.requires_grad and "msft_" not in n
+    }
     expected = {n for n in names if any(part in n for part in AUTHORS_FREEZE_FFN)}
     assert trainable == expected
-    assert all(any(f"layers.{i}.{m}" in " ".join(trainable) for i in range(4))
-               for m in ("self_attn.out_proj", "norm1", "norm2"))
+    assert all(
+        any(f"layers.{i}.{m}" in " ".join(trainable) for i in range(4))
+        for m in ("self_attn.out_proj", "norm1", "norm2")
+    )
     assert not any(re.search(r"in_proj|q_proj|k_proj|v_proj|ffn", n) for n in trainable)
     # msft's own parts still train, and the optimiser sees the backbone ones (head group)
     assert any(p.requires_grad for n, p in built.model.named_parameters() if "msft_" in n)
     groups = {g["name"]: g for g in built.model.parameter_groups(lr=1e-3)}
     assert sum(p.numel() for p in groups["head"]["params"]) == sum(
-        p.numel() for n, p in backbone.named_parameters() if n.removeprefix("backbone.") in expected)
+        p.numel() for n, p in backbone.named_parameters() if n.removeprefix("backbone.") in expected
+    )
 
 
 # an offline backbone config per registered spec (with test_configs' tiny overrides)
-OFFLINE = {"toy": ["backbone=toy_tiny"], "moirai": ["backbone=tiny_moirai"],
-           "moment": ["backbone=moment_random", "data.horizon=8"],
-           "time_dpd": ["backbone=time_dpd_tiny", "data.context_length=32", "data.horizon=8"]}
+OFFLINE = {
+    "toy": ["backbone=toy_tiny"],
+    "moirai": ["backbone=tiny_moirai"],
+    "moment": ["backbone=moment_random", "data.horizon=8"],
+    "time_dpd": ["backbone=time_dpd_tiny", "data.context_length=32", "data.horizon=8"],
+}
 
 
 def test_every_registered_backbone_has_an_offline_config():
@@ -141,10 +181,22 @@ def test_generic_trainable_patterns_for_every_backbone(name):
 
 # -- presets -----------------------------------------------------------------------------------------
 # The authors' values (docs/runner.md "The MSFT authors' recipe"): context, patch, MOIRAI-small lr.
-AUTHORS = {"ETTh1": (5000, 64, 5e-7), "ETTh2": (3000, 64, 5e-7), "ETTm1": (4000, 128, 5e-6),
-           "ETTm2": (3000, 64, 5e-6), "Weather": (2000, 128, 5e-6), "Electricity": (5000, 64, 1e-4)}
-FUSION = {"ETTh1": (9.0, 1e-5), "ETTh2": (9.0, 1e-2), "ETTm1": (0.0, 1e-2), "ETTm2": (0.0, 1e-2),
-          "Weather": (0.0, 1e-5), "Electricity": (0.0, 1e-2)}
+AUTHORS = {
+    "ETTh1": (5000, 64, 5e-7),
+    "ETTh2": (3000, 64, 5e-7),
+    "ETTm1": (4000, 128, 5e-6),
+    "ETTm2": (3000, 64, 5e-6),
+    "Weather": (2000, 128, 5e-6),
+    "Electricity": (5000, 64, 1e-4),
+}
+FUSION = {
+    "ETTh1": (9.0, 1e-5),
+    "ETTh2": (9.0, 1e-2),
+    "ETTm1": (0.0, 1e-2),
+    "ETTm2": (0.0, 1e-2),
+    "Weather": (0.0, 1e-5),
+    "Electricity": (0.0, 1e-2),
+}
 
 
 @pytest.mark.parametrize("backbone", ["moirai_1.0_small", "moirai_1.1_small", "moirai_1.0_base", "moirai_1.1_base"])
@@ -191,9 +243,18 @@ def test_guard_keeps_the_finetuned_weights_when_they_are_better(tmp_path):
 # -- resumable sweep ---------------------------------------------------------------------------------
 def test_lr_sweep_selects_on_validation_and_resumes(tmp_path, data_dir):
     tiny = [o for o in TINY if not o.startswith("names.")]
-    args = ("-m", "method=lora", "lr_scale=0.5,2", *tiny, "trainer.max_epochs=1", "experiment=lrs",
-            "results_dir=tables", "skip_finished=true", "select=true",
-            "hydra.sweep.subdir=${method.name}/lr${lr_scale}/seed${seed}")
+    args = (
+        "-m",
+        "method=lora",
+        "lr_scale=0.5,2",
+        *tiny,
+        "trainer.max_epochs=1",
+        "experiment=lrs",
+        "results_dir=tables",
+        "skip_finished=true",
+        "select=true",
+        "hydra.sweep.subdir=${method.name}/lr${lr_scale}/seed${seed}",
+    )
     env = {"MSFT_DATA_DIR": str(data_dir)}
     first = cli(*args, cwd=tmp_path, env_extra=env)
     assert first.returncode == 0, first.stderr[-3000:]

@@ -15,8 +15,24 @@ pytest.importorskip("uni2ts")
 from safetensors.torch import load_file  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "pretrain_tiny_moirai.py"
-TINY = ["--d-model", "64", "--num-layers", "1", "--batch-size", "4", "--max-tokens", "8", "--pool", "4",
-        "--s2-length", "128", "--s2-time-limit", "0.5", "--warmup", "1"]
+TINY = [
+    "--d-model",
+    "64",
+    "--num-layers",
+    "1",
+    "--batch-size",
+    "4",
+    "--max-tokens",
+    "8",
+    "--pool",
+    "4",
+    "--s2-length",
+    "128",
+    "--s2-time-limit",
+    "0.5",
+    "--warmup",
+    "1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +81,7 @@ def test_masked_batch_has_moirai_layout(script, pool, seed):
     assert not batch["observed_mask"][..., ps:].any(), "points beyond the patch size must be unobserved"
     masked = batch["prediction_mask"]
     n_masked = int(masked[0].sum())
-    assert 1 <= n_masked < tokens and masked[:, tokens - n_masked:].all()  # the last patches only
+    assert 1 <= n_masked < tokens and masked[:, tokens - n_masked :].all()  # the last patches only
     assert torch.equal(batch["time_id"][0], torch.arange(tokens))
 
 
@@ -105,6 +121,7 @@ def test_resumed_run_equals_a_straight_run(script, tmp_path, s2_env):
     assert config["d_model"] == 64 and config["patch_sizes"] == [16, 32, 64]
     # The output directory is an ordinary MOIRAI checkpoint.
     from uni2ts.model.moirai import MoiraiModule
+
     MoiraiModule.from_pretrained(str(tmp_path / "straight" / "model"))
 
 
@@ -172,12 +189,15 @@ def test_series_longer_than_the_pool_are_compositions(script, pool):
     assert x.shape == (8, 4 * pool.length) and np.isfinite(x).all()
 
 
-@pytest.mark.parametrize("flags, match", [
-    (["--scales", "1", "2", "--scale-weights", "1"], "scale-weights"),
-    (["--scales", "0"], "scales"),
-    (["--min-tokens", "9"], "min-tokens"),
-    (["--max-tokens", "600"], "max-seq-len"),
-])
+@pytest.mark.parametrize(
+    "flags, match",
+    [
+        (["--scales", "1", "2", "--scale-weights", "1"], "scale-weights"),
+        (["--scales", "0"], "scales"),
+        (["--min-tokens", "9"], "min-tokens"),
+        (["--max-tokens", "600"], "max-seq-len"),
+    ],
+)
 def test_bad_recipe_flags_are_rejected(script, tmp_path, flags, match):
     with pytest.raises(ValueError, match=match):
         script.parse_args(["--out", str(tmp_path), *TINY, *flags])
@@ -196,9 +216,13 @@ def test_cuda_stage_flags(script, tmp_path):
 
 def test_short_horizon_share(script, pool):
     """Share 1: every batch masks 1-3 patches however long the context; share 0 keeps 15-50%."""
+
     def masked(share):
         r = recipe(script, max_tokens=64, min_tokens=40, short_horizon_share=share, patch_sizes=(16,))
-        return [int(script.masked_batch(np.random.default_rng([2, k]), pool, r)["prediction_mask"][0].sum())
-                for k in range(8)]
+        return [
+            int(script.masked_batch(np.random.default_rng([2, k]), pool, r)["prediction_mask"][0].sum())
+            for k in range(8)
+        ]
+
     assert all(1 <= n <= 3 for n in masked(1.0))
     assert all(n >= 6 for n in masked(0.0))

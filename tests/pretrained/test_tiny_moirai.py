@@ -28,7 +28,9 @@ def probe_series() -> torch.Tensor:
     """(2, CONTEXT) deterministic inputs: a daily cycle with trend, and a weekly-modulated one."""
     t = torch.arange(CONTEXT, dtype=torch.float64)
     daily = torch.sin(2 * math.pi * t / 24) + 0.002 * t + 0.3 * torch.cos(2 * math.pi * t / 168)
-    weekly = 10 + 3 * torch.sin(2 * math.pi * t / 24) * (1 + 0.5 * torch.sin(2 * math.pi * t / 168)) + 0.1 * torch.cos(t)
+    weekly = (
+        10 + 3 * torch.sin(2 * math.pi * t / 24) * (1 + 0.5 * torch.sin(2 * math.pi * t / 168)) + 0.1 * torch.cos(t)
+    )
     return torch.stack([daily, weekly]).float()
 
 
@@ -44,9 +46,15 @@ def mean_forecast(module, series: torch.Tensor, horizon: int = HORIZON, patch: i
     prediction_mask = torch.arange(tokens).expand(n, tokens) >= n_ctx
     ones = torch.ones(n, tokens, dtype=torch.long)  # one sample per row; uni2ts reads sample id 0 as padding
     with torch.no_grad():
-        distr = module(target=target, observed_mask=observed, sample_id=ones,
-                       time_id=torch.arange(tokens).expand(n, tokens), variate_id=0 * ones,
-                       prediction_mask=prediction_mask, patch_size=torch.full((n, tokens), patch))
+        distr = module(
+            target=target,
+            observed_mask=observed,
+            sample_id=ones,
+            time_id=torch.arange(tokens).expand(n, tokens),
+            variate_id=0 * ones,
+            prediction_mask=prediction_mask,
+            patch_size=torch.full((n, tokens), patch),
+        )
         mean = distr.mean[:, n_ctx:, :patch]  # (series, n_hor, patch)
     return mean.reshape(n, n_hor * patch)[:, :horizon]
 
@@ -69,8 +77,16 @@ def test_checkpoint_files_and_size():
 
 def test_config_is_a_moirai_config_with_the_mixture_head(module):
     config = json.loads((TINY_MOIRAI_DIR / "config.json").read_text())
-    reference_keys = {"attn_dropout_p", "d_model", "distr_output", "dropout_p", "max_seq_len", "num_layers",
-                      "patch_sizes", "scaling"}
+    reference_keys = {
+        "attn_dropout_p",
+        "d_model",
+        "distr_output",
+        "dropout_p",
+        "max_seq_len",
+        "num_layers",
+        "patch_sizes",
+        "scaling",
+    }
     assert set(config) == reference_keys
     targets = [c["_target_"].rsplit(".", 1)[1] for c in config["distr_output"]["components"]]
     assert targets == ["StudentTOutput", "NormalFixedScaleOutput", "NegativeBinomialOutput", "LogNormalOutput"]
@@ -111,10 +127,15 @@ def future_nll(module, series: torch.Tensor, patch: int = PATCH) -> float:
     observed[..., :patch] = True
     ones = torch.ones(n, tokens, dtype=torch.long)
     with torch.no_grad():
-        distr = module(target=target, observed_mask=observed, sample_id=ones,
-                       time_id=torch.arange(tokens).expand(n, tokens), variate_id=0 * ones,
-                       prediction_mask=torch.arange(tokens).expand(n, tokens) >= n_ctx,
-                       patch_size=torch.full((n, tokens), patch))
+        distr = module(
+            target=target,
+            observed_mask=observed,
+            sample_id=ones,
+            time_id=torch.arange(tokens).expand(n, tokens),
+            variate_id=0 * ones,
+            prediction_mask=torch.arange(tokens).expand(n, tokens) >= n_ctx,
+            patch_size=torch.full((n, tokens), patch),
+        )
         return float(-distr.log_prob(target)[:, n_ctx:, :patch].mean())
 
 
@@ -150,7 +171,9 @@ def test_continues_a_clean_daily_cycle(module):
     assert model_mse < 0.25 * mean_mse, (model_mse, mean_mse)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("msft_backbones.moirai") is None, reason="MOIRAI backbone spec not present")
+@pytest.mark.skipif(
+    importlib.util.find_spec("msft_backbones.moirai") is None, reason="MOIRAI backbone spec not present"
+)
 def test_loads_through_the_moirai_backbone_loader_and_wraps_to_the_same_forecast(module):
     import msft
     from msft_backbones.moirai import load_moirai
@@ -158,8 +181,9 @@ def test_loads_through_the_moirai_backbone_loader_and_wraps_to_the_same_forecast
     loaded = load_moirai(TINY_MOIRAI_DIR)
     for (name, a), b in zip(module.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), name
-    model = msft.wrap(loaded, scales=[1], adapters=False, lora=False, c2f=False, f2c=False,
-                      learned_fusion=False, patch_size=PATCH)
+    model = msft.wrap(
+        loaded, scales=[1], adapters=False, lora=False, c2f=False, f2c=False, learned_fusion=False, patch_size=PATCH
+    )
     series = probe_series()
     torch.manual_seed(0)
     samples = model.predict_samples(series.unsqueeze(-1), HORIZON, num_samples=2000)  # (2, S, H, 1)
@@ -172,9 +196,16 @@ def test_loads_through_the_moirai_backbone_loader_and_wraps_to_the_same_forecast
 def _regenerate() -> None:
     module = load_tiny_moirai()
     forecast = mean_forecast(module, probe_series())
-    REFERENCE.write_text(json.dumps({"weight_abs_sum": weight_checksum(module),
-                                     "mean_forecast": [[round(v, 6) for v in row] for row in forecast.tolist()]},
-                                    indent=1) + "\n")
+    REFERENCE.write_text(
+        json.dumps(
+            {
+                "weight_abs_sum": weight_checksum(module),
+                "mean_forecast": [[round(v, 6) for v in row] for row in forecast.tolist()],
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     print(f"wrote {REFERENCE}")
 
 
