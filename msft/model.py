@@ -62,11 +62,47 @@ class Features:
     scales: list[ScaleFeatures]  # finest scale first
 
 
+#: Series whose largest observed magnitude exceeds this are divided by a power of two before the
+#: backbone sees them (and its forecasts multiplied back): instance statistics in float32 overflow
+#: near 1e19 (the variance squares the values). Below it nothing changes, bit for bit.
+_MAX_MAGNITUDE = 2.0**40
+
+
+def _magnitude_factor(series: Tensor, observed: Tensor) -> Tensor | None:
+    """``(series, 1)`` powers of two that bring every series under `_MAX_MAGNITUDE`, or None if all are."""
+    largest = torch.where(observed, series.abs(), torch.zeros_like(series)).amax(-1, keepdim=True)
+    if not bool((largest > _MAX_MAGNITUDE).any()):
+        return None
+    exponent = torch.ceil(torch.log2(largest.double() / _MAX_MAGNITUDE)).clamp(min=0)
+    return torch.exp2(exponent).to(series.dtype)  # exact: dividing by a power of two loses no digits
+
+
+class _Rescaled(Forecast):
+    """A forecast of series divided by ``factor`` ``(series, 1)``, read in the series' own units.
+    The loss compares with the target divided the same way (the scale-free problem the model saw)."""
+
+    def __init__(self, inner: Forecast, factor: Tensor):
+        self.inner, self.factor = inner, factor
+
+    def point(self) -> Tensor:
+        return self.inner.point() * self.factor  # (series, H)
+
+    def mean(self) -> Tensor:
+        return self.inner.mean() * self.factor
+
+    def sample(self, num_samples: int) -> Tensor:
+        return self.inner.sample(num_samples) * self.factor[:, :, None]  # (series, S, H)
+
+    def loss(self, target: Tensor, observed: Tensor) -> Tensor:
+        return self.inner.loss(target / self.factor, observed)
+
+
 class _Pass(NamedTuple):
     outputs: list[Any]  # per scale, the spec's head output
     hidden: list[Tensor]  # per scale, (series, tokens, d_model) after the last layer
     tokens: list[ScaleTokens]
     observed: list[Tensor]  # per scale, (series, ceil(L / s)) observed mask of the pooled context
+    factor: Tensor | None = None  # (series, 1): the series were divided by it (huge magnitudes only)
 
 
 ADAPTER_WEIGHTS = "adapter.safetensors"
@@ -177,9 +213,7 @@ class MSFTModel(nn.Module):
         outputs = run.outputs
         future = rearrange(future_target, "b t v -> (b v) t")
         future_obs = rearrange(future_observed, "b t v -> (b v) t")
-        quantile_outputs = (
-            self._quantile_outputs(run.hidden, run.tokens, horizon) if self.msft_quantile_heads is not None else None
-        )
+        quantile_outputs = self._quantile_outputs(run, horizon) if self.msft_quantile_heads is not None else None
         weights = self.fusion_weights
         fused_objective = self.config.fusion_objective == "fused"
         total = past_target.new_zeros(())
@@ -468,6 +502,9 @@ class MSFTModel(nn.Module):
             )
         series = rearrange(past_target, "b t v -> (b v) t")
         observed = rearrange(past_observed, "b t v -> (b v) t")
+        factor = _magnitude_factor(series, observed)
+        if factor is not None:
+            series = series / factor
         tokens: list[ScaleTokens] = []
         pooled_observed: list[Tensor] = []
         for idx, scale in enumerate(self.scales):
@@ -491,7 +528,9 @@ class MSFTModel(nn.Module):
         for idx, (scale, h, t) in enumerate(zip(self.scales, hidden, tokens)):
             with self._state.use(idx):
                 outputs.append(self.spec.head(h, t, scaled_length(horizon, scale), idx, self.msft_heads))
-        return _Pass(outputs, hidden, tokens, pooled_observed)
+        if factor is not None:
+            outputs = [_Rescaled(out, factor) for out in outputs]
+        return _Pass(outputs, hidden, tokens, pooled_observed, factor)
 
     # -- quantile heads (point backbones, ``quantile_levels``) -------------------------------------------
     def _build_quantile_heads(self, num_scales: int) -> nn.Module:
@@ -505,8 +544,10 @@ class MSFTModel(nn.Module):
             raise ValueError(f"quantile_levels: the {self.spec.name} backbone has no head msft can copy per level")
         return heads.requires_grad_(True)
 
-    def _quantile_outputs(self, hidden: list[Tensor], tokens: list[ScaleTokens], horizon: int) -> list[Tensor]:
-        """Per scale ``(series, levels, ceil(horizon / s))``: every level's heads on the last hidden states."""
+    def _quantile_outputs(self, run: _Pass, horizon: int) -> list[Tensor]:
+        """Per scale ``(series, levels, ceil(horizon / s))``: every level's heads on the last hidden states,
+        in the series' own units."""
+        hidden, tokens = run.hidden, run.tokens
         per_scale = []
         for idx, (scale, h, t) in enumerate(zip(self.scales, hidden, tokens)):
             with self._state.use(idx):
@@ -514,7 +555,8 @@ class MSFTModel(nn.Module):
                     self.spec.head(h, t, scaled_length(horizon, scale), idx, heads).point()
                     for heads in self.msft_quantile_heads
                 ]
-            per_scale.append(torch.stack(levels, dim=1))
+            stacked = torch.stack(levels, dim=1)  # (series, levels, ceil(horizon / s))
+            per_scale.append(stacked if run.factor is None else stacked * run.factor[:, :, None])
         return per_scale
 
     def _predict_head_quantiles(
@@ -530,9 +572,7 @@ class MSFTModel(nn.Module):
             raise ValueError(f"quantile_levels {missing}: this model's quantile heads were trained for {list(trained)}")
         past_target, past_observed = self._check_past(past_target, past_observed)
         run = self._run(past_target, past_observed, horizon)
-        fused = (
-            self._fuse(self._quantile_outputs(run.hidden, run.tokens, horizon), horizon).sort(dim=1).values
-        )  # (series, Q, H)
+        fused = self._fuse(self._quantile_outputs(run, horizon), horizon).sort(dim=1).values  # (series, Q, H)
         fused = fused[:, [trained.index(q) for q in levels]]
         return rearrange(fused, "(b v) q t -> b q t v", v=past_target.shape[2])
 

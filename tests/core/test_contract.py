@@ -206,3 +206,18 @@ def test_every_method_config_trains(spec, method):
     if cfg["kind"] in ("lora", "adalora"):  # peft took exactly the modules msft's LoRA would
         wrapped = {n.rsplit(".lora_A", 1)[0] for n, _ in model.backbone.named_modules() if n.endswith(".lora_A")}
         assert wrapped == set(model.spec.lora_modules())
+
+
+def test_huge_magnitudes_give_finite_scale_equivariant_forecasts(spec):
+    """Values up to 1e30 (float32 instance statistics overflow near 1e19): the core divides such series
+    by a power of two, so forecasts stay finite and scale with the input; losses stay finite."""
+    setup = tiny(spec)
+    model = wrap(setup).eval()
+    perturb(model)
+    past, future = series(setup)
+    with torch.no_grad():
+        reference = model.predict(past, setup.horizon)
+        huge = model.predict(past * 1e30, setup.horizon)
+        loss = model.loss(past * 1e30, future * 1e30)
+    assert torch.isfinite(huge).all() and torch.isfinite(loss)
+    torch.testing.assert_close(huge / 1e30, reference, rtol=1e-3, atol=1e-3)
