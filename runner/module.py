@@ -144,10 +144,18 @@ def validation_sums(
     sums: dict[str, tuple[float, float]] = {}
     count = float(observed.sum())
     if protocol == "pf":
-        paths = model.predict_samples(past, horizon, batch["past_observed"], num_samples=num_samples)  # (b, S, H, V)
-        levels = torch.arange(1, 10, dtype=paths.dtype, device=paths.device) / 10
-        idx = torch.round((paths.shape[1] - 1) * levels).long()  # GluonTS: order statistics
-        quantiles = paths.sort(dim=1).values[:, idx]  # (b, levels, H, V)
+        grid = tuple(q / 10 for q in range(1, 10))
+        levels = torch.tensor(grid, dtype=target.dtype, device=target.device)
+        if model.spec.probabilistic:
+            paths = model.predict_samples(
+                past, horizon, batch["past_observed"], num_samples=num_samples
+            )  # (b, S, H, V)
+            idx = torch.round((paths.shape[1] - 1) * levels).long()  # GluonTS: order statistics
+            quantiles = paths.sort(dim=1).values[:, idx]  # (b, levels, H, V)
+        elif model.config.quantile_levels:  # a point backbone with msft quantile heads
+            quantiles = model.predict_quantiles(past, horizon, grid, batch["past_observed"])  # (b, levels, H, V)
+        else:  # a point forecast is one path: every quantile is the point (e.g. the zero-shot reference)
+            quantiles = out["point"].unsqueeze(1).expand(-1, len(grid), -1, -1)  # (b, levels, H, V)
         y = target.unsqueeze(1)
         loss = 2 * ((y - quantiles) * ((quantiles >= y).to(y.dtype) - levels.view(1, -1, 1, 1))).abs()
         loss = loss * observed.unsqueeze(1)
