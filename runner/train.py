@@ -211,24 +211,9 @@ def build_datamodule(data: DictConfig, seed: int = 0):
         dataset = str(path)
     elif dataset is None:
         raise ValueError(f"data.path is required for data={data.name}: pass data.path=/path/to/file.csv")
-    if data.get("protocol", "lsf") == "pf":
-        return SeededPFDataModule(
-            dataset,
-            context_length=data.context_length,
-            horizon=data.horizon,
-            windows=data.windows,
-            batch_size=data.batch_size,
-            eval_batch_size=data.eval_batch_size,
-            targets=_plain(data.get("target")),
-            data_dir=data.get("data_dir"),
-            download=data.get("download", False),
-            train_stride=data.train_stride,
-        )
-    return SeededLSFDataModule(
-        dataset,
+    common = dict(
         context_length=data.context_length,
         horizon=data.horizon,
-        mode=data.mode,
         batch_size=data.batch_size,
         eval_batch_size=data.eval_batch_size,
         targets=_plain(data.get("target")),
@@ -236,6 +221,9 @@ def build_datamodule(data: DictConfig, seed: int = 0):
         download=data.get("download", False),
         train_stride=data.train_stride,
     )
+    if data.get("protocol", "lsf") == "pf":
+        return SeededPFDataModule(dataset, windows=data.windows, **common)
+    return SeededLSFDataModule(dataset, mode=data.mode, **common)
 
 
 def _fit(cfg: DictConfig, module: ForecastModule, data, run_dir: Path) -> dict[str, Any]:
