@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+from benchmarks.meta import cpu_run_meta
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -93,12 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         argv if argv is not None else sys.argv[1:]
     )
     meta = dict(
-        command=command.strip(),
-        machine=platform.platform(),
-        cpu_cores=os.cpu_count(),
-        torch_threads=torch.get_num_threads(),
-        torch=torch.__version__,
-        load_average_after=os.getloadavg(),
+        **cpu_run_meta(command),
         windows=n,
         batch_size=args.batch_size,
         rounds=args.rounds,

@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -28,6 +26,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from benchmarks.meta import cpu_run_meta
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO.parent / "shared" / "reference" / "moirai-1.1-R-small" / "config.json"
@@ -216,14 +216,8 @@ def main(argv: list[str] | None = None) -> None:
     command = "HF_HUB_OFFLINE=1 python -m benchmarks.bench_moirai_step " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
     meta = dict(
-        command=command.strip(),
-        machine=platform.platform(),
-        cpu_cores=os.cpu_count(),
-        torch_threads=torch.get_num_threads(),
-        torch=torch.__version__,
-        load_average_after=load,
+        **cpu_run_meta(command),
         batch=args.batch,
         context=args.context,
         horizon=args.horizon,

@@ -20,14 +20,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+from benchmarks.meta import cpu_run_meta
 
 REPO = Path(__file__).resolve().parents[1]
 OWN, MSFT = "Time-DPD single-scale step", "msft [1,2,4]"
@@ -179,12 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         argv if argv is not None else sys.argv[1:]
     )
     meta = dict(
-        command=command.strip(),
-        machine=platform.platform(),
-        cpu_cores=os.cpu_count(),
-        torch_threads=torch.get_num_threads(),
-        torch=torch.__version__,
-        load_average_after=os.getloadavg(),
+        **cpu_run_meta(command),
         **{k: getattr(args, k) for k in ("batch", "context", "horizon", "llm_layers", "warmup", "rounds")},
     )
     args.out.mkdir(parents=True, exist_ok=True)
