@@ -75,7 +75,7 @@ def _is_pf(record: dict[str, Any]) -> bool:
 def markdown_table(records: list[dict[str, Any]]) -> str:
     """Backbone × dataset × horizon rows, method columns (MSE, MAE for LSF runs; CRPS, MASE for PF runs,
     in a second table); mean over seeds; best in bold."""
-    ok = [r for r in records if r.get("status") == "ok"]
+    ok = [r for r in records if r.get("status") == "ok" and r.get("test") != "deferred"]
     lsf, pf = [r for r in ok if not _is_pf(r)], [r for r in ok if _is_pf(r)]
     lines = _metric_table(lsf, ("mse", "mae")) if lsf or not pf else []
     if pf:
@@ -88,6 +88,9 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
             f"{r['finetuned_val_score']:.4f} vs zero-shot {r['zero_shot_val_score']:.4f}"
             for r in kept
         ]
+    deferred = sum(r.get("status") == "ok" and r.get("test") == "deferred" for r in records)
+    if deferred:
+        lines += ["", f"{deferred} run(s) not tested yet (defer_test): `msft-evaluate RUN_DIR` tests them."]
     failed = [r for r in records if r.get("status") != "ok"]
     if failed:
         lines += ["", f"{len(failed)} failed run(s):"]
@@ -191,7 +194,11 @@ def selection_table(records: list[dict[str, Any]]) -> str:
         rows = sorted(groups[key], key=lambda r: r["seed"])
         val = _mean_std([r["val_score"] for r in rows])
         cells = [_fmt(val, bold=val[0] == best_val[key[:3]])]
-        cells += [_fmt(_mean_std([r[t] for r in rows])) for t in tests]
+        untested = sum(r.get("test") == "deferred" for r in rows)
+        if untested:  # defer_test: msft-evaluate --select has not tested these selected runs yet
+            cells += [f"deferred ({untested} of {len(rows)})"] * len(tests)
+        else:
+            cells += [_fmt(_mean_std([r[t] for r in rows])) for t in tests]
         scales = ", ".join(f"{r.get('lr_scale', 1.0):g}" for r in rows)
         kept = sum(r.get("guard") == "zero_shot_kept" for r in rows)
         lines.append(

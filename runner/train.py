@@ -13,6 +13,7 @@ import logging
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,48 +66,14 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | Non
     protocol = cfg.data.get("protocol", "lsf")
     if protocol not in PROTOCOLS:
         raise ValueError(f"data.protocol={protocol!r}; expected one of {PROTOCOLS}")
-    data = build_datamodule(cfg.data, cfg.seed)
-    data.setup("fit")
-    backbone, wrap_options = build_backbone(cfg.backbone)
-    if protocol == "pf":
-        quantiles = (_plain(cfg.method.get("options")) or {}).get("quantile_levels") or wrap_options.get(
-            "quantile_levels"
-        )
-        _check_probabilistic(backbone, names.get("backbone"), quantiles)
-    method = cfg.method
-    num_samples = cfg.data.get("num_samples", 100)
-    zero_shot = msft.wrap(backbone, horizon=cfg.data.horizon, **{**(wrap_options or {}), **IDENTITY})
-    zero_shot_score = validation_scores(zero_shot, data, cfg)[SELECTION]
-    msft.unwrap(zero_shot)
-    total_steps = _planned_steps(cfg, len(data.train_dataloader()))
-    built = build_model(
-        backbone,
-        method.kind,
-        cfg.data.horizon,
-        _plain(method.get("options")),
-        _plain(method.get("peft")),
-        total_steps,
-        wrap_options,
-        method.get("backbone_trainable"),
-    )
-    model = built.model
-    optimizer = cfg.get("optimizer") or {}
-    module = ForecastModule(
-        model,
-        _learning_rates(cfg),
-        cfg.weight_decay,
-        built.tuner,
-        protocol,
-        num_samples,
-        betas=tuple(optimizer.get("betas", (0.9, 0.999))),
-        eps=optimizer.get("eps", 1e-8),
-        lr_decay=cfg.get("lr_decay"),
-    )
+    setup = _build(cfg, names, protocol, score_zero_shot=True)
+    data, built, module, model = setup.data, setup.built, setup.module, setup.built.model
+    method, wrap_options, zero_shot_score = cfg.method, setup.wrap_options, setup.zero_shot_score
     initial = _initial_backbone_values(model) if cfg.get("guard") and built.trains else None
     record: dict[str, Any] = {
         "status": "ok",
         "experiment": cfg.experiment,
-        "backbone": names.get("backbone", type(backbone).__name__),
+        "backbone": names.get("backbone", setup.backbone_type),
         "dataset": cfg.data.name,
         "horizon": cfg.data.horizon,
         "context_length": cfg.data.context_length,
@@ -135,19 +102,31 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | Non
         )
         model = _zero_shot_fallback(model, initial, cfg.data.horizon, wrap_options)
         record.update({"guard": "zero_shot_kept", "finetuned_val_score": record[SELECTION], SELECTION: zero_shot_score})
-    record.update(_evaluate(cfg, model, data))  # every rank forecasts its share of the test windows
-    if not distributed.is_rank_zero():
-        return record  # rank 0 alone writes the run directory
     if "msft_fusion" in dict(model.named_children()) and model.config.num_scales > 1:
         record["fusion_weights"] = dict(zip(map(str, model.scales), model.fusion_weights.tolist()))
-    if method.kind in ("msft", "prompt_tuning") and record["guard"] != "zero_shot_kept":  # msft's parameters
+    if cfg.get("defer_test"):  # a sweep candidate: msft-evaluate tests it if validation selects it
+        record["test"] = "deferred"
+        if distributed.is_rank_zero():
+            write_json_atomic(run_dir / METRICS, record)
+            logger.info("%s: val_score=%.4f, test deferred", run_dir, record[SELECTION])
+        return record
+    return _test_and_write(cfg, model, data, record, run_dir)
+
+
+def _test_and_write(cfg: DictConfig, model, data, record: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Score ``model`` on the test split, save its adapter and plots, write ``metrics.json``."""
+    record.update(_evaluate(cfg, model, data))  # every rank forecasts its share of the test windows
+    record["test"] = "done"
+    if not distributed.is_rank_zero():
+        return record  # rank 0 alone writes the run directory
+    if cfg.method.kind in ("msft", "prompt_tuning") and record["guard"] != "zero_shot_kept":  # msft's parameters
         model.save_adapter(run_dir / "adapter")
     if cfg.plots:
         from msft_runner.plots import plot_run
 
         plot_run(run_dir, model, data, record)
     write_json_atomic(run_dir / METRICS, record)
-    scores = ("crps", "mase") if protocol == "pf" else ("mse", "mae")
+    scores = ("crps", "mase") if record["protocol"] == "pf" else ("mse", "mae")
     logger.info(
         "%s %s H=%d %s: %s",
         record["backbone"],
@@ -157,6 +136,90 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | Non
         " ".join(f"{k}={record[k]:.4f}" for k in scores),
     )
     return record
+
+
+def evaluate_run(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Test a run trained with ``defer_test=true``: rebuild its model from ``config.yaml``, load the
+    checkpoint training kept (``record["checkpoint"]``; the zero-shot weights when the guard kept
+    them), score the test split exactly as `run` would have, and complete ``metrics.json``.
+    A run already tested is returned as it is, so a stopped evaluation can be started again."""
+    run_dir = Path(run_dir)
+    path = run_dir / METRICS
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no {METRICS}; expected the directory of a finished run")
+    record = json.loads(path.read_text())
+    if record.get("status") != "ok":
+        raise ValueError(f"{run_dir}: status {record.get('status')!r}; only a finished run (status ok) can be tested")
+    if record.get("test") != "deferred":
+        return record
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    setup = _build(cfg, {}, record["protocol"], score_zero_shot=False)
+    model = setup.built.model
+    if record["guard"] == "zero_shot_kept":
+        backbone = msft.unwrap(model)
+        model = msft.wrap(backbone, horizon=cfg.data.horizon, **{**setup.wrap_options, **IDENTITY})
+    elif setup.built.trains:
+        checkpoint = run_dir / "checkpoints" / record.get("checkpoint", "best.ckpt")
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"{run_dir}: {checkpoint.name} is missing; the run's trained weights are gone")
+        setup.module.load_trainable(str(checkpoint))
+    return _test_and_write(cfg, model, setup.data, record, run_dir)
+
+
+@dataclass
+class _Setup:
+    data: Any
+    built: Any
+    module: ForecastModule
+    wrap_options: dict[str, Any]
+    zero_shot_score: float | None
+    backbone_type: str  # the backbone's class name (a record's "backbone" when no config name is given)
+
+
+def _build(cfg: DictConfig, names: dict[str, str], protocol: str, score_zero_shot: bool) -> _Setup:
+    """Data, backbone, method and Lightning module of a run, built from its config in the order `run`
+    trains them (a deferred test rebuilds exactly this, then loads the run's checkpoint).
+    ``score_zero_shot``: also score the identity wrap on validation before the method changes the backbone."""
+    data = build_datamodule(cfg.data, cfg.seed)
+    data.setup("fit")
+    backbone, wrap_options = build_backbone(cfg.backbone)
+    if protocol == "pf":
+        quantiles = (_plain(cfg.method.get("options")) or {}).get("quantile_levels") or wrap_options.get(
+            "quantile_levels"
+        )
+        _check_probabilistic(backbone, names.get("backbone"), quantiles)
+    method = cfg.method
+    num_samples = cfg.data.get("num_samples", 100)
+    zero_shot_score = None
+    if score_zero_shot:
+        zero_shot = msft.wrap(backbone, horizon=cfg.data.horizon, **{**(wrap_options or {}), **IDENTITY})
+        zero_shot_score = validation_scores(zero_shot, data, cfg)[SELECTION]
+        msft.unwrap(zero_shot)
+    total_steps = _planned_steps(cfg, len(data.train_dataloader()))
+    built = build_model(
+        backbone,
+        method.kind,
+        cfg.data.horizon,
+        _plain(method.get("options")),
+        _plain(method.get("peft")),
+        total_steps,
+        wrap_options,
+        method.get("backbone_trainable"),
+    )
+    optimizer = cfg.get("optimizer") or {}
+    module = ForecastModule(
+        built.model,
+        _learning_rates(cfg),
+        cfg.weight_decay,
+        built.tuner,
+        protocol,
+        num_samples,
+        betas=tuple(optimizer.get("betas", (0.9, 0.999))),
+        eps=optimizer.get("eps", 1e-8),
+        lr_decay=cfg.get("lr_decay"),
+    )
+    return _Setup(data, built, module, wrap_options or {}, zero_shot_score, type(backbone).__name__)
 
 
 def _check_probabilistic(backbone: torch.nn.Module, name: str | None, quantile_levels: Any = None) -> None:
@@ -264,11 +327,14 @@ def _fit(cfg: DictConfig, module: ForecastModule, data, run_dir: Path) -> dict[s
     if cfg.resume and resume is None:
         logger.info("resume=true but %s does not exist: starting from scratch", last)
     trainer.fit(module, datamodule=data, ckpt_path=resume)
+    kept = "last.ckpt"  # no validation score: the final weights
     if checkpoint.best_model_path:
         module.load_trainable(checkpoint.best_model_path)
+        kept = Path(checkpoint.best_model_path).name
     best = checkpoint.best_model_score
     return {
         **best_metrics.best,
+        "checkpoint": kept,
         SELECTION: None if best is None else float(best),
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,

@@ -1,0 +1,67 @@
+"""``msft-evaluate RUN_DIR... [--select]``: test the runs of a sweep trained with ``defer_test=true``.
+
+A learning-rate grid trains many candidates per (method, dataset, seed) and keeps one, chosen on
+validation. Testing every candidate on the full protocol (every stride-1 test window) would cost
+more than training them, and would put test scores of unselected settings in front of the reader.
+With ``defer_test=true`` a run trains, validates and keeps its checkpoint; this command then tests
+only what validation selected (``--select``: `msft_runner.results.select`, the same rule the tables
+use) or every deferred run. Each tested run's ``metrics.json`` is completed in place, so a stopped
+evaluation continues where it stopped when started again; ``msft-results --select`` writes the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from msft_runner.results import collect, select
+
+logger = logging.getLogger("msft_runner")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="msft-evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="run or sweep directories to scan")
+    parser.add_argument(
+        "--select",
+        action="store_true",
+        help="test only the run with the best validation score per (backbone, dataset, horizon, method, seed)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    roots = [Path(r) for r in args.runs]
+    missing = [str(r) for r in roots if not r.is_dir()]
+    if missing:
+        parser.error(f"no such run directory: {', '.join(missing)}")
+    records = collect(roots)
+    if not records:
+        parser.error(f"no metrics.json under {', '.join(map(str, roots))}")
+    chosen = select(records) if args.select else [r for r in records if r.get("status") == "ok"]
+    todo = [r for r in chosen if r.get("test") == "deferred"]
+    print(f"{len(chosen)} run(s) chosen, {len(chosen) - len(todo)} already tested, {len(todo)} to test", flush=True)
+    from msft_runner.train import evaluate_run  # torch, lightning: after the arguments are checked
+
+    failed = []
+    for i, record in enumerate(sorted(todo, key=lambda r: r["run_dir"]), 1):
+        start = time.perf_counter()
+        try:
+            done = evaluate_run(record["run_dir"])
+        except Exception as error:  # one broken run must not stop the others: report it at the end
+            failed.append(f"{record['run_dir']}: {type(error).__name__}: {error}")
+            logger.error("[%d/%d] %s failed: %s", i, len(todo), record["run_dir"], failed[-1])
+            continue
+        score = "crps" if done.get("protocol") == "pf" else "mse"
+        print(
+            f"[{i}/{len(todo)}] {record['run_dir']}: {score}={done[score]:.4f} ({time.perf_counter() - start:.0f} s)",
+            flush=True,
+        )
+    if failed:
+        print(f"\n{len(failed)} run(s) failed:", *failed, sep="\n  ", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
