@@ -22,7 +22,7 @@ from torch.utils.checkpoint import checkpoint
 
 from msft.config import MSFTConfig
 from msft.layers import CrossScaleAggregation, ScaleAdapter, ScaleFusion, ScaleLoRA, ScaleState
-from msft.losses import masked_mse, pinball_loss
+from msft.losses import pinball_loss, scale_free_mse
 from msft.provenance import check_same_base, identity
 from msft.registry import BackboneSpec, Forecast, ScaleTokens, spec_for
 from msft.sampling import downsample, scaled_length, upsample
@@ -204,7 +204,8 @@ class MSFTModel(nn.Module):
         """Fusion-weighted sum of the per-scale losses against the pooled future (scalar).
 
         With ``fusion_objective="fused"`` the weights are detached there, and the squared error of
-        the fused point forecast (each scale's point forecast detached) is added to fit the logits.
+        the fused point forecast (each scale's point forecast detached; in units of the batch's
+        context variance, `msft.losses.scale_free_mse`) is added to fit the logits.
         """
         past_target, past_observed = self._check_past(past_target, past_observed)
         future_target, future_observed = _check_future(future_target, future_observed, past_target)
@@ -228,7 +229,9 @@ class MSFTModel(nn.Module):
         if fused_objective and self.msft_fusion.msft_fusion_logits.requires_grad:
             probabilistic = self.spec.probabilistic
             fused = self._fuse([(out.mean() if probabilistic else out.point()).detach() for out in outputs], horizon)
-            total = total + masked_mse(fused, future, future_obs)
+            past = rearrange(past_target, "b t v -> (b v) t")
+            past_obs = rearrange(past_observed, "b t v -> (b v) t")
+            total = total + scale_free_mse(fused, future, future_obs, past, past_obs)
         return total
 
     def predict(self, past_target: Tensor, horizon: int, past_observed: Tensor | None = None) -> Tensor:

@@ -15,7 +15,8 @@ import torch
 from omegaconf import OmegaConf
 
 import msft
-from msft.registry import BackboneSpec, PointForecast, registered_backbones
+from msft.config import MSFTConfig
+from msft.registry import BackboneSpec, PointForecast, build_spec, registered_backbones
 
 SPECS = registered_backbones()
 METHOD_DIR = Path(__file__).resolve().parents[2] / "configs" / "method"
@@ -182,8 +183,12 @@ def test_every_method_config_trains(spec, method):
     setup = tiny(spec)
     if cfg["kind"] == "prompt_tuning" and not spec.supports_prefix:
         pytest.skip(f"the {spec.name} backbone has no add_prefix")
-    if method == "msft_authors" and spec.name == "time_dpd":  # scale 8 x patch 16 > the tiny context
-        pytest.skip("msft_authors (scales up to 8) needs a longer context than the tiny Time-DPD setup")
+    scales = (cfg.get("options") or {}).get("scales", [1])
+    patch = build_spec(setup.backbone, MSFTConfig(horizon=setup.horizon, **setup.options)).patch_size()
+    if max(scales) * patch > setup.context_length:  # msft rejects it with a clear error (tested elsewhere)
+        pytest.skip(
+            f"scales {scales} x patch {patch} need more than the tiny {spec.name} context {setup.context_length}"
+        )
     built = build_model(
         setup.backbone,
         cfg["kind"],

@@ -99,14 +99,14 @@ def _loss_and_grads(model, past, future):
 
 def test_fused_fusion_objective_fits_the_logits_to_the_fused_forecast():
     """fusion_objective="fused": every other parameter gets the gradient of sum_s sg(w_s) loss_s,
-    and the logits exactly the gradient of the fused point forecast's squared error."""
+    and the logits exactly the gradient of the fused point forecast's (scale-free) squared error."""
     from einops import rearrange
 
-    from msft.losses import masked_mse
+    from msft.losses import scale_free_mse
     from msft.sampling import downsample, upsample
 
     past, future = sine_batch()
-    per_scale = msft.wrap(make_backbone(), scales=[1, 2, 4], fusion_prior=0.3)
+    per_scale = msft.wrap(make_backbone(), scales=[1, 2, 4], fusion_prior=0.3, fusion_objective="per_scale")
     fused = msft.wrap(make_backbone(), scales=[1, 2, 4], fusion_prior=0.3, fusion_objective="fused")
     randomize_msft(per_scale, seed=1)
     randomize_msft(fused, seed=1)
@@ -130,11 +130,28 @@ def test_fused_fusion_objective_fits_the_logits_to_the_fused_forecast():
     fused_point = sum(
         w * upsample(pt, s, HORIZON) for w, s, pt in zip(torch.softmax(theta, 0), per_scale.scales, points)
     )
-    masked_mse(fused_point, flat, seen).backward()
+    context = rearrange(past, "b t v -> (b v) t")
+    scale_free_mse(fused_point, flat, seen, context, torch.ones_like(context, dtype=torch.bool)).backward()
     torch.testing.assert_close(grads_fused[logits], theta.grad)
-    # The default objective gives the logits a different gradient (the one of sum_s w_s loss_s).
+    # The published objective gives the logits a different gradient (the one of sum_s w_s loss_s).
     _, grads_default = _loss_and_grads(per_scale, past, future)
     assert not torch.allclose(grads_default[logits], grads_fused[logits])
+
+
+@pytest.mark.parametrize("factor", [1e-3, 7.0, 1e4, 1e30])
+def test_the_fused_objective_is_scale_free(factor):
+    """The fused forecast's squared error is measured in units of the batch's context variance: the
+    same for a series in any units (a raw-scale term would swamp a global gradient-norm clip)."""
+    from msft.losses import masked_mse, scale_free_mse
+
+    gen = torch.Generator().manual_seed(0)
+    past, future, guess = (torch.randn(6, n, generator=gen) for n in (40, 12, 12))
+    past_seen, seen = torch.rand(6, 40, generator=gen) > 0.2, torch.rand(6, 12, generator=gen) > 0.2
+    reference = scale_free_mse(guess, future, seen, past, past_seen)
+    scaled = scale_free_mse(guess * factor, future * factor, seen, past * factor, past_seen)
+    assert torch.isfinite(scaled) and torch.allclose(scaled, reference, rtol=1e-5)
+    unit = torch.stack([past[i][past_seen[i]].var(unbiased=False) for i in range(6)]).mean()
+    assert torch.allclose(reference, masked_mse(guess, future, seen) / unit, rtol=1e-5)  # by hand
 
 
 def test_fused_fusion_objective_with_fixed_weights_is_the_per_scale_loss():
@@ -155,7 +172,7 @@ ABLATIONS = [
     {"f2c": False},
     {"c2f": False, "f2c": False},
     {"learned_fusion": False},
-    {"fusion_objective": "fused"},
+    {"fusion_objective": "per_scale"},
     {"aggregation_rank": 4},
     {"attention_impl": "dense"},
 ]
@@ -166,7 +183,9 @@ def test_every_ablation_trains(options):
     model = msft.wrap(make_backbone(), scales=[1, 2, 4], **options)
     losses = train(model, steps=40, lr=1e-2)
     assert all(torch.isfinite(torch.tensor(losses)))
-    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5, losses
+    # 10% in 40 steps: the published objective (fusion_objective="per_scale") also lowers its loss by
+    # moving weight to the easiest scale; the default fused objective cannot (adapters alone: -15%)
+    assert sum(losses[-5:]) / 5 < 0.9 * sum(losses[:5]) / 5, losses
 
 
 def test_missing_values_give_finite_loss():
