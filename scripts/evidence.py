@@ -4,6 +4,7 @@
     .venv/bin/python scripts/evidence.py pf           # Jena weather, PF protocol, 4 methods, 3 seeds
     .venv/bin/python scripts/evidence.py ablations    # MSFT's components on ETTm1 and Weather, 3 seeds
     .venv/bin/python scripts/evidence.py all --jobs 2 # the three, two msft-train processes at a time
+    .venv/bin/python scripts/evidence.py lsf:ETTh1,ETTm1 pf   # some datasets of a suite, then another suite
 
 Protocol, the same for every method:
 1. Learning rate: on seed 0, every method trains at ``lr_scale`` 0.3, 1 and 3 (every learning rate of
@@ -206,7 +207,12 @@ def write_table(suite: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("suites", nargs="+", choices=[*SUITES, "all"])
+    parser.add_argument(
+        "suites",
+        nargs="+",
+        metavar="SUITE[:DATA,...]",
+        help=f"{', '.join(SUITES)} or all, optionally with some of its datasets (lsf:ETTh1,ETTm1); run in this order",
+    )
     parser.add_argument("--jobs", type=int, default=2, help="msft-train processes at a time (one torch thread each)")
     parser.add_argument("--data", nargs="*", help="only these datasets (default: every dataset of the suite)")
     parser.add_argument("--prefix", default="evidence", help="runs go to runs/<prefix>_<suite>")
@@ -217,15 +223,26 @@ def main(argv: list[str] | None = None) -> None:
     OVERRIDES[:] = args.override
     if args.jobs < 1:
         parser.error(f"--jobs {args.jobs}: expected at least 1")
-    suites = list(SUITES) if "all" in args.suites else list(dict.fromkeys(args.suites))
-    work = [(s, d) for s in suites for d in SUITES[s]["data"] if not args.data or d in args.data]
+    work: list[tuple[str, str]] = []
+    for item in args.suites:
+        suite, _, only = item.partition(":")
+        if suite != "all" and suite not in SUITES:
+            parser.error(f"suite {suite!r}: expected one of {', '.join(SUITES)} or all")
+        chosen = only.split(",") if only else None
+        for name in [*SUITES] if suite == "all" else [suite]:
+            unknown = set(chosen or []) - set(SUITES[name]["data"])
+            if unknown:
+                parser.error(f"{item}: {sorted(unknown)} not in the {name} suite's {SUITES[name]['data']}")
+            work += [(name, d) for d in SUITES[name]["data"] if (not chosen or d in chosen) and (name, d) not in work]
+    work = [(s, d) for s, d in work if not args.data or d in args.data]
+    suites = list(dict.fromkeys(s for s, _ in work))
     if not work:
-        parser.error(f"no dataset of {suites} among --data {args.data}")
+        parser.error(f"nothing to run among --data {args.data}")
     # An ablation waits for the lsf grid of its dataset (msft's learning rate); without lsf in this
     # call that grid is whatever finished before.
     grid_done = {f"{s}/{d}": threading.Event() for s in SUITES for d in SUITES[s]["data"]}
     for key, event in grid_done.items():
-        if key.split("/")[0] not in suites or key.split("/")[1] not in [d for _, d in work]:
+        if tuple(key.split("/")) not in work:
             event.set()
     with ThreadPoolExecutor(args.jobs) as pool:
         for future in [pool.submit(run_dataset, s, d, grid_done) for s, d in work]:
