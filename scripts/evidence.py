@@ -1,6 +1,7 @@
 """The evidence (issue 18): does MSFT help on the embedded tiny MOIRAI? One resumable command per suite.
 
     .venv/bin/python scripts/evidence.py lsf          # 5 LSF datasets, H=96, 7 methods, 3 seeds
+    .venv/bin/python scripts/evidence.py lsf336       # ETTh1 and ETTm1 at H=336, the same
     .venv/bin/python scripts/evidence.py pf           # Jena weather, PF protocol, 4 methods, 3 seeds
     .venv/bin/python scripts/evidence.py ablations    # MSFT's components on ETTm1 and Weather, 3 seeds
     .venv/bin/python scripts/evidence.py all --jobs 2 # the three, two msft-train processes at a time
@@ -47,6 +48,12 @@ SUITES = {
         methods=["linear_probe", "prompt_tuning", "lora", "adalora", "full", "msft"],
         zero_shot=True,
     ),
+    "lsf336": dict(  # the long horizon on two datasets
+        data=["ETTh1", "ETTm1"],
+        methods=["linear_probe", "prompt_tuning", "lora", "adalora", "full", "msft"],
+        zero_shot=True,
+        overrides=["data.horizon=336"],
+    ),
     "pf": dict(data=["pf_jena_weather"], methods=["full", "lora", "msft"], zero_shot=True),
     "ablations": dict(
         data=["ETTm1", "Weather"],
@@ -80,7 +87,7 @@ def experiment(suite: str) -> str:
     return f"{PREFIX[0]}_{suite}"
 
 
-def train(suite: str, stage: str, dataset: str, methods: list[str], seeds, lr_scales, extra=()) -> None:
+def train(suite: str, stage: str, dataset: str, methods: list[str], seeds, lr_scales) -> None:
     """One msft-train multirun: ``methods`` x ``seeds`` x ``lr_scales`` on ``dataset``, test deferred."""
     exp = experiment(suite)
     logs = REPO / "runs" / exp / "logs"
@@ -99,7 +106,7 @@ def train(suite: str, stage: str, dataset: str, methods: list[str], seeds, lr_sc
         "plots=false",
         f"results_dir=runs/{exp}/tables",  # each multirun's own table; the suite's table is written at the end
         f"hydra.sweep.subdir={SUBDIR}",
-        *extra,
+        *SUITES[suite].get("overrides", ()),
     ]
     if dataset in TEST_STRIDE:
         args.append(f"data.test_stride={TEST_STRIDE[dataset]}")
