@@ -1,0 +1,51 @@
+"""scripts/evidence.py (issue 18's suites): the order of work, the learning-rate choice for the
+other seeds, and clear errors for a bad suite or dataset."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def evidence(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("evidence", REPO / "scripts" / "evidence.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "REPO", tmp_path)
+    return module
+
+
+def _record(root: Path, method: str, lr: float, seed: int, val: float) -> None:
+    run = root / "ETTh1_H96" / "tiny_moirai" / method / f"lr{lr:g}" / f"seed{seed}"
+    run.mkdir(parents=True)
+    record = {"status": "ok", "method": method, "lr_scale": lr, "seed": seed, "val_score": val}
+    (run / "metrics.json").write_text(json.dumps(record))
+
+
+def test_the_other_seeds_take_the_learning_rate_seed_0_chose_on_validation(evidence, tmp_path):
+    root = tmp_path / "runs" / "evidence_lsf"
+    for lr, val in ((0.3, 0.71), (1, 0.69), (3, 0.75)):
+        _record(root, "lora", lr, 0, val)
+    _record(root, "lora", 3, 1, 0.10)  # another seed's score never counts
+    assert evidence.selected_lr("lsf", "ETTh1", "lora") == 1
+    assert evidence.selected_lr("lsf", "ETTh1", "full") is None
+
+
+def test_suites_and_datasets_run_in_the_order_given(evidence, monkeypatch):
+    done = []
+    monkeypatch.setattr(evidence, "run_dataset", lambda suite, data, events: done.append((suite, data)))
+    evidence.main(["lsf:ETTm1,ETTh1", "pf", "lsf:Weather", "--jobs", "1", "--no-tables"])
+    assert done == [("lsf", "ETTh1"), ("lsf", "ETTm1"), ("pf", "pf_jena_weather"), ("lsf", "Weather")]
+
+
+@pytest.mark.parametrize(
+    "args, message", [(["bogus"], "suite 'bogus'"), (["lsf:Foo"], "'Foo'"), (["lsf", "--jobs", "0"], "--jobs 0")]
+)
+def test_bad_arguments_name_the_bad_value(evidence, args, message, capsys):
+    with pytest.raises(SystemExit):
+        evidence.main(args)
+    assert message in capsys.readouterr().err
