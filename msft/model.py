@@ -226,7 +226,7 @@ class MSFTModel(nn.Module):
                 total = total + weight * pinball_loss(
                     quantile_outputs[idx], target, observed, self.config.quantile_levels
                 )
-        if fused_objective and self.msft_fusion.msft_fusion_logits.requires_grad:
+        if fused_objective and len(self.scales) > 1 and self.msft_fusion.msft_fusion_logits.requires_grad:
             probabilistic = self.spec.probabilistic
             fused = self._fuse([(out.mean() if probabilistic else out.point()).detach() for out in outputs], horizon)
             past = rearrange(past_target, "b t v -> (b v) t")

@@ -18,19 +18,21 @@ def test_pool_shape_and_symbols(tiny_s2_cache):
 
 def test_same_seed_same_pool_whatever_the_shards(tiny_s2_cache, tmp_path):
     """Draw i has its own seed, so another shard layout (and a resumed generation) gives the same pool."""
-    first = load_pool(4, 128, 0, time_limit=0.5, cache_dir=tiny_s2_cache)
-    generate_pool(2, 128, 0, time_limit=0.5, shard_size=3, cache_dir=tmp_path)  # then extended to 4
-    again = generate_pool(4, 128, 0, time_limit=0.5, shard_size=3, cache_dir=tmp_path)
+    first = load_pool(4, 128, 0, time_limit=TINY_S2["time_limit"], cache_dir=tiny_s2_cache)
+    generate_pool(2, 128, 0, time_limit=TINY_S2["time_limit"], shard_size=3, cache_dir=tmp_path)  # then extended to 4
+    again = generate_pool(4, 128, 0, time_limit=TINY_S2["time_limit"], shard_size=3, cache_dir=tmp_path)
     np.testing.assert_array_equal(first.response, again.response)
     np.testing.assert_array_equal(first.excitation, again.excitation)
     assert first.symbol == again.symbol and list(first.draw) == list(again.draw)
-    assert sorted(p.name for p in pool_dir(128, 0, cache_dir=tmp_path, time_limit=0.5).glob("shard_*.npz"))
+    assert sorted(
+        p.name for p in pool_dir(128, 0, cache_dir=tmp_path, time_limit=TINY_S2["time_limit"]).glob("shard_*.npz")
+    )
 
 
 def test_recorded_symbol_reproduces_the_response(tiny_s2_cache):
     """Y is the package's z-scored f(X) times a random scale: evaluating the recorded string on X with the
     package's own parser gives Y up to that normalisation (for symbols without a random leaf)."""
-    pool = load_pool(4, 128, 0, time_limit=0.5, cache_dir=tiny_s2_cache)
+    pool = load_pool(4, 128, 0, time_limit=TINY_S2["time_limit"], cache_dir=tiny_s2_cache)
     checked = 0
     for symbol, x, y in zip(pool.symbol, pool.excitation, pool.response):
         if "rand" in symbol:
@@ -43,8 +45,8 @@ def test_recorded_symbol_reproduces_the_response(tiny_s2_cache):
 
 
 def test_different_seed_different_pool(tiny_s2_cache, tmp_path):
-    a = load_pool(1, 128, 0, time_limit=0.5, cache_dir=tiny_s2_cache)
-    b = generate_pool(1, 128, 1, time_limit=0.5, shard_size=1, cache_dir=tmp_path)
+    a = load_pool(1, 128, 0, time_limit=TINY_S2["time_limit"], cache_dir=tiny_s2_cache)
+    b = generate_pool(1, 128, 1, time_limit=TINY_S2["time_limit"], shard_size=1, cache_dir=tmp_path)
     assert not np.allclose(a.response, b.response)
 
 

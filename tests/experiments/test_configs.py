@@ -122,11 +122,14 @@ def test_msft_ablations_change_one_option():
         return {**method["options"], "backbone_trainable": method.get("backbone_trainable"), "lr": method.get("lr")}
 
     base = settings("msft")
+    # msft_authors_fusion: the published objective with their prior and scale-weight lr (3 keys);
+    # msft_authors adds scales and freeze_ffn; msft_fused_fusion is msft's default since the fusion comparison
+    most = {"msft_authors": 6, "msft_authors_fusion": 3, "msft_fused_fusion": 0}
     for name in GROUPS["method"]:
         if name.startswith("msft_"):
             variant = settings(name)
             changed = {k for k in base if variant[k] != base[k]}
-            assert 1 <= len(changed) <= (5 if name == "msft_authors" else 2), (name, changed)
+            assert min(1, most.get(name, 2)) <= len(changed) <= most.get(name, 2), (name, changed)
 
 
 def test_backbone_dataset_presets_apply():
