@@ -90,3 +90,33 @@ def test_evaluate_rejects_a_directory_without_runs(tmp_path):
         evaluate_main([str(tmp_path / "missing")])
     with pytest.raises(FileNotFoundError, match="no metrics.json"):
         evaluate_run(tmp_path)
+
+
+def _rec(method, seed, val, protocol="lsf", **scores):
+    return {
+        "status": "ok",
+        "backbone": "b",
+        "dataset": "d",
+        "horizon": 96,
+        "method": method,
+        "seed": seed,
+        "val_score": val,
+        "protocol": protocol,
+        "lr_scale": 1.0,
+        "test": "done",
+        **scores,
+    }
+
+
+def test_the_selection_table_bolds_each_column_and_marks_untested_runs():
+    from msft_runner.results import selection_table
+
+    records = [_rec("lora", 0, 0.5, mse=0.30, mae=0.41), _rec("msft", 0, 0.6, mse=0.20, mae=0.42)]
+    rows = {line.split(" | ")[3]: line for line in selection_table(records).splitlines()[2:]}
+    assert "**0.5000 ± 0.0000** | 0.3000 ± 0.0000 | **0.4100 ± 0.0000**" in rows["lora"]
+    assert "0.6000 ± 0.0000 | **0.2000 ± 0.0000** | 0.4200 ± 0.0000" in rows["msft"]
+    records.append({**_rec("full", 0, 0.1), "test": "deferred"})
+    assert "| deferred (1 of 1) | deferred (1 of 1) |" in selection_table(records)
+    pf = [_rec("msft", 0, 0.1, "pf", crps=0.2, msis=5.0, mase=0.9)]
+    header = selection_table(pf).splitlines()[0]
+    assert "test CRPS | test MSIS | test MASE" in header
