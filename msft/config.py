@@ -13,6 +13,7 @@ from typing import Any
 ATTENTION_IMPLS = ("blocked", "dense")
 POINT_FORECASTS = ("median", "mean")
 FUSION_OBJECTIVES = ("per_scale", "fused")
+SAMPLE_FUSIONS = ("linear", "mixture")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,12 @@ class MSFTConfig:
     point_forecast: for probabilistic backbones, what `predict` returns: "median" of the fused
         sample paths (default), or "mean": the fusion of each scale's closed-form mean, which is
         exactly the mean of the fused paths (fusion is linear) and needs no sampling.
+    sample_fusion: how sample paths of several scales become one (probabilistic backbones).
+        "linear" (default, the published fusion): path j is ``sum_s w_s * path_j(s)``, an average
+        of independent draws, so its spread is narrower than any scale's. "mixture": path j is
+        scale s's path j with probability ``w_s``: the fused distribution is the mixture
+        ``sum_s w_s p_s``, with the same mean (so MSE of the mean is unchanged) and each scale's
+        spread kept. Inference only: a trained model switches with ``model.set_sample_fusion``.
     horizon: forecast length for backbones whose heads depend on it (MOMENT, Time-DPD).
     patch_size: patch size for backbones that support several (MOIRAI); ``None`` = backbone default.
     prompt_tokens: learnable soft-prompt vectors (Lester et al., 2021) prepended to each scale's
@@ -72,6 +79,7 @@ class MSFTConfig:
     fusion_prior: float = 0.0
     fusion_objective: str = "fused"
     point_forecast: str = "median"
+    sample_fusion: str = "linear"
     horizon: int | None = None
     patch_size: int | None = None
     prompt_tokens: int = 0
@@ -110,6 +118,8 @@ class MSFTConfig:
             raise ValueError(f"fusion_objective={self.fusion_objective!r}: expected one of {FUSION_OBJECTIVES}")
         if self.point_forecast not in POINT_FORECASTS:
             raise ValueError(f"point_forecast={self.point_forecast!r}: expected one of {POINT_FORECASTS}")
+        if self.sample_fusion not in SAMPLE_FUSIONS:
+            raise ValueError(f"sample_fusion={self.sample_fusion!r}: expected one of {SAMPLE_FUSIONS}")
         if not isinstance(self.fusion_prior, (int, float)):
             raise ValueError(f"fusion_prior={self.fusion_prior!r}: expected a number")
         if self.horizon is not None:

@@ -10,6 +10,7 @@ weights (docs/design.md §2).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,6 +190,12 @@ class MSFTModel(nn.Module):
     def scales(self) -> tuple[int, ...]:
         return self.config.scales
 
+    def set_sample_fusion(self, sample_fusion: str) -> MSFTModel:
+        """Switch how sample paths of the scales are fused (`MSFTConfig.sample_fusion`: "linear" or
+        "mixture"); inference only, so a trained model can switch. Returns the model."""
+        self.config = dataclasses.replace(self.config, sample_fusion=sample_fusion)  # validated there
+        return self
+
     @property
     def fusion_weights(self) -> Tensor:
         """Softmax fusion weights, one per scale."""
@@ -329,8 +336,7 @@ class MSFTModel(nn.Module):
         if probabilistic and self.config.point_forecast == "median" and num_samples < 1:
             num_samples = 100  # `predict`'s forecast is the median of 100 fused paths
         if probabilistic and num_samples > 0:
-            paths = self._fuse([out.sample(num_samples) for out in outputs], horizon)  # (bv, S, H)
-            median = rearrange(paths.median(dim=1).values, "(b v) t -> b t v", v=v)
+            median = self._fused_samples(outputs, horizon, v, num_samples).median(dim=1).values  # (b, H, v)
         point = median if probabilistic and self.config.point_forecast == "median" else mean
         scales = [rearrange(p, "(b v) t -> b t v", v=v) for p in per_scale]
         return {"point": point, "mean": mean, "median": median, "scales": scales}
@@ -469,7 +475,16 @@ class MSFTModel(nn.Module):
 
     def _fused_samples(self, outputs: list[Forecast], horizon: int, variates: int, num_samples: int) -> Tensor:
         per_scale = [out.sample(num_samples) for out in outputs]  # (series, S, ceil(H/s))
-        fused = self._fuse(per_scale, horizon)
+        if self.config.sample_fusion == "mixture" and len(per_scale) > 1:  # path j from scale s w.p. w_s
+            paths = torch.stack(
+                [upsample(p, s, horizon) for p, s in zip(per_scale, self.scales)]
+            )  # (scales, series, S, H)
+            draws = paths.shape[1] * num_samples
+            pick = torch.multinomial(self.fusion_weights.detach().float(), draws, replacement=True)
+            pick = pick.to(paths.device).view(1, paths.shape[1], num_samples, 1).expand(1, -1, -1, horizon)
+            fused = paths.gather(0, pick)[0]
+        else:
+            fused = self._fuse(per_scale, horizon)
         return rearrange(fused, "(b v) n t -> b n t v", v=variates)
 
     def _token_valid(self, tokens: ScaleTokens, observed: Tensor) -> Tensor:

@@ -152,6 +152,16 @@ def evaluate_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{run_dir}: status {record.get('status')!r}; only a finished run (status ok) can be tested")
     if record.get("test") != "deferred":
         return record
+    cfg, model, data = load_run(run_dir, record)
+    return _test_and_write(cfg, model, data, record, run_dir)
+
+
+def load_run(run_dir: str | os.PathLike, record: dict[str, Any] | None = None) -> tuple[DictConfig, Any, Any]:
+    """``(config, model, data module)`` of a finished run: the model rebuilt from ``config.yaml``
+    with the weights training kept (``record["checkpoint"]``; the zero-shot weights when the guard
+    kept them), ready to forecast or be scored again (e.g. under another inference option)."""
+    run_dir = Path(run_dir)
+    record = record if record is not None else json.loads((run_dir / METRICS).read_text())
     cfg = OmegaConf.load(run_dir / "config.yaml")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     setup = _build(cfg, {}, record["protocol"], score_zero_shot=False)
@@ -164,7 +174,7 @@ def evaluate_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         if not checkpoint.is_file():
             raise FileNotFoundError(f"{run_dir}: {checkpoint.name} is missing; the run's trained weights are gone")
         setup.module.load_trainable(str(checkpoint))
-    return _test_and_write(cfg, model, setup.data, record, run_dir)
+    return cfg, model, setup.data
 
 
 @dataclass
