@@ -181,20 +181,27 @@ def write_table(suite: str) -> None:
     if not root.is_dir():
         return
     out = REPO / "results" / "evidence"
+    roots = [root]
+    if "lr_from" in SUITES[suite]:  # the reference: msft's own runs in the suite its learning rate came from
+        source = REPO / "runs" / experiment(SUITES[suite]["lr_from"])
+        roots += [path for d in SUITES[suite]["data"] for path in sorted(source.glob(f"{d}_H*/*/msft"))]
     note = (
         "Learning rate: seed 0 trains every method at lr_scale 0.3, 1, 3 and keeps the best on validation; "
         "seeds 1 and 2 train at that lr_scale (`runs` counts the grid and the two seeds). "
         if suite != "ablations"
-        else "Every ablation trains at the lr_scale msft selected on seed 0 in the lsf suite, for all 3 seeds. "
+        else "Every ablation trains at the lr_scale msft selected on seed 0 in the lsf suite, for all 3 seeds; "
+        "the msft rows are that suite's msft runs (the reference). "
     )
-    note += "Test: only the selected runs are tested (defer_test + msft-evaluate --select). Test windows: " + ", ".join(
-        f"{d} every {k}-th" if k > 1 else f"{d} all (stride 1)" for d, k in TEST_STRIDE.items()
+    note += "Test: only the selected runs are tested (defer_test + msft-evaluate --select). Test windows: "
+    note += ", ".join(
+        f"{d} every {TEST_STRIDE[d]}-th (off-protocol)" if TEST_STRIDE.get(d, 1) > 1 else f"{d} all"
+        for d in SUITES[suite]["data"]
     )
     note += f". Regenerate the runs: `.venv/bin/python scripts/evidence.py {suite}`."
     subprocess.run(
         [
             str(BIN / "msft-results"),
-            str(root.relative_to(REPO)),
+            *(str(r.relative_to(REPO)) for r in roots),
             "--select",
             "--name",
             suite,
@@ -225,6 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prefix", default="evidence", help="runs go to runs/<prefix>_<suite>")
     parser.add_argument("--override", nargs="*", default=[], help="extra msft-train overrides for every run")
     parser.add_argument("--no-tables", action="store_true", help="do not write results/evidence/ (smoke runs)")
+    parser.add_argument("--tables-only", action="store_true", help="only (re)write results/evidence/ from the runs")
     args = parser.parse_args(argv)
     PREFIX[0] = args.prefix
     OVERRIDES[:] = args.override
@@ -251,9 +259,10 @@ def main(argv: list[str] | None = None) -> None:
     for key, event in grid_done.items():
         if tuple(key.split("/")) not in work:
             event.set()
-    with ThreadPoolExecutor(args.jobs) as pool:
-        for future in [pool.submit(run_dataset, s, d, grid_done) for s, d in work]:
-            future.result()
+    if not args.tables_only:
+        with ThreadPoolExecutor(args.jobs) as pool:
+            for future in [pool.submit(run_dataset, s, d, grid_done) for s, d in work]:
+                future.result()
     if args.no_tables:
         return
     for suite in suites:
