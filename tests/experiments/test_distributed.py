@@ -270,19 +270,34 @@ def _one_step(cfg, world):
 @pytest.mark.slow
 @pytest.mark.distributed
 @pytest.mark.ddp
-def test_ddp_step_averages_gradients_like_one_process(tmp_path):
-    """One DDP step with 2 x B/2 windows gives the gradient and parameters of one step with the B windows."""
-    cfg = _csv_cfg(small_csv(tmp_path / "series.csv"), "method=msft", "data.batch_size=16")
+@pytest.mark.parametrize("objective", ["per_scale", "fused"])
+def test_ddp_step_averages_gradients_like_one_process(tmp_path, objective):
+    """One DDP step with 2 x B/2 windows gives the gradient and parameters of one step with the B windows.
+    With the fused objective the fusion logits' term is divided by each rank's own batch context
+    variance (`msft.losses.scale_free_mse`), so their gradient is close, not equal (docs/distributed.md)."""
+    cfg = _csv_cfg(
+        small_csv(tmp_path / "series.csv"),
+        "method=msft",
+        "data.batch_size=16",
+        f"method.options.fusion_objective={objective}",
+    )
     alone = _one_step(cfg, 1)
     ddp = distributed.start_processes(_one_step, (cfg, 2), 2, start_method="fork")
     assert (alone["windows"], ddp["windows"]) == (16, 8)
     assert alone["grads"].keys() == ddp["grads"].keys() and len(alone["grads"]) > 5
+    logits = "model.msft_fusion.msft_fusion_logits"
     changed = 0
     for name, grad in alone["grads"].items():
+        if objective == "fused" and name == logits:
+            torch.testing.assert_close(ddp["grads"][name], grad, rtol=0.2, atol=1e-3, msg=name)
+            continue
         torch.testing.assert_close(ddp["grads"][name], grad, rtol=1e-4, atol=1e-7, msg=name)
         changed += int(grad.abs().max() > 0)
     assert changed > 5  # the gradients compared are not all zero
     for name, param in alone["params"].items():
+        if objective == "fused" and name == logits:  # Adam's first step moves each logit by about lr
+            torch.testing.assert_close(ddp["params"][name], param, rtol=0, atol=2e-2, msg=name)
+            continue
         torch.testing.assert_close(ddp["params"][name], param, rtol=1e-5, atol=1e-6, msg=name)
     assert "model.msft_fusion.msft_fusion_logits" in ddp["params"]
     for name, param in ddp["params"].items():  # the replicas stay identical, bit for bit
