@@ -67,12 +67,6 @@ def main(argv: list[str] | None = None) -> dict:
     return {"rows": rows}
 
 
-def _mean_std(values: list[float]) -> str:
-    mean = sum(values) / len(values)
-    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
-    return f"{mean:.4f} ± {std:.4f}"
-
-
 def write(rows: list[dict], args: argparse.Namespace, arguments: str) -> None:
     command = f".venv/bin/python -m benchmarks.sample_fusion {arguments}"
     lines = [
@@ -89,10 +83,12 @@ def write(rows: list[dict], args: argparse.Namespace, arguments: str) -> None:
         "| dataset | fusion | seeds | val CRPS | test CRPS | test MSIS | test MASE |",
         "|---|---|---|---|---|---|---|",
     ]
+    from msft_runner.results import _fmt, _mean_std
+
     for dataset in sorted({r["dataset"] for r in rows}):
         for fusion in ("linear", "mixture"):
             group = [r for r in rows if r["dataset"] == dataset and r["fusion"] == fusion]
-            cells = [_mean_std([r[k] for r in group]) for k in ("val_crps", "crps", "msis", "mase")]
+            cells = [_fmt(_mean_std([r[k] for r in group])) for k in ("val_crps", "crps", "msis", "mase")]
             lines.append(f"| {dataset} | {fusion} | {len(group)} | " + " | ".join(cells) + " |")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "pf_sample_fusion.md").write_text("\n".join(lines) + "\n")

@@ -15,9 +15,8 @@ import argparse
 import logging
 import sys
 import time
-from pathlib import Path
 
-from msft_runner.results import collect, select
+from msft_runner.results import collect_or_exit, select
 
 logger = logging.getLogger("msft_runner")
 
@@ -32,13 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    roots = [Path(r) for r in args.runs]
-    missing = [str(r) for r in roots if not r.is_dir()]
-    if missing:
-        parser.error(f"no such run directory: {', '.join(missing)}")
-    records = collect(roots)
-    if not records:
-        parser.error(f"no metrics.json under {', '.join(map(str, roots))}")
+    records = collect_or_exit(parser, args.runs)
     chosen = select(records) if args.select else [r for r in records if r.get("status") == "ok"]
     todo = [r for r in chosen if r.get("test") == "deferred"]
     print(f"{len(chosen)} run(s) chosen, {len(chosen) - len(todo)} already tested, {len(todo)} to test", flush=True)

@@ -62,6 +62,18 @@ def collect(roots: list[Path]) -> list[dict[str, Any]]:
     return records
 
 
+def collect_or_exit(parser: argparse.ArgumentParser, runs: list[str]) -> list[dict[str, Any]]:
+    """`collect` for a command line: a missing directory, or none holding a run, is a usage error."""
+    roots = [Path(r) for r in runs]
+    missing = [str(r) for r in roots if not r.is_dir()]
+    if missing:
+        parser.error(f"no such run directory: {', '.join(missing)}")
+    records = collect(roots)
+    if not records:
+        parser.error(f"no metrics.json under {', '.join(map(str, roots))}")
+    return records
+
+
 def _method_order(records: list[dict[str, Any]]) -> list[str]:
     preferred = ["zero_shot", "linear_probe", "prompt_tuning", "lora", "adalora", "full", "msft"]
     seen = list(dict.fromkeys(r["method"] for r in records))
@@ -276,13 +288,7 @@ def main(argv: list[str] | None = None) -> None:
         "and report validation and test as mean ± std over seeds",
     )
     args = parser.parse_args(argv)
-    roots = [Path(r) for r in args.runs]
-    missing = [str(r) for r in roots if not r.is_dir()]
-    if missing:
-        parser.error(f"no such run directory: {', '.join(missing)}")
-    records = collect(roots)
-    if not records:
-        parser.error(f"no metrics.json under {', '.join(map(str, roots))}")
+    records = collect_or_exit(parser, args.runs)
     command = "msft-results " + " ".join(args.runs) + f" --name {args.name} --out {args.out}"
     notes = f"{args.note}\n\n" if args.note else ""
     if args.select:

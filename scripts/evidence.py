@@ -26,7 +26,6 @@ time); its log is ``runs/evidence_<suite>/logs/<stage>.log``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -120,24 +119,17 @@ def train(suite: str, stage: str, dataset: str, methods: list[str], seeds, lr_sc
     say(f"{exp} {stage}: done (exit {code})")
 
 
-def records(suite: str, dataset: str) -> list[dict]:
-    root = REPO / "runs" / experiment(suite)
-    out = []
-    for path in sorted(root.glob(f"{dataset}_H*/*/*/*/*/metrics.json")):
-        record = json.loads(path.read_text())
-        record["run_dir"] = str(path.parent)
-        out.append(record)
-    return out
-
-
 def selected_lr(suite: str, dataset: str, method: str) -> float | None:
-    """The lr_scale of the best validation score among ``method``'s seed-0 grid runs, None if none finished."""
-    runs = [
+    """The lr_scale of ``method``'s seed-0 run with the best validation score, None if none finished."""
+    from msft_runner.results import collect, select
+
+    root = REPO / "runs" / experiment(suite)
+    chosen = [
         r
-        for r in records(suite, dataset)
-        if r.get("status") == "ok" and r["method"] == method and r["seed"] == SELECTION_SEED
+        for r in select(collect(sorted(root.glob(f"{dataset}_H*"))))
+        if r["method"] == method and r["seed"] == SELECTION_SEED
     ]
-    return min(runs, key=lambda r: r["val_score"])["lr_scale"] if runs else None
+    return chosen[0]["lr_scale"] if chosen else None
 
 
 def run_dataset(suite: str, dataset: str, grid_done: dict[str, threading.Event]) -> None:

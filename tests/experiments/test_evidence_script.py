@@ -22,7 +22,8 @@ def evidence(tmp_path, monkeypatch):
 def _record(root: Path, method: str, lr: float, seed: int, val: float) -> None:
     run = root / "ETTh1_H96" / "tiny_moirai" / method / f"lr{lr:g}" / f"seed{seed}"
     run.mkdir(parents=True)
-    record = {"status": "ok", "method": method, "lr_scale": lr, "seed": seed, "val_score": val}
+    record = {"status": "ok", "backbone": "tiny_moirai", "dataset": "ETTh1", "horizon": 96, "method": method}
+    record.update(lr_scale=lr, seed=seed, val_score=val)
     (run / "metrics.json").write_text(json.dumps(record))
 
 
