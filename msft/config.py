@@ -12,7 +12,7 @@ from typing import Any
 
 ATTENTION_IMPLS = ("blocked", "dense")
 POINT_FORECASTS = ("median", "mean")
-FUSION_OBJECTIVES = ("per_scale", "fused")
+FUSION_OBJECTIVES = ("per_scale", "fused", "fused_crps")
 SAMPLE_FUSIONS = ("linear", "mixture")
 
 
@@ -39,6 +39,11 @@ class MSFTConfig:
         moves weight towards the scale whose own loss is lowest (a pooled, smoother target usually
         has the lowest) whatever its forecast is worth after up-sampling. "fused" is the default
         because it was best on validation, 3 seeds on ETTh1 / ETTh2 / ETTm1 (results/recipe/fusion.md).
+        "fused_crps" (probabilistic backbones): as "fused", but the logits are fitted by the CRPS of
+        the fused distribution (``sample_fusion``'s: linear or mixture) at the original resolution,
+        from ``FUSION_CRPS_PATHS`` detached sample paths per scale (`msft.losses.fused_crps`): the
+        score the PF protocol reads, where the squared error of the mean rewards averaging scales
+        even when that narrows the fused distribution (results/evidence/pf_recipe.md).
     point_forecast: for probabilistic backbones, what `predict` returns: "median" of the fused
         sample paths (default), or "mean": the fusion of each scale's closed-form mean, which is
         exactly the mean of the fused paths (fusion is linear) and needs no sampling.

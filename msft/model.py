@@ -23,7 +23,7 @@ from torch.utils.checkpoint import checkpoint
 
 from msft.config import MSFTConfig
 from msft.layers import CrossScaleAggregation, ScaleAdapter, ScaleFusion, ScaleLoRA, ScaleState
-from msft.losses import pinball_loss, scale_free_mse
+from msft.losses import fused_crps, pinball_loss, scale_free_mse
 from msft.provenance import check_same_base, identity
 from msft.registry import BackboneSpec, Forecast, ScaleTokens, spec_for
 from msft.sampling import downsample, scaled_length, upsample
@@ -108,6 +108,7 @@ class _Pass(NamedTuple):
 
 ADAPTER_WEIGHTS = "adapter.safetensors"
 ADAPTER_CONFIG = "msft_config.json"
+FUSION_CRPS_PATHS = 16  # sample paths per scale behind fusion_objective="fused_crps"
 _WRAPPED_FLAG = "_msft_wrapped"
 
 
@@ -125,6 +126,11 @@ class MSFTModel(nn.Module):
             raise ValueError(
                 f"prompt_tokens={config.prompt_tokens}: the {self.spec.name} backbone does not support "
                 "prompt_tokens (its spec has no add_prefix); expected prompt_tokens=0"
+            )
+        if config.fusion_objective == "fused_crps" and not self.spec.probabilistic:
+            raise ValueError(
+                f"fusion_objective='fused_crps': the {self.spec.name} backbone gives point forecasts, which have "
+                "no CRPS; expected fusion_objective='fused' or 'per_scale'"
             )
         if config.quantile_levels is not None and self.spec.probabilistic:
             raise ValueError(
@@ -212,7 +218,9 @@ class MSFTModel(nn.Module):
 
         With ``fusion_objective="fused"`` the weights are detached there, and the squared error of
         the fused point forecast (each scale's point forecast detached; in units of the batch's
-        context variance, `msft.losses.scale_free_mse`) is added to fit the logits.
+        context variance, `msft.losses.scale_free_mse`) is added to fit the logits;
+        ``"fused_crps"`` adds the CRPS of the fused distribution instead (`msft.losses.fused_crps`,
+        from ``FUSION_CRPS_PATHS`` sample paths per scale drawn without gradient).
         """
         past_target, past_observed = self._check_past(past_target, past_observed)
         future_target, future_observed = _check_future(future_target, future_observed, past_target)
@@ -223,7 +231,7 @@ class MSFTModel(nn.Module):
         future_obs = rearrange(future_observed, "b t v -> (b v) t")
         quantile_outputs = self._quantile_outputs(run, horizon) if self.msft_quantile_heads is not None else None
         weights = self.fusion_weights
-        fused_objective = self.config.fusion_objective == "fused"
+        fused_objective = self.config.fusion_objective in ("fused", "fused_crps")
         total = past_target.new_zeros(())
         for idx, (scale, output) in enumerate(zip(self.scales, outputs)):
             target, observed = downsample(future, future_obs, scale, side="right")
@@ -234,11 +242,19 @@ class MSFTModel(nn.Module):
                     quantile_outputs[idx], target, observed, self.config.quantile_levels
                 )
         if fused_objective and len(self.scales) > 1 and self.msft_fusion.msft_fusion_logits.requires_grad:
-            probabilistic = self.spec.probabilistic
-            fused = self._fuse([(out.mean() if probabilistic else out.point()).detach() for out in outputs], horizon)
             past = rearrange(past_target, "b t v -> (b v) t")
             past_obs = rearrange(past_observed, "b t v -> (b v) t")
-            total = total + scale_free_mse(fused, future, future_obs, past, past_obs)
+            if self.config.fusion_objective == "fused_crps":
+                with torch.no_grad():
+                    paths = torch.stack(
+                        [upsample(o.sample(FUSION_CRPS_PATHS), s, horizon) for o, s in zip(outputs, self.scales)]
+                    )
+                mixture = self.config.sample_fusion == "mixture"
+                total = total + fused_crps(paths, weights, future, future_obs, past, past_obs, mixture)
+            else:
+                probabilistic = self.spec.probabilistic
+                per_scale = [(out.mean() if probabilistic else out.point()).detach() for out in outputs]
+                total = total + scale_free_mse(self._fuse(per_scale, horizon), future, future_obs, past, past_obs)
         return total
 
     def predict(self, past_target: Tensor, horizon: int, past_observed: Tensor | None = None) -> Tensor:

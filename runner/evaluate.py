@@ -7,6 +7,10 @@ With ``defer_test=true`` a run trains, validates and keeps its checkpoint; this 
 only what validation selected (``--select``: `msft_runner.results.select`, the same rule the tables
 use) or every deferred run. Each tested run's ``metrics.json`` is completed in place, so a stopped
 evaluation continues where it stopped when started again; ``msft-results --select`` writes the table.
+
+``--test-stride N`` scores every N-th test window (1: all, the protocol) whatever stride the runs
+were trained with, and tests again the chosen runs already tested on other windows; their earlier
+scores stay in ``metrics.json`` under ``tests`` (``msft-results --test-stride`` reads either).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import logging
 import sys
 import time
 
-from msft_runner.results import collect_or_exit, select
+from msft_runner.results import collect_or_exit, needs_test, select
 
 logger = logging.getLogger("msft_runner")
 
@@ -29,11 +33,23 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="test only the run with the best validation score per (backbone, dataset, horizon, method, seed)",
     )
+    parser.add_argument(
+        "--test-stride",
+        type=int,
+        metavar="N",
+        help="score every N-th test window (1: every window); runs tested on other windows are tested again",
+    )
     args = parser.parse_args(argv)
+    if args.test_stride is not None and args.test_stride < 1:
+        parser.error(f"--test-stride {args.test_stride}: expected a positive integer (1 scores every test window)")
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     records = collect_or_exit(parser, args.runs)
     chosen = select(records) if args.select else [r for r in records if r.get("status") == "ok"]
-    todo = [r for r in chosen if r.get("test") == "deferred"]
+    if args.test_stride is not None:
+        pf = sorted({r["run_dir"] for r in chosen if r.get("protocol") == "pf"})
+        if pf:
+            parser.error(f"--test-stride: {len(pf)} PF run(s) (e.g. {pf[0]}); only LSF runs have a test stride")
+    todo = [r for r in chosen if needs_test(r, args.test_stride)]
     print(f"{len(chosen)} run(s) chosen, {len(chosen) - len(todo)} already tested, {len(todo)} to test", flush=True)
     from msft_runner.train import evaluate_run  # torch, lightning: after the arguments are checked
 
@@ -41,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     for i, record in enumerate(sorted(todo, key=lambda r: r["run_dir"]), 1):
         start = time.perf_counter()
         try:
-            done = evaluate_run(record["run_dir"])
+            done = evaluate_run(record["run_dir"], args.test_stride)
         except Exception as error:  # one broken run must not stop the others: report it at the end
             failed.append(f"{record['run_dir']}: {type(error).__name__}: {error}")
             logger.error("[%d/%d] %s failed: %s", i, len(todo), record["run_dir"], failed[-1])

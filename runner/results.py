@@ -62,6 +62,50 @@ def collect(roots: list[Path]) -> list[dict[str, Any]]:
     return records
 
 
+def at_test_stride(records: list[dict[str, Any]], strides: int | dict[str, int]) -> list[dict[str, Any]]:
+    """``records`` with each LSF run's test scores on every ``strides``-th test window (an int, or a
+    stride per dataset name; datasets not named keep their scores): the latest test when it used that
+    stride, else the earlier one kept under ``tests`` (`msft_runner.train.evaluate_run`), else the run
+    counts as not tested there (``test: deferred``)."""
+    out = []
+    for r in records:
+        stride = strides if isinstance(strides, int) else strides.get(r.get("dataset"))
+        if stride is None or r.get("protocol") == "pf" or r.get("test") != "done" or r.get("test_stride") == stride:
+            out.append(r)
+        elif str(stride) in r.get("tests", {}):
+            out.append({**r, **r["tests"][str(stride)]})
+        else:
+            out.append({**r, "test": "deferred"})
+    return out
+
+
+def needs_test(record: dict[str, Any], test_stride: int | None = None) -> bool:
+    """Whether a finished run still lacks a test (on every ``test_stride``-th window, when given)."""
+    if record.get("test") == "deferred":
+        return True
+    return (
+        test_stride is not None
+        and test_stride != record.get("test_stride")
+        and str(test_stride) not in record.get("tests", {})
+    )
+
+
+def parse_test_strides(text: str) -> int | dict[str, int]:
+    """``"1"`` -> 1 (every dataset); ``"ETTm1=4,Weather=12"`` -> a stride per dataset."""
+    try:
+        if "=" not in text:
+            strides: int | dict[str, int] = int(text)
+            values = [strides]
+        else:
+            strides = {name.strip(): int(value) for name, value in (item.split("=") for item in text.split(","))}
+            values = list(strides.values())
+    except ValueError:
+        raise ValueError(f"test stride {text!r}: expected N or DATASET=N,DATASET=N with positive integers") from None
+    if min(values) < 1:
+        raise ValueError(f"test stride {text!r}: strides must be positive integers (1 scores every test window)")
+    return strides
+
+
 def collect_or_exit(parser: argparse.ArgumentParser, runs: list[str]) -> list[dict[str, Any]]:
     """`collect` for a command line: a missing directory, or none holding a run, is a usage error."""
     roots = [Path(r) for r in runs]
@@ -287,9 +331,21 @@ def main(argv: list[str] | None = None) -> None:
         help="per (method, dataset, seed) keep the run with the best validation score (a sweep), "
         "and report validation and test as mean ± std over seeds",
     )
+    parser.add_argument(
+        "--test-stride",
+        metavar="N|DATASET=N,...",
+        help="report each LSF run's test on every N-th window (tested there by msft-evaluate --test-stride); "
+        "runs without such a test count as not tested",
+    )
     args = parser.parse_args(argv)
     records = collect_or_exit(parser, args.runs)
     command = "msft-results " + " ".join(args.runs) + f" --name {args.name} --out {args.out}"
+    if args.test_stride is not None:
+        try:
+            records = at_test_stride(records, parse_test_strides(args.test_stride))
+        except ValueError as error:
+            parser.error(str(error))
+        command += f" --test-stride {args.test_stride}"
     notes = f"{args.note}\n\n" if args.note else ""
     if args.select:
         print(write_selection(records, Path(args.out), args.name, command + " --select", args.trained_by, notes))

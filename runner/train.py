@@ -35,11 +35,14 @@ from msft_runner.module import (
     StopAt,
     validation_sums,
 )
+from msft_runner.results import needs_test
 
 logger = logging.getLogger(__name__)
 
 METRICS = "metrics.json"
 PROTOCOLS = ("lsf", "pf")
+# What an LSF test adds to a record; ``record["tests"]`` keeps these per test stride.
+TEST_FIELDS = ("mse", "mae", "windows", "scoring", "test_stride", "windows_per_process", "eval_seconds")
 # Keys of the trainer group that are not `lightning.Trainer` arguments: early-stopping patience, and how
 # msft starts the processes of a data-parallel run on one node (msft_runner.distributed).
 TRAINER_EXTRAS = ("patience", "start_method")
@@ -114,9 +117,17 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | Non
 
 
 def _test_and_write(cfg: DictConfig, model, data, record: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    """Score ``model`` on the test split, save its adapter and plots, write ``metrics.json``."""
-    record.update(_evaluate(cfg, model, data))  # every rank forecasts its share of the test windows
+    """Score ``model`` on the test split, save its adapter and plots, write ``metrics.json``.
+    An LSF test also goes into ``record["tests"]`` under its stride, next to any earlier test of the
+    run on other windows (`evaluate_run` with ``test_stride``), which it never overwrites."""
+    earlier = dict(record.get("tests", {}))
+    if record.get("test") == "done" and record.get("protocol") == "lsf":
+        earlier.setdefault(str(record["test_stride"]), {k: record[k] for k in TEST_FIELDS if k in record})
+    result = _evaluate(cfg, model, data)  # every rank forecasts its share of the test windows
+    record.update(result)
     record["test"] = "done"
+    if record["protocol"] == "lsf":
+        record["tests"] = {**earlier, str(result["test_stride"]): {k: result[k] for k in TEST_FIELDS if k in result}}
     if not distributed.is_rank_zero():
         return record  # rank 0 alone writes the run directory
     if cfg.method.kind in ("msft", "prompt_tuning") and record["guard"] != "zero_shot_kept":  # msft's parameters
@@ -138,11 +149,16 @@ def _test_and_write(cfg: DictConfig, model, data, record: dict[str, Any], run_di
     return record
 
 
-def evaluate_run(run_dir: str | os.PathLike) -> dict[str, Any]:
+def evaluate_run(run_dir: str | os.PathLike, test_stride: int | None = None) -> dict[str, Any]:
     """Test a run trained with ``defer_test=true``: rebuild its model from ``config.yaml``, load the
     checkpoint training kept (``record["checkpoint"]``; the zero-shot weights when the guard kept
     them), score the test split exactly as `run` would have, and complete ``metrics.json``.
-    A run already tested is returned as it is, so a stopped evaluation can be started again."""
+
+    ``test_stride`` (LSF) scores every ``test_stride``-th test window instead of the run's own
+    ``data.test_stride``; a run tested on other windows only is tested again, its earlier test kept
+    in ``record["tests"]`` (keyed by stride) while the top-level scores become the new ones.
+    A run already tested on the asked windows is returned as it is (`needs_test`), so a stopped
+    evaluation can be started again."""
     run_dir = Path(run_dir)
     path = run_dir / METRICS
     if not path.is_file():
@@ -150,9 +166,19 @@ def evaluate_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     record = json.loads(path.read_text())
     if record.get("status") != "ok":
         raise ValueError(f"{run_dir}: status {record.get('status')!r}; only a finished run (status ok) can be tested")
-    if record.get("test") != "deferred":
+    if test_stride is not None:
+        if isinstance(test_stride, bool) or not isinstance(test_stride, int) or test_stride < 1:
+            raise ValueError(f"test_stride={test_stride!r}: expected a positive integer (1 scores every test window)")
+        if record.get("protocol") != "lsf":
+            raise ValueError(
+                f"{run_dir}: test_stride={test_stride} but the run follows the {record.get('protocol')!r} "
+                "protocol; only LSF runs have a test stride (PF scores its fixed rolling windows)"
+            )
+    if not needs_test(record, test_stride):
         return record
     cfg, model, data = load_run(run_dir, record)
+    if test_stride is not None:
+        cfg.data.test_stride = test_stride
     return _test_and_write(cfg, model, data, record, run_dir)
 
 

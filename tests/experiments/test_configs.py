@@ -92,6 +92,17 @@ def test_method_configs_build(name):
     backbone = instantiate(cfg.backbone)
     method = OmegaConf.to_container(cfg.method, resolve=True)
     args = dict(kind=method["kind"], horizon=8, options=method.get("options"), peft=method.get("peft"), total_steps=10)
+    if (method.get("options") or {}).get("fusion_objective") == "fused_crps":  # probabilistic backbones only
+        with pytest.raises(ValueError, match="fused_crps"):
+            build_model(backbone, **args)
+        from msft_backbones.moirai.spec import MoiraiSpec
+
+        setup = MoiraiSpec.tiny()
+        built = build_model(setup.backbone, **{**args, "horizon": setup.horizon}, wrap_options=setup.options)
+        assert built.model.config.sample_fusion == "mixture"
+        samples = built.model.predict_samples(torch.randn(2, setup.context_length, 1), setup.horizon, num_samples=4)
+        assert samples.shape == (2, 4, setup.horizon, 1) and torch.isfinite(samples).all()
+        return
     built = build_model(backbone, **args)
     trainable = {n for n, p in built.model.named_parameters() if p.requires_grad}
     assert bool(trainable) == (cfg.method.kind != "zero_shot")
@@ -102,8 +113,6 @@ def test_method_configs_build(name):
     if cfg.method.kind == "prompt_tuning":  # the toy backbone's head is its own: only the prompt trains
         assert trainable == {"msft_prompt"}
         assert built.model.msft_prompt.shape == (1, method["options"]["prompt_tokens"], built.model.spec.d_model())
-    import torch
-
     out = built.model.predict(torch.randn(2, 64, 1), 8)  # 64: msft_authors' scale 8 x the toy's patch 8
     assert out.shape == (2, 8, 1) and torch.isfinite(out).all()
 

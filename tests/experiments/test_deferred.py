@@ -6,11 +6,11 @@ import json
 import pytest
 
 from msft_runner.evaluate import main as evaluate_main
-from msft_runner.train import METRICS, evaluate_run, run
+from msft_runner.results import at_test_stride, parse_test_strides
+from msft_runner.results import main as results_main
+from msft_runner.train import METRICS, TEST_FIELDS, evaluate_run, run
 
 from .conftest import TINY, compose, small_csv
-
-TEST_KEYS = ("mse", "mae", "windows", "scoring", "test_stride", "windows_per_process", "eval_seconds")
 
 
 def _cfg(path, *extra):
@@ -31,7 +31,7 @@ def _defer(run_dir):
     """Turn a tested run back into an untested one (what defer_test=true writes)."""
     path = run_dir / METRICS
     record = json.loads(path.read_text())
-    for key in TEST_KEYS:
+    for key in (*TEST_FIELDS, "tests"):
         record.pop(key, None)
     record["test"] = "deferred"
     path.write_text(json.dumps(record))
@@ -83,6 +83,61 @@ def test_evaluate_tests_only_the_selected_candidates_and_resumes(tmp_path, capsy
     assert "1 to test" in capsys.readouterr().out
     evaluate_main([str(tmp_path / "sweep"), "--select"])
     assert "0 to test" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("method", ["zero_shot", "msft"])
+def test_a_run_tested_again_on_every_window_scores_what_a_stride_1_run_would_and_keeps_its_first_test(tmp_path, method):
+    path = small_csv(tmp_path / "s.csv")
+    strided = run(_cfg(path, f"method={method}", "data.test_stride=3"), tmp_path / "a", {"backbone": "toy_tiny"})
+    every = run(_cfg(path, f"method={method}", "data.test_stride=1"), tmp_path / "b", {"backbone": "toy_tiny"})
+    assert strided["windows"] < every["windows"] and strided["test_stride"] == 3
+    again = evaluate_run(tmp_path / "a", test_stride=1)
+    assert (again["mse"], again["mae"], again["windows"]) == (every["mse"], every["mae"], every["windows"])
+    assert json.loads((tmp_path / "a" / METRICS).read_text()) == again
+    first = {k: strided[k] for k in TEST_FIELDS}
+    assert again["tests"] == {"3": first, "1": {k: again[k] for k in TEST_FIELDS}}
+    assert evaluate_run(tmp_path / "a", test_stride=3) == again  # tested there before: nothing to do
+    assert evaluate_run(tmp_path / "a") == again
+    (mine,) = at_test_stride([again], 3)
+    assert (mine["mse"], mine["windows"], mine["test_stride"]) == (strided["mse"], strided["windows"], 3)
+    assert at_test_stride([again], {"other": 3}) == [again]  # only the named datasets change
+    assert at_test_stride([again], 2)[0]["test"] == "deferred"  # never tested on every 2nd window
+
+
+def test_evaluate_with_a_test_stride_retests_only_what_lacks_it(tmp_path, capsys):
+    path = small_csv(tmp_path / "s.csv")
+    run(_cfg(path, "method=lora", "data.test_stride=2"), tmp_path / "sweep" / "a", {"backbone": "toy_tiny"})
+    evaluate_main([str(tmp_path / "sweep"), "--test-stride", "2"])
+    assert "0 to test" in capsys.readouterr().out
+    evaluate_main([str(tmp_path / "sweep"), "--test-stride", "1"])
+    assert "1 to test" in capsys.readouterr().out
+    record = json.loads((tmp_path / "sweep" / "a" / METRICS).read_text())
+    assert record["test_stride"] == 1 and set(record["tests"]) == {"1", "2"}
+    with pytest.raises(SystemExit):
+        evaluate_main([str(tmp_path / "sweep"), "--test-stride", "0"])
+    assert "--test-stride 0: expected a positive integer" in capsys.readouterr().err
+    out = tmp_path / "tables"
+    results_main([str(tmp_path / "sweep"), "--select", "--out", str(out), "--name", "t", "--test-stride", "2"])
+    table = (out / "t.md").read_text()
+    assert f"{record['tests']['2']['mse']:.4f}" in table and "--test-stride 2" in table
+
+
+def test_a_pf_run_has_no_test_stride(tmp_path):
+    run_dir = tmp_path / "pf"
+    run_dir.mkdir()
+    (run_dir / METRICS).write_text(json.dumps(_rec("msft", 0, 0.1, "pf", crps=0.2)))
+    with pytest.raises(ValueError, match="only LSF runs have a test stride"):
+        evaluate_run(run_dir, test_stride=1)
+    with pytest.raises(ValueError, match="expected a positive integer"):
+        evaluate_run(run_dir, test_stride=0)
+
+
+def test_test_strides_parse_and_name_bad_values():
+    assert parse_test_strides("1") == 1
+    assert parse_test_strides("ETTm1=4, Weather=12") == {"ETTm1": 4, "Weather": 12}
+    for bad in ("0", "x", "ETTm1=", "ETTm1=-2"):
+        with pytest.raises(ValueError, match=f"test stride {bad!r}"):
+            parse_test_strides(bad)
 
 
 def test_evaluate_rejects_a_directory_without_runs(tmp_path):

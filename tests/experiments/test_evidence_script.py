@@ -3,6 +3,8 @@ other seeds, and clear errors for a bad suite or dataset."""
 
 import importlib.util
 import json
+import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,31 @@ def test_bad_arguments_name_the_bad_value(evidence, args, message, capsys):
     with pytest.raises(SystemExit):
         evidence.main(args)
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "suite, dataset, stride",
+    [("lsf", "ETTm1", "1"), ("lsf336", "ETTm1", "4"), ("lsf336", "ETTh1", "1"), ("ablations", "Weather", "12"), ("pf", "pf_jena_weather", None)],
+)
+def test_each_suite_trains_and_tests_on_its_test_windows(evidence, tmp_path, monkeypatch, suite, dataset, stride):
+    calls = []
+
+    def fake_run(args, **kwargs):
+        calls.append(args)
+        return subprocess.CompletedProcess(args, 0)
+
+    monkeypatch.setattr(evidence.subprocess, "run", fake_run)
+    monkeypatch.setattr(evidence, "selected_lr", lambda *a: 1.0)
+    (tmp_path / "runs" / f"evidence_{suite}" / f"{dataset}_H96").mkdir(parents=True)
+    events = {k: threading.Event() for k in ("lsf/ETTm1", "lsf/Weather", f"{suite}/{dataset}")}
+    for event in events.values():
+        event.set()
+    evidence.run_dataset(suite, dataset, events)
+    trains = [a for a in calls if a[0].endswith("msft-train")]
+    (evaluate,) = [a for a in calls if a[0].endswith("msft-evaluate")]
+    assert trains and "--select" in evaluate
+    if stride is None:  # PF: fixed rolling windows, no stride anywhere
+        assert not any("stride" in arg for arg in evaluate + [x for a in trains for x in a])
+    else:
+        assert all(f"data.test_stride={stride}" in a for a in trains)
+        assert evaluate[evaluate.index("--test-stride") + 1] == stride
