@@ -56,7 +56,13 @@ def test_bad_arguments_name_the_bad_value(evidence, args, message, capsys):
 
 @pytest.mark.parametrize(
     "suite, dataset, stride",
-    [("lsf", "ETTm1", "1"), ("lsf336", "ETTm1", "4"), ("lsf336", "ETTh1", "1"), ("ablations", "Weather", "12"), ("pf", "pf_jena_weather", None)],
+    [
+        ("lsf", "ETTm1", "1"),
+        ("lsf336", "ETTm1", "4"),
+        ("lsf336", "ETTh1", "1"),
+        ("ablations", "Weather", "12"),
+        ("pf", "pf_jena_weather", None),
+    ],
 )
 def test_each_suite_trains_and_tests_on_its_test_windows(evidence, tmp_path, monkeypatch, suite, dataset, stride):
     calls = []
