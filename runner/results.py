@@ -49,6 +49,8 @@ FIELDS = (
     "scoring",
 )
 PF_FIELDS = ("crps", "mase")  # the PF table's columns per method
+# What an LSF test adds to a record; ``record["tests"]`` keeps these per test stride.
+TEST_FIELDS = ("mse", "mae", "windows", "scoring", "test_stride", "windows_per_process", "eval_seconds")
 
 
 def collect(roots: list[Path]) -> list[dict[str, Any]]:
@@ -74,8 +76,8 @@ def at_test_stride(records: list[dict[str, Any]], strides: int | dict[str, int])
             out.append(r)
         elif str(stride) in r.get("tests", {}):
             out.append({**r, **r["tests"][str(stride)]})
-        else:
-            out.append({**r, "test": "deferred"})
+        else:  # not tested on those windows: none of its scores may stand in for that test
+            out.append({**{k: v for k, v in r.items() if k not in TEST_FIELDS}, "test": "deferred"})
     return out
 
 

@@ -35,14 +35,12 @@ from msft_runner.module import (
     StopAt,
     validation_sums,
 )
-from msft_runner.results import needs_test
+from msft_runner.results import TEST_FIELDS, needs_test
 
 logger = logging.getLogger(__name__)
 
 METRICS = "metrics.json"
 PROTOCOLS = ("lsf", "pf")
-# What an LSF test adds to a record; ``record["tests"]`` keeps these per test stride.
-TEST_FIELDS = ("mse", "mae", "windows", "scoring", "test_stride", "windows_per_process", "eval_seconds")
 # Keys of the trainer group that are not `lightning.Trainer` arguments: early-stopping patience, and how
 # msft starts the processes of a data-parallel run on one node (msft_runner.distributed).
 TRAINER_EXTRAS = ("patience", "start_method")

@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/evidence.py lsf          # 5 LSF datasets, H=96, 7 methods, 3 seeds
     .venv/bin/python scripts/evidence.py lsf336       # ETTh1 and ETTm1 at H=336, the same
-    .venv/bin/python scripts/evidence.py pf           # Jena weather, PF protocol, 4 methods, 3 seeds
+    .venv/bin/python scripts/evidence.py pf           # Jena weather, PF protocol, 5 methods, 3 seeds
     .venv/bin/python scripts/evidence.py ablations    # MSFT's components on ETTm1 and Weather, 3 seeds
     .venv/bin/python scripts/evidence.py all --jobs 2 # the three, two msft-train processes at a time
     .venv/bin/python scripts/evidence.py lsf:ETTh1,ETTm1 pf   # some datasets of a suite, then another suite
@@ -56,7 +56,13 @@ SUITES = {
         overrides=["data.horizon=336"],
         test_stride={"ETTm1": 4},  # 21 runs x ~80k windows at H=336: every 4th window fits the CPU time
     ),
-    "pf": dict(data=["pf_jena_weather"], methods=["full", "lora", "msft"], zero_shot=True, protocol="pf"),
+    "pf": dict(
+        data=["pf_jena_weather"],
+        # msft_full_backbone_crps: the PF recipe validation chose among 6 msft variants (scripts/recipe_pf.sh)
+        methods=["full", "lora", "msft", "msft_full_backbone_crps"],
+        zero_shot=True,
+        protocol="pf",
+    ),
     "ablations": dict(
         data=["ETTm1", "Weather"],
         methods=[
