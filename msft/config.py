@@ -43,7 +43,7 @@ class MSFTConfig:
         the fused distribution (``sample_fusion``'s: linear or mixture) at the original resolution,
         from ``FUSION_CRPS_PATHS`` detached sample paths per scale (`msft.losses.fused_crps`): the
         score the PF protocol reads, where the squared error of the mean rewards averaging scales
-        even when that narrows the fused distribution (results/evidence/pf_recipe.md).
+        even when that narrows the fused distribution (results/recipe/pf_fusion_diagnostic.md).
     point_forecast: for probabilistic backbones, what `predict` returns: "median" of the fused
         sample paths (default), or "mean": the fusion of each scale's closed-form mean, which is
         exactly the mean of the fused paths (fusion is linear) and needs no sampling.
