@@ -176,3 +176,22 @@ def test_the_selection_table_bolds_each_column_and_marks_untested_runs():
     pf = [_rec("msft", 0, 0.1, "pf", crps=0.2, msis=5.0, mase=0.9)]
     header = selection_table(pf).splitlines()[0]
     assert "test CRPS | test MSIS | test MASE" in header
+
+
+def test_a_table_of_mixed_strides_states_the_scoring_once_and_the_strided_datasets():
+    from msft_runner.results import describe_scoring
+
+    paths = "MSE of the mean, MAE of the median of 20 fused sample paths"
+
+    def scored(dataset, stride):
+        suffix = f"; every {stride}-th test window (off-protocol)" if stride > 1 else ""
+        return {**_rec("msft", 0, 0.1), "dataset": dataset, "test_stride": stride, "scoring": paths + suffix}
+
+    assert describe_scoring([scored("ETTh1", 1), scored("ETTh2", 1)]) == paths
+    records = [scored("Weather", 12), scored("ETTm1", 4), scored("ETTm1", 4), scored("ETTh1", 1)]
+    assert describe_scoring(records) == (
+        f"{paths}; every 4-th test window of ETTm1, every 12-th test window of Weather (off-protocol)"
+    )
+    point = {**_rec("lora", 0, 0.1), "scoring": "MSE and MAE of the point forecast"}  # no test_stride: 1
+    assert describe_scoring([point, scored("ETTh1", 1)]) == f"MSE and MAE of the point forecast; {paths}"
+    assert describe_scoring([_rec("zero_shot", 0, 0.1)]) == ""
