@@ -15,8 +15,7 @@ Protocol, the same for every method:
 3. Testing: ``defer_test=true`` trains and validates only; ``msft-evaluate --select --test-stride``
    then tests the run validation selected per (method, dataset, seed), so no test score of an
    unselected grid point is ever computed. The LSF suites score every test window (stride 1, the
-   protocol); the ablations every 4th (ETTm1) and 12th (Weather) window and ETTm1 at H=336 every
-   4th, labelled off-protocol.
+   protocol); the ablations every 4th (ETTm1) and 12th (Weather) window, labelled off-protocol.
 4. Tables: ``msft-results --select`` writes ``results/evidence/<suite>.{md,csv}``; ``lsf`` also
    draws ``results/evidence/lsf.png``.
 
@@ -41,7 +40,7 @@ BIN = Path(sys.executable).parent
 GRID = (0.3, 1, 3)
 SELECTION_SEED, OTHER_SEEDS = 0, (1, 2)
 # Test windows: every one (stride 1, the protocol) unless a suite names a stride per dataset; the
-# ablations (54 runs) and ETTm1 at H=336 are tested on every k-th window, labelled off-protocol.
+# ablations (54 runs) are tested on every k-th window, labelled off-protocol.
 # A run keeps its test at every stride it was scored on (msft-evaluate --test-stride).
 SUITES = {
     "lsf": dict(
@@ -54,7 +53,6 @@ SUITES = {
         methods=["linear_probe", "prompt_tuning", "lora", "adalora", "full", "msft"],
         zero_shot=True,
         overrides=["data.horizon=336"],
-        test_stride={"ETTm1": 4},  # 21 runs x ~80k windows at H=336: every 4th window fits the CPU time
     ),
     "pf": dict(
         data=["pf_jena_weather"],
