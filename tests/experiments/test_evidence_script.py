@@ -61,6 +61,7 @@ def test_bad_arguments_name_the_bad_value(evidence, args, message, capsys):
         ("lsf336", "ETTm1", "1"),
         ("lsf336", "ETTh1", "1"),
         ("ablations", "Weather", "12"),
+        ("ablations", "ETTm1", "1"),
         ("pf", "pf_jena_weather", None),
     ],
 )
