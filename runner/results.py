@@ -81,16 +81,21 @@ def at_test_stride(records: list[dict[str, Any]], strides: int | dict[str, int])
     return out
 
 
+def off_protocol_windows(stride: int) -> str:
+    """What a test on every ``stride``-th window appends to its ``scoring`` (train.py writes it)."""
+    return f"; every {stride}-th test window (off-protocol)"
+
+
 def describe_scoring(records: list[dict[str, Any]]) -> str:
     """How the tests in ``records`` were scored, each kind of scoring once, then the datasets tested on
-    every k-th window only: "MSE ...; every 4-th test window of ETTm1, every 12-th of Weather (off-protocol)"."""
+    every k-th window only: "MSE ...; every 4-th test window of ETTm1, every 12-th test window of Weather
+    (off-protocol)"."""
     kinds, strided = set(), {}
     for r in records:
         if not r.get("scoring"):
             continue
         stride = r.get("test_stride") or 1
-        suffix = f"; every {stride}-th test window (off-protocol)"  # what the test appended (train.py)
-        kinds.add(r["scoring"].removesuffix(suffix) if stride > 1 else r["scoring"])
+        kinds.add(r["scoring"].removesuffix(off_protocol_windows(stride)))
         if stride > 1:
             strided.setdefault(r["dataset"], set()).add(stride)
     text = "; ".join(sorted(kinds))

@@ -35,7 +35,7 @@ from msft_runner.module import (
     StopAt,
     validation_sums,
 )
-from msft_runner.results import TEST_FIELDS, needs_test
+from msft_runner.results import TEST_FIELDS, needs_test, off_protocol_windows
 
 logger = logging.getLogger(__name__)
 
@@ -486,7 +486,7 @@ def _evaluate(cfg: DictConfig, model, data) -> dict[str, Any]:
         else:
             result["scoring"] = "MSE and MAE of the mean forecast"
         if stride > 1:
-            result["scoring"] += f"; every {stride}-th test window (off-protocol)"
+            result["scoring"] += off_protocol_windows(stride)
         result["test_stride"] = stride
     result["windows_per_process"] = forecaster.rows_per_rank()  # sums to `windows`: each scored once
     return {**result, "eval_seconds": round(time.perf_counter() - start, 2)}
