@@ -7,7 +7,10 @@ scale index (a block of one scale) or a list of ``(scale_idx, tokens)`` segments
 axis (scales concatenated). Outside an msft forward the state is empty and a wrapper is exactly its
 ``base_layer``, so the wrapped backbone still behaves as the original when called directly.
 
-Every parameter msft adds has ``msft_`` in its name; `MSFTModel` saves and counts by that prefix.
+msft's parameters are found by module type, as peft finds its adapters: the wrappers injected into
+a backbone are `ScaleLayer`s (their own parameters, not their ``base_layer``'s, are msft's), and the
+parts `MSFTModel` holds beside the backbone (aggregation, heads, fusion, prompt) are msft's whole.
+`injected_parameter_names` lists the former in any module.
 """
 
 from __future__ import annotations
@@ -62,7 +65,24 @@ def linear_features(module: nn.Module) -> tuple[int, int]:
     raise ValueError(f"{type(module).__name__} is not a linear layer: cannot attach LoRA to it")
 
 
-class ScaleAdapter(nn.Module):
+class ScaleLayer(nn.Module):
+    """A wrapper msft injects in place of a backbone module: the original stays as ``base_layer``
+    and is restored by `msft.unwrap`; the wrapper's own parameters are msft's."""
+
+    base_layer: nn.Module
+
+
+def injected_parameter_names(module: nn.Module, prefix: str = "") -> set[str]:
+    """Names (as ``module.named_parameters()`` gives them, with ``prefix``) of the parameters that
+    msft's injected `ScaleLayer`s own in ``module``; everything else there is the backbone's."""
+    names = set()
+    for name, sub in module.named_modules(prefix=prefix.rstrip(".")):
+        if isinstance(sub, ScaleLayer):
+            names.update(f"{name}.{p}" if name else p for p, _ in sub.named_parameters(recurse=False))
+    return names
+
+
+class ScaleAdapter(ScaleLayer):
     """``base_layer`` followed by a per-scale linear map ``x -> x W_s + b_s`` that starts as identity.
 
     Stored as a residual ``x + x D_s + b_s`` with ``D_s = W_s - I`` zero-initialised: the same
@@ -87,7 +107,7 @@ class ScaleAdapter(nn.Module):
         return x + x @ self.msft_adapter_weight[scale_idx].to(x.dtype) + self.msft_adapter_bias[scale_idx].to(x.dtype)
 
 
-class ScaleLoRA(nn.Module):
+class ScaleLoRA(ScaleLayer):
     """``base_layer(x) + (alpha / r) * B_s A_s x``: one LoRA pair per scale, ``B_s = 0`` at init."""
 
     def __init__(

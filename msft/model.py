@@ -22,7 +22,14 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from msft.config import MSFTConfig
-from msft.layers import CrossScaleAggregation, ScaleAdapter, ScaleFusion, ScaleLoRA, ScaleState
+from msft.layers import (
+    CrossScaleAggregation,
+    ScaleAdapter,
+    ScaleFusion,
+    ScaleLoRA,
+    ScaleState,
+    injected_parameter_names,
+)
 from msft.losses import fused_crps, pinball_loss, scale_free_mse
 from msft.provenance import check_same_base, identity
 from msft.registry import BackboneSpec, Forecast, ScaleTokens, spec_for
@@ -277,7 +284,7 @@ class MSFTModel(nn.Module):
         run = self._run(past_target, past_observed, horizon)
         forecast = self._point_forecast(run.outputs, horizon, past_target.shape[2])
         scales = [
-            ScaleFeatures(h, t.layout, self._token_valid(t, observed))
+            ScaleFeatures(h, t.layout, self.spec.token_valid(t, observed))
             for h, t, observed in zip(run.hidden, run.tokens, run.observed)
         ]
         return Features(forecast, scales)
@@ -362,7 +369,14 @@ class MSFTModel(nn.Module):
 
     def msft_parameters(self) -> dict[str, nn.Parameter]:
         """msft's own parameters by name (what `save_adapter` writes)."""
-        return {n: p for n, p in self.named_parameters() if "msft_" in n}
+        names = self.msft_state_names()
+        return {n: p for n, p in self.named_parameters() if n in names}
+
+    def msft_state_names(self) -> set[str]:
+        """State-dict names of msft's parts, by module type: everything held beside the backbone
+        (aggregation, heads, fusion, prompt) and the injected `ScaleLayer`s' own parameters."""
+        beside = {n for n in self.state_dict() if not n.startswith("backbone.")}
+        return beside | injected_parameter_names(self.backbone, "backbone")
 
     def parameter_groups(
         self,
@@ -374,6 +388,7 @@ class MSFTModel(nn.Module):
         """Optimizer groups: adapters + LoRA (``lr``), aggregation (``xscale_lr``), msft heads and any
         trainable backbone parameter (``head_lr``), fusion logits (``scale_weight_lr``)."""
         groups: dict[str, list[nn.Parameter]] = {"lr": [], "xscale": [], "head": [], "fusion": []}
+        own = self.msft_state_names()
         for name, p in self.named_parameters():
             if not p.requires_grad:
                 continue
@@ -381,7 +396,7 @@ class MSFTModel(nn.Module):
                 groups["xscale"].append(p)
             elif name.startswith("msft_fusion."):
                 groups["fusion"].append(p)
-            elif name.startswith(("msft_heads.", "msft_quantile_heads.")) or "msft_" not in name:
+            elif name.startswith(("msft_heads.", "msft_quantile_heads.")) or name not in own:
                 groups["head"].append(p)
             else:
                 groups["lr"].append(p)
@@ -398,7 +413,8 @@ class MSFTModel(nn.Module):
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        tensors = {n: t.detach().cpu().contiguous() for n, t in self.state_dict().items() if "msft_" in n}
+        own = self.msft_state_names()
+        tensors = {n: t.detach().cpu().contiguous() for n, t in self.state_dict().items() if n in own}
         save_file(tensors, str(path / ADAPTER_WEIGHTS), metadata={"format": "pt", "backbone": self.spec.name})
         meta = {"backbone": self.spec.name, "config": self.config.to_dict(), "base": self.base_identity}
         (path / ADAPTER_CONFIG).write_text(json.dumps(meta, indent=2))
@@ -502,27 +518,6 @@ class MSFTModel(nn.Module):
         else:
             fused = self._fuse(per_scale, horizon)
         return rearrange(fused, "(b v) n t -> b n t v", v=variates)
-
-    def _token_valid(self, tokens: ScaleTokens, observed: Tensor) -> Tensor:
-        """``(series, tokens)``: False at padding. A spec may say it itself (``token_valid(tokens,
-        observed)``); otherwise prefix and horizon tokens are valid and the context tokens are
-        ``patch_size`` non-overlapping patches right-aligned at the forecast origin (the layout the
-        cross-scale aggregation assumes), valid when one of their steps is observed."""
-        own = getattr(self.spec, "token_valid", None)
-        if own is not None:
-            return own(tokens, observed)
-        prefix, context, horizon = tokens.layout
-        if prefix + context + horizon != tokens.hidden.shape[1]:
-            raise ValueError(
-                f"the {self.spec.name} spec's layout {tokens.layout} does not add up to its "
-                f"{tokens.hidden.shape[1]} tokens: expected [prefix | context | horizon]"
-            )
-        patch = self.spec.patch_size()
-        pad = context * patch - observed.shape[1]  # steps before the series (negative: steps no token covers)
-        seen = nn.functional.pad(observed, (max(pad, 0), 0))[:, max(-pad, 0) :]  # (series, context * patch)
-        context_valid = rearrange(seen, "n (t p) -> n t p", p=patch).any(-1)  # (series, context)
-        ones = observed.new_ones(observed.shape[0], prefix)
-        return torch.cat([ones, context_valid, observed.new_ones(observed.shape[0], horizon)], dim=1)
 
     def _forward(self, past_target: Tensor, past_observed: Tensor, horizon: Any) -> list[Forecast]:
         return self._run(past_target, past_observed, horizon).outputs
@@ -693,7 +688,8 @@ def load_adapter(backbone: nn.Module, path: str | Path, *, allow_base_mismatch: 
         unwrap(model)
         raise ValueError(f"adapter {path} was saved for a {meta['backbone']} backbone, not {model.spec.name}")
     tensors = load_file(str(weights))
-    expected = {n: t.shape for n, t in model.state_dict().items() if "msft_" in n}
+    own = model.msft_state_names()
+    expected = {n: t.shape for n, t in model.state_dict().items() if n in own}
     missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     mismatched = sorted(
         f"{n}: saved {tuple(t.shape)}, expected {tuple(expected[n])}"

@@ -20,8 +20,11 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import torch
+from einops import rearrange
 from torch import Tensor, nn
 
+from msft.layers import injected_parameter_names
 from msft.losses import masked_mse
 from msft.ops import match_modules
 
@@ -178,6 +181,25 @@ class BackboneSpec(abc.ABC):
         """Raise ValueError if the backbone cannot take this many context steps (default: any)."""
         return None
 
+    def token_valid(self, tokens: ScaleTokens, observed: Tensor) -> Tensor:
+        """``(series, tokens)``: False at padding tokens (what cross-scale aggregation and the
+        features leave out). The default: prefix and horizon tokens are valid; the context tokens
+        are `patch_size` non-overlapping patches right-aligned at the forecast origin (the layout
+        the aggregation assumes), valid when one of their steps in ``observed`` ``(series, time)``
+        is. A spec whose tokens are laid out otherwise overrides it."""
+        prefix, context, horizon = tokens.layout
+        if prefix + context + horizon != tokens.hidden.shape[1]:
+            raise ValueError(
+                f"the {self.name} spec's layout {tokens.layout} does not add up to its "
+                f"{tokens.hidden.shape[1]} tokens: expected [prefix | context | horizon]"
+            )
+        patch = self.patch_size()
+        pad = context * patch - observed.shape[1]  # steps before the series (negative: steps no token covers)
+        seen = nn.functional.pad(observed, (max(pad, 0), 0))[:, max(-pad, 0) :]  # (series, context * patch)
+        context_valid = rearrange(seen, "n (t p) -> n t p", p=patch).any(-1)  # (series, context)
+        ones = observed.new_ones(observed.shape[0], prefix)
+        return torch.cat([ones, context_valid, observed.new_ones(observed.shape[0], horizon)], dim=1)
+
     # -- forward pieces -------------------------------------------------------------------------
     @abc.abstractmethod
     def embed(self, context: Tensor, observed: Tensor, horizon: int, scale_idx: int) -> ScaleTokens:
@@ -224,6 +246,11 @@ class BackboneSpec(abc.ABC):
         registered spec provides one."""
         raise NotImplementedError(f"the {cls.name} backbone spec provides no tiny() builder")
 
+    def own_parameters(self) -> list[str]:
+        """Names of the backbone's own parameters, leaving out those of msft's injected layers."""
+        injected = injected_parameter_names(self.backbone)
+        return [n for n, _ in self.backbone.named_parameters() if n not in injected]
+
     def trainable_parameters(self, pattern: str) -> list[str]:
         """Names (in ``backbone.named_parameters()``) of the backbone parameters that train besides
         msft's own parts under ``pattern``: "none" nothing, "all" every one; a spec may add named
@@ -231,7 +258,7 @@ class BackboneSpec(abc.ABC):
         if pattern == "none":
             return []
         if pattern == "all":
-            return [n for n, _ in self.backbone.named_parameters() if "msft_" not in n]
+            return self.own_parameters()
         raise ValueError(f"backbone_trainable={pattern!r}: the {self.name} backbone supports 'none' and 'all'")
 
 
@@ -243,6 +270,19 @@ def register_backbone(spec: type[BackboneSpec]) -> type[BackboneSpec]:
     if getattr(spec, "__abstractmethods__", None):
         missing = sorted(spec.__abstractmethods__)
         raise TypeError(f"{spec.__name__} must implement {missing} (see msft.registry.BackboneSpec)")
+    known = _REGISTRY.get(spec.name)
+    if known is not None and _qualname(known) != _qualname(spec):  # the same class again: a module reload
+        raise ValueError(
+            f"backbone name {spec.name!r} is already registered by {_qualname(known)}: give "
+            f"{_qualname(spec)} another name"
+        )
+    for other in _REGISTRY.values():
+        shared = set(other.module_types) & set(spec.module_types)
+        if other.name != spec.name and shared:
+            raise ValueError(
+                f"{_qualname(spec)} claims {sorted(shared)}, which the {other.name!r} spec already handles: "
+                "a module type has one spec (register a spec for a subclass to specialise it)"
+            )
     _REGISTRY[spec.name] = spec
     return spec
 
@@ -275,10 +315,12 @@ def build_spec(backbone: nn.Module, config: MSFTConfig) -> BackboneSpec:
 
 
 def _match(backbone: nn.Module) -> type[BackboneSpec] | None:
-    names = [_qualname(t) for t in type(backbone).__mro__]
-    for spec in _REGISTRY.values():
-        if any(t in names for t in spec.module_types):
-            return spec
+    """The spec of the most specific class along ``backbone``'s MRO that some spec claims."""
+    for t in type(backbone).__mro__:
+        name = _qualname(t)
+        for spec in _REGISTRY.values():
+            if name in spec.module_types:
+                return spec
     return None
 
 

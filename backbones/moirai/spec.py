@@ -352,8 +352,7 @@ class MoiraiSpec(BackboneSpec):
         """ "freeze_ffn" (the authors' recipe, `FREEZE_FFN`), or the generic "none" / "all"."""
         if pattern != "freeze_ffn":
             return super().trainable_parameters(pattern)
-        names = [n for n, _ in self.backbone.named_parameters() if "msft_" not in n]
-        return [n for n in names if any(re.fullmatch(p, n) for p in FREEZE_FFN)]
+        return [n for n in self.own_parameters() if any(re.fullmatch(p, n) for p in FREEZE_FFN)]
 
 
 def _layer_in_blocks(layer: nn.Module, x: Tensor, aux: MoiraiAux) -> Tensor:

@@ -232,7 +232,8 @@ def save_teacher(model: nn.Module, path: str | Path) -> Path:
         raise ValueError(f"{type(backbone).__name__} has no dataclass .config: save_teacher cannot rebuild it")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    own = {n: t.detach().cpu().contiguous() for n, t in model.state_dict().items() if "msft_" not in n}
+    msft_names = model.msft_state_names()
+    own = {n: t.detach().cpu().contiguous() for n, t in model.state_dict().items() if n not in msft_names}
     save_file(own, str(path / TEACHER_BACKBONE))
     meta = {
         "class": f"{type(backbone).__module__}.{type(backbone).__qualname__}",
@@ -262,7 +263,7 @@ def load_teacher(path: str | Path) -> nn.Module:
     # the backbone is built with fresh weights; the teacher's own are loaded right below
     model = load_adapter(backbone, path / TEACHER_ADAPTER, allow_base_mismatch=True)
     missing, unexpected = model.load_state_dict(load_file(str(path / TEACHER_BACKBONE)), strict=False)
-    missing = [n for n in missing if "msft_" not in n]
+    missing = [n for n in missing if n not in model.msft_state_names()]
     if missing or unexpected:
         raise ValueError(f"teacher weights in {path} do not fit: missing {missing}, unexpected {unexpected}")
     return model.eval()
