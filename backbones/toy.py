@@ -73,11 +73,13 @@ class ToyLayer(nn.Module):
 @dataclass
 class ToyAux:
     key_valid: Tensor  # (series, tokens) bool: False for fully-unobserved context patches
-    loc: Tensor  # (series, 1)
-    scale: Tensor  # (series, 1)
+    loc: Tensor | None = None  # (series, 1); one scale's, None where scales are joined
+    scale: Tensor | None = None  # (series, 1)
+    allowed: Tensor | None = None  # (tokens, tokens) bool: which query may see which key
 
     def attn_mask(self) -> Tensor:
-        return self.key_valid[:, None, None, :]  # (series, 1, 1, tokens)
+        mask = self.key_valid[:, None, None, :]  # (series, 1, 1, tokens)
+        return mask if self.allowed is None else mask & self.allowed
 
 
 class ToyForecaster(nn.Module):
@@ -192,16 +194,13 @@ class ToySpec(BackboneSpec):
             aux=ToyAux(key_valid, aux.loc, aux.scale),
         )
 
-    def run_layer(self, layer: nn.Module, hidden: Tensor, aux: Any) -> Tensor:
-        mask = aux.attn_mask() if isinstance(aux, ToyAux) else aux
-        return layer(hidden, mask)
+    def run_layer(self, layer: nn.Module, hidden: Tensor, aux: ToyAux) -> Tensor:
+        return layer(hidden, aux.attn_mask())
 
-    def join(self, tokens: list[ScaleTokens], block_diagonal: bool) -> Tensor:
+    def join(self, tokens: list[ScaleTokens], block_diagonal: bool) -> ToyAux:
         key_valid = torch.cat([t.aux.key_valid for t in tokens], dim=1)  # (series, all tokens)
-        mask = key_valid[:, None, None, :]  # (series, 1, 1, T)
-        if block_diagonal:
-            mask = mask & BlockLayout.of(tokens).mask(key_valid.device)  # (series, 1, T, T)
-        return mask
+        allowed = BlockLayout.of(tokens).mask(key_valid.device) if block_diagonal else None  # (T, T)
+        return ToyAux(key_valid, allowed=allowed)
 
     def head(
         self, hidden: Tensor, tokens: ScaleTokens, horizon: int, scale_idx: int, heads: nn.Module | None
