@@ -131,15 +131,20 @@ class LayerInputs:
     position_embeddings: tuple[Tensor, Tensor] | None  # rotary (cos, sin), each (series, tokens, head_dim)
 
 
+#: the block id of keys every block may attend to (msft's prompt shared by all scales)
+SHARED_BLOCK = -1
+
+
 def layer_inputs(llm: nn.Module, valid: Tensor, positions: Tensor, block_ids: Tensor | None = None) -> LayerInputs:
     """Causal mask over ``valid`` keys (``(series, tokens)`` bool), optionally block-diagonal over
-    ``block_ids`` ``(tokens,)``, and the rotary embeddings of ``positions``."""
+    ``block_ids`` ``(tokens,)`` (keys of block `SHARED_BLOCK` are seen by every block, causally),
+    and the rotary embeddings of ``positions``."""
     dtype = llm_dtype(llm)
     tokens = valid.shape[1]
     index = torch.arange(tokens, device=valid.device)
     allowed = (index[None, :] <= index[:, None]) & valid[:, None, :]  # (series, q, k)
     if block_ids is not None:
-        allowed = allowed & (block_ids[:, None] == block_ids[None, :])
+        allowed = allowed & ((block_ids[:, None] == block_ids[None, :]) | (block_ids[None, :] == SHARED_BLOCK))
     allowed = allowed | torch.eye(tokens, dtype=torch.bool, device=valid.device)
     mask = torch.zeros(allowed.shape, dtype=dtype, device=valid.device)
     mask = mask.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]  # (series, 1, q, k)

@@ -43,6 +43,7 @@ DEFAULT_SOFT_PROMPT = (
 
 
 PATCH_EMBEDDINGS = ("conv", "linear")
+PROMPT_SHARING = ("shared", "per_scale")
 
 
 @dataclass
@@ -61,6 +62,9 @@ class TimeDPDConfig:
     prompt: "msft" (rounded, robust statistics) or "reference" (Time-LLM's prompt exactly); see `prompt`.
     patch_embedding: "conv" (Time-LLM's circular Conv1d, kernel 3 over neighbouring patches, no bias)
     or "linear" (one Linear per patch).
+    prompt_sharing: under msft only (the model alone has one scale): "shared" (one prompt per series,
+    built from the finest scale, that every scale's patch tokens attend to) or "per_scale" (each scale
+    carries its own prompt, built from its pooled context); see `msft_backbones.time_dpd.spec`.
     revin_eps: variance epsilon of RevIN; its square guards the division by the affine weight.
     """
 
@@ -83,6 +87,7 @@ class TimeDPDConfig:
     revin_eps: float = 1e-5
     prompt: str = "msft"
     patch_embedding: str = "conv"
+    prompt_sharing: str = "shared"
 
     def __post_init__(self) -> None:
         for name in (
@@ -117,6 +122,8 @@ class TimeDPDConfig:
             raise ValueError(f"prompt={self.prompt!r}: expected one of {PROMPT_MODES}")
         if self.patch_embedding not in PATCH_EMBEDDINGS:
             raise ValueError(f"patch_embedding={self.patch_embedding!r}: expected one of {PATCH_EMBEDDINGS}")
+        if self.prompt_sharing not in PROMPT_SHARING:
+            raise ValueError(f"prompt_sharing={self.prompt_sharing!r}: expected one of {PROMPT_SHARING}")
         if not self.soft_prompt.strip():
             raise ValueError("soft_prompt='': expected a text to initialise the soft prompt tokens from")
 
@@ -216,14 +223,20 @@ class FlattenHead(nn.Module):
 
 @dataclass
 class TimeDPDAux:
-    """Per-scale state between tokenisation and the head."""
+    """What a decoder layer needs for a token sequence and, for one scale's tokens, what its head needs.
 
-    layer: llm_lib.LayerInputs
+    One scale's tokens (`TimeDPD.tokenize`) carry all fields. msft's joined scales (the spec's
+    ``join``) carry the layer inputs, validity and positions only. Patch tokens that attend to another
+    sequence's prompt (`TimeDPD.tokenize_patches`: msft's shared prompt) have ``layer=None``: they
+    can only run joined with that prompt.
+    """
+
+    layer: llm_lib.LayerInputs | None
     valid: Tensor  # (series, tokens) bool: False at prompt padding
-    positions: Tensor  # (series, tokens) long, from 0 at the first real token
-    num_prefix: int
-    loc: Tensor  # (series, 1)
-    scale: Tensor  # (series, 1)
+    positions: Tensor  # (series, tokens) long, from 0 at the first real token of the sequence
+    num_prefix: int = 0
+    loc: Tensor | None = None  # (series, 1)
+    scale: Tensor | None = None  # (series, 1)
 
 
 class TimeDPD(nn.Module):
@@ -283,6 +296,42 @@ class TimeDPD(nn.Module):
         """(series, time) -> fp32 tokens ``[soft prompt | padded data prompt | patches]``
         ``(series, tokens, d_llm)``; ``horizon`` is the one named in the prompt; ``keys_values``:
         the reprogramming's (`reprogramming_keys_values`), when the caller shares them across calls."""
+        patch_tokens, standardised, observed, loc, scale = self._patch_tokens(context, observed, keys_values)
+        prompts = self.prompts(standardised, observed, horizon)
+        prefix, prefix_valid = self._prefix(prompts)  # (series, prefix, d_llm), (series, prefix)
+        hidden = torch.cat([prefix, patch_tokens], dim=1)  # (series, tokens, d_llm)
+        valid = torch.cat([prefix_valid, prefix_valid.new_ones(patch_tokens.shape[:2])], dim=1)
+        positions = (valid.long().cumsum(1) - 1).clamp(min=0)  # (series, tokens)
+        hidden = self._add_positions(hidden, positions)
+        layer = llm_lib.layer_inputs(self.llm, valid, positions)
+        return hidden, TimeDPDAux(layer, valid, positions, prefix.shape[1], loc, scale)
+
+    def tokenize_patches(
+        self,
+        context: Tensor,
+        observed: Tensor,
+        first_position: Tensor,
+        keys_values: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[Tensor, TimeDPDAux]:
+        """(series, time) -> fp32 patch tokens ``(series, patches, d_llm)`` without a prompt of their
+        own, positioned right after a prompt of ``first_position`` ``(series,)`` real tokens: the
+        positions a prompt's patches have in `tokenize` (msft's scales sharing one prompt). Their aux has
+        no layer inputs: they run joined with that prompt."""
+        patch_tokens, _, _, loc, scale = self._patch_tokens(context, observed, keys_values)
+        series, patches = patch_tokens.shape[:2]
+        if first_position.shape != (series,):
+            raise ValueError(f"first_position has shape {tuple(first_position.shape)}: expected ({series},)")
+        positions = first_position[:, None] + torch.arange(patches, device=first_position.device)  # (series, patches)
+        hidden = self._add_positions(patch_tokens, positions)
+        valid = torch.ones(series, patches, dtype=torch.bool, device=hidden.device)
+        return hidden, TimeDPDAux(None, valid, positions, 0, loc, scale)
+
+    def _patch_tokens(
+        self, context: Tensor, observed: Tensor, keys_values: tuple[Tensor, Tensor] | None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """RevIN, patching and reprogramming of ``context`` ``(series, time)``: the patch tokens
+        ``(series, patches, d_llm)``, the standardised series and its observed mask ``(series, time)``,
+        and the RevIN statistics ``loc``, ``scale`` ``(series, 1)``."""
         cfg = self.config
         observed = observed & ~torch.isnan(context)
         context = context.float()
@@ -292,20 +341,16 @@ class TimeDPD(nn.Module):
         patches = patches[:, 0].unfold(-1, cfg.patch_len, cfg.stride)  # (series, patches, patch_len)
         keys_values = self.reprogramming_keys_values() if keys_values is None else keys_values
         patch_tokens = self.reprogramming(self.patch_dropout(self.patch_embedding(patches)), keys_values=keys_values)
+        return patch_tokens, standardised, observed, loc, scale
 
-        prompts = self.prompts(standardised, observed, horizon)
-        prefix, prefix_valid = self._prefix(prompts)  # (series, prefix, d_llm), (series, prefix)
-        hidden = torch.cat([prefix, patch_tokens], dim=1)  # (series, tokens, d_llm)
-        valid = torch.cat([prefix_valid, prefix_valid.new_ones(patch_tokens.shape[:2])], dim=1)
-        positions = (valid.long().cumsum(1) - 1).clamp(min=0)  # (series, tokens)
+    def _add_positions(self, hidden: Tensor, positions: Tensor) -> Tensor:
+        """``hidden`` with the LLM's learned positions added (GPT-2; rotary LLMs: unchanged)."""
         if int(positions.max()) >= llm_lib.max_positions(self.llm):
             raise ValueError(
                 f"the prompt and patches need {int(positions.max()) + 1} positions: expected at most "
                 f"{llm_lib.max_positions(self.llm)} for this LLM (shorten the description or the context)"
             )
-        hidden = llm_lib.add_learned_positions(self.llm, hidden, positions)
-        layer = llm_lib.layer_inputs(self.llm, valid, positions)
-        return hidden, TimeDPDAux(layer, valid, positions, prefix.shape[1], loc, scale)
+        return llm_lib.add_learned_positions(self.llm, hidden, positions)
 
     def prompts(self, standardised: Tensor, observed: Tensor, horizon: int) -> list[str]:
         """The data prompt of each standardised series ``(series, time)`` (``config.prompt`` mode)."""

@@ -17,6 +17,7 @@ import msft
 from msft.layers import ScaleAdapter, ScaleLoRA
 from msft.sampling import downsample
 from msft_backbones.time_dpd import TimeDPD, TimeDPDConfig, default_llm_config, format_prompt, prompt_statistics
+from msft_backbones.time_dpd.llm import layer_inputs as llm_layer_inputs
 from msft_backbones.time_dpd.model import RevIN
 from msft_backbones.time_dpd.tiny import tiny_llm, tiny_tokenizer
 
@@ -240,6 +241,7 @@ def test_default_config_names_deepseek_and_its_sizes():
         ("stride", 32),
         ("llm_layers", 0),
         ("soft_prompt", " "),
+        ("prompt_sharing", "per_layer"),
     ],
 )
 def test_bad_config_values_raise(field, value):
@@ -305,9 +307,16 @@ def perturb(model: msft.MSFTModel, seed: int = 0) -> None:
             p.add_(torch.randn(p.shape, generator=g) * 0.05)
 
 
+SHARING = ["shared", "per_scale"]
+
+
+@pytest.mark.parametrize("sharing", SHARING)
 @pytest.mark.parametrize("kind", ["qwen2", "gpt2"])
-def test_blocked_intra_scale_attention_equals_the_dense_masked_reference(kind):
-    model = make_model(kind).eval()
+def test_blocked_intra_scale_attention_equals_the_dense_masked_reference(kind, sharing):
+    """per_scale: each scale's block through the layer alone against the joined, masked sequence
+    (different shapes: float32 rounding, 1e-4 after two layers and a flatten head); shared: both run
+    the joined sequence. Causal attention across scales (the ablation) must differ."""
+    model = make_model(kind, prompt_sharing=sharing).eval()
     wrapped = msft.wrap(model, scales=[1, 2, 4]).eval()
     perturb(wrapped)
     past, _ = sine_batch()
@@ -321,32 +330,116 @@ def test_blocked_intra_scale_attention_equals_the_dense_masked_reference(kind):
     assert torch.isfinite(across).all() and not torch.allclose(across, dense, atol=1e-4)
 
 
+def scale_tokens(wrapped: msft.MSFTModel, series: torch.Tensor) -> list:
+    """Every scale's `ScaleTokens` of ``series`` ``(series, CONTEXT)``, embedded in order as msft does."""
+    observed = torch.ones(series.shape, dtype=torch.bool)
+    tokens = []
+    for idx, scale in enumerate(wrapped.scales):
+        context, context_observed = downsample(series, observed, scale)
+        with wrapped._state.use(idx):
+            tokens.append(wrapped.spec.embed(context, context_observed, math.ceil(HORIZON / scale), idx))
+    return tokens
+
+
+@pytest.mark.parametrize("sharing", SHARING)
 @pytest.mark.parametrize("impl", ["blocked", "dense"])
-def test_a_scale_sees_its_prompt_and_its_own_earlier_tokens_only(impl):
+def test_a_scale_sees_its_prompt_and_its_own_earlier_tokens_only(impl, sharing):
     """Perturbing the last token of scale 1 changes neither the other scales (intra-scale attention,
-    no cross-scale aggregation here) nor scale 1's earlier tokens (causal)."""
-    model = make_model().eval()
+    no cross-scale aggregation here) nor scale 1's earlier tokens (causal). Perturbing a prompt token
+    changes every scale whose prompt it is: all of them when shared, scale 1 only when per scale."""
+    model = make_model(prompt_sharing=sharing).eval()
     wrapped = msft.wrap(model, scales=[1, 2, 4], c2f=False, f2c=False, attention_impl=impl).eval()
     perturb(wrapped)
     past, _ = sine_batch(batch=2, variates=1)
-    series, observed = past[:, :, 0], torch.ones(2, CONTEXT, dtype=torch.bool)
-    tokens = []
     with torch.no_grad():
-        for idx, scale in enumerate(wrapped.scales):
-            context, context_observed = downsample(series, observed, scale)
-            with wrapped._state.use(idx):
-                tokens.append(wrapped.spec.embed(context, context_observed, math.ceil(HORIZON / scale), idx))
+        tokens = scale_tokens(wrapped, past[:, :, 0])
         base = [t.hidden for t in tokens]
-        moved = [base[0].clone(), *base[1:]]
-        moved[0][:, -1] += 1.0
+        last, prompt = [base[0].clone(), *base[1:]], [base[0].clone(), *base[1:]]
+        last[0][:, -1] += 1.0
+        prompt[0][:, tokens[0].num_prefix - 1] += 1.0  # the prompt's last token (never padding)
         run = wrapped._layer_runner(tokens)
         for layer in wrapped.spec.layers():
-            base, moved = run(layer, base), run(layer, moved)
+            base, last, prompt = run(layer, base), run(layer, last), run(layer, prompt)
+
+    # a masked key gets exactly zero weight, so tokens the change cannot reach keep their values; 1e-6
+    # only leaves room for a kernel that would round differently
+    def unchanged(a, b):
+        return torch.allclose(a, b, rtol=0, atol=1e-6)
+
     for idx in (1, 2):
-        torch.testing.assert_close(moved[idx], base[idx], rtol=0, atol=1e-6)
-    torch.testing.assert_close(moved[0][:, :-1], base[0][:, :-1], rtol=0, atol=1e-6)
-    assert not torch.allclose(moved[0][:, -1], base[0][:, -1])
+        assert unchanged(last[idx], base[idx])
+        assert unchanged(prompt[idx], base[idx]) is (sharing == "per_scale")
+    assert unchanged(last[0][:, :-1], base[0][:, :-1])
+    assert not torch.allclose(last[0][:, -1], base[0][:, -1])
+    assert not torch.allclose(prompt[0][:, -1], base[0][:, -1])
     assert tokens[0].num_prefix > 0 and tokens[0].num_context == model.config.num_patches()
+    coarse_prefix = [t.num_prefix for t in tokens[1:]]
+    assert coarse_prefix == [0, 0] if sharing == "shared" else all(p > 0 for p in coarse_prefix)
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "gpt2"])
+def test_shared_prompt_equals_each_scale_run_after_the_prompt_on_its_own(kind):
+    """The joined run with one shared prompt gives every scale what running ``[prompt | its patches]``
+    alone gives (plain causal mask, the prompt tokens under scale 1's LoRA pair, the scale's patches
+    under its own): the prompt's keys and values do not depend on what follows them. Different shapes
+    (the joined sequence is longer), so equal to float32 rounding: 1e-5 after two layers."""
+    model = make_model(kind).eval()
+    wrapped = msft.wrap(model, scales=[1, 2, 4], c2f=False, f2c=False).eval()
+    perturb(wrapped)
+    assert wrapped.spec.shared_prompt
+    past, _ = sine_batch(batch=3, variates=1)
+    layers = wrapped.spec.layers()
+    with torch.no_grad():
+        tokens = scale_tokens(wrapped, past[:, :, 0])
+        joined = [t.hidden for t in tokens]
+        run = wrapped._layer_runner(tokens)
+        for layer in layers:
+            joined = run(layer, joined)
+        num_prefix = tokens[0].num_prefix
+        prompt = tokens[0].hidden[:, :num_prefix]
+        for idx, t in enumerate(tokens):
+            patches = t.hidden[:, t.num_prefix :]
+            alone = torch.cat([prompt, patches], dim=1)  # (series, prompt + patches, d_llm)
+            valid = torch.cat([tokens[0].aux.valid[:, :num_prefix], t.aux.valid[:, t.num_prefix :]], dim=1)
+            positions = torch.cat([tokens[0].aux.positions[:, :num_prefix], t.aux.positions[:, t.num_prefix :]], 1)
+            inputs = llm_layer_inputs(model.llm, valid, positions)
+            for layer in layers:
+                with wrapped._state.use([(0, num_prefix), (idx, patches.shape[1])]):
+                    alone = model.run_layer(layer, alone, inputs)
+            torch.testing.assert_close(joined[idx][:, t.num_prefix :], alone[:, num_prefix:], rtol=1e-5, atol=1e-5)
+    # scale 1's patch positions follow its prompt, and so do the coarse scales'
+    assert [int(t.aux.positions[0, t.num_prefix]) for t in tokens] == [
+        int(tokens[0].aux.valid[0, :num_prefix].sum())
+    ] * 3
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "gpt2"])
+def test_shared_and_per_scale_prompts_are_the_same_model_with_one_scale(kind):
+    """With one scale there is one prompt either way: the same computation, so bitwise equal, after
+    perturbing every msft part as training would (and at initialisation, the backbone: tested above)."""
+    past, future = sine_batch()
+    forecasts, losses = [], []
+    for sharing in SHARING:
+        wrapped = msft.wrap(make_model(kind, prompt_sharing=sharing), scales=[1], horizon=HORIZON).eval()
+        perturb(wrapped)
+        with torch.no_grad():
+            forecasts.append(wrapped.predict(past, HORIZON))
+            losses.append(wrapped.loss(past, future))
+    assert torch.equal(forecasts[0], forecasts[1]) and torch.equal(losses[0], losses[1])
+
+
+def test_shared_prompt_costs_one_prompt():
+    """msft [1, 2, 4] with a shared prompt feeds the LLM one prompt and every scale's patches."""
+    past, _ = sine_batch(batch=2, variates=1)
+    totals = {}
+    for sharing in SHARING:
+        wrapped = msft.wrap(make_model(prompt_sharing=sharing), scales=[1, 2, 4]).eval()
+        with torch.no_grad():
+            tokens = scale_tokens(wrapped, past[:, :, 0])
+        totals[sharing] = sum(t.hidden.shape[1] for t in tokens)
+        patches = sum(t.num_context for t in tokens)
+    prompt = tokens[0].num_prefix
+    assert totals["shared"] == prompt + patches < totals["per_scale"]
 
 
 def test_multi_scale_model_trains_and_leaves_the_backbone_unchanged():
@@ -516,10 +609,11 @@ def test_trainable_prototypes_are_recomputed_with_gradients():
     assert model._kv_cache is None  # nothing cached while gradients flow into the prototypes
 
 
-def test_msft_computes_prototypes_once_per_forward_and_not_again_at_inference(monkeypatch):
+@pytest.mark.parametrize("sharing, prompts", [("shared", 1), ("per_scale", 3)])
+def test_msft_computes_prototypes_once_per_forward_and_not_again_at_inference(monkeypatch, sharing, prompts):
     from msft_backbones.time_dpd.model import TimeDPD
 
-    model = make_model()
+    model = make_model(prompt_sharing=sharing)
     wrapped = msft.wrap(model, scales=[1, 2, 4])
     perturb(wrapped)
     calls = _count_calls(monkeypatch, TimeDPD, "text_prototypes")
@@ -527,12 +621,12 @@ def test_msft_computes_prototypes_once_per_forward_and_not_again_at_inference(mo
     past, future = sine_batch()
     wrapped.train()
     wrapped.loss(past, future).backward()  # the backbone is frozen: cached for all three scales
-    assert len(calls) == 1 and len(tokenizer_calls) == 3  # one batched call per scale
+    assert len(calls) == 1 and len(tokenizer_calls) == prompts  # one batched call per prompt (scale or shared)
     wrapped.eval()
     with torch.no_grad():
         first = wrapped.predict(past, HORIZON)
         second = wrapped.predict(past, HORIZON)
-    assert len(calls) == 1 and len(tokenizer_calls) == 3  # same prompts: token ids from the cache
+    assert len(calls) == 1 and len(tokenizer_calls) == prompts  # same prompts: token ids from the cache
     torch.testing.assert_close(first, second)
     model._kv_cache = None  # what an uncached forward gives
     model._ids_cache.clear()
