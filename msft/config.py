@@ -13,7 +13,7 @@ from typing import Any
 ATTENTION_IMPLS = ("blocked", "dense")
 POINT_FORECASTS = ("median", "mean")
 FUSION_OBJECTIVES = ("per_scale", "fused", "fused_crps")
-SAMPLE_FUSIONS = ("linear", "mixture")
+SAMPLE_FUSIONS = ("linear", "mixture", "quantile", "location")
 
 
 @dataclass(frozen=True)
@@ -40,19 +40,24 @@ class MSFTConfig:
         has the lowest) whatever its forecast is worth after up-sampling. "fused" is the default
         because it was best on validation, 3 seeds on ETTh1 / ETTh2 / ETTm1 (results/recipe/fusion.md).
         "fused_crps" (probabilistic backbones): as "fused", but the logits are fitted by the CRPS of
-        the fused distribution (``sample_fusion``'s: linear or mixture) at the original resolution,
+        the fused distribution (``sample_fusion``'s, any of the four) at the original resolution,
         from ``FUSION_CRPS_PATHS`` detached sample paths per scale (`msft.losses.fused_crps`): the
         score the PF protocol reads, where the squared error of the mean rewards averaging scales
         even when that narrows the fused distribution (results/recipe/pf_fusion_diagnostic.md).
     point_forecast: for probabilistic backbones, what `predict` returns: "median" of the fused
         sample paths (default), or "mean": the fusion of each scale's closed-form mean, which is
         exactly the mean of the fused paths (fusion is linear) and needs no sampling.
-    sample_fusion: how sample paths of several scales become one (probabilistic backbones).
-        "linear" (default, the published fusion): path j is ``sum_s w_s * path_j(s)``, an average
-        of independent draws, so its spread is narrower than any scale's. "mixture": path j is
-        scale s's path j with probability ``w_s``: the fused distribution is the mixture
-        ``sum_s w_s p_s``, with the same mean (so MSE of the mean is unchanged) and each scale's
-        spread kept. Inference only: a trained model switches with ``model.set_sample_fusion``.
+    sample_fusion: how sample paths of several scales become one (probabilistic backbones;
+        `msft.fusion.fuse_paths`). "linear" (default, the published fusion): path j is
+        ``sum_s w_s * path_j(s)``, an average of independent draws, so its spread is narrower than
+        any scale's (about ``sqrt(sum w_s^2)`` of it). "mixture": path j is scale s's path j with
+        probability ``w_s``: the fused distribution is the mixture ``sum_s w_s p_s``, with the same
+        mean (so MSE of the mean is unchanged) and each scale's spread kept. "quantile"
+        (Vincentization): per step the w-weighted average of each scale's sorted paths, the fused
+        q-quantile ``sum_s w_s Q_s(q)`` (spread ``sum_s w_s sigma_s``), in the order of scale 1's paths.
+        "location": scale 1's paths shifted by the fused mean minus scale 1's mean (the coarse scales
+        move the centre, scale 1 keeps the spread). All four have the fused mean ``sum_s w_s mean_s``.
+        Inference only: a trained model switches with ``model.set_sample_fusion``.
     horizon: forecast length for backbones whose heads depend on it (MOMENT, Time-DPD).
     patch_size: patch size for backbones that support several (MOIRAI); ``None`` = backbone default.
     prompt_tokens: learnable soft-prompt vectors (Lester et al., 2021) prepended to each scale's

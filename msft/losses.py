@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from msft.fusion import FUSIONS, fuse_paths
 from msft.ops import masked_mean_var
 
 
@@ -44,21 +45,27 @@ def fused_crps(
     observed: Tensor,
     past: Tensor,
     past_observed: Tensor,
-    mixture: bool,
+    fusion: str,
     fair: bool = True,
+    means: Tensor | None = None,
 ) -> Tensor:
     """CRPS of the fused forecast distribution, averaged over observed points, in units of the
     batch's context standard deviation (scale-free like `scale_free_mse`).
 
     ``paths (scales, series, S, horizon)``: each scale's sample paths at the original resolution;
-    ``weights (scales,)``: the fusion weights. With ``mixture`` the fused distribution is
-    ``sum_s w_s F_s`` and its CRPS is exactly quadratic in the weights,
-    ``sum_s w_s E|X_s - y| - 1/2 sum_st w_s w_t E|X_s - X'_t|``, each expectation over the paths;
-    otherwise path j is ``sum_s w_s x_sj`` (linear fusion) and the CRPS is that of those paths,
-    ``E|X - y| - 1/2 E|X - X'|``. ``fair`` leaves out the pairs of a path with itself (the unbiased
-    estimator of the spread term); ``fair=False`` is the exact CRPS of the paths' empirical
-    distributions. Differentiable in ``weights`` (and in ``paths``, though msft detaches them).
+    ``weights (scales,)``: the fusion weights; ``fusion``: one of `msft.fusion.FUSIONS`. With
+    ``"mixture"`` the fused distribution is ``sum_s w_s F_s`` and its CRPS is exactly quadratic in the
+    weights, ``sum_s w_s E|X_s - y| - 1/2 sum_st w_s w_t E|X_s - X'_t|``, each expectation over the
+    paths; otherwise the paths are fused (`msft.fusion.fuse_paths`: ``"linear"`` averages path j of
+    every scale, ``"quantile"`` averages the sorted paths, ``"location"`` shifts scale 1's paths by the
+    fused mean minus its own, from ``means (scales, series, horizon)`` or the paths' averages) and the
+    CRPS is that of the fused paths, ``E|X - y| - 1/2 E|X - X'|``. ``fair`` leaves out the pairs of a
+    path with itself (the unbiased estimator of the spread term); ``fair=False`` is the exact CRPS of
+    the paths' empirical distributions. Differentiable in ``weights`` (and in ``paths``, though msft
+    detaches them).
     """
+    if fusion not in FUSIONS:
+        raise ValueError(f"fusion={fusion!r}: expected one of {FUSIONS}")
     magnitude, unit = _context_unit(past, past_observed)
     paths, target = paths / magnitude, target / magnitude
     n = paths.shape[2]
@@ -70,11 +77,11 @@ def fused_crps(
         return total / (n * (n - 1) if same and fair else n * n)
 
     w = weights.to(paths.dtype)
-    if mixture:
+    if fusion == "mixture":
         error = torch.einsum("s,sbt->bt", w, (paths - target[None, :, None]).abs().mean(2))
         pairs = sum(w[s] * w[t] * spread(paths[s], paths[t], s == t) for s in range(len(w)) for t in range(len(w)))
     else:
-        fused = torch.einsum("s,sbnt->bnt", w, paths)
+        fused = fuse_paths(paths, w, fusion, None if means is None else means / magnitude)  # (series, S, H)
         error = (fused - target[:, None]).abs().mean(1)
         pairs = spread(fused, fused, True)
     crps = torch.where(observed, error - pairs / 2, torch.zeros_like(error)).sum() / observed.sum().clamp(min=1)

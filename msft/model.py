@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from msft.config import MSFTConfig
+from msft.fusion import fuse_paths
 from msft.layers import (
     CrossScaleAggregation,
     ScaleAdapter,
@@ -204,8 +205,9 @@ class MSFTModel(nn.Module):
         return self.config.scales
 
     def set_sample_fusion(self, sample_fusion: str) -> MSFTModel:
-        """Switch how sample paths of the scales are fused (`MSFTConfig.sample_fusion`: "linear" or
-        "mixture"); inference only, so a trained model can switch. Returns the model."""
+        """Switch how sample paths of the scales are fused (`MSFTConfig.sample_fusion`: "linear",
+        "mixture", "quantile" or "location"); inference only, so a trained model can switch. Returns
+        the model."""
         self.config = dataclasses.replace(self.config, sample_fusion=sample_fusion)  # validated there
         return self
 
@@ -255,9 +257,10 @@ class MSFTModel(nn.Module):
                 with torch.no_grad():
                     paths = torch.stack(
                         [upsample(o.sample(FUSION_CRPS_PATHS), s, horizon) for o, s in zip(outputs, self.scales)]
-                    )
-                mixture = self.config.sample_fusion == "mixture"
-                total = total + fused_crps(paths, weights, future, future_obs, past, past_obs, mixture)
+                    )  # (scales, series, paths, H)
+                    means = torch.stack([upsample(o.mean(), s, horizon) for o, s in zip(outputs, self.scales)])
+                fusion = self.config.sample_fusion  # the CRPS of the distribution predict_samples draws from
+                total = total + fused_crps(paths, weights, future, future_obs, past, past_obs, fusion, means=means)
             else:
                 probabilistic = self.spec.probabilistic
                 per_scale = [(out.mean() if probabilistic else out.point()).detach() for out in outputs]
@@ -506,17 +509,16 @@ class MSFTModel(nn.Module):
         return rearrange(fused, "(b v) t -> b t v", v=variates)
 
     def _fused_samples(self, outputs: list[Forecast], horizon: int, variates: int, num_samples: int) -> Tensor:
-        per_scale = [out.sample(num_samples) for out in outputs]  # (series, S, ceil(H/s))
-        if self.config.sample_fusion == "mixture" and len(per_scale) > 1:  # path j from scale s w.p. w_s
-            paths = torch.stack(
-                [upsample(p, s, horizon) for p, s in zip(per_scale, self.scales)]
-            )  # (scales, series, S, H)
-            draws = paths.shape[1] * num_samples
-            pick = torch.multinomial(self.fusion_weights.detach().float(), draws, replacement=True)
-            pick = pick.to(paths.device).view(1, paths.shape[1], num_samples, 1).expand(1, -1, -1, horizon)
-            fused = paths.gather(0, pick)[0]
-        else:
-            fused = self._fuse(per_scale, horizon)
+        """``(batch, S, horizon, variate)``: the scales' sample paths fused by ``sample_fusion``
+        (`msft.fusion.fuse_paths`; "location" reads each scale's closed-form mean)."""
+        fusion = self.config.sample_fusion
+        paths = torch.stack(
+            [upsample(out.sample(num_samples), s, horizon) for out, s in zip(outputs, self.scales)]
+        )  # (scales, series, S, H)
+        means = None
+        if fusion == "location" and len(outputs) > 1:
+            means = torch.stack([upsample(out.mean(), s, horizon) for out, s in zip(outputs, self.scales)])
+        fused = fuse_paths(paths, self.fusion_weights, fusion, means)  # (series, S, H)
         return rearrange(fused, "(b v) n t -> b n t v", v=variates)
 
     def _forward(self, past_target: Tensor, past_observed: Tensor, horizon: Any) -> list[Forecast]:

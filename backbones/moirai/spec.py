@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from einops import einsum, rearrange, repeat
 from torch import Tensor, nn
-from torch.distributions import Distribution
+from torch.distributions import Distribution, TransformedDistribution
 from torch.utils._pytree import tree_map
 
 from msft.ops import BlockLayout
@@ -114,6 +114,7 @@ class MoiraiOutput(Forecast):
     horizon: int  # steps at this scale's resolution
     max_patch: int = 128  # the module's largest patch size (the width of its packed target)
     point_samples: int = 100  # sample paths whose median is the point forecast
+    distr_output: Any = None  # uni2ts' DistributionOutput that built ``distr`` from ``params`` (sampling)
 
     def point(self) -> Tensor:
         """``(series, horizon)``: the median of ``point_samples`` sample paths (the mixture has no
@@ -133,10 +134,51 @@ class MoiraiOutput(Forecast):
         return rearrange(mean, "n t p -> n (t p)")[..., : self.horizon]
 
     def sample(self, num_samples: int) -> Tensor:
-        """``(series, num_samples, horizon)`` sample paths."""
-        draws = self.distr.sample(torch.Size((num_samples,)))  # (samples, series, n_horizon, max_patch)
+        """``(series, num_samples, horizon)`` sample paths.
+
+        With uni2ts' mixture head (``distr_output`` given) only the ``patch_size`` positions a path
+        reads are drawn, and each from its chosen component alone (`sample_mixture`); otherwise
+        the distribution's own ``sample`` over the whole packed width."""
+        if isinstance(self.distr_output, _mixture_output()):
+            draws = sample_mixture(self.distr_output, self.params, self.distr, num_samples, self.patch_size)
+        else:
+            draws = self.distr.sample(torch.Size((num_samples,)))  # (samples, series, n_horizon, max_patch)
         draws = rearrange(draws[..., : self.patch_size], "s n t p -> n s (t p)")
         return draws[..., : self.horizon]
+
+
+def _mixture_output() -> type:
+    from uni2ts.distribution.mixture import MixtureOutput
+
+    return MixtureOutput
+
+
+@torch.no_grad()
+def sample_mixture(distr_output: Any, params: Any, distr: Distribution, num_samples: int, width: int) -> Tensor:
+    """``(num_samples, series, n_horizon, width)`` draws of the first ``width`` packed positions of
+    uni2ts' mixture ``distr`` (built by ``distr_output`` from ``params``, possibly affine-transformed).
+
+    The same distribution as ``distr.sample`` restricted to those positions: each draw picks its
+    component from the mixture weights, then draws from that component only. uni2ts' `Mixture.sample`
+    draws every component at every position of the packed width (``max_patch``) and keeps one,
+    ``num_components * max_patch / width`` times the draws needed here.
+    """
+    logits = params["weights_logits"][:, :, :width]  # (series, n_horizon, width, components)
+    shape = torch.Size((num_samples, *logits.shape[:-1]))  # (samples, series, n_horizon, width)
+    full = params["weights_logits"].shape[:-1]  # (series, n_horizon, max_patch): a parameter's shape
+    pick = torch.distributions.Categorical(logits=logits).sample((num_samples,))  # (samples, series, n, width)
+    draws = logits.new_zeros(shape)
+    for idx, (component, values) in enumerate(zip(distr_output.components, params["components"])):
+        chosen = pick == idx
+        if not bool(chosen.any()):
+            continue
+        # only the positions that chose this component: each parameter as a flat (chosen,) vector
+        own = {k: v[:, :, :width].expand(shape)[chosen] if v.shape == full else v for k, v in values.items()}
+        draws[chosen] = component._distribution(own).sample().to(draws.dtype)
+    if isinstance(distr, TransformedDistribution):  # uni2ts' AffineTransformed: loc + scale * x
+        for transform in distr.transforms:
+            draws = transform(draws)
+    return draws
 
 
 class MoiraiHead(nn.Module):
@@ -346,7 +388,15 @@ class MoiraiSpec(BackboneSpec):
         reprs = m.encoder.norm(hidden[:, -n:])  # (series, n_horizon, d_model)
         params = heads(reprs, patch) if heads is not None else project_params(m.param_proj, reprs, patch)
         distr = m.distr_output.distribution(params, loc=aux.loc[:, -n:], scale=aux.scale[:, -n:])
-        return MoiraiOutput(distr, params, patch, horizon, max_patch=self._max_patch, point_samples=self.point_samples)
+        return MoiraiOutput(
+            distr,
+            params,
+            patch,
+            horizon,
+            max_patch=self._max_patch,
+            point_samples=self.point_samples,
+            distr_output=m.distr_output,
+        )
 
     def trainable_parameters(self, pattern: str) -> list[str]:
         """ "freeze_ffn" (the authors' recipe, `FREEZE_FFN`), or the generic "none" / "all"."""

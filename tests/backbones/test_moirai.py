@@ -19,6 +19,7 @@ import msft
 from msft_backbones import moirai as moirai_backbone
 from msft_backbones.moirai import HubUnreachableError, load_moirai, moirai_from_config, pack_series
 from msft_backbones.moirai.load import GEOMETRY_DIR
+from msft_backbones.moirai.spec import sample_mixture
 
 pytest.importorskip("uni2ts")
 from uni2ts.loss.packed import PackedNLLLoss  # noqa: E402
@@ -151,7 +152,10 @@ def test_single_scale_samples_are_moirai_forecast_paths(module):
     params = torch.utils._pytree.tree_map(lambda t: t[:, n:] if t.dim() else t, seen[0])
     prediction = module.distr_output.distribution(params, loc=distr.loc[:, n:], scale=distr.scale[:, n:])
     torch.manual_seed(7)
-    draws = prediction.sample(torch.Size((50,)))  # (samples, series, n_horizon, max_patch)
+    # msft draws only the chosen component at the PATCH positions a path reads (`sample_mixture`, the
+    # same distribution as uni2ts' sampler: tests/backbones/test_moirai_sampler.py); padded to max_patch
+    draws = sample_mixture(module.distr_output, params, prediction, 50, PATCH)  # (samples, series, n_horizon, PATCH)
+    draws = torch.nn.functional.pad(draws, (0, 128 - PATCH))  # (samples, series, n_horizon, max_patch)
     draws = torch.cat([draws.new_zeros(50, flat.shape[0], n, 128), draws], dim=2)
     expected = forecast_reference(module, PATCH, CONTEXT, HORIZON)._format_preds(
         PATCH, draws, 1

@@ -28,24 +28,29 @@ def _batch(scales=3, series=4, paths=5, horizon=3, seed=0):
     return sample, target, past
 
 
-@pytest.mark.parametrize("mixture", [True, False])
-def test_fused_crps_is_the_crps_of_the_fused_empirical_distribution(mixture):
-    """fair=False: exactly the CRPS of the paths' empirical distribution (the mixture's, or the
-    linearly fused paths'), computed here by integrating the CDF; in context-std units."""
+@pytest.mark.parametrize("fusion", ["mixture", "linear", "quantile", "location"])
+def test_fused_crps_is_the_crps_of_the_fused_empirical_distribution(fusion):
+    """fair=False: exactly the CRPS of the paths' empirical distribution (the mixture's, or the fused
+    paths' built here by hand), computed by integrating the CDF; in context-std units."""
     paths, target, past = _batch()
     weights = torch.tensor([0.5, 0.3, 0.2])
     seen, past_seen = torch.ones_like(target, dtype=torch.bool), torch.ones_like(past, dtype=torch.bool)
-    got = fused_crps(paths, weights, target, seen, past, past_seen, mixture, fair=False)
+    got = fused_crps(paths, weights, target, seen, past, past_seen, fusion, fair=False)
     n = paths.shape[2]
     by_hand = []
     for b in range(target.shape[0]):
         for t in range(target.shape[1]):
-            if mixture:
-                samples = paths[:, b, :, t].reshape(-1)
+            step = paths[:, b, :, t]  # (scales, n)
+            probs = torch.full((n,), 1.0 / n)
+            if fusion == "mixture":
+                samples = step.reshape(-1)
                 probs = (weights[:, None] / n).expand(-1, n).reshape(-1)
-            else:
-                samples = torch.einsum("s,sn->n", weights, paths[:, b, :, t])
-                probs = torch.full((n,), 1.0 / n)
+            elif fusion == "linear":
+                samples = torch.einsum("s,sn->n", weights, step)
+            elif fusion == "quantile":  # the weighted average of the scales' order statistics
+                samples = torch.einsum("s,sn->n", weights, step.sort(dim=1).values)
+            else:  # scale 0's paths, moved to the weighted mean of the scales' means
+                samples = step[0] - step[0].mean() + (weights * step.mean(1)).sum()
             by_hand.append(_empirical_crps(samples, probs, float(target[b, t])))
     unit = past.var(1, unbiased=False).mean().sqrt()
     assert got.item() == pytest.approx(sum(by_hand) / len(by_hand) / unit.item(), rel=1e-4)
@@ -55,15 +60,15 @@ def test_the_fair_estimator_leaves_out_each_paths_pair_with_itself():
     paths, target, past = _batch(scales=1)
     seen, past_seen = torch.ones_like(target, dtype=torch.bool), torch.ones_like(past, dtype=torch.bool)
     one = torch.ones(1)
-    biased = fused_crps(paths, one, target, seen, past, past_seen, True, fair=False)
-    fair = fused_crps(paths, one, target, seen, past, past_seen, True)
+    biased = fused_crps(paths, one, target, seen, past, past_seen, "mixture", fair=False)
+    fair = fused_crps(paths, one, target, seen, past, past_seen, "mixture")
     unit = past.var(1, unbiased=False).mean().sqrt()
     error = (paths[0] - target[:, None]).abs().mean(1).mean() / unit
     n = paths.shape[2]
     # biased = error - spread/2 with spread averaged over n^2 pairs; fair divides the same sum by n(n-1)
     assert fair.item() == pytest.approx(error.item() - (error.item() - biased.item()) * n / (n - 1), rel=1e-5)
     with pytest.raises(ValueError, match="at least 2"):
-        fused_crps(paths[:, :, :1], one, target, seen, past, past_seen, True)
+        fused_crps(paths[:, :, :1], one, target, seen, past, past_seen, "mixture")
 
 
 @pytest.mark.parametrize("factor", [1e-3, 1e4, 1e30])
@@ -72,18 +77,18 @@ def test_fused_crps_is_scale_free_and_masks_unobserved_points(factor):
     weights = torch.tensor([0.2, 0.5, 0.3])
     g = torch.Generator().manual_seed(1)
     seen, past_seen = torch.rand(target.shape, generator=g) > 0.3, torch.rand(past.shape, generator=g) > 0.2
-    ref = fused_crps(paths, weights, target, seen, past, past_seen, True)
-    scaled = fused_crps(paths * factor, weights, target * factor, seen, past * factor, past_seen, True)
+    ref = fused_crps(paths, weights, target, seen, past, past_seen, "mixture")
+    scaled = fused_crps(paths * factor, weights, target * factor, seen, past * factor, past_seen, "mixture")
     assert torch.isfinite(scaled) and scaled.item() == pytest.approx(ref.item(), rel=1e-4)
     moved = target.clone()
     moved[~seen] += 1e3  # an unobserved point cannot change the score
-    assert fused_crps(paths, weights, moved, seen, past, past_seen, True).item() == pytest.approx(ref.item())
+    assert fused_crps(paths, weights, moved, seen, past, past_seen, "mixture").item() == pytest.approx(ref.item())
 
 
-@pytest.mark.parametrize("mixture", [True, False])
-def test_descending_fused_crps_moves_weight_to_the_calibrated_scale(mixture):
+@pytest.mark.parametrize("fusion", ["mixture", "linear", "quantile", "location"])
+def test_descending_fused_crps_moves_weight_to_the_calibrated_scale(fusion):
     """Scale 0's paths are draws around the target, the others' are biased: descending the CRPS
-    moves the weights to scale 0, for either fusion of the paths."""
+    moves the weights to scale 0, for every fusion of the paths."""
     g = torch.Generator().manual_seed(0)
     target = torch.randn(32, 6, generator=g)
     draws = target[:, None] + 0.3 * torch.randn(3, 32, 16, 6, generator=g)  # independent per scale
@@ -94,7 +99,7 @@ def test_descending_fused_crps_moves_weight_to_the_calibrated_scale(mixture):
     optimiser = torch.optim.SGD([logits], lr=1.0)
     for _ in range(200):
         optimiser.zero_grad()
-        fused_crps(paths, torch.softmax(logits, 0), target, seen, past, past_seen, mixture).backward()
+        fused_crps(paths, torch.softmax(logits, 0), target, seen, past, past_seen, fusion).backward()
         optimiser.step()
     assert torch.softmax(logits, 0)[0] > 0.9
 
@@ -115,7 +120,7 @@ def _grads(model, past, future, seed=0):
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("sample_fusion", ["linear", "mixture"])
+@pytest.mark.parametrize("sample_fusion", ["linear", "mixture", "quantile", "location"])
 def test_fused_crps_changes_only_the_logits_gradient_of_the_fused_objective(sample_fusion):
     """Every other parameter trains exactly as with "fused" (sum_s sg(w_s) loss_s); the logits get
     the gradient of the fused distribution's CRPS, which differs from the squared error's."""
