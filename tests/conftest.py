@@ -1,3 +1,4 @@
+import math
 import os
 
 import pytest
@@ -13,6 +14,27 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)
+
+
+#: One ulp of float32 at 1.0 (``torch.finfo(torch.float32).eps``).
+FLOAT32_EPS = 2.0**-23
+
+
+def float32_tolerance(reduction: int, scale: float = 1.0, ulps: float = 4.0) -> dict[str, float]:
+    """``rtol`` / ``atol`` for `torch.testing.assert_close` between two float32 computations of the
+    same value that are *not* identical by construction (matrix products of different shapes, another
+    summation order, another kernel): what float32 rounding allows, derived, not a fudge factor.
+
+    A sum of ``reduction`` terms rounds once per addition, each time by at most half an ulp of the
+    partial sum; the roundings behave as a random walk, so two summation orders differ by about
+    ``sqrt(reduction)`` ulps of the terms' magnitude ``scale`` (the largest |term|, which bounds the
+    partial sums; not the result, which may cancel). ``ulps`` covers both paths' errors and the few
+    elementwise ops chained after the sum (norms, softplus, exp). ``rtol`` is the same bound relative
+    to each element, for outputs whose size varies widely (heavy-tailed samples).
+    A wrong weight, token or scale changes a value by orders of magnitude more.
+    """
+    rtol = ulps * FLOAT32_EPS * math.sqrt(reduction)
+    return {"rtol": rtol, "atol": rtol * float(scale)}
 
 
 #: A tiny S2 pool (msft.data.s2, the authors' s2generator): short draws, a short time limit.

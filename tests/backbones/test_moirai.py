@@ -25,6 +25,8 @@ pytest.importorskip("uni2ts")
 from uni2ts.loss.packed import PackedNLLLoss  # noqa: E402
 from uni2ts.model.moirai.forecast import MoiraiForecast  # noqa: E402
 
+from tests.conftest import float32_tolerance  # noqa: E402
+
 # The published MOIRAI 1.1-R small geometry, shipped with msft (checked against shared/reference below).
 CONFIG = GEOMETRY_DIR / "moirai-1.1-R-small.json"
 REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "moirai-1.1-R-small" / "config.json"
@@ -118,6 +120,7 @@ def test_single_scale_equals_unwrapped_module(module):
     packed = pack_series(flat, ~torch.isnan(flat), HORIZON, PATCH, 128, future=rearrange(future, "b t v -> (b v) t"))
 
     seen, handle = capture_params(module)
+    reprs, norm_handle = [], module.encoder.norm.register_forward_hook(lambda mod, args, out: reprs.append(out))
     with torch.no_grad():
         distr = module(*packed.module_inputs())
         expected_nll = PackedNLLLoss()(
@@ -130,13 +133,23 @@ def test_single_scale_equals_unwrapped_module(module):
     model.spec.head = lambda *args: outputs.append(head(*args)) or outputs[-1]
     with torch.no_grad():
         nll = model.loss(past, future)
+    norm_handle.remove()
+    # Bitwise up to the head: with one scale msft calls MoiraiModule's own in_proj and encoder layers
+    # on the same (series, tokens, d_model) tensors, and its identity adapter and B=0 LoRA add exact zeros.
+    expected_reprs, got_reprs = reprs
+    assert torch.equal(expected_reprs[:, packed.num_context :], got_reprs)
+    # The head is a different computation: msft projects the horizon tokens with the one patch size's
+    # weights (einsum), uni2ts every token with all patch sizes' masked weights, so the matrix products
+    # have other shapes and round differently per CPU. Each parameter is a d_model-long dot product
+    # (then a softplus/softmax domain map): float32 rounding over d_model terms of the output's size.
     (expected_params,), params = seen, outputs[0].params
     assert len(leaves(params)) == len(leaves(expected_params)) > 0
     for want, got in zip(leaves(expected_params), leaves(params)):
         if want.dim():  # (series, tokens, max_patch); 0-dim leaves are fixed scales
             want = want[:, packed.num_context :]
-        assert torch.equal(want, got)
-    assert torch.equal(nll, expected_nll)
+        torch.testing.assert_close(got, want, **float32_tolerance(module.d_model, want.abs().max()))
+    # The NLL reads those parameters (log-densities of O(1) slope in them) and averages in another order.
+    torch.testing.assert_close(nll, expected_nll, **float32_tolerance(module.d_model, expected_nll.abs()))
 
 
 def test_single_scale_samples_are_moirai_forecast_paths(module):
@@ -166,7 +179,11 @@ def test_single_scale_samples_are_moirai_forecast_paths(module):
     with torch.no_grad():
         samples = model.predict_samples(past, HORIZON, num_samples=50)
     assert samples.shape == (2, 50, HORIZON, 3)
-    assert torch.equal(rearrange(samples, "b s t v -> (b v) s t"), expected)
+    # Same random stream, parameters equal up to the head's float32 rounding (see the test above);
+    # a sample is loc + scale * a standard draw, so it inherits that rounding relative to its size
+    # (rtol) or to the series' level (atol).
+    tolerance = float32_tolerance(module.d_model, past.abs().max())
+    torch.testing.assert_close(rearrange(samples, "b s t v -> (b v) s t"), expected, **tolerance)
 
 
 # -- multi-scale training ---------------------------------------------------------------------------

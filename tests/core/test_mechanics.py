@@ -5,6 +5,7 @@ import torch
 
 import msft
 from msft.layers import CrossScaleAggregation
+from tests.conftest import float32_tolerance
 
 from .test_wrap import HORIZON, make_backbone, randomize_msft, sine_batch, train
 
@@ -22,8 +23,9 @@ def test_other_scales_do_not_reach_scale_one_without_aggregation(impl):
     before = model.predict_scales(past, HORIZON)
     _perturb_scale_adapter(model, 1)
     after = model.predict_scales(past, HORIZON)
-    torch.testing.assert_close(after[0], before[0], rtol=0, atol=1e-6)
-    torch.testing.assert_close(after[2], before[2], rtol=0, atol=1e-6)
+    # Bitwise: the other scales' tokens go through the same ops on the same shapes; scale 1's
+    # reach them only as masked keys (weight exactly 0) in the dense case.
+    assert torch.equal(after[0], before[0]) and torch.equal(after[2], before[2])
     assert not torch.allclose(after[1], before[1])
 
 
@@ -238,12 +240,20 @@ def test_aggregation_equals_its_plain_definition(rank, layouts):
             p.normal_()
     hidden = [torch.randn(2, sum(layout), 6, requires_grad=True) for layout in layouts]
     got, expected = agg(hidden, layouts), _reference_aggregation(agg, hidden, layouts)
+    # The fast path groups the same products differently (one matmul over all tokens, sums of f
+    # fine tokens before or after the map), so results differ by float32 rounding: each output
+    # element is a d_model-long dot product plus a short average, of the size of the outputs.
+    out = max(e.abs().max() for e in expected)
     for g, e in zip(got, expected):
-        torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(g, e, **float32_tolerance(6, out))
     grads = torch.autograd.grad(sum((g * torch.cos(g)).sum() for g in got), [*hidden, *agg.parameters()])
     ref = torch.autograd.grad(sum((e * torch.cos(e)).sum() for e in expected), [*hidden, *agg.parameters()])
+    # A gradient entry sums, over the batch's tokens, products of an upstream gradient
+    # (|cos g - g sin g| <= 1 + |g|) and a forward value (<= the outputs here), which can cancel to a
+    # small result: rounding of batch * tokens terms of size (1 + max|out|) * max|out|.
+    tokens = 2 * max(sum(layout) for layout in layouts)
     for g, r in zip(grads, ref):
-        torch.testing.assert_close(g, r, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(g, r, **float32_tolerance(tokens, (1 + out) * out))
 
 
 @pytest.mark.parametrize("segments", [[(0, 5), (1, 3), (2, 2)], [(2, 4), (0, 3)], [(1, 6)]])
