@@ -175,10 +175,26 @@ class CrossScaleAggregation(nn.Module):
     other covers, the overlap is used (pooling averages only existing tokens). The maps start at
     zero, so the layer is the identity at initialisation. Both directions read the layer's output
     (before either update).
+
+    ``causal=True`` (a causal decoder backbone, such as Moirai-2) keeps every token's information
+    at or before its own end: C2F gives a fine token only the latest coarse token that ends at or
+    before it (the covering coarse token ends later, except for the last fine token it covers), so
+    the repeated coarse updates shift by ``f - 1`` fine tokens; F2C is causal as it is (a coarse
+    token averages only fine tokens it covers, which end at or before it). Default False: the
+    encoder behaviour above, unchanged.
     """
 
-    def __init__(self, scales: Sequence[int], d_model: int, c2f: bool, f2c: bool, rank: int | None = None):
+    def __init__(
+        self,
+        scales: Sequence[int],
+        d_model: int,
+        c2f: bool,
+        f2c: bool,
+        rank: int | None = None,
+        causal: bool = False,
+    ):
         super().__init__()
+        self.causal = causal
         self.factors = [coarse // fine for fine, coarse in zip(scales, scales[1:])]
         pairs = len(self.factors)
         self.msft_c2f = nn.ModuleList(_zero_map(d_model, rank) for _ in range(pairs)) if c2f else None
@@ -203,6 +219,8 @@ class CrossScaleAggregation(nn.Module):
                 right = segment == 0
                 if self.msft_c2f is not None:
                     up = self.msft_c2f[i](coarse[:, coarse_slice]).repeat_interleave(f, dim=1)
+                    if self.causal and f > 1:  # fine token k gets coarse token (k + 1) // f - 1 (none if < 0)
+                        up = nn.functional.pad(up, (0, 0, f - 1, 0))[:, : up.shape[1]]
                     updates[i][segment].append(_fit(up, n_fine, right))
                 if self.msft_f2c is not None:
                     # which fine tokens each coarse token averages: counts from the layout alone
