@@ -21,6 +21,8 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from msft.calibration import CALIBRATION_FILE, DEFAULT_LEVELS, ConformalCalibration
+from msft.calibration import METHODS as CALIBRATION_METHODS
 from msft.config import MSFTConfig
 from msft.fusion import fuse_paths
 from msft.layers import (
@@ -122,6 +124,10 @@ _WRAPPED_FLAG = "_msft_wrapped"
 
 class MSFTModel(nn.Module):
     """A backbone with msft's per-scale components injected. Build it with `msft.wrap`."""
+
+    #: conformal corrections of the quantiles and sample paths, fitted by `calibrate` (None: none);
+    #: saved with the adapter (`msft.calibration`)
+    calibration: ConformalCalibration | None = None
 
     def __init__(self, backbone: nn.Module, config: MSFTConfig):
         super().__init__()
@@ -303,14 +309,18 @@ class MSFTModel(nn.Module):
         self, past_target: Tensor, horizon: int, past_observed: Tensor | None = None, num_samples: int = 100
     ) -> Tensor:
         """``(batch, num_samples, horizon, variate)``: sample path j of every scale, up-sampled and
-        fused with the softmax weights (probabilistic backbones only)."""
+        fused with the softmax weights (probabilistic backbones only); with a `calibration`, each
+        step's path of rank k moved by the conformal correction of level ``k / (S - 1)``."""
         if not self.spec.probabilistic:
             raise ValueError(f"predict_samples: the {self.spec.name} backbone gives point forecasts only; use predict")
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples={num_samples!r}: expected a positive integer")
         past_target, past_observed = self._check_past(past_target, past_observed)
         outputs = self._forward(past_target, past_observed, horizon)
-        return self._fused_samples(outputs, horizon, past_target.shape[2], num_samples)
+        paths = self._fused_samples(outputs, horizon, past_target.shape[2], num_samples)
+        if self.calibration is not None:
+            paths = self.calibration.adjust_paths(paths, past_target, past_observed)
+        return paths
 
     def predict_quantiles(
         self,
@@ -324,7 +334,8 @@ class MSFTModel(nn.Module):
 
         Probabilistic backbones: GluonTS's sample quantile (the ``round((S-1) q)``-th order statistic)
         of ``num_samples`` fused sample paths. Point backbones: the fused quantile heads
-        (``quantile_levels`` in `msft.MSFTConfig`), which must include every requested level.
+        (``quantile_levels`` in `msft.MSFTConfig`), which must include every requested level. A
+        `calibration` applies to both (through the sample paths, or to the heads' quantiles).
         """
         levels = _check_levels(quantile_levels)
         if self.spec.probabilistic:
@@ -338,7 +349,73 @@ class MSFTModel(nn.Module):
                 f"predict_quantiles: the {self.spec.name} backbone gives point forecasts; wrap it with "
                 "quantile_levels=(0.1, ..., 0.9) to train quantile heads"
             )
-        return self._predict_head_quantiles(past_target, horizon, levels, trained, past_observed)
+        past_target, past_observed = self._check_past(past_target, past_observed)
+        quantiles = self._predict_head_quantiles(past_target, horizon, levels, trained, past_observed)
+        if self.calibration is not None:
+            quantiles = self.calibration.adjust_quantiles(quantiles, levels, past_target, past_observed)
+        return quantiles
+
+    @torch.no_grad()
+    def calibrate(
+        self,
+        past_target: Tensor,
+        future_target: Tensor,
+        past_observed: Tensor | None = None,
+        future_observed: Tensor | None = None,
+        *,
+        method: str = "conformal",
+        quantile_levels: Any = None,
+        per_step: bool | None = None,
+        scale: str = "context",
+        num_samples: int = 100,
+        batch_size: int = 256,
+    ) -> ConformalCalibration:
+        """Fit split-conformal corrections on validation windows ``past_target (batch, time, variate)`` /
+        ``future_target (batch, horizon, variate)`` and keep them (`calibration`); returns them.
+
+        Each series of each window is one calibration window; the model's uncalibrated quantiles at
+        ``quantile_levels`` (default `msft.calibration.DEFAULT_LEVELS`, or the trained levels of quantile
+        heads) are compared with the truth, in units of each context's standard deviation
+        (``scale="context"``) or of the data (``"none"``). ``per_step``: one correction per horizon step
+        (None: when there are at least `msft.calibration.PER_STEP_WINDOWS` windows). Too few windows
+        raise ``ValueError`` naming the minimum. Give the contexts the length the model will forecast
+        from (the scale is read from them). ``calibration = None`` removes it.
+        """
+        if method not in CALIBRATION_METHODS:
+            raise ValueError(f"method={method!r}: expected one of {CALIBRATION_METHODS}")
+        past_target, past_observed = self._check_past(past_target, past_observed)
+        future_target, future_observed = _check_future(future_target, future_observed, past_target)
+        if quantile_levels is None:
+            trained = getattr(self.config, "quantile_levels", None)
+            quantile_levels = DEFAULT_LEVELS if self.spec.probabilistic or not trained else trained
+        levels = _check_levels(quantile_levels)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r}: expected a positive integer")
+        horizon, previous, was_training = future_target.shape[1], self.calibration, self.training
+        self.calibration = None  # fitted on the uncalibrated forecasts
+        self.eval()
+        try:
+            quantiles = torch.cat(
+                [
+                    self.predict_quantiles(
+                        past_target[i : i + batch_size],
+                        horizon,
+                        levels,
+                        past_observed[i : i + batch_size],
+                        num_samples,
+                    )
+                    for i in range(0, past_target.shape[0], batch_size)
+                ]
+            )  # (batch, Q, H, v)
+            self.calibration = ConformalCalibration.fit(
+                quantiles, levels, future_target, future_observed, past_target, past_observed, per_step, scale
+            )
+        except Exception:
+            self.calibration = previous
+            raise
+        finally:
+            self.train(was_training)
+        return self.calibration
 
     def predict_all(
         self, past_target: Tensor, horizon: int, past_observed: Tensor | None = None, num_samples: int = 0
@@ -421,6 +498,10 @@ class MSFTModel(nn.Module):
         save_file(tensors, str(path / ADAPTER_WEIGHTS), metadata={"format": "pt", "backbone": self.spec.name})
         meta = {"backbone": self.spec.name, "config": self.config.to_dict(), "base": self.base_identity}
         (path / ADAPTER_CONFIG).write_text(json.dumps(meta, indent=2))
+        if self.calibration is not None:
+            self.calibration.save(path)
+        else:  # a calibration left from an earlier save into the same directory is not this model's
+            (path / CALIBRATION_FILE).unlink(missing_ok=True)
         return path
 
     def save_pretrained(self, path: str | Path, **card: Any) -> Path:
@@ -711,6 +792,7 @@ def load_adapter(backbone: nn.Module, path: str | Path, *, allow_base_mismatch: 
             unwrap(model)
             raise
     model.load_state_dict(tensors, strict=False)
+    model.calibration = ConformalCalibration.load(path)
     return model
 
 
