@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,8 +56,6 @@ from msft.sampling import upsample
 #: the published Moirai-2 geometry shipped with msft (config.json only, no weights).
 DEFAULT_GEOMETRY = "moirai-2.0-R-small"
 CONFIG_KEYS = ("d_model", "d_ff", "num_layers", "patch_size", "max_seq_len", "attn_dropout_p", "dropout_p")
-#: hub ids of the Moirai-2 family (Salesforce/moirai-2.0-R-small and later 2.x checkpoints).
-HUB_ID = re.compile(r"[\w.-]+/moirai-2(\.\d+)*(-[\w.-]+)?", re.IGNORECASE)
 
 
 @dataclass
@@ -134,8 +131,9 @@ class Moirai2Spec(BackboneSpec):
     # -- loading ----------------------------------------------------------------------------------
     @classmethod
     def claims(cls, source: str | Path) -> bool:
-        """True for a Moirai-2 hub id (``"Salesforce/moirai-2.0-R-small"``) or a directory whose
-        ``config.json`` has `Moirai2Module`'s keys (as ``save_pretrained`` writes it). No network."""
+        """True for a Moirai-2 hub id (``owner/name`` with "moirai-2" or "moirai2" in the name, e.g.
+        ``"Salesforce/moirai-2.0-R-small"``) or a directory whose ``config.json`` has `Moirai2Module`'s
+        keys (as ``save_pretrained`` writes it). No network."""
         path = Path(source).expanduser()
         if path.is_dir():
             config = path / "config.json"
@@ -146,14 +144,15 @@ class Moirai2Spec(BackboneSpec):
             except (OSError, ValueError):
                 return False
             return {"patch_size", "num_predict_token", "quantile_levels"} <= keys and "patch_sizes" not in keys
-        return not path.exists() and HUB_ID.fullmatch(str(source)) is not None
+        lowered = str(source).lower()
+        return not path.exists() and str(source).count("/") == 1 and any(n in lowered for n in ("moirai-2", "moirai2"))
 
     @classmethod
-    def load(cls, source: str | Path | None = None, **options: Any) -> nn.Module:
+    def load(cls, source: str | Path | None = None, *, horizon: int | None = None, **options: Any) -> nn.Module:
         """A `Moirai2Module` in eval mode: pretrained from a hub id or a ``save_pretrained`` directory
         (options ``revision``, ``cache_dir``, ``timeout``), or with random weights when ``source`` is
         None (options ``config``: a dict, a config.json, its directory or a shipped geometry name,
-        default ``"moirai-2.0-R-small"``; ``seed``)."""
+        default ``"moirai-2.0-R-small"``; ``seed``). Any ``horizon`` works (see the module docstring)."""
         if source is None:
             unknown = sorted(set(options) - {"config", "seed"})
             if unknown:
