@@ -47,6 +47,8 @@ import numpy as np
 import torch
 from scipy.signal import lfilter
 
+from msft.data.s2 import TIME_LIMIT as S2_TIME_LIMIT
+
 logger = logging.getLogger("pretrain_tiny_moirai")
 
 MIXTURE = {
@@ -94,9 +96,10 @@ class SeriesPool:
         self.values = np.asarray(values, dtype=np.float64)  # (rows, length)
 
     @classmethod
-    def from_s2(cls, n: int, length: int, seed: int, time_limit: float) -> SeriesPool:
+    def from_s2(cls, n: int, length: int, seed: int, time_limit: float = S2_TIME_LIMIT) -> SeriesPool:
         """The first ``n`` draws of the cached S2 pool (generated first if missing, see msft.data.s2):
-        their excitations X and responses Y = f(X) as ``2n`` rows."""
+        their excitations X and responses Y = f(X) as ``2n`` rows. ``time_limit`` (CPU seconds) only
+        stops a runaway draw; which draws the pool holds depends on the seed alone."""
         from msft.data.s2 import generate_pool
 
         pool = generate_pool(n, length, seed, time_limit=time_limit)
@@ -387,7 +390,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--s2-length", type=int, default=2048, help="length of each S2 draw")
     p.add_argument("--s2-seed", type=int, default=0, help="seed of the S2 pool (the same for every stage)")
-    p.add_argument("--s2-time-limit", type=float, default=10.0, help="CPU seconds after which an S2 draw is skipped")
+    p.add_argument(
+        "--s2-time-limit",
+        type=float,
+        default=S2_TIME_LIMIT,
+        help="CPU seconds after which a runaway S2 draw stops generation (a safety net: it never changes "
+        "which draws the pool holds)",
+    )
     p.add_argument("--checkpoint-minutes", type=float, default=2.0)
     p.add_argument(
         "--val-batches",

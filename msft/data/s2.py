@@ -11,12 +11,19 @@ reads back (:func:`evaluate_symbol`).
 Draw ``i`` of a pool with seed ``s`` uses ``numpy.random.RandomState([s, i])`` (and numpy's global
 generator, which the package also uses, seeded from ``(s, i)``), so a pool is a pure
 function of ``(seed, length, params)``: draws are independent and can run in any order or process.
-Some draws take seconds (a few minutes at worst) inside the package; a draw that uses more than
-``time_limit`` seconds of CPU time (a process timer, so a busy machine does not change which draws
-are skipped) is skipped, as is one the package gives up on (it returns ``None``) or one with
-non-finite values. The pool is the first ``n`` draws that succeed, in draw order, so it is
-reproducible as long as the same draws finish within the limit (the default leaves a wide margin
-over the typical draw; the skipped indices are recorded).
+Which draws the pool keeps is decided by work, never by time: the package resamples the excitation
+until ``f(X)`` has ``length`` valid points, at most ``SymbolParams.max_trials`` times (64 unless
+``symbol_params`` says otherwise; each trial is one excitation of ``length`` points and one
+evaluation of the tree); a draw that runs out of trials
+(the package returns ``None``), that the package raises on, or that has non-finite values is skipped.
+The pool is the first ``n`` draws kept, in draw order, the same on a fast or a slow machine, busy or
+idle, in any shard layout, resumed or not (the skipped indices are recorded).
+
+``time_limit`` is only a safety net against a runaway draw: a draw that uses more CPU seconds than
+that raises `S2DrawTimeout` naming the draw and the seed (raise the limit and rerun: the shards
+already written are kept); it never skips a draw silently. Values are bit for bit the same on the same
+numpy/LAPACK kernels; numpy and OpenBLAS dispatch some operations (SVD in KernelSynth, ``exp``/``sin``)
+to CPU-specific SIMD kernels, so another CPU can round a value in its last bits.
 
 Pools are cached as compressed shards of ``shard_size`` draws under
 ``<cache root>/s2/<key>/`` (``MSFT_CACHE_DIR``, default ``~/.cache/msft``); generation resumes from
@@ -42,6 +49,11 @@ import numpy as np
 from msft.data.files import cache_root
 
 logger = logging.getLogger(__name__)
+
+#: CPU seconds after which a draw is a runaway and generation stops with `S2DrawTimeout`: far above
+#: a completed draw (at most ``max_trials`` excitations of ``length`` points); it never decides what
+#: the pool holds.
+TIME_LIMIT = 1800.0
 
 
 @dataclass
@@ -74,6 +86,10 @@ def _require_package():
         ) from error
 
 
+class S2DrawTimeout(RuntimeError):
+    """A draw used more CPU time than the safety limit: generation stops instead of skipping it."""
+
+
 def _make_generator(series_params: dict, symbol_params: dict):
     from s2generator.symbol import Generator, SeriesParams, SymbolParams
 
@@ -103,7 +119,7 @@ def _check(n: int, length: int, seed: int, time_limit: float, shard_size: int, w
         raise ValueError(f"time_limit={time_limit!r}; expected CPU seconds > 0")
 
 
-class _Timeout(Exception):
+class _Timeout(BaseException):  # not an Exception: the package's own ``except Exception`` cannot swallow it
     pass
 
 
@@ -112,7 +128,8 @@ def _on_alarm(signum, frame):
 
 
 def _draw_shard(args: tuple) -> dict:
-    """Draws ``start .. start + count - 1`` (one process; the time limit is a CPU-time timer, SIGVTALRM)."""
+    """Draws ``start .. start + count - 1`` (one process). Whether a draw is kept depends only on its
+    seed and the package's ``max_trials``; the CPU-time timer (SIGVTALRM) only stops a runaway, loudly."""
     start, count, seed, length, series_params, symbol_params, time_limit = args
     generator = _make_generator(series_params, symbol_params)
     previous, global_state = signal.signal(signal.SIGVTALRM, _on_alarm), np.random.get_state()
@@ -130,7 +147,11 @@ def _draw_shard(args: tuple) -> dict:
                         np.random.RandomState([seed, i]), seq_length=length, input_dimension=1, output_dimension=1
                     )
             except _Timeout:
-                symbol = None
+                raise S2DrawTimeout(
+                    f"S2 draw {i} of seed {seed} (length {length}) used more than time_limit={time_limit} CPU "
+                    "seconds: a runaway, not skipped (skipping by time would make the pool depend on the "
+                    "machine). Rerun with a larger time_limit; the shards already written are kept."
+                ) from None
             except Exception as error:  # the package raises on some degenerate draws: skip them, as it does
                 logger.debug("S2 draw %d failed: %r", i, error)
                 symbol = None
@@ -149,6 +170,7 @@ def _draw_shard(args: tuple) -> dict:
             symbols.append(str(symbol))
             draws.append(i)
     finally:
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
         signal.signal(signal.SIGVTALRM, previous)
         np.random.set_state(global_state)
     empty = np.zeros((0, length), dtype=np.float32)
@@ -167,9 +189,9 @@ def pool_dir(
     series_params: dict | None = None,
     symbol_params: dict | None = None,
     cache_dir: str | os.PathLike | None = None,
-    time_limit: float = 10.0,
 ) -> Path:
-    """Where the shards of a pool live: one folder per (seed, length, params, time limit, package version)."""
+    """Where the shards of a pool live: one folder per (seed, length, params, package version, keep rule).
+    ``time_limit`` is not part of it: it never changes what a pool holds."""
     from importlib.metadata import version
 
     key = json.dumps(
@@ -178,7 +200,7 @@ def pool_dir(
             "length": length,
             "series": series_params or {},
             "symbol": symbol_params or {},
-            "time_limit": time_limit,
+            "keep": "max_trials",  # draws kept by the package's trial budget (before: by a CPU-time limit)
             "s2generator": version("s2generator"),
         },
         sort_keys=True,
@@ -194,7 +216,7 @@ def generate_pool(
     *,
     series_params: dict | None = None,
     symbol_params: dict | None = None,
-    time_limit: float = 10.0,
+    time_limit: float = TIME_LIMIT,
     shard_size: int = 16,
     workers: int = 1,
     cache_dir: str | os.PathLike | None = None,
@@ -203,12 +225,14 @@ def generate_pool(
     processes) into the cache if not there yet, resuming from the shards already written.
 
     ``series_params`` / ``symbol_params`` are keyword arguments of ``s2generator``'s ``SeriesParams`` /
-    ``SymbolParams`` (the package's defaults when omitted)."""
+    ``SymbolParams`` (the package's defaults when omitted; ``SymbolParams.max_trials`` is the work
+    budget that decides which draws are kept). ``time_limit``: CPU seconds after which a draw raises
+    `S2DrawTimeout` (a safety net; it never changes the pool)."""
     _check(n, length, seed, time_limit, shard_size, workers)
     _require_package()
     series_params, symbol_params = dict(series_params or {}), dict(symbol_params or {})
     _make_generator(series_params, symbol_params)  # validate the parameters before any work
-    folder = pool_dir(length, seed, series_params, symbol_params, cache_dir, time_limit)
+    folder = pool_dir(length, seed, series_params, symbol_params, cache_dir)
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / "params.json").exists():  # shards already written fix the layout; the draws do not depend on it
         shard_size = json.loads((folder / "params.json").read_text())["shard_size"]
@@ -220,7 +244,7 @@ def generate_pool(
                 "series_params": series_params,
                 "symbol_params": symbol_params,
                 "shard_size": shard_size,
-                "time_limit": time_limit,
+                "keep": "max_trials",
             },
             indent=1,
             sort_keys=True,
@@ -246,7 +270,6 @@ def generate_pool(
         seed,
         series_params=series_params,
         symbol_params=symbol_params,
-        time_limit=time_limit,
         cache_dir=cache_dir,
     )
 
@@ -294,13 +317,12 @@ def load_pool(
     *,
     series_params: dict | None = None,
     symbol_params: dict | None = None,
-    time_limit: float = 10.0,
     cache_dir: str | os.PathLike | None = None,
     partial: bool = False,
 ) -> S2Pool:
     """The cached pool: its first ``n`` draws (all with ``n=None``). Raises ``FileNotFoundError`` if
     fewer are cached, unless ``partial`` (then whatever is there, e.g. while generation runs)."""
-    folder = pool_dir(length, seed, series_params, symbol_params, cache_dir, time_limit)
+    folder = pool_dir(length, seed, series_params, symbol_params, cache_dir)
     parts = [dict(np.load(path)) for path in _shards(folder)]
     have = sum(len(p["draw"]) for p in parts)
     if not partial and (have == 0 or (n is not None and have < n)):
@@ -340,7 +362,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n", type=int, required=True)
     p.add_argument("--length", type=int, default=1024)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--time-limit", type=float, default=10.0)
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=TIME_LIMIT,
+        help="CPU seconds after which a runaway draw stops generation (never skips it: the pool does not depend on it)",
+    )
     p.add_argument("--shard-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--cache-dir", default=None)
@@ -357,7 +384,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(
         f"{len(pool)} draws ({len(pool.skipped)} skipped) in "
-        f"{pool_dir(args.length, args.seed, None, None, args.cache_dir, args.time_limit)}"
+        f"{pool_dir(args.length, args.seed, None, None, args.cache_dir)}"
     )
 
 

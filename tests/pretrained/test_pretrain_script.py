@@ -48,7 +48,7 @@ def script():
 def pool(script, tiny_s2_cache, monkeypatch_module):
     """The tiny S2 pool (tests/conftest.py), through the script's own loader."""
     monkeypatch_module.setenv("MSFT_CACHE_DIR", str(tiny_s2_cache.parent))
-    return script.SeriesPool.from_s2(4, 128, seed=0, time_limit=0.5)
+    return script.SeriesPool.from_s2(4, 128, seed=0)
 
 
 @pytest.fixture(scope="module")
