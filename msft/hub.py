@@ -2,7 +2,8 @@
 
 A saved directory holds ``adapter.safetensors`` (msft's parameters), ``msft_config.json`` (the msft
 options and the base model's identity: source, revision and weight fingerprint, see
-`msft.provenance`) and a generated ``README.md`` model card. It is what `msft.load_adapter(backbone,
+`msft.provenance`), ``calibration.json`` when the model is calibrated (`msft.calibration`) and a
+generated ``README.md`` model card. It is what `msft.load_adapter(backbone,
 dir)` reads; `msft.from_pretrained(dir_or_hub_id)` also loads the recorded base model.
 huggingface_hub is imported only by `push_to_hub` and `download`.
 """
@@ -22,6 +23,9 @@ def save_pretrained(model: Any, path: str | Path, **card: Any) -> Path:
     """Write the adapter, its config and a model card into directory ``path``."""
     path = model.save_adapter(path)
     meta = json.loads((path / "msft_config.json").read_text())
+    calibration = getattr(model, "calibration", None)
+    if calibration is not None:
+        card.setdefault("calibration", calibration.to_dict())
     (path / CARD).write_text(model_card(meta, **card))
     return path
 
@@ -101,6 +105,7 @@ def model_card(
     command: str | None = None,
     method: str = "msft",
     title: str | None = None,
+    calibration: dict[str, Any] | None = None,
 ) -> str:
     """A model card (YAML front matter + markdown) from a saved config and what the caller knows."""
     base = meta.get("base") or {}
@@ -147,6 +152,17 @@ def model_card(
             if config.get(key) is not None
         ),
     ]
+    if calibration:
+        lines += [
+            "",
+            "## Calibration",
+            "",
+            f"Conformal ({calibration.get('method')}): corrections for quantile levels {calibration.get('levels')}, "
+            f"fitted on {calibration.get('windows')} validation windows"
+            + (", one per horizon step" if calibration.get("per_step") else ", pooled over the horizon")
+            + "; `predict_quantiles`, `predict_samples` and the GluonTS predictor apply them "
+            "(`calibration.json`, msft.calibration).",
+        ]
     if data:
         lines += ["", "## Data", "", data]
     if metrics:

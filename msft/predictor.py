@@ -16,6 +16,9 @@ length share a batch. What comes out depends on the backbone:
 - point backbone without them: `SampleForecast` with the point forecast as its single path (its
   mean and every quantile are the point forecast).
 
+A calibrated model (`MSFTModel.calibrate`, `msft.calibration`) gives its calibrated sample paths and
+quantiles here: the predictor reads ``predict_samples`` / ``predict_quantiles``, which apply it.
+
 gluonts is imported when a predictor is created, never by ``import msft``.
 """
 

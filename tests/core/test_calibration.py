@@ -161,6 +161,7 @@ def test_calibration_round_trips_through_save_pretrained_and_the_predictor(tmp_p
     calibration = model.calibrate(past, future, quantile_levels=(0.1, 0.5, 0.9))
     model.save_pretrained(tmp_path)
     assert (tmp_path / CALIBRATION_FILE).is_file()
+    assert "## Calibration" in (tmp_path / "README.md").read_text()  # the model card says it is calibrated
     loaded = msft.load_adapter(MoiraiSpec.tiny().backbone, tmp_path).eval()
     assert loaded.calibration == calibration  # the same numbers: JSON keeps every float exactly
     torch.manual_seed(2)
