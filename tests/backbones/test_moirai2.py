@@ -78,18 +78,19 @@ def etth1_windows(context: int, count: int = 4) -> torch.Tensor:
 
 
 # -- equal to uni2ts at initialisation ---------------------------------------------------------------
-@pytest.mark.parametrize("horizon", [64, 41])  # 64 = num_predict_token * patch_size: one token's reach
-def test_single_scale_at_init_gives_uni2ts_quantiles_on_etth1(horizon):
+# 64 = num_predict_token * patch_size: one token's reach; 509 steps are not whole patches (left padding)
+@pytest.mark.parametrize(("context", "horizon"), [(512, 64), (509, 41)])
+def test_single_scale_at_init_gives_uni2ts_quantiles_on_etth1(context, horizon):
     """wrap(scales=[1]) on the published 2.0-R-small geometry (random weights) gives the quantiles of
     uni2ts' public `Moirai2Forecast.predict` on real ETTh1 windows with missing values."""
     module = moirai2_from_config(SMALL, seed=0)
-    past = etth1_windows(context=512)
+    past = etth1_windows(context)
     forecaster = Moirai2Forecast(
         prediction_length=horizon,
         target_dim=1,
         feat_dynamic_real_dim=0,
         past_feat_dynamic_real_dim=0,
-        context_length=512,
+        context_length=context,
         module=module,
     )
     # copies: predict imputes in place (univariate gaps become 0, observed mask 0)
