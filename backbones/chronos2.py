@@ -12,7 +12,7 @@ scale:
   instance statistics and time encoding) and ``input_patch_embedding``, followed by msft's
   per-scale adapter (it also sees the future patches, which go through the same embedding);
 * per-scale LoRA on every block's time-attention ``q``/``k``/``v`` (``group_lora=True``: on group
-  attention's too);
+  attention's ``v`` too, the only projection a group of one series reads);
 * RoPE positions restart at 0 in every scale, exactly the positions Chronos-2 gives a series of
   that length. The [REG] token is stored first (the spec's one-token prefix) with its Chronos-2
   position (after the context patches): attention is order-free given the positions, and so the
@@ -20,7 +20,8 @@ scale:
 * intra-scale attention is a block mask in time attention (`join`), or attention per scale block
   with the projections and the feed-forward layer run once over all scales (`join_blocks`);
   group attention is token-wise along time, so it runs as Chronos-2 runs it, on every token, with
-  each series in its own group (msft is channel-independent, as the pipeline is for 1-d inputs);
+  each series in its own group (msft is channel-independent, as the pipeline is for 1-d inputs;
+  computed as a group of one without the ``(tokens, series, series)`` mask, see `_block_from_pieces`);
 * one quantile head per scale (msft-owned, trainable copies of ``output_patch_embedding``), fused
   by **quantile averaging**: the fused quantile at level q is ``sum_s w_s upsample(q_s)``.
 
@@ -40,7 +41,7 @@ statistics of sample paths; `predict_quantiles` below fuses the heads' own quant
 levels (exact quantile averaging; `Chronos2Quantiles.quantiles`).
 
 Options (``backbone_options``): ``group_lora`` (bool, default False): LoRA on group attention's
-q/k/v as well.
+value projection as well (its query and key do not change a group of one series).
 
 Loading: `Chronos2Spec.load` (a hub id such as ``"amazon/chronos-2"``, a folder written by
 ``save_pretrained``, or random weights from a geometry: ``load(config="chronos-2", seed=0)``);
@@ -166,8 +167,6 @@ class Chronos2Aux:
     attention_mask: Tensor  # (series, tokens) float 1/0: a token is an attention key
     position_ids: Tensor  # (1, tokens) long: RoPE positions, restarting at 0 in every scale
     time_mask: Tensor  # additive time-attention mask, (series, 1, 1, tokens) or (series, 1, tokens, tokens)
-    group_time_mask: Tensor  # additive group-attention mask (tokens, 1, series, series)
-    joined: bool = False  # the scales concatenated (`join`, `join_blocks`): run from the block's pieces
     blocks: list[slice] | None = None  # with join_blocks: time attention stays inside each slice
     loc_scale: tuple[Tensor, Tensor] | None = None  # (series, 1) each: the scale's instance statistics
 
@@ -211,8 +210,8 @@ class Chronos2Spec(BackboneSpec):
         return list(self.backbone.encoder.block)
 
     def lora_targets(self) -> tuple[str, ...]:
-        attention = r"(0|1)" if self.group_lora else r"0"
-        return (rf"encoder\.block\.\d+\.layer\.{attention}\.self_attention\.(q|k|v)",)
+        time = r"encoder\.block\.\d+\.layer\.0\.self_attention\.(q|k|v)"
+        return (time, r"encoder\.block\.\d+\.layer\.1\.self_attention\.v") if self.group_lora else (time,)
 
     def build_heads(self, num_scales: int) -> nn.Module:
         """Per-scale trainable copies of the pretrained quantile head (equal to it at init)."""
@@ -251,15 +250,9 @@ class Chronos2Spec(BackboneSpec):
         return ScaleTokens(hidden, num_prefix=prefix, num_context=num_context, num_horizon=num_future, aux=aux)
 
     def run_layer(self, layer: nn.Module, hidden: Tensor, aux: Chronos2Aux) -> Tensor:
-        """One `Chronos2EncoderBlock`: the module itself on one scale; from its own pieces on joined
-        scales (so that LoRA on group attention sees tokens, not series, on its token axis)."""
-        if not aux.joined:
-            return layer(
-                hidden,
-                position_ids=aux.position_ids,
-                attention_mask=aux.time_mask,
-                group_time_mask=aux.group_time_mask,
-            )[0]
+        """One `Chronos2EncoderBlock` from its own pieces (`_block_from_pieces`), on one scale or on
+        joined scales: the module's group attention builds a ``(tokens, series, series)`` mask, which
+        an evaluation batch of thousands of series cannot hold."""
         return _block_from_pieces(layer, hidden, aux)
 
     def join(self, tokens: list[ScaleTokens], block_diagonal: bool) -> Chronos2Aux:
@@ -267,7 +260,6 @@ class Chronos2Spec(BackboneSpec):
             torch.cat([t.aux.attention_mask for t in tokens], dim=1),
             torch.cat([t.aux.position_ids for t in tokens], dim=1),
         )
-        aux.joined = True
         if block_diagonal:
             from msft.ops import BlockLayout
 
@@ -298,16 +290,10 @@ class Chronos2Spec(BackboneSpec):
 
     # -- internals --------------------------------------------------------------------------------
     def _aux(self, attention_mask: Tensor, position_ids: Tensor) -> Chronos2Aux:
-        """Chronos-2's own masks for tokens with ``attention_mask (series, tokens)``, each series its own group."""
+        """Chronos-2's own time-attention mask for tokens with ``attention_mask (series, tokens)``."""
         encoder = type(self.backbone.encoder)
-        dtype = attention_mask.dtype
-        group_ids = torch.arange(attention_mask.shape[0], device=attention_mask.device)
-        return Chronos2Aux(
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            time_mask=encoder._expand_and_invert_time_attention_mask(attention_mask, dtype),
-            group_time_mask=encoder._construct_and_invert_group_time_mask(group_ids, attention_mask, dtype),
-        )
+        time_mask = encoder._expand_and_invert_time_attention_mask(attention_mask, attention_mask.dtype)
+        return Chronos2Aux(attention_mask=attention_mask, position_ids=position_ids, time_mask=time_mask)
 
     # -- building and loading ---------------------------------------------------------------------
     @classmethod
@@ -379,8 +365,9 @@ class Chronos2Spec(BackboneSpec):
 
 
 def _block_from_pieces(layer: nn.Module, x: Tensor, aux: Chronos2Aux) -> Tensor:
-    """`Chronos2EncoderBlock.forward` on joined scales: time attention with ``aux.time_mask`` (or per
-    ``aux.blocks``), group attention with its q/k/v read in ``(series, tokens, d)`` layout."""
+    """`Chronos2EncoderBlock.forward` with each series in its own group: time attention with
+    ``aux.time_mask`` (or per scale block, ``aux.blocks``), group attention reduced to what a group of
+    one series computes, then the feed-forward layer."""
     from chronos.chronos2.layers import Chronos2RotaryEmbedding
 
     time_attn, group_attn, feed_forward = layer.layer
@@ -405,13 +392,16 @@ def _block_from_pieces(layer: nn.Module, x: Tensor, aux: Chronos2Aux) -> Tensor:
         )
     x = x + time_attn.dropout(mha.o(rearrange(out, "b h s d -> b s (h d)")))  # (series, tokens, d_model)
 
+    # Group attention with every series in its own group: a valid token's only key is itself, so its
+    # attention weight is exactly 1 and the update is o(v(x)). Chronos-2 gives a fully-unobserved
+    # context patch (no valid key at all) the mean of v over the whole batch; msft keeps its own v,
+    # so that nothing depends on the batch (such tokens reach valid ones only through the
+    # cross-scale aggregation). Per-head dropout stands in for dropout on the single weight.
     gha = group_attn.self_attention
-    normed = group_attn.layer_norm(x)  # RMS over d_model: the same in either layout
-    q, k, v = (rearrange(p(normed), "b t (h d) -> t h b d", h=heads) for p in (gha.q, gha.k, gha.v))
-    out = nn.functional.scaled_dot_product_attention(
-        q, k, v, attn_mask=aux.group_time_mask, dropout_p=gha.dropout if gha.training else 0.0, scale=1.0
-    )  # (tokens, heads, series, d_kv)
-    x = x + group_attn.dropout(gha.o(rearrange(out, "t h b d -> b t (h d)")))
+    value = rearrange(gha.v(group_attn.layer_norm(x)), "b t (h d) -> b t h d", h=heads)
+    if gha.training and gha.dropout > 0:
+        value = value * nn.functional.dropout(value.new_ones(*value.shape[:-1], 1), gha.dropout, training=True)
+    x = x + group_attn.dropout(gha.o(rearrange(value, "b t h d -> b t (h d)")))
     return feed_forward(x)
 
 
