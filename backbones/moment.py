@@ -34,6 +34,7 @@ config with random weights); `MOMENT_T5_CONFIGS` has the encoder geometries of M
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import warnings
@@ -197,6 +198,35 @@ class MomentSpec(BackboneSpec):
     name = "moment"
     module_types = ("momentfm.models.moment.MOMENT",)
     input_projection = "patch_embedding"
+
+    @classmethod
+    def claims(cls, source: str) -> bool:
+        """A size name (``"small"``), a hub id naming MOMENT, or a directory of MOMENT's config.json."""
+        path = Path(source).expanduser()
+        if path.is_dir():
+            config = path / "config.json"
+            values = json.loads(config.read_text()) if config.is_file() else {}
+            return "t5_config" in values or "MOMENT" in json.dumps(values.get("architectures", ""))
+        return source in MOMENT_HUB_IDS or (source.count("/") == 1 and "moment" in source.lower())
+
+    @classmethod
+    def load(
+        cls,
+        source: str | None = None,
+        *,
+        horizon: int | None = 96,
+        t5_config: str | dict[str, Any] | None = None,
+        seed: int = 0,
+        **model_kwargs: Any,
+    ) -> nn.Module:
+        """Pretrained from ``source`` (hub id, size name or directory), or random weights of the T5
+        geometry ``t5_config``; its forecasting head has ``horizon`` outputs."""
+        if (source is None) == (t5_config is None):
+            raise ValueError(f"moment: give exactly one of source={source!r} or t5_config={t5_config!r}")
+        torch.manual_seed(seed)
+        if source is not None:
+            return load_moment(source, forecast_horizon=horizon, **model_kwargs)
+        return build_moment(t5_config, forecast_horizon=horizon, **model_kwargs)
 
     @classmethod
     def tiny(cls) -> TinyBackbone:

@@ -10,6 +10,7 @@ It is also the reference for writing a backbone spec: `ToySpec` below is all msf
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,8 @@ from torch import Tensor, nn
 
 from msft.ops import BlockLayout, masked_mean_var
 from msft.registry import BackboneSpec, PointForecast, ScaleTokens, TinyBackbone, register_backbone
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -158,6 +161,13 @@ class ToySpec(BackboneSpec):
     output_head = "head"
 
     @classmethod
+    def load(cls, source: str | None = None, *, horizon: int | None = None, **options: Any) -> nn.Module:
+        """A `ToyForecaster` (no published weights: ``source`` must be None); see `build_toy`."""
+        if source is not None:
+            raise ValueError(f"toy: source={source!r}, but the toy backbone has no checkpoints; build it from options")
+        return build_toy(**options)
+
+    @classmethod
     def tiny(cls) -> TinyBackbone:
         with torch.random.fork_rng():
             torch.manual_seed(0)
@@ -209,3 +219,121 @@ class ToySpec(BackboneSpec):
         return PointForecast(
             self.backbone.decode(hidden, tokens.aux, tokens.num_horizon, horizon, head)
         )  # (series, horizon)
+
+    def trainable_parameters(self, pattern: str) -> list[str]:
+        """ "freeze_ffn": the MSFT authors' MOIRAI pattern on the toy's matching modules (attention output
+        projections, layer norms, the final norm, the mask token and the head train; ``in_proj``, q/k/v
+        and the MLPs stay frozen), so their recipes run on the toy too; or the generic "none" / "all"."""
+        import re
+
+        if pattern != "freeze_ffn":
+            return super().trainable_parameters(pattern)
+        trained = (
+            r"layers\.\d+\.attn\.out_proj\..+",
+            r"layers\.\d+\.norm[12]\..+",
+            r"norm\..+",
+            r"mask_token",
+            r"head\..+",
+        )
+        return [n for n in self.own_parameters() if any(re.fullmatch(p, n) for p in trained)]
+
+
+def build_toy(
+    patch_size: int = 8,
+    d_model: int = 32,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    mlp_ratio: int = 2,
+    dropout: float = 0.0,
+    pretrain_steps: int = 0,
+    pretrain_context: int = 256,
+    pretrain_horizon: int = 96,
+    pretrain_batch_size: int = 64,
+    pretrain_lr: float = 1e-3,
+    seed: int = 0,
+) -> ToyForecaster:
+    """A `ToyForecaster`; with ``pretrain_steps > 0`` pretrained on S2 synthetic series (which share
+    nothing with the benchmarks, so that "zero-shot" and "finetuning" mean what they mean for a real
+    foundation model), cached by its arguments under ``<MSFT_CACHE_DIR>/pretrained``."""
+    import hashlib
+    import json
+
+    from msft.data.files import cache_root
+
+    arch = dict(
+        patch_size=patch_size,
+        d_model=d_model,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        mlp_ratio=mlp_ratio,
+        dropout=dropout,
+    )
+    torch.manual_seed(seed)
+    model = ToyForecaster(**arch)
+    if pretrain_steps <= 0:
+        return model
+    recipe = dict(
+        arch,
+        steps=pretrain_steps,
+        context=pretrain_context,
+        horizon=pretrain_horizon,
+        batch_size=pretrain_batch_size,
+        lr=pretrain_lr,
+        seed=seed,
+    )
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_root() / "pretrained" / f"toy-s2-{key}.pt"
+    if path.exists():
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        logger.info("toy backbone: loaded S2-pretrained weights %s", path)
+        return model
+    logger.info("toy backbone: pretraining on S2 synthetic series for %d steps (cached at %s)", pretrain_steps, path)
+    _pretrain_s2(model, recipe)
+    _save_atomic(model.state_dict(), path)
+    return model
+
+
+def _save_atomic(state: dict, path) -> None:
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)  # a crashed pretraining leaves no half-written cache entry
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _pretrain_s2(model: ToyForecaster, recipe: dict) -> None:
+    """Plain MSE training on random windows of S2 series with trend and seasonality."""
+    import numpy as np
+
+    from msft.data.synthetic import add_trend_seasonality, s2_series
+
+    context, horizon, batch = recipe["context"], recipe["horizon"], recipe["batch_size"]
+    length = 4 * (context + horizon)
+    series = add_trend_seasonality(s2_series(512, length, seed=recipe["seed"]), recipe["seed"] + 1)
+    series = torch.as_tensor(series, dtype=torch.float32)  # (series, time)
+    rng = np.random.default_rng(recipe["seed"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["lr"])
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, recipe["steps"])
+    model.train()
+    for _ in range(recipe["steps"]):
+        rows = torch.as_tensor(rng.integers(0, series.shape[0], batch))
+        starts = torch.as_tensor(rng.integers(0, length - context - horizon + 1, batch))
+        index = starts[:, None] + torch.arange(context + horizon)  # (batch, context + horizon)
+        window = series[rows[:, None], index]
+        past, future = window[:, :context], window[:, context:]
+        # Targets on the context's own scale, as the benchmark's z-scored data are.
+        loc, scale = past.mean(-1, keepdim=True), past.std(-1, keepdim=True) + 1e-5
+        pred = model((past - loc) / scale, horizon)
+        loss = torch.nn.functional.mse_loss(pred, (future - loc) / scale)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    model.eval()

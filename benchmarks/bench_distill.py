@@ -36,8 +36,8 @@ import msft  # noqa: E402
 from benchmarks.tiny_moirai_finetune import finetune  # noqa: E402
 from msft.data import prepare_lsf  # noqa: E402
 from msft.distill import DistillConfig  # noqa: E402
-from msft.distill.run import markdown_table, run_distill  # noqa: E402
 from msft_backbones.moirai import load_tiny_moirai  # noqa: E402
+from msft_runner.distill import markdown_table, run_distill  # noqa: E402
 
 #: The ablation row: distillation of the predictions only (no feature term).
 PREDICTIONS_ONLY = "student (distilled, predictions only: β=0)"

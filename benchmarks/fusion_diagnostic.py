@@ -37,9 +37,9 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
 
     from msft.data.lsf import prepare_lsf
-    from msft_runner.inference import load_run
+    from msft_runner.train import load_run
 
-    model = load_run(args.run).eval()
+    model = load_run(args.run).model
     windows = prepare_lsf(args.dataset, args.context, data_dir=DATA_DIR).windows(
         "val", args.horizon, "S", stride=args.stride
     )

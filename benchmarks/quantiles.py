@@ -2,7 +2,7 @@
 
     MSFT_DATA_DIR=../shared/data python -m benchmarks.quantiles --threads 1
 
-Models (each trained with the runner's Lightning loop, `msft_runner.train._fit`, on the dataset's
+Models (each trained with the runner's Lightning loop, `msft_runner.train.fit`, on the dataset's
 train split with early stopping on its validation split; nothing is selected on the test split):
 
 - ``moirai_zero_shot``: the embedded tiny MOIRAI as it is (``scales=[1]``), quantiles of 100 sample paths;
@@ -89,7 +89,7 @@ def train(name: str, dataset: str, args) -> tuple[torch.nn.Module, dict]:
     from msft_runner.cli import CONFIG_DIR
     from msft_runner.methods import build_model
     from msft_runner.module import ForecastModule
-    from msft_runner.train import _fit, _plain, build_datamodule
+    from msft_runner.train import build_datamodule, fit, plain
 
     overrides = [
         f"data={dataset}",
@@ -128,16 +128,16 @@ def train(name: str, dataset: str, args) -> tuple[torch.nn.Module, dict]:
         backbone,
         method.kind,
         cfg.data.horizon,
-        _plain(method.get("options")),
-        _plain(method.get("peft")),
+        plain(method.get("options")),
+        plain(method.get("peft")),
         2 * args.steps,
         wrap_options,
     )
     if not built.trains:
         return built.model.eval(), {"steps": 0}
-    module = ForecastModule(built.model, _plain(cfg.data.lr), cfg.weight_decay, built.tuner)
+    module = ForecastModule(built.model, plain(cfg.data.lr), cfg.weight_decay, built.tuner)
     with tempfile.TemporaryDirectory() as tmp:
-        record = _fit(cfg, module, data, Path(tmp))
+        record = fit(cfg, module, data, Path(tmp))
     return built.model.eval(), {"steps": record["steps"], "val_loss": record["val_loss"]}
 
 

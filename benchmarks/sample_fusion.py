@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from msft_runner.results import collect, select
-    from msft_runner.train import _evaluate, load_run, validation_scores
+    from msft_runner.train import evaluate, load_run, validation_scores
 
     torch.set_num_threads(1)
     chosen = [
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
             model.set_sample_fusion(fusion)
             torch.manual_seed(cfg.seed)  # validation draws its paths from the global generator
             val = validation_scores(model, data, cfg)["val_score"]
-            test = _evaluate(cfg, model, data)
+            test = evaluate(cfg, model, data)
             rows.append(
                 {
                     "dataset": record["dataset"],
@@ -83,12 +83,12 @@ def write(rows: list[dict], args: argparse.Namespace, arguments: str) -> None:
         "| dataset | fusion | seeds | val CRPS | test CRPS | test MSIS | test MASE |",
         "|---|---|---|---|---|---|---|",
     ]
-    from msft_runner.results import _fmt, _mean_std
+    from msft_runner.results import fmt, mean_std
 
     for dataset in sorted({r["dataset"] for r in rows}):
         for fusion in ("linear", "mixture"):
             group = [r for r in rows if r["dataset"] == dataset and r["fusion"] == fusion]
-            cells = [_fmt(_mean_std([r[k] for r in group])) for k in ("val_crps", "crps", "msis", "mase")]
+            cells = [fmt(mean_std([r[k] for r in group])) for k in ("val_crps", "crps", "msis", "mase")]
             lines.append(f"| {dataset} | {fusion} | {len(group)} | " + " | ".join(cells) + " |")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "pf_sample_fusion.md").write_text("\n".join(lines) + "\n")

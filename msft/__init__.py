@@ -5,9 +5,10 @@ The data, protocol and experiment subpackages (``msft.data``, ``msft.protocols``
 ``msft_runner``) are imported only when asked for.
 
 Three names come from the runner package ``msft_runner`` (installed with the ``full`` extra), resolved
-only when used: ``finetune``, ``Forecaster`` and ``from_pretrained``. They turn backbone names into
-loaders and train with the runner's Lightning loop, which the core never imports; the core itself
-(everything under ``msft/``) still imports neither the runner nor a backbone.
+only when used: ``finetune``, ``Forecaster`` and ``from_pretrained`` (`RUNNER_EXPORTS`, the core's one
+declared door to the runner). They train with the runner's Lightning loop, which the core never
+imports; every other module of the core imports neither the runner nor a backbone
+(tests/core/test_packaging.py reads both the imports and these strings).
 """
 
 from __future__ import annotations
@@ -27,11 +28,15 @@ _EXPORTS = {
     "ScaleTokens": "msft.registry",
     "register_backbone": "msft.registry",
     "registered_backbones": "msft.registry",
-    # the one-call API lives in the runner (it resolves backbone names and trains with Lightning)
-    "finetune": "msft_runner.api",
-    "Forecaster": "msft_runner.api",
-    "from_pretrained": "msft_runner.api",
+    "load_backbone": "msft.registry",
 }
+#: the one-call API lives in the runner (it trains with Lightning), resolved only when used
+RUNNER_EXPORTS = {
+    "finetune": "msft_runner.api",
+    "Forecaster": "msft_runner.forecaster",
+    "from_pretrained": "msft_runner.forecaster",
+}
+_EXPORTS.update(RUNNER_EXPORTS)
 
 __all__ = sorted(_EXPORTS)
 
@@ -43,6 +48,7 @@ if TYPE_CHECKING:
     from msft.model import wrap as wrap
     from msft.registry import BackboneSpec as BackboneSpec
     from msft.registry import ScaleTokens as ScaleTokens
+    from msft.registry import load_backbone as load_backbone
     from msft.registry import register_backbone as register_backbone
     from msft.registry import registered_backbones as registered_backbones
 

@@ -18,6 +18,7 @@ import abc
 import logging
 from dataclasses import dataclass, field
 from importlib import metadata
+from os import PathLike
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -239,6 +240,28 @@ class BackboneSpec(abc.ABC):
         """The scale's forecast of ``horizon`` steps at its own resolution from the last layer's
         ``hidden`` ``(series, tokens, d_model)``; ``heads`` is what `build_heads` returned."""
 
+    # -- loading (the one place that knows how this family is built) ---------------------------
+    @classmethod
+    def claims(cls, source: str) -> bool:
+        """Whether ``source`` (a hub id or a local checkpoint directory) is a backbone of this family,
+        so that `load_backbone` can find the family from the source alone. Default: never."""
+        return False
+
+    @classmethod
+    def load(cls, source: str | None = None, **options: Any) -> nn.Module:
+        """The backbone: pretrained from ``source`` (a hub id or a local directory), or built from
+        ``options`` (e.g. a published geometry with random weights) when ``source`` is None. The
+        runner's backbone configs, ``msft.finetune("...")`` and ``msft.from_pretrained`` all call it
+        through `load_backbone`. A family that takes a forecast length at construction reads the
+        generic ``horizon`` option."""
+        raise NotImplementedError(f"the {cls.name} backbone spec does not implement load()")
+
+    @classmethod
+    def source_wrap_options(cls, source: str, *, freq: str | None = None) -> dict[str, Any]:
+        """`msft.wrap` options a backbone loaded from ``source`` needs besides the method's own (e.g.
+        MOIRAI's patch size for the data's frequency ``freq``). Default: none."""
+        return {}
+
     # -- for tests and smoke runs ---------------------------------------------------------------
     @classmethod
     def tiny(cls) -> TinyBackbone:
@@ -306,6 +329,39 @@ def spec_for(backbone: nn.Module) -> type[BackboneSpec]:
             "(add a backbone by registering a BackboneSpec, see backbones/toy.py)"
         )
     return spec
+
+
+def family_of(source: str | PathLike) -> type[BackboneSpec]:
+    """The spec of the one registered family that `BackboneSpec.claims` ``source``; ValueError
+    naming the families when none or several do."""
+    source = str(source)
+    specs = registered_backbones()
+    claiming = [spec for spec in specs.values() if spec.claims(source)]
+    if len(claiming) == 1:
+        return claiming[0]
+    if not claiming:
+        raise ValueError(
+            f"backbone source {source!r}: no registered family ({', '.join(sorted(specs))}) recognises it; "
+            "expected a hub id such as 'Salesforce/moirai-1.1-R-small' or 'AutonLab/MOMENT-1-small', or a "
+            "local checkpoint directory of one of these families"
+        )
+    raise ValueError(f"backbone source {source!r} is claimed by several families: {[s.name for s in claiming]}")
+
+
+def load_backbone(source: str | PathLike | None = None, *, family: str | None = None, **options: Any) -> nn.Module:
+    """A backbone from the family's own `BackboneSpec.load`: ``family`` by name, or, without it, the
+    family that claims ``source``. What the runner's backbone configs instantiate
+    (``_target_: msft.registry.load_backbone``)."""
+    if family is None:
+        if source is None:
+            raise ValueError("load_backbone: give a source (hub id or directory) or a family name")
+        spec = family_of(source)
+    else:
+        specs = registered_backbones()
+        if family not in specs:
+            raise ValueError(f"family={family!r}: expected one of the registered backbones {sorted(specs)}")
+        spec = specs[family]
+    return spec.load(None if source is None else str(source), **options)
 
 
 def build_spec(backbone: nn.Module, config: MSFTConfig) -> BackboneSpec:

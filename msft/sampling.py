@@ -9,6 +9,7 @@ observed when any of its window is.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -48,3 +49,11 @@ def upsample(forecast: Tensor, scale: int, horizon: int) -> Tensor:
 
 def scaled_length(length: int, scale: int) -> int:
     return math.ceil(length / scale)
+
+
+def sample_quantiles(samples: Tensor, levels: Sequence[float], dim: int = 1) -> Tensor:
+    """GluonTS's sample quantile, the ``round((S - 1) q)``-th order statistic of the ``S`` paths along
+    ``dim``, for each level (in place of that axis: ``(n, S, H) -> (n, Q, H)``)."""
+    ordered = samples.sort(dim=dim).values
+    index = torch.tensor([round((samples.shape[dim] - 1) * q) for q in levels], device=samples.device)
+    return ordered.index_select(dim, index)

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from msft.data.datamodule import LSFDataModule
 from msft.data.pf import load_pf
 from msft.data.windows import Windows
+from msft_runner.lsf_data import LSFDataModule
 
 
 @dataclass(frozen=True)

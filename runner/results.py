@@ -271,19 +271,19 @@ def selection_table(records: list[dict[str, Any]]) -> str:
     for key, rows in groups.items():
         for column in ("val_score", *tests):
             if column == "val_score" or not any(r.get("test") == "deferred" for r in rows):
-                mean = _mean_std([r[column] for r in rows])[0]
+                mean = mean_std([r[column] for r in rows])[0]
                 best[(*key[:3], column)] = min(best.get((*key[:3], column), mean), mean)
     for key in sorted(groups, key=lambda k: (k[0], k[1], int(k[2]), order.get(k[3], 99))):
         rows = sorted(groups[key], key=lambda r: r["seed"])
-        val = _mean_std([r["val_score"] for r in rows])
-        cells = [_fmt(val, bold=val[0] == best[(*key[:3], "val_score")])]
+        val = mean_std([r["val_score"] for r in rows])
+        cells = [fmt(val, bold=val[0] == best[(*key[:3], "val_score")])]
         untested = sum(r.get("test") == "deferred" for r in rows)
         if untested:  # defer_test: msft-evaluate --select has not tested these selected runs yet
             cells += [f"deferred ({untested} of {len(rows)})"] * len(tests)
         else:
             for t in tests:
-                score = _mean_std([r[t] for r in rows])
-                cells.append(_fmt(score, bold=score[0] == best[(*key[:3], t)]))
+                score = mean_std([r[t] for r in rows])
+                cells.append(fmt(score, bold=score[0] == best[(*key[:3], t)]))
         scales = ", ".join(f"{r.get('lr_scale', 1.0):g}" for r in rows)
         kept = sum(r.get("guard") == "zero_shot_kept" for r in rows)
         lines.append(
@@ -294,13 +294,13 @@ def selection_table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def mean_std(values: list[float]) -> tuple[float, float]:
     mean = sum(values) / len(values)
     var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
     return mean, var**0.5
 
 
-def _fmt(value: tuple[float, float], bold: bool = False) -> str:
+def fmt(value: tuple[float, float], bold: bool = False) -> str:
     text = f"{value[0]:.4f} ± {value[1]:.4f}"
     return f"**{text}**" if bold else text
 

@@ -15,7 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import lightning as L
 import torch
@@ -90,7 +90,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | Non
     start = time.perf_counter()
     record["zero_shot_val_score"] = zero_shot_score
     if built.trains:
-        record.update(_fit(cfg, module, data, run_dir))
+        record.update(fit(cfg, module, data, run_dir))
     else:
         record[SELECTION] = zero_shot_score
     record["fit_seconds"] = round(time.perf_counter() - start, 2)
@@ -121,7 +121,7 @@ def _test_and_write(cfg: DictConfig, model, data, record: dict[str, Any], run_di
     earlier = dict(record.get("tests", {}))
     if record.get("test") == "done" and record.get("protocol") == "lsf":
         earlier.setdefault(str(record["test_stride"]), {k: record[k] for k in TEST_FIELDS if k in record})
-    result = _evaluate(cfg, model, data)  # every rank forecasts its share of the test windows
+    result = evaluate(cfg, model, data)  # every rank forecasts its share of the test windows
     record.update(result)
     record["test"] = "done"
     if record["protocol"] == "lsf":
@@ -180,17 +180,32 @@ def evaluate_run(run_dir: str | os.PathLike, test_stride: int | None = None) -> 
     return _test_and_write(cfg, model, data, record, run_dir)
 
 
-def load_run(run_dir: str | os.PathLike, record: dict[str, Any] | None = None) -> tuple[DictConfig, Any, Any]:
-    """``(config, model, data module)`` of a finished run: the model rebuilt from ``config.yaml``
-    with the weights training kept (``record["checkpoint"]``; the zero-shot weights when the guard
-    kept them), ready to forecast or be scored again (e.g. under another inference option)."""
+class FinishedRun(NamedTuple):
+    """What `load_run` returns; unpacks as ``config, model, data``."""
+
+    config: DictConfig  # the run's resolved config.yaml
+    model: Any  # the msft.MSFTModel with exactly the weights the run's record scored, in eval mode
+    data: Any  # the run's data module, set up for fitting (its validation and test windows)
+
+
+def load_run(run_dir: str | os.PathLike, record: dict[str, Any] | None = None) -> FinishedRun:
+    """A finished run of ``msft-train``, rebuilt from its ``config.yaml`` with exactly the weights its
+    record scored: the checkpoint the record names (``best.ckpt`` or ``last.ckpt``), or the
+    zero-shot weights when the zero-shot guard kept them. The one loader of runs: the CLI,
+    ``msft-evaluate``, the benchmarks and the docs all use it. ``record``: the run's metrics record
+    (read from ``metrics.json`` when not given)."""
     run_dir = Path(run_dir)
+    for needed in ("config.yaml", METRICS):
+        if not (run_dir / needed).is_file():
+            raise ValueError(
+                f"run_dir={str(run_dir)!r} has no {needed}: expected the directory of a finished msft-train run"
+            )
     record = record if record is not None else json.loads((run_dir / METRICS).read_text())
     cfg = OmegaConf.load(run_dir / "config.yaml")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     setup = _build(cfg, {}, record["protocol"], score_zero_shot=False)
     model = setup.built.model
-    if record["guard"] == "zero_shot_kept":
+    if record.get("guard") == "zero_shot_kept":
         backbone = msft.unwrap(model)
         model = msft.wrap(backbone, horizon=cfg.data.horizon, **{**setup.wrap_options, **IDENTITY})
     elif setup.built.trains:
@@ -198,7 +213,7 @@ def load_run(run_dir: str | os.PathLike, record: dict[str, Any] | None = None) -
         if not checkpoint.is_file():
             raise FileNotFoundError(f"{run_dir}: {checkpoint.name} is missing; the run's trained weights are gone")
         setup.module.load_trainable(str(checkpoint))
-    return cfg, model, setup.data
+    return FinishedRun(cfg, model.eval(), setup.data)
 
 
 @dataclass
@@ -219,7 +234,7 @@ def _build(cfg: DictConfig, names: dict[str, str], protocol: str, score_zero_sho
     data.setup("fit")
     backbone, wrap_options = build_backbone(cfg.backbone)
     if protocol == "pf":
-        quantiles = (_plain(cfg.method.get("options")) or {}).get("quantile_levels") or wrap_options.get(
+        quantiles = (plain(cfg.method.get("options")) or {}).get("quantile_levels") or wrap_options.get(
             "quantile_levels"
         )
         _check_probabilistic(backbone, names.get("backbone"), quantiles)
@@ -235,8 +250,8 @@ def _build(cfg: DictConfig, names: dict[str, str], protocol: str, score_zero_sho
         backbone,
         method.kind,
         cfg.data.horizon,
-        _plain(method.get("options")),
-        _plain(method.get("peft")),
+        plain(method.get("options")),
+        plain(method.get("peft")),
         total_steps,
         wrap_options,
         method.get("backbone_trainable"),
@@ -273,7 +288,7 @@ def _check_probabilistic(backbone: torch.nn.Module, name: str | None, quantile_l
 def build_datamodule(data: DictConfig, seed: int = 0):
     """The data module of a data config (LSF, or PF when ``data.protocol`` is "pf"), with training
     batches shuffled per (seed, epoch)."""
-    from msft.data.datamodule import LSFDataModule
+    from msft_runner.lsf_data import LSFDataModule
     from msft_runner.pf_data import PFDataModule
 
     val_stride = data.get("val_stride", 1)
@@ -313,7 +328,7 @@ def build_datamodule(data: DictConfig, seed: int = 0):
         horizon=data.horizon,
         batch_size=data.batch_size,
         eval_batch_size=data.eval_batch_size,
-        targets=_plain(data.get("target")),
+        targets=plain(data.get("target")),
         data_dir=data.get("data_dir"),
         download=data.get("download", False),
         train_stride=data.train_stride,
@@ -323,7 +338,7 @@ def build_datamodule(data: DictConfig, seed: int = 0):
     return SeededLSFDataModule(dataset, mode=data.mode, **common)
 
 
-def _fit(cfg: DictConfig, module: ForecastModule, data, run_dir: Path) -> dict[str, Any]:
+def fit(cfg: DictConfig, module: ForecastModule, data, run_dir: Path) -> dict[str, Any]:
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
@@ -423,7 +438,7 @@ def _zero_shot_fallback(model, initial: dict[str, torch.Tensor], horizon: int, w
 
 
 @torch.no_grad()
-def _evaluate(cfg: DictConfig, model, data) -> dict[str, Any]:
+def evaluate(cfg: DictConfig, model, data) -> dict[str, Any]:
     from msft.protocols import evaluate_lsf, evaluate_pf
 
     device = "cpu"
@@ -508,7 +523,7 @@ def quantile_paths(quantiles: torch.Tensor, levels: Any, num_samples: int) -> to
 def _learning_rates(cfg: DictConfig) -> dict[str, float | None]:
     """The data config's rates per parameter group, with the method's ``lr`` merged over them, times
     ``lr_scale``."""
-    rates = {**_plain(cfg.data.lr), **(_plain(cfg.method.get("lr")) or {})}
+    rates = {**plain(cfg.data.lr), **(plain(cfg.method.get("lr")) or {})}
     scale = cfg.get("lr_scale", 1.0)
     if not (isinstance(scale, (int, float)) and scale > 0):
         raise ValueError(f"lr_scale={scale!r}: expected a positive number")
@@ -520,7 +535,7 @@ def _device(cfg: DictConfig) -> str:
 
 
 def _trainer_arguments(cfg: DictConfig) -> dict[str, Any]:
-    return {k: v for k, v in _plain(cfg.trainer).items() if k not in TRAINER_EXTRAS}
+    return {k: v for k, v in plain(cfg.trainer).items() if k not in TRAINER_EXTRAS}
 
 
 def _planned_steps(cfg: DictConfig, batches_per_epoch: int) -> int:
@@ -532,7 +547,7 @@ def _planned_steps(cfg: DictConfig, batches_per_epoch: int) -> int:
     return batches_per_epoch * max(cfg.trainer.max_epochs, 1)
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
 
 

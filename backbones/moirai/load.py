@@ -167,3 +167,33 @@ def _unreachable_message(repo_id: str, reason: str) -> str:
         f"and pass that directory instead: load_moirai('./{repo_id.split('/')[-1]}') "
         f"(it must hold {CONFIG_FILE} and {WEIGHTS_FILE}). For random weights use moirai_from_config(config)."
     )
+
+
+#: the name `load_source` gives the embedded checkpoint
+EMBEDDED_NAME = "tiny_moirai"
+
+
+def is_moirai_source(source: str) -> bool:
+    """Whether ``source`` is a MOIRAI 1.x checkpoint: the embedded name, a directory whose
+    config.json has MOIRAI 1.x keys, or a hub id naming MOIRAI (not Moirai-2 / Moirai-MoE, which are
+    other families)."""
+    if source == EMBEDDED_NAME:
+        return True
+    path = Path(source).expanduser()
+    if path.is_dir():
+        config = path / CONFIG_FILE
+        values = json.loads(config.read_text()) if config.is_file() else {}
+        return "distr_output" in values and "patch_sizes" in values
+    lowered = source.lower()
+    other = ("moirai-2", "moirai2", "moirai-moe", "moirai_moe")
+    return source.count("/") == 1 and "moirai" in lowered and not any(o in lowered for o in other)
+
+
+def load_source(source: str | None = None, *, config: Any = None, seed: int = 0, **hub: Any):
+    """`MoiraiSpec.load`: the embedded checkpoint (``"tiny_moirai"``), a pretrained one from a hub id
+    or directory (``hub``: `load_moirai`'s options), or random weights of geometry ``config``."""
+    if (source is None) == (config is None):
+        raise ValueError(f"moirai: give exactly one of source={source!r} (pretrained) or config={config!r} (random)")
+    if source == EMBEDDED_NAME:
+        return load_tiny_moirai()
+    return load_moirai(source, **hub) if source is not None else moirai_from_config(config, seed=seed)

@@ -220,6 +220,25 @@ class MoiraiSpec(BackboneSpec):
     forecast_type = MoiraiOutput
 
     @classmethod
+    def claims(cls, source: str) -> bool:
+        from msft_backbones.moirai.load import is_moirai_source
+
+        return is_moirai_source(source)
+
+    @classmethod
+    def load(cls, source: str | None = None, *, horizon: int | None = None, **options: Any) -> nn.Module:
+        """``"tiny_moirai"`` (embedded), a hub id or directory, or ``config=`` (random weights of a
+        geometry, ``seed=``); MOIRAI forecasts any ``horizon``."""
+        from msft_backbones.moirai.load import load_source
+
+        return load_source(source, **options)
+
+    @classmethod
+    def source_wrap_options(cls, source: str, *, freq: str | None = None) -> dict[str, Any]:
+        """The patch size MOIRAI's own forecaster would pick for the data's frequency."""
+        return {"backbone_options": {"freq": freq}} if freq is not None else {}
+
+    @classmethod
     def tiny(cls) -> TinyBackbone:
         """A 2-layer, 64-wide `MoiraiModule` with the published mixture head, patch size 8."""
         from msft_backbones.moirai.load import moirai_from_config

@@ -55,6 +55,21 @@ class TimeDPDSpec(BackboneSpec):
     input_projection = "reprogramming.out_projection"
 
     @classmethod
+    def load(cls, source: str | None = None, *, tiny_llm: str | None = None, seed: int = 1, **config: object) -> nn.Module:
+        """Time-DPD on the LLM ``source`` (hub id or directory; else ``config["llm"]``), or, with
+        ``tiny_llm`` ("qwen2", "llama", "gpt2"), on a tiny random decoder built offline. ``config``:
+        `TimeDPDConfig`'s fields (its ``horizon`` among them)."""
+        from msft_backbones.time_dpd import TimeDPDConfig
+        from msft_backbones.time_dpd.tiny import tiny_time_dpd
+
+        if source is not None:
+            config["llm"] = source
+        if tiny_llm is not None:
+            return tiny_time_dpd(tiny_llm, seed=seed, **config)
+        torch.manual_seed(seed)
+        return TimeDPD(TimeDPDConfig(**config))
+
+    @classmethod
     def tiny(cls) -> TinyBackbone:
         """Time-DPD on a 2-layer, 32-wide random Qwen2 with the download-free tokenizer."""
         from msft_backbones.time_dpd.tiny import tiny_time_dpd

@@ -2,7 +2,8 @@
 
 S2 series-symbol data from the authors' generator live in ``msft.data.s2`` (extra ``msft[pretrain]``), imported on demand.
 
-``LSFDataModule`` needs ``lightning`` and is imported on first access.
+The Lightning data module that serves these windows to a trainer is the runner's
+(``msft_runner.lsf_data.LSFDataModule``): the core imports no Lightning.
 """
 
 from msft.data.files import ChecksumError, DataNotFoundError, download, resolve_data_dir
@@ -16,7 +17,6 @@ __all__ = [
     "ChecksumError",
     "DataNotFoundError",
     "DatasetSpec",
-    "LSFDataModule",
     "LSFSplit",
     "LSF_DATASETS",
     "PF_DATASETS",
@@ -36,11 +36,3 @@ __all__ = [
     "split_borders",
     "synthetic_frame",
 ]
-
-
-def __getattr__(name: str):
-    if name == "LSFDataModule":
-        from msft.data.datamodule import LSFDataModule
-
-        return LSFDataModule
-    raise AttributeError(f"module 'msft.data' has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """TimeDistill-style distillation of any forecaster into a small MLP student (docs/design.md §5).
 
-Not imported by ``import msft``. Command line: ``python -m msft.distill --help``.
+Not imported by ``import msft``. Command line (the runner's): ``msft-distill --help``.
 """
 
 from msft.distill.losses import DistillConfig, distillation_loss, match_loss, period_loss, scale_loss

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from msft.data import LSFDataModule, Windows
+from msft.data import Windows
+from msft_runner.lsf_data import LSFDataModule
 
 
 def _loop_windows(values, L, H, stride, mode):

@@ -333,7 +333,7 @@ def test_student_runs_through_evaluate_lsf(tmp_path):
 
 
 def test_command_line_writes_results_and_a_loadable_student(tmp_path):
-    from msft.distill.__main__ import main
+    from msft_runner.distill_cli import main
 
     csv = synthetic_csv(tmp_path / "toy.csv")
     out = tmp_path / "out"
@@ -361,14 +361,14 @@ def test_command_line_writes_results_and_a_loadable_student(tmp_path):
     result = json.loads((out / "result.json").read_text())
     assert [r["model"] for r in result["rows"]] == ["teacher", "student (distilled)", "student (no distillation)"]
     assert result["setup"]["distill"]["beta"] == 0.0  # seasonal naive gives no features
-    assert result["command"].startswith("python -m msft.distill --teacher seasonal_naive:24")
+    assert result["command"].startswith("msft-distill --teacher seasonal_naive:24")
     assert load_student(out / "student").config.horizon == 24
     with pytest.raises(ValueError, match="--teacher"):
         main(["--teacher", "nope", "--out", str(out)])
 
 
 def test_run_distill_on_real_etth1(data_dir):
-    from msft.distill.run import markdown_table, run_distill
+    from msft_runner.distill import markdown_table, run_distill
 
     result = run_distill(
         SeasonalNaive(24),
@@ -392,7 +392,7 @@ def test_run_distill_on_real_etth1(data_dir):
 
 def test_run_distill_variants_share_the_initialisation(tmp_path):
     """A variant identical to the main distilled config trains to the same student, step for step."""
-    from msft.distill.run import run_distill
+    from msft_runner.distill import run_distill
 
     csv = synthetic_csv(tmp_path / "toy.csv")
     same = DistillConfig(beta=0.0)

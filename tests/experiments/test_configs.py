@@ -164,7 +164,7 @@ def test_time_llm_recipe_presets_apply_to_time_dpd(data, width):
     assert backbone["description"] == cfg.data.description and data[:3] in backbone["description"]
     from msft_backbones.time_dpd import TimeDPDConfig
 
-    keys = {k: v for k, v in backbone.items() if k not in ("_target_", "wrap_options")}
+    keys = {k: v for k, v in backbone.items() if k not in ("_target_", "family", "wrap_options")}
     TimeDPDConfig(**keys)  # every preset key is a Time-DPD option
 
 

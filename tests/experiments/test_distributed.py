@@ -141,12 +141,11 @@ def _runs(cfgs, run_dirs):
 
 def _single_process_metrics(run_dir, cfg):
     """The saved run's model, evaluated again in this process through the same protocol code."""
-    from msft_runner.inference import load_run
-    from msft_runner.train import _evaluate, build_datamodule
+    from msft_runner.train import build_datamodule, evaluate, load_run
 
     data = build_datamodule(cfg.data, cfg.seed)
     data.setup("test")
-    return _evaluate(cfg, load_run(run_dir), data)
+    return evaluate(cfg, load_run(run_dir).model, data)
 
 
 def _check_shares(run_dir):

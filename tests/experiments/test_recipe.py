@@ -9,6 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 import msft
+from msft.layers import injected_parameter_names
 from msft.registry import registered_backbones
 from msft_runner.methods import build_model
 from msft_runner.train import run
@@ -170,7 +171,8 @@ def test_generic_trainable_patterns_for_every_backbone(name):
     backbone, wrap_options = build_backbone(cfg.backbone)
     model = msft.wrap(backbone, horizon=cfg.data.horizon, **{**(wrap_options or {}), "scales": [1]})
     try:
-        every = [n for n, _ in model.backbone.named_parameters() if "msft_" not in n]
+        injected = injected_parameter_names(model.backbone)
+        every = [n for n, _ in model.backbone.named_parameters() if n not in injected]
         assert model.spec.trainable_parameters("none") == []
         assert model.spec.trainable_parameters("all") == every
         with pytest.raises(ValueError, match="backbone_trainable='no_such'"):

@@ -65,9 +65,9 @@ def test_user_csv_trains_and_evaluates(tmp_path):
     assert "horizon: 8" in (tmp_path / "run" / "config.yaml").read_text()
     # The saved run loads back for inference and reproduces its test metrics.
     from msft.protocols import evaluate_lsf
-    from msft_runner.inference import load_run
+    from msft_runner.train import load_run
 
-    again = evaluate_lsf(load_run(tmp_path / "run"), path, 8, 32, "S", targets=["x0", "x2"])
+    again = evaluate_lsf(load_run(tmp_path / "run").model, path, 8, 32, "S", targets=["x0", "x2"])
     assert again["mse"] == pytest.approx(saved["mse"], rel=1e-6)
 
 

@@ -1,6 +1,6 @@
-"""``python -m msft.distill``: distil a teacher into an MLP student on an LSF dataset.
+"""``msft-distill``: distil a teacher into an MLP student on an LSF dataset.
 
-    python -m msft.distill --teacher runs/teacher --dataset ETTh1 --horizon 96 --context-length 336 \\
+    msft-distill --teacher runs/teacher --dataset ETTh1 --horizon 96 --context-length 336 \\
         --data-dir /path/to/data --out results/distill/etth1
 
 ``--teacher`` is a directory written by `msft.distill.save_teacher`, ``last_value`` or
@@ -38,7 +38,7 @@ def build_teacher(spec: str) -> Any:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m msft.distill", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="msft-distill", description=__doc__.split("\n")[0])
     p.add_argument("--teacher", required=True)
     p.add_argument("--dataset", default="ETTh1")
     p.add_argument("--horizon", type=int, default=96)
@@ -91,7 +91,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from msft.distill.losses import DistillConfig
-    from msft.distill.run import markdown_table, run_distill
+    from msft_runner.distill import markdown_table, run_distill
 
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    result["command"] = "python -m msft.distill " + " ".join(sys.argv[1:] if argv is None else argv)
+    result["command"] = "msft-distill " + " ".join(sys.argv[1:] if argv is None else argv)
     result["torch_threads"] = torch.get_num_threads()
     (out / "result.json").write_text(json.dumps(result, indent=2))
     table = markdown_table(result)

@@ -2,7 +2,7 @@
 
 `run_distill` caches the teacher over the training windows, fits two students from the same
 initialisation (with and without the teacher), evaluates all three with `msft.protocols.evaluate_lsf`
-on the test split and measures inference throughput on one shared batch. `python -m msft.distill`
+on the test split and measures inference throughput on one shared batch. `msft-distill`
 is its command line.
 """
 
