@@ -55,7 +55,9 @@ class TimeDPDSpec(BackboneSpec):
     input_projection = "reprogramming.out_projection"
 
     @classmethod
-    def load(cls, source: str | None = None, *, tiny_llm: str | None = None, seed: int = 1, **config: object) -> nn.Module:
+    def load(
+        cls, source: str | None = None, *, tiny_llm: str | None = None, seed: int = 1, **config: object
+    ) -> nn.Module:
         """Time-DPD on the LLM ``source`` (hub id or directory; else ``config["llm"]``), or, with
         ``tiny_llm`` ("qwen2", "llama", "gpt2"), on a tiny random decoder built offline. ``config``:
         `TimeDPDConfig`'s fields (its ``horizon`` among them)."""
