@@ -38,3 +38,16 @@ def test_a_run_left_at_the_default_experiment_writes_no_committed_table():
     name = cfg.experiment
     assert f"{cfg.results_dir}/{name}.md" not in committed and f"{cfg.results_dir}/{name}.csv" not in committed
     assert "experiment=main" in (REPO / "scripts" / "main.sh").read_text()
+
+
+def test_every_results_file_cited_in_readme_and_docs_exists():
+    """A cited result file that is not committed is a claim nobody can check."""
+    import re
+
+    cited = set()
+    for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for path in re.findall(r"(?<![\w/.-])(results/[\w./-]+\.(?:md|csv|json|png|svg))", doc.read_text()):
+            cited.add((doc.relative_to(REPO).as_posix(), path))
+    assert cited, "no results/ file is cited: the pattern is broken"
+    missing = sorted(f"{doc}: {path}" for doc, path in cited if not (REPO / path).is_file())
+    assert not missing, missing
