@@ -40,6 +40,10 @@ would have re-learnt what the head already gives. The core's ``predict_quantiles
 statistics of sample paths; `predict_quantiles` below fuses the heads' own quantiles at the asked
 levels (exact quantile averaging; `Chronos2Quantiles.quantiles`).
 
+Horizons: every scale forecasts its ``ceil(H / s)`` steps in one pass (``ceil(H / (s p))`` future
+patches), also beyond the checkpoint's ``max_output_patches``, where the pipeline instead feeds its
+forecast quantiles back as context and forecasts again; up to that limit the two compute the same.
+
 Options (``backbone_options``): ``group_lora`` (bool, default False): LoRA on group attention's
 value projection as well (its query and key do not change a group of one series).
 
@@ -329,6 +333,8 @@ class Chronos2Spec(BackboneSpec):
         if path.is_file():
             return path.name == "config.json" and _is_chronos2_config(path)
         text = str(source)
+        if text.startswith((".", "/", "~")):  # a path that does not exist
+            return False
         return text in KNOWN_CHECKPOINTS or bool(re.fullmatch(r"[\w.-]+/[\w.-]*chronos-?2(?![\d])[\w.-]*", text, re.I))
 
     @classmethod

@@ -228,6 +228,7 @@ def test_a_save_pretrained_folder_is_claimed_and_loads_the_same_weights(tmp_path
 def test_claims_recognises_chronos2_sources_only(tmp_path):
     assert Chronos2Spec.claims("amazon/chronos-2") and Chronos2Spec.claims("autogluon/chronos-2-small")
     assert Chronos2Spec.claims("someone/my-chronos-2-finetuned")
+    assert not Chronos2Spec.claims("./chronos-2") and not Chronos2Spec.claims(str(tmp_path / "chronos-2"))
     for other in (
         "Salesforce/moirai-1.1-R-small",
         "AutonLab/MOMENT-1-small",
