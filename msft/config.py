@@ -58,6 +58,13 @@ class MSFTConfig:
         "location": scale 1's paths shifted by the fused mean minus scale 1's mean (the coarse scales
         move the centre, scale 1 keeps the spread). All four have the fused mean ``sum_s w_s mean_s``.
         Inference only: a trained model switches with ``model.set_sample_fusion``.
+    context_lengths: how much of the past each scale sees (coarse scales can see further back at
+        the token count of scale 1). ``None`` (default): every scale sees the whole past given.
+        "equal_tokens": scale ``s`` sees the last ``ceil(P * s / max(scales))`` of the ``P`` steps
+        given, so every scale has about the tokens of scale 1 and the coarsest sees the whole past
+        (for [1, 2, 4] and a past of 2048 steps: 512, 1024 and 2048). A list of step counts, one
+        per scale: scale ``s`` sees its last ``context_lengths[i]`` steps (the past must hold the
+        longest). Cross-scale aggregation pairs only the tokens where two scales overlap in time.
     horizon: forecast length for backbones whose heads depend on it (MOMENT, Time-DPD).
     patch_size: patch size for backbones that support several (MOIRAI); ``None`` = backbone default.
     prompt_tokens: learnable soft-prompt vectors (Lester et al., 2021) prepended to each scale's
@@ -90,6 +97,7 @@ class MSFTConfig:
     fusion_objective: str = "fused"
     point_forecast: str = "median"
     sample_fusion: str = "linear"
+    context_lengths: str | tuple[int, ...] | None = None
     horizon: int | None = None
     patch_size: int | None = None
     prompt_tokens: int = 0
@@ -132,6 +140,8 @@ class MSFTConfig:
             raise ValueError(f"sample_fusion={self.sample_fusion!r}: expected one of {SAMPLE_FUSIONS}")
         if not isinstance(self.fusion_prior, (int, float)):
             raise ValueError(f"fusion_prior={self.fusion_prior!r}: expected a number")
+        if self.context_lengths is not None:
+            object.__setattr__(self, "context_lengths", _check_context_lengths(self.context_lengths, self.scales))
         if self.horizon is not None:
             _check_int("horizon", self.horizon, minimum=1)
         if self.aggregation_rank is not None:
@@ -159,7 +169,18 @@ class MSFTConfig:
             out["lora_targets"] = list(self.lora_targets)
         if self.quantile_levels is not None:
             out["quantile_levels"] = list(self.quantile_levels)
+        if isinstance(self.context_lengths, tuple):
+            out["context_lengths"] = list(self.context_lengths)
         return out
+
+    def scale_context_steps(self, past_steps: int) -> list[int]:
+        """Steps of a ``past_steps``-long past that each scale sees (`context_lengths`)."""
+        if self.context_lengths is None:
+            return [past_steps] * self.num_scales
+        if self.context_lengths == "equal_tokens":
+            top = self.scales[-1]
+            return [-(-past_steps * s // top) for s in self.scales]
+        return list(self.context_lengths)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> MSFTConfig:
@@ -173,6 +194,23 @@ class MSFTConfig:
 def _check_int(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name}={value!r}: expected an integer >= {minimum}")
+
+
+CONTEXT_LENGTHS = ("equal_tokens",)
+
+
+def _check_context_lengths(value: Any, scales: tuple[int, ...]) -> str | tuple[int, ...]:
+    if isinstance(value, str):
+        if value not in CONTEXT_LENGTHS:
+            raise ValueError(f"context_lengths={value!r}: expected None, {CONTEXT_LENGTHS} or one step count per scale")
+        return value
+    try:
+        steps = tuple(value)
+    except TypeError:
+        raise ValueError(f"context_lengths={value!r}: expected None, 'equal_tokens' or a list of integers") from None
+    if len(steps) != len(scales) or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in steps):
+        raise ValueError(f"context_lengths={list(steps)}: expected one positive integer per scale of {list(scales)}")
+    return steps
 
 
 def _check_levels(levels: Any) -> tuple[float, ...]:

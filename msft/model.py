@@ -571,7 +571,10 @@ class MSFTModel(nn.Module):
                 f"past_target has {length} time steps: expected at least max(scales) * patch_size = "
                 f"{max(self.scales)} * {self.spec.patch_size()} = {needed}"
             )
-        self.spec.check_context(length)
+        if self.config.context_lengths is None:
+            self.spec.check_context(length)
+        else:
+            self._check_scale_contexts(length)
         seen = (past_observed & ~torch.isnan(past_target)).any(dim=1)  # (batch, variate)
         if not bool(seen.all()):
             b, v = (~seen).nonzero()[0].tolist()
@@ -603,6 +606,24 @@ class MSFTModel(nn.Module):
         return rearrange(fused, "(b v) n t -> b n t v", v=variates)
 
     def _forward(self, past_target: Tensor, past_observed: Tensor, horizon: Any) -> list[Forecast]:
+    def _check_scale_contexts(self, length: int) -> None:
+        """Each scale's window (`MSFTConfig.context_lengths`) fits in the past, holds at least one
+        patch at its resolution, and fits the backbone once pooled (MOMENT: at most 512 steps)."""
+        steps = self.config.scale_context_steps(length)
+        if length < max(steps):
+            raise ValueError(
+                f"past_target has {length} time steps: context_lengths={list(steps)} needs {max(steps)} "
+                "(the longest scale's window)"
+            )
+        patch = self.spec.patch_size()
+        for scale, n in zip(self.scales, steps):
+            if n < scale * patch:
+                raise ValueError(
+                    f"context_lengths gives scale {scale} {n} time steps: expected at least scale * patch_size "
+                    f"= {scale} * {patch} = {scale * patch}"
+                )
+            self.spec.check_context(scaled_length(n, scale))
+
         return self._run(past_target, past_observed, horizon).outputs
 
     def _run(self, past_target: Tensor, past_observed: Tensor, horizon: Any) -> _Pass:
@@ -619,8 +640,9 @@ class MSFTModel(nn.Module):
             series = series / factor
         tokens: list[ScaleTokens] = []
         pooled_observed: list[Tensor] = []
-        for idx, scale in enumerate(self.scales):
-            context, context_observed = downsample(series, observed, scale, side="left")
+        steps = self.config.scale_context_steps(series.shape[1])  # what each scale sees (context_lengths)
+        for idx, (scale, n) in enumerate(zip(self.scales, steps)):
+            context, context_observed = downsample(series[:, -n:], observed[:, -n:], scale, side="left")
             pooled_observed.append(context_observed)
             with self._state.use(idx):
                 scale_tokens = self.spec.embed(context, context_observed, scaled_length(horizon, scale), idx)

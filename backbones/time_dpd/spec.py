@@ -95,6 +95,11 @@ class TimeDPDSpec(BackboneSpec):
         cfg = backbone.config
         if config.horizon is not None and config.horizon != cfg.horizon:
             raise ValueError(f"horizon={config.horizon}: expected the Time-DPD model's horizon {cfg.horizon} (or None)")
+        if config.context_lengths is not None:
+            raise ValueError(
+                f"context_lengths={config.context_lengths!r}: Time-DPD's per-scale heads and prompts are sized "
+                "by its context_length, the same past for every scale; expected context_lengths=None"
+            )
         for scale in config.scales:
             if math.ceil(cfg.context_length / scale) + cfg.stride < cfg.patch_len:
                 raise ValueError(
