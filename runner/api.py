@@ -49,6 +49,7 @@ TRAINING_OPTIONS = {
     "peft": None,
     "gradient_clip_val": 1.0,
     "num_samples": 100,
+    "calibrate": None,
 }
 
 
@@ -81,7 +82,11 @@ def finetune(
         left-padded with missing values),
         ``batch_size``, ``lr`` (a number or the runner's dict of ``lr``/``xscale_lr``/``head_lr``/
         ``scale_weight_lr``), ``max_epochs``, ``patience``, ``progress``, ``run_dir`` (checkpoints and
-        learning curves; a temporary directory by default), ``peft`` (LoRA settings)) and any
+        learning curves; a temporary directory by default), ``peft`` (LoRA settings), ``calibrate``
+        (``"conformal"``: after training, `msft.MSFTModel.calibrate` on every validation window, so
+        ``predict_df`` and the saved forecaster give calibrated quantiles; the validation must hold at
+        least the windows `msft.calibration.minimum_windows` names, e.g. 19 series x windows for the
+        default levels: raise ``validation_windows``)) and any
         `msft.MSFTConfig` field (``scales``, ``lora_rank``, ...).
     """
     from msft.config import MSFTConfig
@@ -149,6 +154,8 @@ def finetune(
             cfg = _fit_config(train, seed, max_steps, time_limit, steps_per_epoch)
             record = fit(cfg, lightning_module, data, Path(run_dir) if run_dir else Path(tmp))
     built.model.eval()
+    if train["calibrate"] is not None:  # split conformal on the validation windows (msft.calibration)
+        _calibrate(built.model, data, train["calibrate"], train["num_samples"])
     settings = ForecasterSettings(
         prediction_length=prediction_length,
         context_length=data.context_length,
@@ -165,6 +172,19 @@ def finetune(
         resolve_args=resolve_args,
     )
     return Forecaster(built.model, settings, tuner=built.tuner)
+
+
+def _calibrate(model: msft.MSFTModel, data: FrameDataModule, method: str, num_samples: int) -> None:
+    """`msft.MSFTModel.calibrate` on every validation window of ``data`` (each series' held-out blocks)."""
+    windows = data.val_set[torch.arange(len(data.val_set))]
+    model.calibrate(
+        windows["past_target"],
+        windows["future_target"],
+        windows["past_observed"],
+        windows["future_observed"],
+        method=method,
+        num_samples=num_samples,
+    )
 
 
 def _fit_config(

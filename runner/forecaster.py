@@ -254,6 +254,7 @@ class Forecaster:
         """Rebuild a saved forecaster on its recorded base model (or ``backbone``) and load its parameters."""
         from safetensors.torch import load_file
 
+        from msft.calibration import ConformalCalibration
         from msft.provenance import check_same_base
 
         path = _local(path)
@@ -281,6 +282,7 @@ class Forecaster:
         _, unexpected = built.model.load_state_dict(tensors, strict=False)
         if unexpected:
             raise ValueError(f"{path / TRAINABLE_FILE} has parameters this model lacks: {unexpected[:5]}")
+        built.model.calibration = ConformalCalibration.load(path)  # None when the forecaster was not calibrated
         built.model.requires_grad_(False).eval()
         if backbone is not None:
             settings.source = source

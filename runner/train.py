@@ -103,6 +103,9 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | Non
         )
         model = _zero_shot_fallback(model, initial, cfg.data.horizon, wrap_options)
         record.update({"guard": "zero_shot_kept", "finetuned_val_score": record[SELECTION], SELECTION: zero_shot_score})
+    calibration = calibrate_on_validation(cfg, model, data)
+    if calibration is not None:
+        record["calibration"] = calibration
     if "msft_fusion" in dict(model.named_children()) and model.config.num_scales > 1:
         record["fusion_weights"] = dict(zip(map(str, model.scales), model.fusion_weights.tolist()))
     if cfg.get("defer_test"):  # a sweep candidate: msft-evaluate tests it if validation selects it
@@ -213,6 +216,7 @@ def load_run(run_dir: str | os.PathLike, record: dict[str, Any] | None = None) -
         if not checkpoint.is_file():
             raise FileNotFoundError(f"{run_dir}: {checkpoint.name} is missing; the run's trained weights are gone")
         setup.module.load_trainable(str(checkpoint))
+    calibrate_on_validation(cfg, model, setup.data)  # the run's calibration, fitted again exactly as run fitted it
     return FinishedRun(cfg, model.eval(), setup.data)
 
 
@@ -418,6 +422,32 @@ def validation_scores(model, data, cfg: DictConfig) -> dict[str, float]:
             total[0], total[1] = total[0] + num, total[1] + den
     model.cpu().train(training)
     return {name: num / den for name, (num, den) in sums.items() if den > 0}
+
+
+def calibrate_on_validation(cfg: DictConfig, model, data) -> dict[str, Any] | None:
+    """``calibrate=conformal``: fit `msft.MSFTModel.calibrate` on every validation window of ``data``
+    (the windows validation scores read), with the run's seed, so the test scores calibrated
+    quantiles and paths (`msft.calibration`); returns the calibration's record, None when not asked."""
+    method = cfg.get("calibrate")
+    if not method:
+        return None
+    batches = list(data.val_dataloader())
+    windows = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
+    keep = windows["past_observed"].any(1).all(-1)  # as validation: a window needs an observed context
+    device = _device(cfg)
+    past, future, past_seen, future_seen = (
+        windows[k][keep].to(device) for k in ("past_target", "future_target", "past_observed", "future_observed")
+    )
+    model.to(device)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            calibration = model.calibrate(
+                past, future, past_seen, future_seen, method=method, num_samples=cfg.data.get("num_samples", 100)
+            )
+    finally:
+        model.cpu()
+    return calibration.to_dict()
 
 
 def _initial_backbone_values(model) -> dict[str, torch.Tensor]:

@@ -215,3 +215,64 @@ def test_point_backbone_quantile_heads_are_calibrated_in_predict_quantiles():
     # on the windows it was fitted on, the ceil((n+1) q)-th residual bounds exactly that share (ties aside)
     n = 40 * 16
     assert (future <= got[:, 2]).float().mean().item() >= math.ceil(0.9 * (n + 1)) / n - 1e-6
+
+
+def test_finetune_calibrates_on_its_validation_windows_and_the_forecaster_keeps_it(tmp_path):
+    """``msft.finetune(..., calibrate="conformal")``: 4 series x 5 held-out windows = 20 >= 19 (the
+    default levels' minimum); predict_df reads the calibrated quantiles; save/from_pretrained keep them."""
+    pytest.importorskip("msft_runner")
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    frames = [
+        pd.DataFrame(
+            {
+                "item_id": f"s{i}",
+                "timestamp": pd.date_range("2024-01-01", periods=400, freq="h"),
+                "target": 10 + 3 * np.sin(2 * np.pi * np.arange(400) / 24 + i) + rng.standard_normal(400),
+            }
+        )
+        for i in range(4)
+    ]
+    frame = pd.concat(frames, ignore_index=True)
+    options = dict(context_length=96, max_steps=2, progress=False, batch_size=8, validation_windows=5, scales=[1, 2])
+    forecaster = msft.finetune("tiny_moirai", frame, 12, calibrate="conformal", **options)
+    calibration = forecaster.model.calibration
+    assert calibration is not None and calibration.windows == 20
+    torch.manual_seed(0)
+    calibrated = forecaster.predict_df(frame, quantile_levels=(0.1, 0.9))
+    forecaster.model.calibration = None
+    torch.manual_seed(0)
+    raw = forecaster.predict_df(frame, quantile_levels=(0.1, 0.9))
+    assert not np.allclose(calibrated["0.9"], raw["0.9"])
+    forecaster.model.calibration = calibration
+    loaded = msft.from_pretrained(forecaster.save_pretrained(tmp_path))
+    assert loaded.model.calibration == calibration
+    with pytest.raises(ValueError, match="at least 19"):
+        msft.finetune("tiny_moirai", frame, 12, calibrate="conformal", **{**options, "validation_windows": 4})
+
+
+def test_msft_train_calibrate_conformal_fits_on_validation_and_load_run_fits_the_same(tmp_path):
+    """The CLI's ``calibrate=conformal``: the run records its calibration, and `load_run` (deferred tests,
+    msft-evaluate) fits exactly the same one again (same weights, same validation windows, same seed)."""
+    pytest.importorskip("msft_runner")
+    from msft_runner.train import load_run, run
+    from tests.experiments.conftest import TINY, compose, small_csv
+
+    overrides = [o for o in TINY if not o.startswith(("backbone=", "names.backbone=", "data.context_length="))]
+    cfg = compose(
+        [
+            *overrides,
+            "backbone=tiny_moirai",
+            "data=csv",
+            f"data.path={small_csv(tmp_path / 's.csv')}",
+            "data.context_length=128",
+            "method=msft",
+            "calibrate=conformal",
+            "names.backbone=tiny_moirai",
+        ]
+    )
+    record = run(cfg, tmp_path / "run", {"backbone": "tiny_moirai"})
+    assert record["calibration"]["method"] == "conformal" and record["calibration"]["windows"] >= 19
+    assert load_run(tmp_path / "run").model.calibration.to_dict() == record["calibration"]
