@@ -1,18 +1,26 @@
-"""Time-DPD training step: msft [1,2,4] against Time-DPD's own single-scale step, and where time goes.
+"""Time-DPD training step, like for like: msft [1,2,4] against msft [1] and peft LoRA on the same frozen model.
 
-    HF_HUB_OFFLINE=1 python -m benchmarks.bench_time_dpd_step --out results/time_dpd
+    HF_HUB_OFFLINE=1 python -m benchmarks.bench_time_dpd_step
 
 Random weights with the GPT-2 (small) geometry: width 768, vocabulary 50,257, the first
 ``--llm-layers`` decoder layers (Time-LLM truncates its LLM the same way), fp32 on CPU; the
 word-level stand-in tokenizer of `msft_backbones.time_dpd.tiny` (nothing is downloaded). Batch
-``--batch`` univariate series, context 512, horizon 96. One step = forward, MSE, backward.
+``--batch`` univariate series, context 512, horizon 96. One step = forward, loss, backward.
 
-Variants: Time-DPD's own step (its trainable parts train, the prototype map included: its 1000 x V
-map is part of every step) and ``msft.wrap(scales=[1, 2, 4])`` (the backbone frozen, msft's parts
-train). Steps are timed round-robin (one step of each variant per round) so that load from other
-processes hits both alike; the median over rounds is reported. The profile table is one more step
-of each variant under torch.profiler, its CPU time attributed to the pieces of the forward (text
-prototypes, reprogramming, prompt text and its tokenisation, decoder layers, heads) and the backward.
+Like-for-like variants: the same frozen Time-DPD (every backbone parameter frozen, the prototype
+map included) under the runner's methods (`msft_runner.methods.build_model` with
+configs/method/{msft,msft_single_scale,lora}.yaml): msft [1,2,4] with one shared prompt (the default)
+and with a prompt per scale, msft [1], and peft LoRA on the same q/k/v projections. Time-DPD's own
+training step (its trainable parts train, the 1000 x V prototype map included) is a separate,
+labelled row: not the same job. Steps are timed round-robin (one step of each variant per round, the
+order rotated every round) so that load from other processes hits all alike; a step's time is the
+process's CPU time (one thread: time slices given to other jobs are not counted, as they are in the
+wall time, also recorded), and the median over rounds is reported. Memory per variant: the bytes autograd keeps for backward (distinct storages, weights
+excluded, as benchmarks/time_dpd_memory.py measures) and the trainable state (fp32 weights, gradients
+and two Adam moments, 16 B per parameter); the frozen weights are the same for every variant. The
+7B default's numbers come from ``results/time_dpd/memory.json`` (benchmarks/time_dpd_memory.py). The
+profile table is one more step of each variant under torch.profiler, its CPU time attributed to the
+pieces of the forward and the backward.
 """
 
 from __future__ import annotations
@@ -26,11 +34,26 @@ import time
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from benchmarks.meta import cpu_run_meta
 
 REPO = Path(__file__).resolve().parents[1]
-OWN, MSFT = "Time-DPD single-scale step", "msft [1,2,4]"
+SHARED, PER_SCALE, SINGLE, LORA = (
+    "msft [1,2,4], shared prompt (default)",
+    "msft [1,2,4], prompt per scale",
+    "msft [1]",
+    "peft LoRA",
+)
+OWN = "Time-DPD's own training step (not like for like: trains the prototype map)"
+LIKE_FOR_LIKE = (SHARED, PER_SCALE, SINGLE, LORA)
+#: variant -> (runner method config, prompt_sharing)
+METHODS = {
+    SHARED: ("msft", "shared"),
+    PER_SCALE: ("msft", "per_scale"),
+    SINGLE: ("msft_single_scale", "shared"),
+    LORA: ("lora", "shared"),
+}
 #: (label, owner, attribute): the pieces of the forward the profile attributes time to.
 PIECES = (
     ("text prototypes (W E)", "model", "text_prototypes"),
@@ -42,14 +65,42 @@ PIECES = (
 )
 
 
-def build(args):
+def method_config(name: str) -> dict:
+    """configs/method/<name>.yaml merged over its defaults."""
+    cfg = OmegaConf.load(REPO / "configs" / "method" / f"{name}.yaml")
+    bases = [OmegaConf.create(method_config(d)) for d in cfg.pop("defaults", []) if d != "_self_"]
+    return OmegaConf.to_container(OmegaConf.merge(*bases, cfg), resolve=True)
+
+
+def build_variant(label: str, make_backbone, horizon: int, wrap_options: dict | None = None):
+    """``label``'s module (with ``loss(past, future)``) on a backbone from ``make_backbone(prompt_sharing)``,
+    through the runner's method for the like-for-like ones; and its trainable parameter count."""
+    from msft_runner.methods import build_model
+
+    if label == OWN:
+        module = make_backbone("shared")
+    else:
+        method, sharing = METHODS[label]
+        cfg = method_config(method)
+        built = build_model(
+            make_backbone(sharing), cfg["kind"], horizon, cfg.get("options"), cfg.get("peft"), wrap_options=wrap_options
+        )
+        module = built.model
+    return module.train(), sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def build_variants(make_backbone, horizon: int) -> dict:
+    """label -> `build_variant`, each on its own backbone."""
+    return {label: build_variant(label, make_backbone, horizon) for label in (*LIKE_FOR_LIKE, OWN)}
+
+
+def gpt2_backbone(args):
     from transformers import GPT2Config, GPT2Model
 
-    import msft
     from msft_backbones.time_dpd import TimeDPD, TimeDPDConfig
     from msft_backbones.time_dpd.tiny import tiny_tokenizer
 
-    def backbone():
+    def backbone(sharing: str):
         torch.manual_seed(0)
         config = GPT2Config(
             vocab_size=50257,
@@ -61,30 +112,41 @@ def build(args):
             embd_pdrop=0.0,
             attn_pdrop=0.0,
         )
-        llm = GPT2Model(config)
         cfg = TimeDPDConfig(
-            llm="gpt2", llm_dtype="float32", context_length=args.context, horizon=args.horizon, dropout=0.0
+            llm="gpt2",
+            llm_dtype="float32",
+            context_length=args.context,
+            horizon=args.horizon,
+            dropout=0.0,
+            prompt_sharing=sharing,
         )
-        return TimeDPD(cfg, llm=llm, tokenizer=tiny_tokenizer()).train()
+        return TimeDPD(cfg, llm=GPT2Model(config), tokenizer=tiny_tokenizer())
 
-    own = backbone()
+    return backbone
 
-    def own_step(batch):
-        loss = own.loss(*batch)
-        loss.backward()
-        return loss
 
-    wrapped = msft.wrap(backbone(), scales=[1, 2, 4]).train()
+def step(module, batch) -> None:
+    module.loss(*batch).backward()
+    module.zero_grad(set_to_none=True)
 
-    def msft_step(batch):
-        loss = wrapped.loss(*batch)
-        loss.backward()
-        return loss
 
-    def count(m):
-        return sum(p.numel() for p in m.parameters() if p.requires_grad)
+def saved_bytes(module, batch) -> int:
+    """Bytes of the distinct storages autograd saves for backward during one loss, weights excluded."""
+    weights = {p.untyped_storage().data_ptr() for p in module.parameters()}
+    weights |= {b.untyped_storage().data_ptr() for b in module.buffers()}
+    seen: dict[int, int] = {}
 
-    return {OWN: (own_step, own, count(own)), MSFT: (msft_step, wrapped, count(wrapped))}
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in weights:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = module.loss(*batch)
+    loss.backward()
+    module.zero_grad(set_to_none=True)
+    return sum(seen.values())
 
 
 @contextlib.contextmanager
@@ -115,7 +177,7 @@ def labelled_pieces():
             setattr(target, attr, original)
 
 
-def profile_step(step, batch, module) -> dict[str, float]:
+def profile_step(batch, module) -> dict[str, dict]:
     """CPU ms per labelled piece of one step (top-level pieces only), plus forward / backward totals."""
     module.zero_grad(set_to_none=True)
     with labelled_pieces(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
@@ -123,6 +185,7 @@ def profile_step(step, batch, module) -> dict[str, float]:
             loss = module.loss(*batch)
         with torch.profiler.record_function("backward"):
             loss.backward()
+    module.zero_grad(set_to_none=True)
     totals = {e.key: e.cpu_time_total / 1e3 for e in prof.key_averages()}
     counts = {e.key: e.count for e in prof.key_averages()}
     labels = [label for label, _, _ in PIECES] + ["forward + loss", "backward"]
@@ -146,34 +209,45 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--horizon", type=int, default=96)
     parser.add_argument("--llm-layers", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--memory-json", type=Path, default=REPO / "results" / "time_dpd" / "memory.json")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     batch = make_batch(args)
-    variants = build(args)
+    variants = build_variants(gpt2_backbone(args), args.horizon)
+    names = list(variants)
     for _ in range(args.warmup):
-        for step, module, _ in variants.values():
-            step(batch)
-            module.zero_grad(set_to_none=True)
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(args.rounds):
-        for name, (step, module, _) in variants.items():
-            start = time.perf_counter()
-            step(batch)
-            times[name].append(time.perf_counter() - start)
-            module.zero_grad(set_to_none=True)
-    profiles = {name: profile_step(step, batch, module) for name, (step, module, _) in variants.items()}
-    own = statistics.median(times[OWN])
+        for module, _ in variants.values():
+            step(module, batch)
+    times: dict[str, list[float]] = {name: [] for name in names}  # CPU seconds of the process
+    walls: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(args.rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            start, wall = time.process_time(), time.perf_counter()
+            step(variants[name][0], batch)
+            times[name].append(time.process_time() - start)
+            walls[name].append(time.perf_counter() - wall)
+    memory = {name: saved_bytes(module, batch) for name, (module, _) in variants.items()}
+    profiles = {name: profile_step(batch, module) for name, (module, _) in variants.items()}
+    median = {name: statistics.median(t) for name, t in times.items()}
     rows = [
         dict(
             variant=name,
-            median_ms=1e3 * statistics.median(t),
-            min_ms=1e3 * min(t),
-            vs_single_scale=statistics.median(t) / own,
-            trainable_params=variants[name][2],
+            median_ms=1e3 * median[name],
+            min_ms=1e3 * min(times[name]),
+            median_wall_ms=1e3 * statistics.median(walls[name]),
+            paired_vs_msft_1=statistics.median(t / s for t, s in zip(times[name], times[SINGLE])),
+            paired_vs_peft_lora=statistics.median(t / s for t, s in zip(times[name], times[LORA])),
+            vs_msft_1=median[name] / median[SINGLE],
+            vs_peft_lora=median[name] / median[LORA],
+            trainable_params=variants[name][1],
+            saved_for_backward_bytes=memory[name],
+            trainable_state_bytes=16 * variants[name][1],
+            times_ms=[1e3 * t for t in times[name]],
+            wall_ms=[1e3 * t for t in walls[name]],
         )
-        for name, t in times.items()
+        for name in names
     ]
     command = "HF_HUB_OFFLINE=1 python -m benchmarks.bench_time_dpd_step " + " ".join(
         argv if argv is not None else sys.argv[1:]
@@ -182,33 +256,58 @@ def main(argv: list[str] | None = None) -> None:
         **cpu_run_meta(command),
         **{k: getattr(args, k) for k in ("batch", "context", "horizon", "llm_layers", "warmup", "rounds")},
     )
+    seven_b = json.loads(args.memory_json.read_text()) if args.memory_json.is_file() else None
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.json").write_text(json.dumps(dict(meta=meta, rows=rows, profile=profiles), indent=2))
-    (args.out / f"{args.name}.md").write_text(render(meta, rows, profiles))
-    print(render(meta, rows, profiles))
+    result = dict(meta=meta, rows=rows, profile=profiles)
+    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=2))
+    text = render(meta, rows, profiles, seven_b)
+    (args.out / f"{args.name}.md").write_text(text)
+    print(text)
 
 
-def render(meta, rows, profiles) -> str:
+def render(meta, rows, profiles, seven_b) -> str:
+    mib = lambda b: f"{b / 2**20:,.0f}"  # noqa: E731
     lines = [
-        "# Time-DPD training step: msft [1,2,4] vs its own single-scale step (GPT-2 geometry, random weights)",
+        "# Time-DPD training step, like for like: msft [1,2,4] vs msft [1] vs peft LoRA (GPT-2 geometry, random "
+        "weights)",
         "",
         f"Regenerate: `{meta['command']}`",
         "",
-        f"Machine: {meta['machine']}, {meta['cpu_cores']} CPU cores shared with other jobs, torch {meta['torch']} "
+        f"Machine: {meta['machine']}, {meta['cpu_cores']} CPU cores **shared with other jobs**, torch {meta['torch']} "
         f"with {meta['torch_threads']} thread(s); load average after the run: "
         f"{', '.join(f'{x:.1f}' for x in meta['load_average_after'])}. Width 768, vocabulary 50,257, "
-        f"{meta['llm_layers']} decoder layers, fp32; batch {meta['batch']}, context {meta['context']}, horizon "
-        f"{meta['horizon']}; forward + MSE + backward, median of {meta['rounds']} round-robin rounds after "
-        f"{meta['warmup']} warm-up round(s).",
+        f"{meta['llm_layers']} decoder layers, fp32; batch {meta['batch']} series, context {meta['context']}, horizon "
+        f"{meta['horizon']}; forward + loss + backward, median of {meta['rounds']} round-robin rounds (order rotated "
+        f"each round) after {meta['warmup']} warm-up round(s). Step time is the CPU time of the (single-threaded) "
+        "process, which time slices given to other jobs do not count, unlike the wall time (shown too); the "
+        "paired ratio is the median over rounds of the step's time over the reference's in the same round. "
+        "The same frozen Time-DPD under the runner's methods "
+        "(configs/method/msft.yaml, msft_single_scale.yaml, lora.yaml); Time-DPD's own step is a different job "
+        "(it trains the 1000 x V prototype map) and is shown apart.",
         "",
-        "| variant | median step (ms) | min (ms) | × single-scale | trainable params |",
-        "|---|---:|---:|---:|---:|",
+        "| variant | median step, CPU (ms) | min (ms) | wall (ms) | × msft [1] (paired) | × peft LoRA (paired) | "
+        "trainable params | saved for backward (MiB) | trainable state (MiB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['variant']} | {r['median_ms']:.0f} | {r['min_ms']:.0f} | {r['vs_single_scale']:.2f} | "
-            f"{r['trainable_params']:,} |"
+            f"| {r['variant']} | {r['median_ms']:.0f} | {r['min_ms']:.0f} | {r['median_wall_ms']:.0f} | "
+            f"{r['vs_msft_1']:.2f} ({r['paired_vs_msft_1']:.2f}) | {r['vs_peft_lora']:.2f} "
+            f"({r['paired_vs_peft_lora']:.2f}) | {r['trainable_params']:,} | {mib(r['saved_for_backward_bytes'])} | "
+            f"{mib(r['trainable_state_bytes'])} |"
         )
+    shared = next(r for r in rows if r["variant"] == SHARED)
+    lines += [
+        "",
+        f"Goal (issue 35): msft [1,2,4] ≤ 1.5× msft [1] and ≤ 2.0× peft LoRA per step. Measured (ratio of the "
+        f"medians): {shared['vs_msft_1']:.2f}× msft [1] ({'met' if shared['vs_msft_1'] <= 1.5 else 'missed'}), "
+        f"{shared['vs_peft_lora']:.2f}× peft LoRA ({'met' if shared['vs_peft_lora'] <= 2.0 else 'missed'}). "
+        "Saved for backward: bytes autograd keeps (distinct storages, weights excluded); trainable state: fp32 "
+        "weights + gradients + two Adam moments (16 B per trainable parameter). The frozen weights are the same "
+        "for every variant.",
+    ]
+    if seven_b is not None and "variants" in seven_b:
+        lines += ["", *seven_b_lines(seven_b)]
     names = list(profiles)
     lines += [
         "",
@@ -222,6 +321,25 @@ def render(meta, rows, profiles) -> str:
         cells = [f"{profiles[n][label]['ms']:.0f} ({profiles[n][label]['calls']}×)" for n in names]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def seven_b_lines(r: dict) -> list[str]:
+    """The 7B default's activation memory per variant, from benchmarks/time_dpd_memory.py's result."""
+    gib = lambda b: f"{b / 2**30:,.2f}"  # noqa: E731
+    lines = [
+        "At the 7B default (DeepSeek-R1-Distill-Qwen-7B geometry, bf16, 28 layers, context 512, horizon 96; "
+        f"`{r['command']}`, [memory.md](memory.md)), per series:",
+        "",
+        "| variant | LLM tokens per series | saved for backward, 28 layers (GiB) | with gradient checkpointing "
+        "(GiB, estimate) | trainable state (GiB) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, v in r["variants"].items():
+        lines.append(
+            f"| {name} | {v['tokens']} | {gib(v['total_bytes'])} | {gib(v['checkpointed_bytes'])} | "
+            f"{gib(16 * v['trainable'])} |"
+        )
+    return lines
 
 
 if __name__ == "__main__":

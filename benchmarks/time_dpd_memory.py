@@ -4,19 +4,26 @@ Regenerate: ``HF_HUB_OFFLINE=1 python benchmarks/time_dpd_memory.py`` (writes re
 
 Nothing is downloaded. Parameters are counted exactly on the meta device from the real model
 classes built with the 7B config values (`msft_backbones.time_dpd.DEEPSEEK_R1_DISTILL_QWEN_7B`).
-Activation memory is *measured*: the real Time-DPD forward + backward runs on CPU with random
-weights at the full 7B width, once with 1 and once with 2 decoder layers, and every tensor autograd
-saves for the backward pass is summed (once per storage, model weights excluded); the difference is
-one layer, so 28 layers = base + 28 x per-layer. The prompt's token count comes from a word-level
-stand-in tokenizer that, like Qwen2's, splits numbers into single digits (the Qwen2 tokenizer
-itself cannot be fetched here), so the sequence length is an estimate to a few tokens.
+Activation memory is *measured*, for each variant of benchmarks/bench_time_dpd_step.py (msft [1,2,4]
+with a shared prompt and with a prompt per scale, msft [1], peft LoRA, Time-DPD's own step): the real
+forward + backward runs on CPU with random weights at the full 7B width (bf16 LLM), once with 1 and
+once with 2 decoder layers, and every tensor autograd saves for the backward pass is summed (once per
+storage, model weights excluded); the difference is one layer, so 28 layers = base + 28 x per-layer.
+The measured model's vocabulary is the stand-in tokenizer's (nothing saved for backward depends on
+the vocabulary size: the prototype matmul saves only the frozen embedding, a weight), which keeps the
+1000 x V prototype map small. With gradient checkpointing (msft's per-layer
+``gradient_checkpointing=True``) the tensors saved outside the layers are measured the same way
+(1 and 2 layers); each layer then keeps its fp32 input and one layer at a time is recomputed in the
+backward, so: outside + 28 x (layer input) + one layer's saved tensors (an estimate, not a
+measurement of a peak). The prompt's token count comes from a word-level stand-in tokenizer that,
+like Qwen2's, splits numbers into single digits (the Qwen2 tokenizer itself cannot be fetched here),
+so the sequence lengths are estimates to a few tokens.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import sys
@@ -27,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import msft  # noqa: E402
+from benchmarks.bench_time_dpd_step import LIKE_FOR_LIKE, OWN, build_variant, saved_bytes  # noqa: E402
 from msft_backbones.time_dpd import TimeDPD, TimeDPDConfig, default_llm_config  # noqa: E402
 from msft_backbones.time_dpd.model import DEFAULT_SOFT_PROMPT  # noqa: E402
 from msft_backbones.time_dpd.prompt import TEMPLATE  # noqa: E402
@@ -49,16 +57,20 @@ def stand_in_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]")
 
 
-def build(num_layers: int, device: str, dtype: torch.dtype) -> TimeDPD:
+def build(
+    num_layers: int, device: str, dtype: torch.dtype, vocab_size: int | None = None, prompt_sharing: str = "shared"
+) -> TimeDPD:
     from transformers import Qwen2Model
 
     llm_config = default_llm_config()
     llm_config.num_hidden_layers = num_layers
     llm_config.layer_types = llm_config.layer_types[:num_layers]
+    if vocab_size is not None:
+        llm_config.vocab_size = vocab_size
     with torch.device(device):
         llm = Qwen2Model(llm_config).to(dtype)
         return TimeDPD(
-            TimeDPDConfig(llm_dtype=str(dtype).removeprefix("torch."), dropout=0.0),
+            TimeDPDConfig(llm_dtype=str(dtype).removeprefix("torch."), dropout=0.0, prompt_sharing=prompt_sharing),
             llm=llm,
             tokenizer=stand_in_tokenizer(),
         )
@@ -75,12 +87,18 @@ def parameter_table() -> dict:
     parts = {name: k for name, k in parts.items() if k}
     parts["soft_prompt"] = model.soft_prompt.numel()
     trainable = count(model.trainable_parameters().values())
-    with torch.device("meta"):
-        wrapped = msft.wrap(model, scales=SCALES)
-    groups = {}
-    for name, p in wrapped.msft_parameters().items():
-        key = next(k for k in ("adapter", "lora", "aggregation", "heads", "fusion") if k in name)
-        groups[key] = groups.get(key, 0) + p.numel()
+    # msft's parts do not depend on the vocabulary and grow linearly with the layers: counted on 1- and
+    # 2-layer models with a small vocabulary (wrapping reads the base weights' fingerprint: not on meta)
+    per_layers = []
+    for layers in (1, 2):
+        wrapped = msft.wrap(build(layers, "cpu", torch.bfloat16, len(stand_in_tokenizer())), scales=SCALES)
+        groups: dict[str, int] = {}
+        for name, p in wrapped.msft_parameters().items():
+            key = next(k for k in ("adapter", "lora", "aggregation", "heads", "fusion") if k in name)
+            groups[key] = groups.get(key, 0) + p.numel()
+        per_layers.append(groups)
+        del wrapped
+    groups = {k: per_layers[0][k] + 27 * (per_layers[1][k] - per_layers[0][k]) for k in per_layers[0]}
     return {
         "llm": llm,
         "trainable": trainable,
@@ -90,54 +108,65 @@ def parameter_table() -> dict:
     }
 
 
-def saved_bytes(run, exclude: set[int]) -> int:
-    """Bytes of the distinct storages autograd saves for backward during ``run()``, minus weights."""
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        ptr = storage.data_ptr()
-        if ptr not in exclude:
-            seen[ptr] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = run()
-    loss.backward()
-    return sum(seen.values())
-
-
-def activation_table(series: int) -> dict:
+def variant_table(series: int) -> dict:
+    """Per variant: LLM tokens per series and the bytes saved for backward with 1 and 2 decoder layers,
+    without and (msft's models) with gradient checkpointing."""
     torch.manual_seed(0)
-    x = torch.randn(1, 512, series).cumsum(1)
-    y = torch.randn(1, 96, series)
-    out = {"series": series}
-    for layers in (1, 2):
-        model = build(layers, "cpu", torch.bfloat16)
-        weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
-        hidden, aux = model.tokenize(x[0].T, torch.ones(series, 512, dtype=torch.bool), 96)
-        out["tokens"] = hidden.shape[1]
-        out["prefix_tokens"] = aux.num_prefix
-        out[f"backbone_{layers}"] = saved_bytes(lambda model=model: model.loss(x, y), weights)
-        wrapped = msft.wrap(model, scales=SCALES)
-        weights |= {p.untyped_storage().data_ptr() for p in wrapped.parameters()}
-        out[f"msft_{layers}"] = saved_bytes(lambda wrapped=wrapped: wrapped.loss(x, y), weights)
-        out["msft_tokens"] = [t for t in _scale_tokens(wrapped, x)]
-        del model, wrapped
+    batch = (torch.randn(1, 512, series).cumsum(1), torch.randn(1, 96, series))
+    vocab = len(stand_in_tokenizer())
+    out = {}
+    for label in (*LIKE_FOR_LIKE, OWN):
+        row = {}
+        for checkpointing in (False, True) if label != OWN else (False,):
+            for layers in (1, 2):
+                module, trainable = build_variant(
+                    label,
+                    lambda sharing, layers=layers: build(layers, "cpu", torch.bfloat16, vocab, sharing),
+                    96,
+                    wrap_options={"gradient_checkpointing": True} if checkpointing else None,
+                )
+                row[f"{'checkpointed' if checkpointing else 'saved'}_{layers}"] = saved_bytes(module, batch)
+                row[f"trainable_{layers}"] = trainable
+                if layers == 1 and not checkpointing:
+                    row["tokens"] = llm_tokens(module, batch[0])
+                    row["tokens_per_scale"] = llm_tokens(module, batch[0], per_scale=True)
+                del module
+        out[label] = row
     return out
 
 
-def _scale_tokens(wrapped, x) -> list[int]:
-    from msft.sampling import downsample
+def llm_tokens(module, x: torch.Tensor, per_scale: bool = False):
+    """Tokens per series the LLM reads (prompt and patches; every scale's for msft)."""
+    from msft.sampling import downsample, scaled_length
 
-    series = x[0].T
-    sizes = []
+    series = x[0].T  # (series, 512)
+    observed = torch.ones_like(series, dtype=torch.bool)
     with torch.no_grad():
-        for idx, scale in enumerate(SCALES):
-            context, observed = downsample(series, torch.ones_like(series, dtype=torch.bool), scale)
-            with wrapped._state.use(idx):
-                sizes.append(wrapped.spec.embed(context, observed, math.ceil(96 / scale), idx).hidden.shape[1])
-    return sizes
+        if not isinstance(module, msft.MSFTModel):
+            sizes = [module.tokenize(series, observed, 96)[0].shape[1]]
+        else:
+            sizes = []
+            for idx, scale in enumerate(module.scales):
+                context, context_observed = downsample(series, observed, scale)
+                with module._state.use(idx):
+                    tokens = module.spec.embed(context, context_observed, scaled_length(96, scale), idx)
+                sizes.append(tokens.hidden.shape[1])
+    return sizes if per_scale else sum(sizes)
+
+
+def summarise(rows: dict, d_llm: int, series: int, num_layers: int = 28) -> dict:
+    """28-layer totals from the 1- and 2-layer measurements (see the module docstring)."""
+    out = {}
+    for label, r in rows.items():
+        per_layer = r["saved_2"] - r["saved_1"]
+        base = r["saved_1"] - per_layer
+        v = dict(r, per_layer_bytes=per_layer, base_bytes=base, total_bytes=base + num_layers * per_layer)
+        if "checkpointed_1" in r:
+            outside = r["checkpointed_2"] - r["checkpointed_1"]
+            layer_input = r["tokens"] * d_llm * 4 * series  # the fp32 hidden states a checkpointed layer keeps
+            v["checkpointed_bytes"] = r["checkpointed_1"] - outside + num_layers * (outside + layer_input) + per_layer
+        out[label] = v
+    return out
 
 
 def main() -> None:
@@ -150,24 +179,18 @@ def main() -> None:
         (args.out / "memory.md").write_text(render(json.loads((args.out / "memory.json").read_text())))
         return
     params = parameter_table()
-    acts = activation_table(args.series)
-    per_layer = acts["backbone_2"] - acts["backbone_1"]
-    base = acts["backbone_1"] - per_layer
-    msft_per_layer = acts["msft_2"] - acts["msft_1"]
-    msft_base = acts["msft_1"] - msft_per_layer
-    n = 28
+    d_llm = default_llm_config().hidden_size
+    variants = summarise(variant_table(args.series), d_llm, args.series)
+    for v in variants.values():  # trainable parameters of the 28-layer model: linear in the layers
+        v["trainable"] = v["trainable_1"] + 27 * (v["trainable_2"] - v["trainable_1"])
+    variants[OWN]["trainable"] = params["trainable"]  # its prototype map depends on the real vocabulary
     result = {
         "command": "HF_HUB_OFFLINE=1 python benchmarks/time_dpd_memory.py",
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "series": args.series,
         "params": params,
-        "activations": acts,
-        "per_layer_bytes": per_layer,
-        "base_bytes": base,
-        "total_28_layers_bytes": base + n * per_layer,
-        "msft_per_layer_bytes": msft_per_layer,
-        "msft_base_bytes": msft_base,
-        "msft_total_28_layers_bytes": msft_base + n * msft_per_layer,
+        "variants": variants,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "memory.json").write_text(json.dumps(result, indent=2))
@@ -176,7 +199,7 @@ def main() -> None:
 
 
 def render(r: dict) -> str:
-    p, a = r["params"], r["activations"]
+    p, variants = r["params"], r["variants"]
     trainable_msft = sum(p["msft"].values())
     mib = lambda b: f"{b / 2**20:,.1f} MiB"  # noqa: E731
     gib = lambda b: f"{b / GiB:,.2f} GiB"  # noqa: E731
@@ -201,28 +224,37 @@ def render(r: dict) -> str:
         "",
         f"The soft prompt has {p['soft_prompt_tokens']} tokens with the stand-in tokenizer. The frozen LLM gets no "
         "gradients and no optimiser state, so training memory is about "
-        f"{gib(2 * p['llm'] + 16 * p['trainable'])} for the weights and optimiser, plus activations.",
+        f"{gib(2 * p['llm'] + 16 * p['trainable'])} for Time-DPD's own weights and optimiser, plus activations.",
         "",
-        f"## Activations (measured, per {a['series']} series, bf16 LLM)",
+        f"## Activations (measured, per {r['series']} series, bf16 LLM)",
         "",
-        f"Sequence: {a['tokens']} tokens = {a['prefix_tokens']} prompt prefix (soft prompt + data prompt) + 64 patches; "
-        f"msft scales [1, 2, 4]: {a['msft_tokens']} tokens.",
         "Bytes autograd keeps for backward (distinct storages, weights excluded), measured with 1 and 2 decoder "
-        "layers at the full 7B width on CPU (sdpa attention); the difference is one layer.",
+        "layers at the full 7B width on CPU (sdpa attention); the difference is one layer, 28 layers = base + 28 x "
+        "per layer. With gradient checkpointing (msft's `gradient_checkpointing=True`; Time-DPD alone has none): "
+        "what is saved outside the layers (measured the same way) + 28 x each layer's fp32 input + one layer "
+        "recomputed at a time: an estimate. Trainable state: fp32 weights + gradients + 2 Adam moments of the "
+        "28-layer model's trainable parameters. Tokens per series: every scale's prompt and patches.",
         "",
-        "| | base (RevIN, prototypes, reprogramming, prompt, head) | per decoder layer | 28 layers total |",
-        "|---|---:|---:|---:|",
-        f"| Time-DPD | {mib(r['base_bytes'])} | {mib(r['per_layer_bytes'])} | {mib(r['total_28_layers_bytes'])} |",
-        f"| msft [1, 2, 4] | {mib(r['msft_base_bytes'])} | {mib(r['msft_per_layer_bytes'])} "
-        f"| {mib(r['msft_total_28_layers_bytes'])} |",
+        "| variant | LLM tokens per series (per scale) | per decoder layer | 28 layers | 28 layers, checkpointed "
+        "(estimate) | trainable parameters | trainable state |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, v in variants.items():
+        checkpointed = gib(v["checkpointed_bytes"]) if "checkpointed_bytes" in v else "—"
+        lines.append(
+            f"| {name} | {v['tokens']} ({', '.join(map(str, v['tokens_per_scale']))}) | {mib(v['per_layer_bytes'])} | "
+            f"{gib(v['total_bytes'])} | {checkpointed} | {v['trainable']:,} | {gib(16 * v['trainable'])} |"
+        )
+    lines += [
         "",
         "Activations grow linearly with the number of series (batch x variates): a batch of 56 series "
-        f"(8 windows x 7 ETTh1 variates) keeps about {gib(56 * r['total_28_layers_bytes'])} (Time-DPD) and "
-        f"{gib(56 * r['msft_total_28_layers_bytes'])} (msft) for backward. Nothing saved depends on the vocabulary "
-        "(the prototype matmul saves only the frozen embedding, a weight); its transient bf16 copy of the "
-        f"prototype map is {p['parts']['prototype_map'] * 2 / 2**20:,.0f} MiB at the peak. Attention kernels differ "
-        "by device: with GPU flash / memory-efficient attention the per-layer number is somewhat lower than this "
-        "CPU measurement (no saved attention matrix).",
+        "(8 windows x 7 ETTh1 variates) keeps 56 times the per-series numbers, e.g. "
+        + ", ".join(f"{gib(56 * v['total_bytes'])} ({name})" for name, v in variants.items())
+        + " without checkpointing. Nothing saved depends on the vocabulary (the prototype matmul saves only the "
+        "frozen embedding, a weight); Time-DPD's own step makes a transient bf16 copy of the prototype map, "
+        f"{p['parts']['prototype_map'] * 2 / 2**20:,.0f} MiB at the peak. Attention kernels differ by device: with "
+        "GPU flash / memory-efficient attention the per-layer numbers are somewhat lower than this CPU measurement "
+        "(no saved attention matrix).",
         "",
     ]
     return "\n".join(lines)
