@@ -6,17 +6,107 @@ options and the base model's identity: source, revision and weight fingerprint, 
 generated ``README.md`` model card. It is what `msft.load_adapter(backbone,
 dir)` reads; `msft.from_pretrained(dir_or_hub_id)` also loads the recorded base model.
 huggingface_hub is imported only by `push_to_hub` and `download`.
+
+**Verified files.** A config lists the files written next to it with their size and SHA-256
+(`file_records`, key ``"files"``); a loader checks every listed file before reading it
+(`verify_files`) and reads configs through `read_json`, so a missing, truncated, corrupted or
+unparseable file raises one `ArtifactError` naming the file and what is wrong. A directory saved
+before hashes were recorded still loads, with a log line saying it was not verified.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 CARD = "README.md"
+FILES_KEY = "files"  # a config's record of the files saved beside it: {name: {"bytes": n, "sha256": hex}}
+
+logger = logging.getLogger(__name__)
+
+
+class ArtifactError(ValueError):
+    """A saved msft artifact (directory or hub repository) that is missing, incomplete or damaged."""
+
+
+class MissingArtifactError(ArtifactError, FileNotFoundError):
+    """A file or directory of a saved artifact that does not exist (also a `FileNotFoundError`)."""
+
+
+def sha256(file: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_records(directory: str | Path, names: list[str]) -> dict[str, dict[str, Any]]:
+    """``{name: {"bytes", "sha256"}}`` of the files ``names`` of ``directory`` (those that exist)."""
+    directory = Path(directory)
+    return {
+        name: {"bytes": (directory / name).stat().st_size, "sha256": sha256(directory / name)}
+        for name in names
+        if (directory / name).is_file()
+    }
+
+
+def verify_files(directory: str | Path, records: dict[str, Any] | None, config_name: str) -> None:
+    """Check every file that ``config_name`` lists against its recorded size and SHA-256.
+
+    ``records`` None (a directory saved before msft recorded hashes) is accepted with a log line."""
+    directory = Path(directory)
+    if records is None:
+        logger.info(
+            "%s: %s records no file hashes (saved by an older msft): files not verified", directory, config_name
+        )
+        return
+    if not isinstance(records, dict):
+        raise ArtifactError(f"{directory / config_name}: {FILES_KEY!r} is {records!r}, expected a mapping of files")
+    for name, record in records.items():
+        file = directory / name
+        if not file.is_file():
+            raise MissingArtifactError(f"{file} is missing: {config_name} lists it as part of this artifact")
+        size, expected = file.stat().st_size, record.get("bytes")
+        if expected is not None and size < expected:
+            raise ArtifactError(f"{file} is truncated: {size} bytes, {config_name} records {expected}")
+        if expected is not None and size > expected:
+            raise ArtifactError(f"{file} is corrupted: {size} bytes, {config_name} records {expected}")
+        if sha256(file) != record.get("sha256"):
+            raise ArtifactError(
+                f"{file} is corrupted: its SHA-256 differs from the one {config_name} records "
+                "(changed after it was saved)"
+            )
+
+
+def read_json(file: str | Path) -> Any:
+    """A saved JSON file, or an `ArtifactError` naming it when it is missing or not JSON."""
+    file = Path(file)
+    if not file.is_file():
+        raise MissingArtifactError(f"{file} is missing: expected a directory written by save_pretrained")
+    try:
+        return json.loads(file.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ArtifactError(f"{file} is not JSON ({err}): the file is corrupted or was not written by msft") from None
+
+
+def read_safetensors(file: str | Path) -> dict[str, Any]:
+    """`safetensors.torch.load_file`, with an `ArtifactError` naming the file when it cannot be read."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    file = Path(file)
+    if not file.is_file():
+        raise MissingArtifactError(f"{file} is missing: expected a directory written by save_pretrained")
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ArtifactError(f"{file} is not a readable safetensors file ({err}): corrupted or truncated") from None
 
 
 def save_pretrained(model: Any, path: str | Path, **card: Any) -> Path:
@@ -84,7 +174,7 @@ def upload_folder(
 def download(repo_id: str, revision: str | None = None) -> Path:
     """A local copy of a hub repository holding a saved adapter (the cache when present)."""
     from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     try:
         return Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
@@ -94,7 +184,14 @@ def download(repo_id: str, revision: str | None = None) -> Path:
                 f"{repo_id!r} is neither a local directory nor in the hub cache, and HF_HUB_OFFLINE "
                 "is set; download it where the hub is reachable or pass a directory"
             ) from None
-    return Path(snapshot_download(repo_id, revision=revision))
+    try:
+        return Path(snapshot_download(repo_id, revision=revision))
+    except LocalEntryNotFoundError as err:  # the hub could not be reached (and nothing is cached)
+        raise ConnectionError(
+            f"{repo_id!r} is neither a local directory nor in the hub cache, and the hub cannot be reached ({err})"
+        ) from None
+    except HfHubHTTPError as err:  # not found, gated, private without a token
+        raise ArtifactError(f"{repo_id!r} is neither a local directory nor a readable hub repository ({err})") from None
 
 
 def model_card(

@@ -306,18 +306,35 @@ class MSFTModel(nn.Module):
         return [rearrange(out.point(), "(b v) t -> b t v", v=v) for out in outputs]
 
     def predict_samples(
-        self, past_target: Tensor, horizon: int, past_observed: Tensor | None = None, num_samples: int = 100
+        self,
+        past_target: Tensor,
+        horizon: int,
+        past_observed: Tensor | None = None,
+        num_samples: int = 100,
+        seed: int | None = None,
     ) -> Tensor:
         """``(batch, num_samples, horizon, variate)``: sample path j of every scale, up-sampled and
         fused with the softmax weights (probabilistic backbones only); with a `calibration`, each
-        step's path of rank k moved by the conformal correction of level ``k / (S - 1)``."""
+        step's path of rank k moved by the conformal correction of level ``k / (S - 1)``.
+
+        ``seed``: the same paths for the same seed and inputs, drawn under a forked RNG so the
+        caller's global random state is left as it was; None draws from the global RNG."""
         if not self.spec.probabilistic:
             raise ValueError(f"predict_samples: the {self.spec.name} backbone gives point forecasts only; use predict")
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples={num_samples!r}: expected a positive integer")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"seed={seed!r}: expected an integer or None")
         past_target, past_observed = self._check_past(past_target, past_observed)
         outputs = self._forward(past_target, past_observed, horizon)
-        paths = self._fused_samples(outputs, horizon, past_target.shape[2], num_samples)
+        device = past_target.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=seed is not None):
+            if seed is not None:
+                torch.random.default_generator.manual_seed(seed)
+                if device.type == "cuda":
+                    with torch.cuda.device(device):
+                        torch.cuda.manual_seed(seed)
+            paths = self._fused_samples(outputs, horizon, past_target.shape[2], num_samples)
         if self.calibration is not None:
             paths = self.calibration.adjust_paths(paths, past_target, past_observed)
         return paths
@@ -329,17 +346,19 @@ class MSFTModel(nn.Module):
         quantile_levels=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
         past_observed: Tensor | None = None,
         num_samples: int = 100,
+        seed: int | None = None,
     ) -> Tensor:
         """``(batch, len(quantile_levels), horizon, variate)`` quantile forecasts, non-decreasing in the level.
 
         Probabilistic backbones: GluonTS's sample quantile (the ``round((S-1) q)``-th order statistic)
-        of ``num_samples`` fused sample paths. Point backbones: the fused quantile heads
-        (``quantile_levels`` in `msft.MSFTConfig`), which must include every requested level. A
-        `calibration` applies to both (through the sample paths, or to the heads' quantiles).
+        of ``num_samples`` fused sample paths (``seed``: as in `predict_samples`). Point backbones: the
+        fused quantile heads (``quantile_levels`` in `msft.MSFTConfig`, deterministic), which must
+        include every requested level. A `calibration` applies to both (through the sample paths, or
+        to the heads' quantiles).
         """
         levels = _check_levels(quantile_levels)
         if self.spec.probabilistic:
-            samples = self.predict_samples(past_target, horizon, past_observed, num_samples)  # (b, S, H, v)
+            samples = self.predict_samples(past_target, horizon, past_observed, num_samples, seed)  # (b, S, H, v)
             ordered = samples.sort(dim=1).values
             index = torch.tensor([round((num_samples - 1) * q) for q in levels], device=samples.device)
             return ordered.index_select(1, index)
@@ -493,15 +512,19 @@ class MSFTModel(nn.Module):
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        from msft.hub import FILES_KEY, file_records
+
         own = self.msft_state_names()
         tensors = {n: t.detach().cpu().contiguous() for n, t in self.state_dict().items() if n in own}
         save_file(tensors, str(path / ADAPTER_WEIGHTS), metadata={"format": "pt", "backbone": self.spec.name})
-        meta = {"backbone": self.spec.name, "config": self.config.to_dict(), "base": self.base_identity}
-        (path / ADAPTER_CONFIG).write_text(json.dumps(meta, indent=2))
         if self.calibration is not None:
             self.calibration.save(path)
         else:  # a calibration left from an earlier save into the same directory is not this model's
             (path / CALIBRATION_FILE).unlink(missing_ok=True)
+        meta = {"backbone": self.spec.name, "config": self.config.to_dict(), "base": self.base_identity}
+        # written last: it records the size and SHA-256 of the files above, which load_adapter checks
+        meta[FILES_KEY] = file_records(path, [ADAPTER_WEIGHTS, CALIBRATION_FILE])
+        (path / ADAPTER_CONFIG).write_text(json.dumps(meta, indent=2))
         return path
 
     def save_pretrained(self, path: str | Path, **card: Any) -> Path:
@@ -779,20 +802,23 @@ def load_adapter(backbone: nn.Module, path: str | Path, *, allow_base_mismatch: 
     """Wrap ``backbone`` with the options saved in ``path`` and load the saved msft parameters.
 
     The adapter records its base model's weight fingerprint (`msft.provenance`): a backbone with
-    other weights raises ``ValueError`` unless ``allow_base_mismatch=True``."""
-    from safetensors.torch import load_file
+    other weights raises ``ValueError`` unless ``allow_base_mismatch=True``. Every file the config
+    lists is checked against its recorded SHA-256 first (`msft.hub.verify_files`): a missing,
+    truncated, corrupted or unparseable file raises `msft.hub.ArtifactError` naming it."""
+    from msft.hub import FILES_KEY, ArtifactError, MissingArtifactError, read_json, read_safetensors, verify_files
 
     path = Path(path)
     weights, meta_file = path / ADAPTER_WEIGHTS, path / ADAPTER_CONFIG
     for file in (weights, meta_file):
         if not file.is_file():
-            raise FileNotFoundError(f"{file} not found: expected a directory written by save_adapter")
-    meta = json.loads(meta_file.read_text())
+            raise MissingArtifactError(f"{file} is missing: expected a directory written by save_adapter")
+    meta = read_json(meta_file)
+    verify_files(path, meta.get(FILES_KEY), ADAPTER_CONFIG)
+    tensors = read_safetensors(weights)
     model = MSFTModel(backbone, MSFTConfig.from_dict(meta["config"]))
     if model.spec.name != meta["backbone"]:
         unwrap(model)
         raise ValueError(f"adapter {path} was saved for a {meta['backbone']} backbone, not {model.spec.name}")
-    tensors = load_file(str(weights))
     own = model.msft_state_names()
     expected = {n: t.shape for n, t in model.state_dict().items() if n in own}
     missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
@@ -814,7 +840,13 @@ def load_adapter(backbone: nn.Module, path: str | Path, *, allow_base_mismatch: 
             unwrap(model)
             raise
     model.load_state_dict(tensors, strict=False)
-    model.calibration = ConformalCalibration.load(path)
+    try:
+        model.calibration = ConformalCalibration.load(path)
+    except (UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError) as err:
+        unwrap(model)
+        raise ArtifactError(
+            f"{path / CALIBRATION_FILE} cannot be read ({err}): corrupted or not written by msft"
+        ) from None
     return model
 
 

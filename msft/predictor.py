@@ -16,6 +16,10 @@ length share a batch. What comes out depends on the backbone:
 - point backbone without them: `SampleForecast` with the point forecast as its single path (its
   mean and every quantile are the point forecast).
 
+``seed=`` makes the sample paths reproducible: batch k of a ``predict`` call draws with seed
+``seed + k`` under a forked RNG (the caller's global random state is untouched), so the same data,
+``batch_size`` and seed give identical forecasts; None (the default) draws from the global RNG.
+
 A calibrated model (`MSFTModel.calibrate`, `msft.calibration`) gives its calibrated sample paths and
 quantiles here: the predictor reads ``predict_samples`` / ``predict_quantiles``, which apply it.
 
@@ -47,6 +51,7 @@ class MSFTPredictor(Predictor):
         context_length: int = 512,
         device: str | torch.device | None = None,
         freq: str | None = None,
+        seed: int | None = None,
     ):
         for name, value in (
             ("prediction_length", prediction_length),
@@ -56,7 +61,10 @@ class MSFTPredictor(Predictor):
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r}: expected a positive integer")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"seed={seed!r}: expected an integer or None")
         super().__init__(prediction_length=prediction_length)
+        self.seed = seed
         self.model, self.batch_size, self.num_samples = model, batch_size, num_samples
         self.context_length, self.freq = context_length, freq
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -65,23 +73,25 @@ class MSFTPredictor(Predictor):
 
     def predict(self, dataset: Iterable[dict[str, Any]], **kwargs: Any) -> Iterator[Forecast]:
         batch: list[dict[str, Any]] = []
+        index = 0
         for entry in dataset:
             batch.append(entry)
             if len(batch) == self.batch_size:
-                yield from self._predict_batch(batch)
-                batch = []
+                yield from self._predict_batch(batch, index)
+                batch, index = [], index + 1
         if batch:
-            yield from self._predict_batch(batch)
+            yield from self._predict_batch(batch, index)
 
     # -- internals --------------------------------------------------------------------------------
-    def _predict_batch(self, entries: list[dict[str, Any]]) -> Iterator[Forecast]:
+    def _predict_batch(self, entries: list[dict[str, Any]], index: int = 0) -> Iterator[Forecast]:
         rows, dims = [], []
         for entry in entries:
             target = _target_of(entry)  # (variate, time)
             dims.append(target.shape[0])
             rows.extend(self._context(row, entry) for row in target)
         past = torch.as_tensor(np.stack(rows), dtype=torch.float32, device=self.device)[..., None]  # (rows, L, 1)
-        outputs = self._forecast(past)  # (rows, k, H): samples, quantile levels (+ mean) or the point
+        seed = None if self.seed is None else self.seed + index
+        outputs = self._forecast(past, seed)  # (rows, k, H): samples, quantile levels (+ mean) or the point
         start = 0
         for entry, dim in zip(entries, dims):
             block = outputs[start : start + dim]  # (variate, k, H)
@@ -101,13 +111,14 @@ class MSFTPredictor(Predictor):
         return np.concatenate([np.full(self.context_length - len(row), np.nan, np.float32), row])
 
     @torch.no_grad()
-    def _forecast(self, past: torch.Tensor) -> np.ndarray:
+    def _forecast(self, past: torch.Tensor, seed: int | None = None) -> np.ndarray:
         model, horizon = self.model, self.prediction_length
         was_training = model.training
         model.eval()
         try:
             if self.kind == "sample":
-                out = model.predict_samples(past, horizon, num_samples=self.num_samples)[..., 0]  # (rows, S, H)
+                paths = model.predict_samples(past, horizon, num_samples=self.num_samples, seed=seed)
+                out = paths[..., 0]  # (rows, S, H)
             elif self.kind == "quantile":
                 quantiles = model.predict_quantiles(past, horizon, self.quantile_levels)[..., 0]  # (rows, Q, H)
                 mean = model.predict(past, horizon)[..., 0][:, None]  # (rows, 1, H)

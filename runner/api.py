@@ -12,9 +12,12 @@ validation, exactly as ``msft-train`` does. The result is a `msft_runner.forecas
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,14 @@ import msft
 from msft.data.frames import read_series
 from msft_runner.backbones import resolve_backbone
 from msft_runner.data_frames import FrameDataModule
-from msft_runner.forecaster import Forecaster, ForecasterSettings, from_pretrained
+from msft_runner.forecaster import (
+    Forecaster,
+    ForecasterSettings,
+    fill_missing,
+    from_pretrained,
+    naive_forecaster,
+    season_of,
+)
 from msft_runner.methods import KINDS, build_model
 from msft_runner.module import ForecastModule
 
@@ -51,6 +61,9 @@ TRAINING_OPTIONS = {
     "num_samples": 100,
     "calibrate": None,
 }
+GUARDS = (None, "naive")
+#: Lightning's loggers whose notices (GPU/TPU availability, tips, seeding) `finetune` keeps quiet
+LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning")
 
 
 def finetune(
@@ -66,6 +79,8 @@ def finetune(
     max_steps: int | None = None,
     time_limit: float | None = None,
     seed: int = 0,
+    guard: str | None = None,
+    verbose: bool = False,
     **options: Any,
 ) -> Forecaster:
     """Finetune ``backbone`` on ``train_data`` for ``prediction_length`` steps ahead; return a `Forecaster`.
@@ -78,6 +93,11 @@ def finetune(
     validation_data: early-stopping data (same formats); by default the last ``validation_windows ×
         prediction_length`` steps of every series are held out of training for it.
     max_steps / time_limit (seconds): stop training earlier than ``max_epochs``.
+    guard: None (default) or ``"naive"``: when the finetuned model scores worse on validation than
+        the best naive baseline (last value, seasonal naive), forecast with that baseline instead.
+        Either way the scores are in `Forecaster.leaderboard()`, and a finetuned model worse than a
+        naive baseline logs a warning with the numbers.
+    verbose: show Lightning's notices (GPU/TPU availability, tips) and warnings; quiet by default.
     options: training options (`TRAINING_OPTIONS`: ``context_length`` (default 512; shorter series are
         left-padded with missing values),
         ``batch_size``, ``lr`` (a number or the runner's dict of ``lr``/``xscale_lr``/``head_lr``/
@@ -94,6 +114,8 @@ def finetune(
 
     if method not in KINDS:
         raise ValueError(f"method={method!r}: expected one of {KINDS}")
+    if guard not in GUARDS:
+        raise ValueError(f"guard={guard!r}: expected one of {GUARDS}")
     if isinstance(prediction_length, bool) or not isinstance(prediction_length, int) or prediction_length < 1:
         raise ValueError(f"prediction_length={prediction_length!r}: expected a positive integer")
     if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
@@ -120,13 +142,18 @@ def finetune(
             "expected the same"
         )
     resolve_args = {"horizon": prediction_length, "context_length": train["context_length"] or 512}
+    if isinstance(backbone, nn.Module):  # the caller's module is left as it came: train a copy
+        backbone = copy.deepcopy(backbone)
     module, base_options, source = resolve_backbone(backbone, freq=series.freq, **resolve_args)
+    reference = copy.deepcopy(module) if method != "zero_shot" else None  # the zero-shot backbone, scored after
     L.seed_everything(seed, workers=True, verbose=False)
     if method == "msft":
         options_msft = wrap_options
     else:  # the baselines take their fixed options; what the user gave (e.g. patch_size) applies to all
         options_msft = {"prompt_tokens": wrap_options.pop("prompt_tokens", 8)} if method == "prompt_tuning" else {}
         base_options.update(wrap_options)
+    holdout = 0 if validation is not None else train["validation_windows"] * prediction_length
+    auto = _auto_scales(options_msft, series, module, base_options, resolve_args["context_length"], holdout)
     data = FrameDataModule(
         series,
         prediction_length,
@@ -149,13 +176,16 @@ def finetune(
     lightning_module = ForecastModule(built.model, lr, train["weight_decay"], built.tuner)
     record: dict[str, Any] = {}
     run_dir = train["run_dir"]
-    with tempfile.TemporaryDirectory(prefix="msft-finetune-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="msft-finetune-") as tmp, _quiet(verbose):
         if built.trains:
             cfg = _fit_config(train, seed, max_steps, time_limit, steps_per_epoch)
             record = fit(cfg, lightning_module, data, Path(run_dir) if run_dir else Path(tmp))
     built.model.eval()
+    if auto is not None:
+        record["scales_auto"] = {"scales": list(auto.scales), "period": auto.period, "reason": auto.reason}
     if train["calibrate"] is not None:  # split conformal on the validation windows (msft.calibration)
         _calibrate(built.model, data, train["calibrate"], train["num_samples"])
+    board, fallback = _leaderboard(built.model, reference, method, base_options, data, series.freq, guard)
     settings = ForecasterSettings(
         prediction_length=prediction_length,
         context_length=data.context_length,
@@ -170,8 +200,109 @@ def finetune(
         num_samples=train["num_samples"],
         total_steps=total,
         resolve_args=resolve_args,
+        leaderboard=board,
+        fallback=fallback,
     )
     return Forecaster(built.model, settings, tuner=built.tuner)
+
+
+@contextlib.contextmanager
+def _quiet(verbose: bool):
+    """Lightning's notices and warnings off while training (``verbose=True`` keeps them); the loggers'
+    levels are restored afterwards."""
+    if verbose:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"lightning(\.|$)")
+            warnings.filterwarnings("ignore", module=r"pytorch_lightning(\.|$)")
+            warnings.filterwarnings("ignore", message=r".*(does not have many workers|Tip:|LitLogger).*")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+@torch.no_grad()
+def _leaderboard(
+    model: msft.MSFTModel,
+    reference: nn.Module | None,
+    method: str,
+    base_options: dict[str, Any],
+    data: FrameDataModule,
+    freq: Any,
+    guard: str | None,
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Score the finetuned model, the zero-shot backbone, the last value and the seasonal naive on the
+    validation windows; return the rows and the naive baseline ``guard`` falls back to (or None).
+
+    Errors are in units of each window's context standard deviation (observed steps), so series of
+    any magnitude weigh alike: ``mse`` is the mean squared scaled error, ``mae`` the mean absolute one.
+    """
+    period = season_of(freq)
+    candidates: dict[str, Any] = {method: model}
+    if reference is not None:
+        zero_shot = build_model(reference, "zero_shot", data.horizon, {}, None, 2, base_options).model.eval()
+        candidates["zero_shot"] = zero_shot
+    naive = {"last_value": {"name": "last_value"}}
+    if 1 < period <= data.context_length:
+        naive[f"seasonal_naive({period})"] = {"name": "seasonal_naive", "period": period}
+    sums = {name: [0.0, 0.0, 0] for name in [*candidates, *naive]}
+    windows = 0
+    for batch in data.val_dataloader():
+        past, future = batch["past_target"], batch["future_target"]  # (batch, L, 1), (batch, H, 1)
+        observed = batch["future_observed"].bool() & torch.isfinite(future)
+        seen = batch["past_observed"].bool() & torch.isfinite(past)
+        mean = torch.where(seen, past, 0.0).sum(1, keepdim=True) / seen.sum(1, keepdim=True).clamp(min=1)
+        var = torch.where(seen, (past - mean) ** 2, 0.0).sum(1, keepdim=True) / seen.sum(1, keepdim=True).clamp(min=1)
+        scale = var.sqrt().clamp(min=1e-8 * (1 + mean.abs()))  # (batch, 1, V)
+        usable = seen.any(1, keepdim=True)  # (batch, 1, V): a window with no observed context is skipped
+        observed = observed & usable
+        windows += int(usable.sum())
+        forecasts = {
+            name: m.predict_all(past, data.horizon, batch["past_observed"])["mean"] for name, m in candidates.items()
+        }
+        filled = fill_missing(torch.where(seen, past, torch.nan))
+        forecasts.update({name: naive_forecaster(spec).predict(filled, data.horizon) for name, spec in naive.items()})
+        for name, forecast in forecasts.items():
+            error = torch.where(observed, (forecast - torch.nan_to_num(future)) / scale, 0.0)
+            sums[name][0] += float(error.square().sum())
+            sums[name][1] += float(error.abs().sum())
+            sums[name][2] += int(observed.sum())
+    if reference is not None:
+        msft.unwrap(candidates["zero_shot"])
+    rows = [
+        {"model": name, "mse": s[0] / s[2], "mae": s[1] / s[2], "windows": windows, "used": name == method}
+        for name, s in sums.items()
+        if s[2]
+    ]
+    scores = {row["model"]: row for row in rows}
+    best_naive = min((scores[n] for n in naive if n in scores), key=lambda r: r["mse"], default=None)
+    fallback = None
+    if method in scores and best_naive is not None and scores[method]["mse"] > best_naive["mse"]:
+        ours = scores[method]
+        logger.warning(
+            "finetune: the %s model is worse on validation than the %s baseline: MSE %.4f vs %.4f, MAE %.4f vs "
+            "%.4f (scaled units, %d windows)%s",
+            method,
+            best_naive["model"],
+            ours["mse"],
+            best_naive["mse"],
+            ours["mae"],
+            best_naive["mae"],
+            windows,
+            f"; guard='naive': forecasting with {best_naive['model']}" if guard == "naive" else "",
+        )
+        if guard == "naive":
+            fallback = naive[best_naive["model"]]
+            for row in rows:
+                row["used"] = row["model"] == best_naive["model"]
+    return rows, fallback
 
 
 def _calibrate(model: msft.MSFTModel, data: FrameDataModule, method: str, num_samples: int) -> None:
@@ -185,6 +316,24 @@ def _calibrate(model: msft.MSFTModel, data: FrameDataModule, method: str, num_sa
         method=method,
         num_samples=num_samples,
     )
+
+
+def _auto_scales(
+    options: dict[str, Any], series: Any, module: nn.Module, base_options: dict[str, Any], context: int, holdout: int
+):
+    """``scales="auto"``: resolve it in ``options`` from the training part of the series alone
+    (``holdout`` final steps are the validation windows; `msft.scales`)."""
+    if options.get("scales") != "auto":
+        return None
+    from msft.config import MSFTConfig
+    from msft.registry import build_spec
+    from msft.scales import choose_scales
+
+    fields = set(MSFTConfig.__dataclass_fields__) - {"scales"}
+    patch = build_spec(module, MSFTConfig(**{k: v for k, v in base_options.items() if k in fields})).patch_size()
+    choice = choose_scales([v[: len(v) - holdout] for v in series.values], context, patch)
+    options["scales"] = list(choice.scales)
+    return choice
 
 
 def _fit_config(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -23,6 +24,15 @@ from torch import nn
 
 import msft
 from msft.data.frames import SeriesSet, read_series
+from msft.hub import (
+    FILES_KEY,
+    ArtifactError,
+    MissingArtifactError,
+    file_records,
+    read_json,
+    read_safetensors,
+    verify_files,
+)
 from msft.model import ADAPTER_CONFIG
 from msft.sampling import sample_quantiles
 from msft_runner.backbones import resolve_backbone
@@ -33,6 +43,9 @@ FORECASTER_FILE = "forecaster.json"
 TRAINABLE_FILE = "trainable.safetensors"
 DEFAULT_LEVELS = tuple(round(0.1 * i, 1) for i in range(1, 10))
 DEFAULT_NAMES = {"target": "target", "id_column": "item_id", "timestamp_column": "timestamp"}
+PEFT_FILES = ("adapter_model.safetensors", "adapter_config.json")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -54,6 +67,10 @@ class ForecasterSettings:
     total_steps: int = 2
     #: how the base was built from its name (a config may depend on horizon / context length)
     resolve_args: dict[str, Any] | None = None
+    #: validation scores of the finetuned model and its references (`Forecaster.leaderboard`)
+    leaderboard: list[dict[str, Any]] = field(default_factory=list)
+    #: ``guard="naive"`` chose a naive baseline over the finetuned model: ``{"name", "period"}``
+    fallback: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.resolve_args is None:
@@ -107,19 +124,43 @@ class Forecaster:
         return self.settings.training
 
     def __repr__(self) -> str:
+        fallback = f", fallback={self.settings.fallback['name']!r}" if self.settings.fallback else ""
         return (
             f"Forecaster(backbone={self.source or self.model.spec.name!r}, method={self.method!r}, "
-            f"prediction_length={self.prediction_length}, context_length={self.context_length}, freq={self.freq!r})"
+            f"prediction_length={self.prediction_length}, context_length={self.context_length}, freq={self.freq!r}"
+            f"{fallback})"
         )
 
+    def leaderboard(self):
+        """The validation scores `msft.finetune` measured: one row per model (the finetuned one, the
+        zero-shot backbone, the last value, the seasonal naive), best first, as a pandas DataFrame:
+        ``model``, ``mse`` and ``mae`` (in units of each validation window's context standard
+        deviation), ``windows``; ``used`` marks what ``predict_df`` forecasts with."""
+        import pandas as pd
+
+        columns = ["model", "mse", "mae", "windows", "used"]
+        frame = pd.DataFrame(self.settings.leaderboard, columns=columns)
+        return frame.sort_values("mse", kind="stable").reset_index(drop=True)
+
     # -- forecasting ------------------------------------------------------------------------------
-    def predict_df(self, data: Any, quantile_levels: Any = DEFAULT_LEVELS, *, num_samples: int | None = None):
+    def predict_df(
+        self,
+        data: Any,
+        quantile_levels: Any = DEFAULT_LEVELS,
+        *,
+        num_samples: int | None = None,
+        seed: int | None = 0,
+    ):
         """Forecast the ``prediction_length`` steps after each series of ``data`` (same formats as training).
 
         Returns a long frame: ``item_id``, ``timestamp`` (continuing each series' frequency), ``mean``
-        and one column per quantile level named as the level (``"0.1"``, ..., ``"0.9"``). Quantiles
-        come from fused sample paths (MOIRAI) or quantile heads (``quantile_levels`` at finetuning);
-        a point backbone without them gives ``mean`` only (pass ``quantile_levels=None`` to ask for that).
+        and one column per quantile level named as the level (``"0.1"``, ..., ``"0.9"``). ``mean`` is
+        deterministic: the closed-form mean of the fused distribution (MOIRAI) or the point forecast.
+        Quantiles come from fused sample paths (MOIRAI; the same for the same ``seed``, drawn without
+        touching the global RNG; ``seed=None`` draws fresh paths) or quantile heads (``quantile_levels``
+        at finetuning); a point backbone without them gives ``mean`` only (pass ``quantile_levels=None``
+        to ask for that). A forecaster whose ``guard="naive"`` chose a naive baseline forecasts with it
+        (``mean`` only; quantile columns are NaN).
         """
         import pandas as pd
 
@@ -127,7 +168,8 @@ class Forecaster:
         if series.freq.freqstr != self.freq:
             raise ValueError(f"data has frequency {series.freq.freqstr}: this forecaster was trained on {self.freq}")
         levels = _check_levels(quantile_levels)
-        mean, quantiles = self._forecast(series, levels, num_samples or self.settings.num_samples)
+        self._check_observed(series)
+        mean, quantiles = self._forecast(series, levels, num_samples or self.settings.num_samples, seed)
         frames = []
         for i, item in enumerate(series.ids):
             frame = {
@@ -140,9 +182,19 @@ class Forecaster:
             frames.append(pd.DataFrame(frame))
         return pd.concat(frames, ignore_index=True)
 
+    def _check_observed(self, series: SeriesSet) -> None:
+        """A clear error naming the items whose context holds no observed value."""
+        empty = [item for item, v in zip(series.ids, series.values) if not np.isfinite(v[-self.context_length :]).any()]
+        if empty:
+            shown = ", ".join(repr(i) for i in empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
+            raise ValueError(
+                f"item(s) {shown} have no observed values in their last {self.context_length} time steps "
+                "(all NaN): nothing to forecast from; drop them or give them history"
+            )
+
     @torch.no_grad()
     def _forecast(
-        self, series: SeriesSet, levels: tuple[float, ...], num_samples: int
+        self, series: SeriesSet, levels: tuple[float, ...], num_samples: int, seed: int | None = 0
     ) -> tuple[np.ndarray, np.ndarray]:
         """``mean (items, H)`` and ``quantiles (items, levels, H)``."""
         model, horizon = self.model, self.prediction_length
@@ -151,11 +203,16 @@ class Forecaster:
             dtype=torch.float32,
             device=next(model.parameters()).device,
         )[..., None]
+        if self.settings.fallback is not None:
+            mean = naive_forecaster(self.settings.fallback).predict(fill_missing(past), horizon)[..., 0]
+            return mean.cpu().numpy(), np.full((len(past), len(levels), horizon), np.nan)
         model.eval()
         if model.spec.probabilistic:
-            samples = model.predict_samples(past, horizon, num_samples=num_samples)[..., 0]  # (items, S, H)
-            quantiles = sample_quantiles(samples, levels) if levels else samples.new_zeros(len(past), 0, horizon)
-            return samples.mean(1).cpu().numpy(), quantiles.cpu().numpy()
+            mean = model.predict_all(past, horizon)["mean"][..., 0]  # closed form: no sampling
+            if not levels:
+                return mean.cpu().numpy(), np.zeros((len(past), 0, horizon))
+            samples = model.predict_samples(past, horizon, num_samples=num_samples, seed=seed)[..., 0]  # (items, S, H)
+            return mean.cpu().numpy(), sample_quantiles(samples, levels).cpu().numpy()
         mean = model.predict(past, horizon)[..., 0]
         if not levels:
             return mean.cpu().numpy(), np.zeros((len(past), 0, horizon))
@@ -174,24 +231,47 @@ class Forecaster:
         truth: Any = None,
         *,
         item_ids: list[str] | None = None,
-        max_items: int = 4,
+        max_items: int | None = None,
         context_steps: int | None = None,
     ):
-        """A matplotlib figure per item of ``data``: its recent context, the ``truth`` when given (a frame
-        holding the steps after ``data``), the mean forecast and the 10–90% interval when available."""
+        """A matplotlib figure with one panel per item of ``data``, titled by its item id: its recent
+        context, the ``truth`` when given (a frame holding the steps after ``data``), the mean forecast
+        and the 10–90% interval when available; the legend sits outside the panels.
+
+        Every item is drawn unless ``item_ids`` or ``max_items`` pick a subset, which the figure's title
+        states ("4 of 8 items"). ``truth`` must share timestamps with the forecast of every drawn item
+        that it holds, else a ``ValueError`` names the item and both periods.
+        """
         import matplotlib.pyplot as plt
+        import pandas as pd
 
         series = read_series(data, **self.names)
+        if item_ids is not None:
+            ids = [str(i) for i in item_ids]
+            unknown = sorted(set(ids) - set(series.ids))
+            if unknown:
+                raise ValueError(f"item_ids {unknown} are not in the data; its items are {series.ids[:10]}...")
+        else:
+            ids = series.ids[:max_items] if max_items else list(series.ids)
+        if not ids:
+            raise ValueError("nothing to plot: item_ids is empty")
         probabilistic = self.model.spec.probabilistic or bool(getattr(self.model.config, "quantile_levels", None))
         forecast = self.predict_df(data, quantile_levels=(0.1, 0.9) if probabilistic else None)
         future = read_series(truth, **self.names) if truth is not None else None
-        ids = item_ids or series.ids[:max_items]
-        unknown = sorted(set(ids) - set(series.ids))
-        if unknown:
-            raise ValueError(f"item_ids {unknown} are not in the data; items are {series.ids[:10]}...")
-        fig, axes = plt.subplots(len(ids), 1, figsize=(10, 2.6 * len(ids)), squeeze=False)
-        steps = context_steps or 4 * self.prediction_length
         id_col, ts_col = self.names["id_column"], self.names["timestamp_column"]
+        if future is not None:
+            for item in ids:
+                if item not in future.ids:
+                    continue
+                stamps = pd.DatetimeIndex(forecast.loc[forecast[id_col] == item, ts_col])
+                truth_index = pd.DatetimeIndex(future.index(future.ids.index(item)))
+                if not len(stamps.intersection(truth_index)):
+                    raise ValueError(
+                        f"truth for item {item!r} covers {truth_index[0]} .. {truth_index[-1]}, the forecast "
+                        f"{stamps[0]} .. {stamps[-1]}: they do not overlap; pass the steps that follow data"
+                    )
+        fig, axes = plt.subplots(len(ids), 1, figsize=(11, 2.6 * len(ids)), squeeze=False)
+        steps = context_steps or 4 * self.prediction_length
         for ax, item in zip(axes[:, 0], ids):
             i = series.ids.index(item)
             index, values = series.index(i)[-steps:], series.values[i][-steps:]
@@ -201,10 +281,12 @@ class Forecaster:
                 ax.plot(future.index(j), future.values[j], color="tab:green", lw=1, label="truth")
             rows = forecast[forecast[id_col] == item]
             ax.plot(rows[ts_col], rows["mean"], color="tab:blue", lw=1.5, label="mean")
-            if "0.1" in rows:
+            if "0.1" in rows and rows["0.1"].notna().any():
                 ax.fill_between(rows[ts_col], rows["0.1"], rows["0.9"], color="tab:blue", alpha=0.25, label="80%")
-            ax.set_title(str(item))
-            ax.legend(loc="upper left", fontsize=8)
+            ax.set_title(f"{id_col} = {item}", fontsize=10)
+        axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0.0)
+        shown = f"{len(ids)} of {len(series.ids)} items" if len(ids) < len(series.ids) else f"all {len(ids)} items"
+        fig.suptitle(f"{self.method} forecast, {self.prediction_length} steps ({shown})")
         fig.tight_layout()
         return fig
 
@@ -212,7 +294,8 @@ class Forecaster:
     def save_pretrained(self, path: str | os.PathLike, **card: Any) -> Path:
         """Write everything `from_pretrained` needs: ``forecaster.json``, the trained parameters, the msft
         adapter (msft's parameters with the base model's identity), peft's own adapter files for the
-        LoRA/AdaLoRA baselines, and a model card."""
+        LoRA/AdaLoRA baselines, and a model card. ``forecaster.json`` (written last) records the size
+        and SHA-256 of every other file but the card, which `from_pretrained` checks."""
         from safetensors.torch import save_file
 
         from msft.hub import model_card
@@ -224,9 +307,14 @@ class Forecaster:
         trained = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
         trained.update({n: b.detach().cpu().contiguous() for n, b in model.named_buffers() if "ranknum" in n})
         save_file(trained, str(path / TRAINABLE_FILE), metadata={"format": "pt"})
-        if self.method in ("lora", "adalora"):
+        peft_files = PEFT_FILES if self.method in ("lora", "adalora") else ()
+        if peft_files:
             save_peft(model.backbone, self.tuner, path, self.source)
+        else:  # peft files left from an earlier save into the same directory are not this forecaster's
+            for name in PEFT_FILES:
+                (path / name).unlink(missing_ok=True)
         settings = dataclasses.asdict(self.settings)
+        settings[FILES_KEY] = file_records(path, [ADAPTER_CONFIG, TRAINABLE_FILE, *peft_files])
         (path / FORECASTER_FILE).write_text(json.dumps(settings, indent=2, default=str))
         saved = json.loads((path / ADAPTER_CONFIG).read_text())
         card.setdefault("method", self.method)
@@ -251,15 +339,27 @@ class Forecaster:
     def from_pretrained(
         cls, path: str | os.PathLike, backbone: Any = None, *, allow_base_mismatch: bool = False
     ) -> Forecaster:
-        """Rebuild a saved forecaster on its recorded base model (or ``backbone``) and load its parameters."""
-        from safetensors.torch import load_file
+        """Rebuild a saved forecaster on its recorded base model (or ``backbone``) and load its parameters.
 
+        Every file ``forecaster.json`` and ``msft_config.json`` list is checked against its recorded
+        SHA-256 before anything is built (`msft.hub.ArtifactError` names a missing, truncated,
+        corrupted or unparseable file)."""
         from msft.calibration import ConformalCalibration
         from msft.provenance import check_same_base
 
         path = _local(path)
-        settings = ForecasterSettings.from_dict(json.loads((path / FORECASTER_FILE).read_text()), str(path))
-        saved = json.loads((path / ADAPTER_CONFIG).read_text())
+        values = read_json(path / FORECASTER_FILE)
+        if not isinstance(values, dict):
+            raise ArtifactError(f"{path / FORECASTER_FILE} holds {type(values).__name__}: expected a JSON object")
+        verify_files(path, values.pop(FILES_KEY, None), FORECASTER_FILE)
+        settings = ForecasterSettings.from_dict(values, str(path))
+        saved = read_json(path / ADAPTER_CONFIG)
+        verify_files(path, saved.get(FILES_KEY), ADAPTER_CONFIG)
+        tensors = read_safetensors(path / TRAINABLE_FILE)
+        try:
+            calibration = ConformalCalibration.load(path)
+        except (UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError) as err:
+            raise ArtifactError(f"{path / 'calibration.json'} cannot be read ({err})") from None
         module, _, source = resolve_backbone(
             backbone if backbone is not None else _recorded_source(saved, path), freq=None, **settings.resolve_args
         )
@@ -278,11 +378,10 @@ class Forecaster:
             except ValueError:
                 msft.unwrap(built.model)
                 raise
-        tensors = load_file(str(path / TRAINABLE_FILE))
         _, unexpected = built.model.load_state_dict(tensors, strict=False)
         if unexpected:
-            raise ValueError(f"{path / TRAINABLE_FILE} has parameters this model lacks: {unexpected[:5]}")
-        built.model.calibration = ConformalCalibration.load(path)  # None when the forecaster was not calibrated
+            raise ArtifactError(f"{path / TRAINABLE_FILE} has parameters this model lacks: {unexpected[:5]}")
+        built.model.calibration = calibration
         built.model.requires_grad_(False).eval()
         if backbone is not None:
             settings.source = source
@@ -298,9 +397,10 @@ def from_pretrained(path_or_repo: str | os.PathLike, backbone: Any = None, *, al
     the recorded fingerprint unless ``allow_base_mismatch=True``.
     """
     path = _local(path_or_repo)
-    if (path / FORECASTER_FILE).is_file():
+    if (path / FORECASTER_FILE).is_file() or (path / TRAINABLE_FILE).is_file():  # a forecaster's (even damaged)
         return Forecaster.from_pretrained(path, backbone, allow_base_mismatch=allow_base_mismatch)
-    saved = json.loads((path / ADAPTER_CONFIG).read_text())
+    saved = read_json(path / ADAPTER_CONFIG)
+    verify_files(path, saved.get(FILES_KEY), ADAPTER_CONFIG)  # before the base model is loaded
     horizon = saved["config"].get("horizon") or 96
     if backbone is None or not isinstance(backbone, nn.Module):
         backbone, _, _ = resolve_backbone(
@@ -319,18 +419,65 @@ def _recorded_source(saved: dict[str, Any], path: Path) -> str:
 
 
 def _local(path_or_repo: str | os.PathLike) -> Path:
+    """The directory of a saved artifact: ``path_or_repo`` itself, or a hub repository's local copy.
+    msft's own errors: `MissingArtifactError` for a path that does not exist or lacks the config,
+    `ConnectionError` / `ArtifactError` for a hub id that cannot be fetched (`msft.hub.download`)."""
     path = Path(path_or_repo).expanduser()
     if path.is_dir():
         if not (path / ADAPTER_CONFIG).is_file():
-            raise ValueError(f"{path} has no {ADAPTER_CONFIG}: expected a directory written by save_pretrained")
+            raise MissingArtifactError(
+                f"{path / ADAPTER_CONFIG} is missing: expected a directory written by save_pretrained"
+            )
         return path
-    if isinstance(path_or_repo, str) and path_or_repo.count("/") == 1 and not path_or_repo.startswith((".", "/", "~")):
+    text = str(path_or_repo)
+    if isinstance(path_or_repo, str) and text.count("/") == 1 and not text.startswith((".", "/", "~")):
         from msft.hub import download
 
         return _local(download(path_or_repo))
-    raise ValueError(
-        f"{str(path_or_repo)!r} is neither a directory written by save_pretrained nor a hub id 'owner/name'"
+    raise MissingArtifactError(
+        f"{text!r} does not exist: expected a directory written by save_pretrained or a hub id 'owner/name'"
     )
+
+
+def season_of(freq: Any) -> int:
+    """The seasonal-naive period of a frequency, in steps: a day for sub-daily data (24 hourly, 96 for
+    15 minutes), a week for daily (7) and business-daily (5) data, a year for weekly (52), monthly
+    (12) and quarterly (4) data; 1 (no season) otherwise."""
+    import pandas as pd
+
+    offset = pd.tseries.frequencies.to_offset(freq)
+    name = offset.name.split("-")[0]
+    try:
+        delta = pd.Timedelta(offset)
+    except ValueError:  # calendar offsets (months, quarters, years, business days) have no fixed length
+        delta = None
+    if delta is not None and delta < pd.Timedelta("1D") and pd.Timedelta("1D") % delta == pd.Timedelta(0):
+        return int(pd.Timedelta("1D") / delta)
+    per_cycle = {"D": 7, "B": 5, "W": 52, "ME": 12, "MS": 12, "M": 12, "QE": 4, "QS": 4, "Q": 4}
+    period = per_cycle.get(name, 1)
+    return max(period // offset.n, 1) if period % offset.n == 0 else 1
+
+
+def naive_forecaster(spec: dict[str, Any]):
+    """The `msft.protocols` baseline ``{"name": "last_value"}`` or ``{"name": "seasonal_naive", "period": p}``."""
+    from msft.protocols.baselines import LastValue, SeasonalNaive
+
+    if spec["name"] == "last_value":
+        return LastValue()
+    if spec["name"] == "seasonal_naive":
+        return SeasonalNaive(int(spec["period"]))
+    raise ValueError(f"naive baseline {spec!r}: expected last_value or seasonal_naive")
+
+
+def fill_missing(past: torch.Tensor) -> torch.Tensor:
+    """``past (batch, time, variate)`` with each missing value replaced by the last observed one before
+    it (the first observed one at the start), what the naive baselines read."""
+    observed = torch.isfinite(past)
+    steps = torch.arange(past.shape[1], device=past.device).view(1, -1, 1).expand_as(past)
+    last = torch.where(observed, steps, torch.zeros_like(steps)).cummax(dim=1).values  # (b, t, v)
+    first = observed.to(torch.int8).argmax(dim=1, keepdim=True).expand_as(past)  # (b, t, v)
+    filled = past.gather(1, torch.where(last < first, first, torch.maximum(last, first)))
+    return torch.nan_to_num(filled)  # a series with nothing observed (rejected before) stays finite
 
 
 def _left_pad(values: np.ndarray, length: int) -> np.ndarray:
