@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ DEFAULT_LEVELS = (0.05, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.9,
 #: with at least this many windows ``per_step=None`` fits one correction per horizon step: the
 #: coverage of a correction from n residuals is off by about sqrt(q (1 - q) / n) (0.014 at q = 0.05)
 PER_STEP_WINDOWS = 250
+#: below this many windows `ConformalCalibration.fit` warns: sqrt(0.25 / n) > 0.05 at the median
+FEW_WINDOWS = 100
 
 
 def minimum_windows(levels: Any) -> int:
@@ -127,6 +130,14 @@ class ConformalCalibration:
                 f"calibrate: {windows} validation window(s) with an observed future; the quantile levels "
                 f"{list(levels)} need at least {needed} (split conformal reads the ceil((n + 1) q)-th "
                 "residual of n windows); give more validation windows or levels closer to 0.5"
+            )
+        if windows < FEW_WINDOWS:
+            spread = max(math.sqrt(q * (1 - q) / windows) for q in levels)
+            warnings.warn(
+                f"calibrate: {windows} validation windows; a level's calibrated coverage is uncertain by about "
+                f"sqrt(q (1 - q) / n) = {spread:.2f} (from {FEW_WINDOWS} windows on: below 0.05); "
+                "more validation windows give steadier corrections",
+                stacklevel=3,
             )
         if per_step is None:
             per_step = windows >= PER_STEP_WINDOWS and h > 1

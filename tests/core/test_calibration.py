@@ -72,7 +72,8 @@ def test_too_few_windows_is_an_error_naming_the_minimum():
     assert minimum_windows((0.5,)) == 1
     past, future, quantiles, _ = _gaussian_windows(9)
     seen, past_seen = torch.ones_like(future, dtype=torch.bool), torch.ones_like(past, dtype=torch.bool)
-    ConformalCalibration.fit(quantiles[:, [0, 2]], (0.1, 0.9), future, seen, past, past_seen)  # 9 is enough
+    with pytest.warns(UserWarning, match=r"9 validation windows.*uncertain by about .* = 0\.10"):  # sqrt(0.09 / 9)
+        ConformalCalibration.fit(quantiles[:, [0, 2]], (0.1, 0.9), future, seen, past, past_seen)  # 9 is enough
     with pytest.raises(ValueError, match="8 validation window.*at least 9"):
         ConformalCalibration.fit(quantiles[:8, [0, 2]], (0.1, 0.9), future[:8], seen[:8], past[:8], past_seen[:8])
     model, past, future = _moirai_windows(6)

@@ -1,0 +1,224 @@
+"""Conformal calibration under the PF protocol: interval coverage, CRPS and MSIS before and after.
+
+    .venv/bin/python -m benchmarks.pf_calibration            # writes results/pf/calibration.{md,json}
+
+For each dataset (Jena weather, H=144; ETTh1, H=24; raw scale, 7 rolling test windows of the last
+7 x H steps, as `msft.protocols.pf`) and each method (runner/methods.py: zero-shot, LoRA, full
+finetuning, single-scale msft and msft on the embedded tiny MOIRAI, the same steps and batch for
+each), the model is trained on random windows before the validation part, then calibrated
+(`MSFTModel.calibrate`) on the 7 rolling windows just before the test part (each series of each
+window is one calibration window) and scored on the test windows, uncalibrated and calibrated, with
+the same sample paths' random stream. Nothing is chosen on the test windows. Small budgets for a
+shared 2-core CPU (one thread); one seed unless ``--seeds`` says more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+import msft
+from benchmarks.tiny_moirai_common import DATA_DIR, machine_line
+from msft.data.pf import load_pf, rolling_windows
+from msft.protocols.metrics import pf_metrics
+from msft_runner.methods import build_model
+
+#: name -> (how to read it, horizon, seasonality)
+DATASETS = {"weather": ("jena_weather", 144, 144), "ETTh1": ("ETT-small/ETTh1.csv", 24, 24)}
+#: name -> (runner method kind, msft options)
+METHODS = {
+    "zero-shot": ("zero_shot", {}),
+    "LoRA": ("lora", {}),
+    "full finetuning": ("full", {}),
+    "msft, scale 1 only": ("msft", {"scales": [1]}),
+    "msft": ("msft", {"scales": [1, 2, 4]}),
+}
+LR = {"full": 1e-4}  # the others 1e-3
+WINDOWS = 7  # the PF protocol's test windows; as many validation windows before them
+CONTEXT = 512
+LEVELS = (0.025, 0.05, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 0.95, 0.975)
+INTERVALS = (0.5, 0.8, 0.9)
+
+
+def load(name: str) -> np.ndarray:
+    """``(time, series)`` raw values."""
+    source = DATASETS[name][0]
+    if source.endswith(".csv"):
+        frame = pd.read_csv(Path(DATA_DIR) / source)
+    else:
+        frame = load_pf(source, data_dir=DATA_DIR)
+    return frame.drop(columns=["date"], errors="ignore").to_numpy(np.float64)
+
+
+def windows(values: np.ndarray, horizon: int, seasonality: int):
+    """Test = the last 7 x H steps; validation = the 7 x H before; training = everything before that."""
+    test = rolling_windows(values, horizon, WINDOWS, CONTEXT, seasonality)
+    before_test = values[: len(values) - WINDOWS * horizon]
+    val = rolling_windows(before_test, horizon, WINDOWS, CONTEXT, seasonality)
+    train = before_test[: len(before_test) - WINDOWS * horizon]
+    return train, val, test
+
+
+def tensors(block):
+    return (
+        torch.as_tensor(block.past, dtype=torch.float32)[..., None],  # (n, L, 1)
+        torch.as_tensor(block.future, dtype=torch.float32)[..., None],  # (n, H, 1)
+    )
+
+
+def train(model, series: np.ndarray, horizon: int, steps: int, batch: int, lr: float, seed: int) -> float:
+    """``steps`` AdamW steps on random (series, start) windows of the training part; seconds taken."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params or steps == 0:
+        return 0.0
+    optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    rng = np.random.default_rng(seed)
+    start = time.perf_counter()
+    model.train()
+    for _ in range(steps):
+        col = rng.integers(0, series.shape[1], batch)
+        end = rng.integers(CONTEXT + horizon, len(series), batch)
+        block = np.stack([series[e - CONTEXT - horizon : e, c] for c, e in zip(col, end)])  # (batch, L + H)
+        block = torch.as_tensor(block, dtype=torch.float32)[..., None]
+        optimiser.zero_grad()
+        loss = model.loss(block[:, :CONTEXT], block[:, CONTEXT:])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimiser.step()
+    model.eval()
+    return time.perf_counter() - start
+
+
+@torch.no_grad()
+def score(model, past, future, seasonal_error, seed: int) -> dict[str, float]:
+    torch.manual_seed(seed)
+    paths = torch.cat([model.predict_samples(past[i : i + 64], future.shape[1]) for i in range(0, len(past), 64)])
+    samples, target = paths[..., 0].double().numpy(), future[..., 0].double().numpy()  # (n, S, H), (n, H)
+    metrics = pf_metrics(target, samples, seasonal_error)
+    out = {"crps": metrics["crps"], "msis": metrics["msis"]}
+    for width in INTERVALS:
+        low, high = np.quantile(samples, [(1 - width) / 2, (1 + width) / 2], axis=1)
+        out[f"cov{int(width * 100)}"] = float(((target >= low) & (target <= high)).mean())
+    return out
+
+
+def run(dataset: str, method: str, seed: int, steps: int, batch: int) -> dict:
+    values = load(dataset)
+    horizon, seasonality = DATASETS[dataset][1:]
+    train_part, val, test = windows(values, horizon, seasonality)
+    kind, options = METHODS[method]
+    torch.manual_seed(seed)
+    backbone = msft.load_backbone("tiny_moirai")
+    built = build_model(backbone, kind, horizon, options, None, steps, {"patch_size": 32})
+    seconds = train(built.model, train_part, horizon, steps if built.trains else 0, batch, LR.get(kind, 1e-3), seed)
+    past, future = tensors(test)
+    before = score(built.model, past, future, test.seasonal_error, seed)
+    val_past, val_future = tensors(val)
+    torch.manual_seed(seed)
+    calibration = built.model.calibrate(val_past, val_future, quantile_levels=LEVELS)
+    after = score(built.model, past, future, test.seasonal_error, seed)
+    return {
+        "dataset": dataset,
+        "method": method,
+        "seed": seed,
+        "train_seconds": round(seconds, 1),
+        "calibration_windows": calibration.windows,
+        "per_step": calibration.per_step,
+        "before": before,
+        "after": after,
+    }
+
+
+def table(rows: list[dict], command: str) -> str:
+    lines = [
+        "# Conformal calibration under the PF protocol (tiny MOIRAI)",
+        "",
+        f"Regenerate: `{command}`",
+        "",
+        machine_line(),
+        "",
+        "Test split (last 7 x H steps, rolling windows, raw scale). Each cell: uncalibrated → calibrated "
+        "(split conformal on the 7 validation windows before the test part, `MSFTModel.calibrate`). "
+        "Coverage of the central 50/80/90% intervals (nominal 0.50/0.80/0.90), CRPS (mean weighted "
+        "quantile loss, 0.1..0.9) and MSIS (95%), mean over seeds.",
+        "",
+        "| dataset | method | seeds | cov50 | cov80 | cov90 | CRPS | MSIS |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    keys = sorted({(r["dataset"], r["method"]) for r in rows}, key=lambda k: (k[0], list(METHODS).index(k[1])))
+    for dataset, method in keys:
+        group = [r for r in rows if r["dataset"] == dataset and r["method"] == method]
+
+        lines.append(
+            f"| {dataset} | {method} | {len(group)} | {_cell(group, 'cov50', 2)} | {_cell(group, 'cov80', 2)} | "
+            f"{_cell(group, 'cov90', 2)} | {_cell(group, 'crps', 4)} | {_cell(group, 'msis', 2)} |"
+        )
+    windows_line = ", ".join(
+        f"{d}: {next(r['calibration_windows'] for r in rows if r['dataset'] == d)}"
+        for d in sorted({r["dataset"] for r in rows})
+    )
+    lines += [
+        "",
+        f"- Calibration windows (series x validation windows): {windows_line}; corrections pooled over the "
+        "horizon steps (per-step corrections need 250 windows).",
+        f"- Levels calibrated: {list(LEVELS)}; training: the same number of AdamW steps and batch for every "
+        "method (see the command), lr 1e-3 (full finetuning 1e-4), no early stopping.",
+        "- Not the issue's full comparison: the embedded tiny MOIRAI (not MOIRAI-small), small training "
+        "budgets, no ETTm1, the seeds listed; msft's per-scale coverage is not reported.",
+        "- Reading it: split conformal guarantees coverage on windows exchangeable with the calibration "
+        "windows. Here those are one block of 7 x H steps just before the test block, few (a level's "
+        "correction from n windows is uncertain by about sqrt(q (1 - q) / n): ±0.07 at q = 0.5 for ETTh1's "
+        "49) and from another period than the test, so where a method was already near nominal the "
+        "corrections move it by their noise and the period's difference, and CRPS can get worse; where "
+        "the intervals were far too narrow (msft's linear fusion) they are restored.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _cell(group: list[dict], metric: str, digits: int) -> str:
+    before = np.mean([r["before"][metric] for r in group])
+    after = np.mean([r["after"][metric] for r in group])
+    return f"{before:.{digits}f} → {after:.{digits}f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=Path("results/pf"))
+    parser.add_argument("--table-only", action="store_true", help="rewrite calibration.md from calibration.json")
+    args = parser.parse_args()
+    if args.table_only:
+        saved = json.loads((args.out / "calibration.json").read_text())
+        (args.out / "calibration.md").write_text(table(saved["rows"], saved["command"]))
+        return
+    torch.set_num_threads(1)
+    rows = []
+    for dataset in args.datasets:
+        for method in args.methods:
+            for seed in args.seeds:
+                rows.append(run(dataset, method, seed, args.steps, args.batch))
+                print(json.dumps(rows[-1]), flush=True)
+    flags = f"--steps {args.steps} --batch {args.batch} --seeds {' '.join(map(str, args.seeds))}"
+    if args.datasets != list(DATASETS):
+        flags += " --datasets " + " ".join(args.datasets)
+    if args.methods != list(METHODS):
+        flags += " --methods " + " ".join(f"'{m}'" for m in args.methods)
+    command = f"MSFT_DATA_DIR=../shared/data .venv/bin/python -m benchmarks.pf_calibration {flags}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "calibration.md").write_text(table(rows, command))
+    (args.out / "calibration.json").write_text(json.dumps({"command": command, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
