@@ -1,6 +1,6 @@
 """Time-DPD under msft [1,2,4]: one prompt shared by every scale against a prompt per scale, on validation.
 
-    HF_HUB_OFFLINE=1 MSFT_DATA_DIR=/work/shared/data python -m benchmarks.time_dpd_prompt_sharing
+    HF_HUB_OFFLINE=1 MSFT_DATA_DIR=../shared/data python -m benchmarks.time_dpd_prompt_sharing
 
 The tiny Time-DPD of the tests (context 64, horizon 16, d_model 8, 2 heads x 8, 16 prototypes, head
 channels 16, no dropout, fp32) on the tiny random-weight GPT-2 decoder of `msft_backbones.time_dpd.tiny`
@@ -138,9 +138,8 @@ def main(argv: list[str] | None = None) -> None:
             for mode in MODES:  # both modes of a seed back to back: load hits them alike
                 runs.append(run_one(dataset, split, mode, seed, args))
                 print(json.dumps({k: v for k, v in runs[-1].items() if k != "curve"}), flush=True)
-    command = (
-        "HF_HUB_OFFLINE=1 MSFT_DATA_DIR=/work/shared/data python -m benchmarks.time_dpd_prompt_sharing "
-        + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "HF_HUB_OFFLINE=1 MSFT_DATA_DIR=../shared/data python -m benchmarks.time_dpd_prompt_sharing " + " ".join(
+        argv if argv is not None else sys.argv[1:]
     )
     meta = dict(
         **cpu_run_meta(command),
