@@ -261,3 +261,33 @@ def test_random_geometry_is_the_published_one_and_seeded():
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     with pytest.raises(ValueError, match="take only config= and seed="):
         Chronos2Spec.load(config="chronos-2", dropout=0.1)
+
+
+def test_a_block_from_its_pieces_is_the_module_on_every_observed_token():
+    """`_block_from_pieces` (each series its own group, no (tokens, series, series) mask) against
+    `Chronos2EncoderBlock.forward` with Chronos-2's own masks: equal on every token that is an
+    attention key; a fully-unobserved patch keeps its own value instead of the batch mean, so its
+    state does not depend on the other series of the batch."""
+    from msft_backbones.chronos2 import _block_from_pieces
+
+    setup = Chronos2Spec.tiny()
+    model = setup.backbone.eval()
+    spec = Chronos2Spec(model, msft.MSFTConfig(scales=(1,)))
+    context = torch.randn(3, 64).cumsum(-1)
+    context[1, 8:24] = float("nan")  # two whole patches missing: tokens that are no attention key
+    tokens = spec.embed(torch.nan_to_num(context), ~torch.isnan(context), 16, 0)
+    aux = tokens.aux
+    group_ids = torch.arange(3)
+    group_mask = type(model.encoder)._construct_and_invert_group_time_mask(group_ids, aux.attention_mask, torch.float32)
+    block = model.encoder.block[0]
+    with torch.no_grad():
+        own = block(
+            tokens.hidden, position_ids=aux.position_ids, attention_mask=aux.time_mask, group_time_mask=group_mask
+        )[0]
+        ours = _block_from_pieces(block, tokens.hidden, aux)
+        alone = _block_from_pieces(block, tokens.hidden[1:2], spec._aux(aux.attention_mask[1:2], aux.position_ids))
+    valid = aux.attention_mask > 0  # (series, tokens)
+    assert not valid.all()
+    torch.testing.assert_close(ours[valid], own[valid], rtol=1e-5, atol=1e-5)  # float32: the same sums, another layout
+    assert not torch.allclose(ours[~valid], own[~valid])  # Chronos-2 gives them the mean over the batch
+    torch.testing.assert_close(alone[0], ours[1], rtol=1e-5, atol=1e-5)  # no token depends on the batch
