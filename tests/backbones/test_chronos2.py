@@ -291,3 +291,16 @@ def test_a_block_from_its_pieces_is_the_module_on_every_observed_token():
     torch.testing.assert_close(ours[valid], own[valid], rtol=1e-5, atol=1e-5)  # float32: the same sums, another layout
     assert not torch.allclose(ours[~valid], own[~valid])  # Chronos-2 gives them the mean over the batch
     torch.testing.assert_close(alone[0], ours[1], rtol=1e-5, atol=1e-5)  # no token depends on the batch
+
+
+def test_a_context_longer_than_the_models_is_cut_as_the_pipeline_cuts_it():
+    """Chronos-2 reads at most ``context_length`` steps (the tiny geometry: 512); scale 1 keeps the
+    last ones, as the pipeline does, and the forecasts stay equal (float32 rounding, as above)."""
+    setup = Chronos2Spec.tiny()
+    past = torch.randn(3, 600, 1, generator=torch.Generator().manual_seed(2)).cumsum(1)
+    levels = [0.1, 0.5, 0.9]
+    expected = pipeline_quantiles(Chronos2Pipeline(setup.backbone), past, 24, levels)
+    wrapped = msft.wrap(setup.backbone, scales=[1], horizon=24).eval()
+    with torch.no_grad():
+        got = predict_quantiles(wrapped, past, 24, levels)
+    torch.testing.assert_close(got, expected, rtol=RTOL, atol=ATOL)
