@@ -234,7 +234,7 @@ def _build(cfg: DictConfig, names: dict[str, str], protocol: str, score_zero_sho
     """Data, backbone, method and Lightning module of a run, built from its config in the order `run`
     trains them (a deferred test rebuilds exactly this, then loads the run's checkpoint).
     ``score_zero_shot``: also score the identity wrap on validation before the method changes the backbone."""
-    data = build_datamodule(cfg.data, cfg.seed)
+    data = build_datamodule(cfg.data, cfg.seed, history=method_history(cfg))
     data.setup("fit")
     backbone, wrap_options = build_backbone(cfg.backbone)
     if protocol == "pf":
@@ -289,9 +289,24 @@ def _check_probabilistic(backbone: torch.nn.Module, name: str | None, quantile_l
         )
 
 
-def build_datamodule(data: DictConfig, seed: int = 0):
+def method_history(cfg: DictConfig) -> int | None:
+    """Past steps a window must hold for the method's per-scale context lengths (`MSFTConfig.
+    context_lengths`), when they reach further back than ``data.context_length``, the context of
+    scale 1: "equal_tokens" needs ``max(scales)`` times it, a list its longest entry. None otherwise."""
+    options = plain(cfg.method.get("options")) or {}
+    lengths = options.get("context_lengths")
+    if lengths is None:
+        return None
+    if lengths == "equal_tokens":
+        return max(options.get("scales") or msft.MSFTConfig().scales) * cfg.data.context_length
+    return max(max(lengths), cfg.data.context_length)
+
+
+def build_datamodule(data: DictConfig, seed: int = 0, history: int | None = None):
     """The data module of a data config (LSF, or PF when ``data.protocol`` is "pf"), with training
-    batches shuffled per (seed, epoch)."""
+    batches shuffled per (seed, epoch). ``history``: past steps per window when the method's scales
+    need more than ``data.context_length`` (`method_history`); validation and test windows borrow
+    them from the splits before, as the protocol does for its look-back, so their count is the same."""
     from msft_runner.lsf_data import LSFDataModule
     from msft_runner.pf_data import PFDataModule
 
@@ -328,7 +343,7 @@ def build_datamodule(data: DictConfig, seed: int = 0):
     elif dataset is None:
         raise ValueError(f"data.path is required for data={data.name}: pass data.path=/path/to/file.csv")
     common = dict(
-        context_length=data.context_length,
+        context_length=history or data.context_length,
         horizon=data.horizon,
         batch_size=data.batch_size,
         eval_batch_size=data.eval_batch_size,
@@ -500,7 +515,7 @@ def evaluate(cfg: DictConfig, model, data) -> dict[str, Any]:
             data.data.frame,
             horizon=cfg.data.horizon,
             windows=cfg.data.windows,
-            context_length=cfg.data.context_length,
+            context_length=data.context_length,  # with the history the scales need
             num_samples=num_samples,
             seasonality=cfg.data.seasonality,
             batch_size=cfg.data.eval_batch_size,
@@ -518,7 +533,7 @@ def evaluate(cfg: DictConfig, model, data) -> dict[str, Any]:
             forecast,
             data.data,
             cfg.data.horizon,
-            cfg.data.context_length,
+            data.context_length,  # with the history the scales need (method_history)
             cfg.data.mode,
             batch_size=cfg.data.eval_batch_size,
             device=device,
