@@ -19,8 +19,10 @@ runs the layers once, so beyond ``num_predict_token`` patches this spec is not u
 and finetuning adapts the backbone to it.
 
 Causality is kept at every scale: attention within a scale is uni2ts' causal mask; cross-scale
-aggregation is the core's causal variant (``causal = True`` below: a coarse token aggregates only
-fine tokens it fully covers, a fine token receives only coarse tokens that end at or before it);
+aggregation must be the core's causal variant (``CrossScaleAggregation(causal=True)``: a coarse
+token aggregates only fine tokens it fully covers, a fine token receives only coarse tokens that end
+at or before it), which the spec declares with ``causal = True`` below (the core's wrap passes the
+declaration on once `BackboneSpec` declares ``causal``; tests/backbones/test_moirai2.py checks both);
 without intra-scale attention the joined mask lets a token see another scale's token only when that
 token ends at or before it. Instance scaling is uni2ts' own: each scale is normalised with its whole
 context's mean and standard deviation.
@@ -28,8 +30,8 @@ context's mean and standard deviation.
 Quantile head. A scale's output is a `Moirai2Output`: the ``(series, levels, horizon)`` quantiles
 the pretrained head gives. Its ``point()`` is the median, so msft's point fusion
 ``sum_s w_s upsample(median_s)`` is the fused median, and `fused_quantiles` fuses every level the
-same way (quantile averaging: ``q_fused = sum_s w_s upsample(q_s)``, monotone in the level because
-each scale's quantiles are). Its ``loss`` is the pinball loss over all levels in units of the
+same way (quantile averaging: ``q_fused = sum_s w_s upsample(q_s)``, non-decreasing in the level
+wherever every scale's quantiles are). Its ``loss`` is the pinball loss over all levels in units of the
 scale's instance scaling (as uni2ts trains Moirai-2 on scaled targets), so the spec is a point
 backbone to the core (no sample paths): quantile averaging is the natural fusion of quantile
 forecasts, whereas sampling from quantiles would invent tails the model never predicted.
