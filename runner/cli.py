@@ -2,7 +2,11 @@
 
 A failed job is caught, written as ``metrics.json`` with ``status: failed`` and the error, and the
 sweep goes on; at the end of a sweep `ResultsTable` prints the comparison table, lists failures,
-and writes ``results/<experiment>.{md,csv}``; the command exits 1 if any job failed.
+and writes ``results/<experiment>.{md,csv}`` from every run under ``runs/<experiment>/`` (so the
+default experiment's table gains a row per run instead of being replaced); the command exits 1 if
+any job failed. A job whose run directory holds a finished run (a CSV's runs are named after its
+file, `msft_runner.train.file_stem`) is refused, naming it, unless ``overwrite=true`` (run again) or
+``skip_finished=true`` (keep it); the command then exits 1 too.
 """
 
 from __future__ import annotations
@@ -22,12 +26,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from msft_runner.train import register_resolvers
+
+register_resolvers()  # before Hydra composes: run folders name a CSV's data set after its file
 logger = logging.getLogger("msft_runner")
 
 # The repository's configs/ folder, installed as the package `msft_runner.configs` (editable or
 # not); MSFT_CONFIG_DIR points elsewhere, e.g. at a copy you edit.
 CONFIG_DIR = os.environ.get("MSFT_CONFIG_DIR") or str(importlib.resources.files("msft_runner.configs"))
 _FAILED: list[str] = []  # read and written through _failures()
+_REFUSED: list[str] = []  # runs that would have overwritten a finished run (the sweep's records cannot say)
 
 
 def _failures() -> list[str]:
@@ -38,7 +46,7 @@ def _failures() -> list[str]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _app(cfg: DictConfig) -> dict[str, Any]:
-    from msft_runner.train import METRICS, run, write_json_atomic
+    from msft_runner.train import METRICS, check_run_dir, run, write_json_atomic
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     names = {"backbone": cfg.names.backbone}
@@ -46,6 +54,12 @@ def _app(cfg: DictConfig) -> dict[str, Any]:
     if finished is not None:
         logger.info("skip_finished: %s is done (val_score %s)", run_dir, finished.get("val_score"))
         return finished
+    try:
+        check_run_dir(run_dir, overwrite=bool(cfg.get("overwrite")))
+    except FileExistsError as error:  # the finished run is left exactly as it was
+        logger.error("%s", error)
+        importlib.import_module("msft_runner.cli")._REFUSED.append(str(error))
+        return _finished(run_dir / METRICS) or {}
     try:
         return run(cfg, run_dir, names)
     except Exception as error:  # one failed job must not stop a sweep: record it and go on
@@ -99,9 +113,12 @@ class ResultsTable(Callback):
 
 def main() -> None:
     _app()
-    failed = _failures()
+    failed, refused = _failures(), importlib.import_module("msft_runner.cli")._REFUSED
     if failed:
         print(f"\n{len(failed)} run(s) failed:", *failed, sep="\n  ", file=sys.stderr)
+    if refused:
+        print(f"\n{len(refused)} run(s) refused:", *refused, sep="\n  ", file=sys.stderr)
+    if failed or refused:
         sys.exit(1)
 
 

@@ -41,6 +41,45 @@ logger = logging.getLogger(__name__)
 
 METRICS = "metrics.json"
 PROTOCOLS = ("lsf", "pf")
+STEM_RESOLVER = "msft_file_stem"  # configs/data/csv.yaml: a CSV's runs and rows are named after its file
+
+
+def file_stem(path: Any, default: str = "csv") -> str:
+    """A data set's name from its file: the stem, with characters unfit for a folder name as ``_``
+    (``/data/ETTh1.csv`` -> ``ETTh1``); ``default`` when no path is given."""
+    if path is None or str(path) in ("", "???"):
+        return default
+    stem = Path(str(path)).stem
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in stem) or default
+
+
+def register_resolvers() -> None:
+    """The OmegaConf resolvers msft's configs use (idempotent)."""
+    if not OmegaConf.has_resolver(STEM_RESOLVER):
+        OmegaConf.register_new_resolver(STEM_RESOLVER, file_stem)
+
+
+register_resolvers()
+
+
+def check_run_dir(run_dir: str | os.PathLike, overwrite: bool = False) -> None:
+    """Refuse to run into ``run_dir`` when it holds a finished run (``metrics.json`` with status ok),
+    naming it, unless ``overwrite``; a failed or interrupted run may be run again."""
+    path = Path(run_dir) / METRICS
+    if overwrite or not path.is_file():
+        return
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return
+    if record.get("status") == "ok":
+        raise FileExistsError(
+            f"{run_dir} holds a finished run ({record.get('dataset')} H={record.get('horizon')} "
+            f"{record.get('method')} seed {record.get('seed')}, val_score {record.get('val_score')}): "
+            "refusing to overwrite it; pass overwrite=true to replace it or skip_finished=true to keep it"
+        )
+
+
 # Keys of the trainer group that are not `lightning.Trainer` arguments: early-stopping patience, and how
 # msft starts the processes of a data-parallel run on one node (msft_runner.distributed).
 TRAINER_EXTRAS = ("patience", "start_method")

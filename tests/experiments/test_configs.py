@@ -70,7 +70,8 @@ def test_backbone_configs_instantiate(name):
 def test_data_configs_compose(name):
     overrides = [f"data={name}"] + (["data.path=/some/file.csv"] if name in ("csv", "pf_csv") else [])
     cfg = compose(overrides)
-    assert cfg.data.name == name and cfg.data.horizon > 0 and cfg.data.context_length > 0
+    expected = "file" if name == "csv" else name  # a user CSV's data set is named after its file
+    assert cfg.data.name == expected and cfg.data.horizon > 0 and cfg.data.context_length > 0
     assert set(cfg.data.lr) == {"lr", "xscale_lr", "head_lr", "scale_weight_lr"}
     assert cfg.data.protocol == ("pf" if name.startswith("pf_") else "lsf")
     if cfg.data.protocol == "pf" and cfg.data.dataset is not None:  # the dataset's published protocol

@@ -58,7 +58,7 @@ def test_user_csv_trains_and_evaluates(tmp_path):
     record = run(_csv_cfg(path, "method=msft", "data.target=[x0,x2]"), tmp_path / "run", {"backbone": "toy_tiny"})
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(record))
-    assert saved["status"] == "ok" and saved["dataset"] == "csv" and saved["steps"] > 0
+    assert saved["status"] == "ok" and saved["dataset"] == "mine" and saved["steps"] > 0  # "mine": the CSV's stem
     # test split: int(0.2 * 500) = 100 rows -> 100 - 8 + 1 windows per channel, 2 channels
     assert saved["windows"] == 2 * (100 - 8 + 1)
     assert (tmp_path / "run" / "adapter" / "adapter.safetensors").exists()
