@@ -196,12 +196,12 @@ class Moirai2Spec(BackboneSpec):
         time_id = torch.cat([past_time, future_time], dim=1)  # (series, tokens)
         sample_id = torch.ones_like(time_id)
         variate_id = torch.zeros_like(time_id)
-        loc, scale = m.scaler(target, seen, sample_id, variate_id)  # (series, tokens, 1): the context's
+        loc, scale = m.scaler(target, seen, sample_id, variate_id)  # the context's; (series, tokens, 1 or patch)
         # Moirai2Module.forward, up to the decoder:
         hidden = m.in_proj(torch.cat([(target - loc) / scale, seen.to(target.dtype)], dim=-1))
         step = self.config.scales[scale_idx] * p  # steps per token at this scale
         end = (torch.arange(n_ctx + n_hor, device=device) - n_ctx + 1) * step
-        aux = Moirai2Aux(_causal_mask(time_id), time_id, variate_id, end, loc[:, :1], scale[:, :1])
+        aux = Moirai2Aux(_causal_mask(time_id), time_id, variate_id, end, loc[:, :1, :1], scale[:, :1, :1])
         return ScaleTokens(hidden, num_prefix=0, num_context=n_ctx, num_horizon=n_hor, aux=aux)
 
     def run_layer(self, layer: nn.Module, hidden: Tensor, aux: Moirai2Aux) -> Tensor:

@@ -199,6 +199,26 @@ def test_no_token_sees_the_future_through_another_scale(case, cut):
         assert (noisy[:, kept:] - clean[:, kept:]).abs().amax() > 1e-2
 
 
+@pytest.mark.parametrize("case", sorted(CAUSAL_CASES))
+def test_without_instance_scaling_the_raw_future_changes_no_earlier_token(case):
+    """With uni2ts' scaler off (``scaling=False``), perturbing the series itself after the cut leaves
+    every token that ends by the cut unchanged at every scale (pooling, adapters, LoRA, attention and
+    aggregation alike)."""
+    backbone = moirai2_from_config({**TINY_GEOMETRY, "scaling": False}, seed=0)
+    model = causal_wrap(backbone, scales=[1, 2, 4], horizon=40, **CAUSAL_CASES[case]).eval()
+    perturb(model)
+    past, cut = walk(), 24
+    changed = past.clone()
+    changed[:, -cut:] += 3 * torch.randn(changed[:, -cut:].shape, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        clean = model.forward_features(past, 40).scales
+        noisy = model.forward_features(changed, 40).scales
+    for s, c, n in zip(model.scales, clean, noisy):
+        kept = c.layout[1] - -(-cut // (s * model.spec.patch_size()))
+        torch.testing.assert_close(n.hidden[:, :kept], c.hidden[:, :kept], rtol=1e-6, atol=1e-6)
+        assert (n.hidden[:, kept:] - c.hidden[:, kept:]).abs().amax() > 1e-2
+
+
 def test_the_encoder_aggregation_would_leak_the_future():
     """The same check on the core's default (encoder) aggregation fails: C2F hands a fine token the
     coarse token that covers it, which ends after it. What ``causal = True`` is for."""
