@@ -35,6 +35,8 @@ OFFLINE = {
     "moirai_random": [],
     "moment_random": ["data.horizon=8"],
     "time_dpd_tiny": ["data.context_length=32", "data.horizon=8"],
+    "chronos2_tiny": [],
+    "moirai2_tiny": [],
 }
 
 

@@ -157,6 +157,8 @@ OFFLINE = {
     "moirai": ["backbone=tiny_moirai"],
     "moment": ["backbone=moment_random", "data.horizon=8"],
     "time_dpd": ["backbone=time_dpd_tiny", "data.context_length=32", "data.horizon=8"],
+    "chronos2": ["backbone=chronos2_tiny"],
+    "moirai2": ["backbone=moirai2_tiny"],
 }
 
 
