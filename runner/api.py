@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch import nn
 
@@ -136,6 +137,11 @@ def finetune(
     names = dict(target=target, id_column=id_column, timestamp_column=timestamp_column)
     series = read_series(train_data, **names)
     validation = read_series(validation_data, **names) if validation_data is not None else None
+    for what, given in (("train_data", series), ("validation_data", validation)):
+        empty = [item for item, v in zip(given.ids, given.values) if not np.isfinite(v).any()] if given else []
+        if empty:
+            shown = ", ".join(repr(i) for i in empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
+            raise ValueError(f"{what}: item(s) {shown} have no observed values (all NaN): drop them")
     if validation is not None and validation.freq != series.freq:
         raise ValueError(
             f"validation_data has frequency {validation.freq.freqstr}, train_data {series.freq.freqstr}: "
