@@ -179,7 +179,9 @@ class MSFTModel(nn.Module):
         num_layers = len(self.spec.layers())
         self.msft_aggregation = (
             nn.ModuleList(
-                CrossScaleAggregation(config.scales, d_model, config.c2f, config.f2c, config.aggregation_rank)
+                CrossScaleAggregation(
+                    config.scales, d_model, config.c2f, config.f2c, config.aggregation_rank, causal=self.spec.causal
+                )
                 for _ in range(num_layers)
             )
             if k > 1 and (config.c2f or config.f2c)

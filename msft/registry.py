@@ -133,6 +133,9 @@ class BackboneSpec(abc.ABC):
     output_head: ClassVar[str | None] = None
     #: what `head` returns; a type that implements `Forecast.sample` makes the spec probabilistic.
     forecast_type: ClassVar[type[Forecast]] = PointForecast
+    #: a causal decoder (Moirai-2): cross-scale aggregation then keeps causality too (a fine token
+    #: receives only coarse tokens that end at or before it; `msft.layers.CrossScaleAggregation`).
+    causal: ClassVar[bool] = False
 
     # Derived in __init_subclass__ from what the subclass implements (never set by hand):
     #: `head` outputs distributions (``forecast_type`` implements `Forecast.sample`).

@@ -13,7 +13,6 @@ import pytest
 import torch
 
 import msft
-from msft.registry import BackboneSpec
 from msft.sampling import downsample, scaled_length, upsample
 
 pytest.importorskip("uni2ts")
@@ -31,19 +30,12 @@ from msft_backbones.moirai2 import (  # noqa: E402
 from tests.conftest import float32_tolerance  # noqa: E402
 
 SMALL = GEOMETRY_DIR / "moirai-2.0-R-small.json"
-#: BackboneSpec declares ``causal`` once the core passes it to CrossScaleAggregation (asked of the lead).
-CORE_PASSES_CAUSAL = hasattr(BackboneSpec, "causal")
 
 
 def causal_wrap(backbone, **options) -> msft.MSFTModel:
-    """msft.wrap, with the cross-scale aggregation made causal as the spec declares (``causal = True``)
-    where the core does not pass the declaration on yet."""
+    """msft.wrap with LoRA's random A fixed (the spec's ``causal = True`` makes the aggregation causal)."""
     torch.manual_seed(0)
-    model = msft.wrap(backbone, **options)
-    if not CORE_PASSES_CAUSAL and model.msft_aggregation is not None:
-        for aggregation in model.msft_aggregation:
-            aggregation.causal = Moirai2Spec.causal
-    return model
+    return msft.wrap(backbone, **options)
 
 
 def perturb(model: msft.MSFTModel, seed: int = 3) -> None:
@@ -231,9 +223,6 @@ def test_the_encoder_aggregation_would_leak_the_future():
     assert (fine_noisy[:, :kept] - fine_clean[:, :kept]).abs().amax() > 1e-3
 
 
-@pytest.mark.xfail(
-    not CORE_PASSES_CAUSAL, reason="the core does not pass spec.causal to the aggregation yet", strict=True
-)
 def test_wrap_makes_the_aggregation_causal():
     model = msft.wrap(Moirai2Spec.tiny().backbone, scales=[1, 2, 4], horizon=12)
     assert all(aggregation.causal for aggregation in model.msft_aggregation)
