@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.pf_calibration            # writes results/pf/calibration.{md,json}
     .venv/bin/python -m benchmarks.pf_calibration --fusions  # writes results/pf/fusions.{md,json}
+    .venv/bin/python -m benchmarks.pf_calibration --plot --steps 60 --datasets weather  # calibration_intervals.png
 
 For each dataset (Jena weather, H=144; ETTh1, H=24; raw scale, 7 rolling test windows of the last
 7 x H steps, as `msft.protocols.pf`) and each method (runner/methods.py: zero-shot, LoRA, full
@@ -157,7 +158,27 @@ def run_fusions(dataset: str, seed: int, steps: int, batch: int) -> list[dict]:
             past, future = tensors(block)
             scores[split] = score(built.model, past, future, block.seasonal_error, seed)
         rows.append({"dataset": dataset, "seed": seed, "fusion": fusion, "weights": weights, **scores})
+    rows[0]["scale_test"] = per_scale_scores(built.model, test, seed)
     return rows
+
+
+def per_scale_scores(model, block, seed: int) -> list[dict[str, float]]:
+    """Each scale's own forecast (its paths up-sampled: all fusion weight on it) scored on ``block``."""
+    logits = model.msft_fusion.msft_fusion_logits
+    saved = logits.detach().clone()
+    model.set_sample_fusion("linear")
+    past, future = tensors(block)
+    out = []
+    try:
+        for idx in range(len(model.scales)):
+            with torch.no_grad():  # softmax gives exactly (0, .., 1, .., 0): exp(-1e4) is 0 in float32
+                logits.fill_(-1e4)
+                logits[idx] = 0.0
+            out.append(score(model, past, future, block.seasonal_error, seed))
+    finally:
+        with torch.no_grad():
+            logits.copy_(saved)
+    return out
 
 
 def fusion_table(rows: list[dict], command: str) -> str:
@@ -188,6 +209,16 @@ def fusion_table(rows: list[dict], command: str) -> str:
                 f"| {dataset} | {fusion} | {mean('val', 'crps'):.4f} | {mean('val', 'cov80'):.2f} | "
                 f"{mean('test', 'crps'):.4f} | {mean('test', 'cov80'):.2f} | {mean('test', 'msis'):.2f} |"
             )
+    for dataset in sorted({r["dataset"] for r in rows}):
+        scored = [r["scale_test"] for r in rows if r["dataset"] == dataset and "scale_test" in r]
+        cov = np.mean([[scale["cov80"] for scale in seed_rows] for seed_rows in scored], 0)
+        crps = np.mean([[scale["crps"] for scale in seed_rows] for seed_rows in scored], 0)
+        lines.append(
+            f"\n{dataset}, each scale alone on test (scales 1, 2, 4): cov80 "
+            + " / ".join(f"{c:.2f}" for c in cov)
+            + ", CRPS "
+            + " / ".join(f"{c:.4f}" for c in crps)
+        )
     weights = {
         d: np.round(np.mean([r["weights"] for r in rows if r["dataset"] == d], 0), 3).tolist()
         for d in sorted({r["dataset"] for r in rows})
@@ -201,6 +232,50 @@ def fusion_table(rows: list[dict], command: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def plot_intervals(dataset: str, series: int, steps: int, batch: int, out: Path, seed: int = 0) -> Path:
+    """msft trained as in `run` (seed 0); its 10-90% interval on the first test window of one series,
+    uncalibrated and calibrated, beside the truth (``calibration_intervals.png``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = load(dataset)
+    horizon, seasonality = DATASETS[dataset][1:]
+    train_part, val, test = windows(values, horizon, seasonality)
+    torch.manual_seed(seed)
+    kind, options = METHODS["msft"]
+    built = build_model(msft.load_backbone("tiny_moirai"), kind, horizon, options, None, steps, {"patch_size": 32})
+    train(built.model, train_part, horizon, steps, batch, LR.get(kind, 1e-3), seed)
+    past, future = tensors(test)
+    row = series * WINDOWS  # rolling_windows is series-major: the series' first test window
+    bands = {}
+    for name in ("uncalibrated", "calibrated"):
+        if name == "calibrated":
+            torch.manual_seed(seed)
+            built.model.calibrate(*tensors(val), quantile_levels=LEVELS)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            bands[name] = built.model.predict_quantiles(past[row : row + 1], horizon, (0.1, 0.5, 0.9))[0, :, :, 0]
+    context = past[row, -2 * horizon :, 0].numpy()
+    t_past, t_future = np.arange(-len(context), 0), np.arange(horizon)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.2), sharey=True)
+    for ax, (name, q) in zip(axes, bands.items()):
+        ax.plot(t_past, context, color="0.3", lw=1, label="context")
+        ax.plot(t_future, future[row, :, 0].numpy(), color="k", lw=1, label="truth")
+        ax.fill_between(t_future, q[0].numpy(), q[2].numpy(), color="C0", alpha=0.3, label="10-90%")
+        ax.plot(t_future, q[1].numpy(), color="C0", lw=1, label="median")
+        ax.set_title(f"msft, {name}")
+        ax.set_xlabel("step")
+    axes[0].legend(loc="upper left", fontsize=8)
+    fig.suptitle(f"{dataset}, series {series}, first test window (tiny MOIRAI, seed {seed})", fontsize=10)
+    fig.tight_layout()
+    path = out / "calibration_intervals.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def table(rows: list[dict], command: str) -> str:
@@ -264,9 +339,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("results/pf"))
+    parser.add_argument("--plot", action="store_true", help="calibration_intervals.png of msft on --datasets[0]")
+    parser.add_argument("--series", type=int, default=1, help="the series --plot draws (weather: 1 is T (degC))")
     parser.add_argument("--fusions", action="store_true", help="compare msft's sample fusions (fusions.md)")
     parser.add_argument("--table-only", action="store_true", help="rewrite calibration.md from calibration.json")
     args = parser.parse_args()
+    if args.plot:
+        torch.set_num_threads(1)
+        args.out.mkdir(parents=True, exist_ok=True)
+        plot_intervals(args.datasets[0], args.series, args.steps, args.batch, args.out)
+        return
     if args.fusions:
         torch.set_num_threads(1)
         rows = [r for d in args.datasets for seed in args.seeds for r in run_fusions(d, seed, args.steps, args.batch)]
