@@ -19,8 +19,8 @@ wall time, also recorded), and the median over rounds is reported. Memory per va
 excluded, as benchmarks/time_dpd_memory.py measures) and the trainable state (fp32 weights, gradients
 and two Adam moments, 16 B per parameter); the frozen weights are the same for every variant. The
 7B default's numbers come from ``results/time_dpd/memory.json`` (benchmarks/time_dpd_memory.py). The
-profile table is one more step of each variant under torch.profiler, its CPU time attributed to the
-pieces of the forward and the backward.
+profile table is ``--profile-steps`` more round-robin steps of each variant with the CPU time of
+the forward's pieces (decoder layers, reprogramming, prompt, aggregation, heads) and of the backward.
 """
 
 from __future__ import annotations
@@ -54,14 +54,15 @@ METHODS = {
     SINGLE: ("msft_single_scale", "shared"),
     LORA: ("lora", "shared"),
 }
-#: (label, owner, attribute): the pieces of the forward the profile attributes time to.
+#: (label, owner, attribute): the pieces of the forward whose CPU time the profile reports (none calls another).
 PIECES = (
-    ("text prototypes (W E)", "model", "text_prototypes"),
-    ("reprogramming attention", "model_module", "Reprogramming.forward"),
-    ("prompt statistics + text", "model_module", "prompt_statistics"),
-    ("prompt tokenisation + embedding", "model", "_prefix"),
-    ("decoder layers", "llm_module", "run_decoder_layer"),
-    ("head + RevIN inverse", "model", "decode"),
+    ("text prototypes (W E)", "model", "TimeDPD.text_prototypes"),
+    ("reprogramming attention", "model", "Reprogramming.forward"),
+    ("prompt statistics + text", "model", "TimeDPD.prompts"),
+    ("prompt tokenisation + embedding", "model", "TimeDPD._prefix"),
+    ("decoder layers (with LoRA)", "llm", "run_decoder_layer"),
+    ("cross-scale aggregation", "layers", "CrossScaleAggregation.forward"),
+    ("head + RevIN inverse", "model", "TimeDPD.decode"),
 )
 
 
@@ -150,26 +151,31 @@ def saved_bytes(module, batch) -> int:
 
 
 @contextlib.contextmanager
-def labelled_pieces():
-    """Wrap the forward's pieces in torch.profiler.record_function for the profile table."""
+def timed_pieces(spent: dict[str, list[float]]):
+    """Add each piece's CPU seconds and calls to ``spent[label]`` (``[seconds, calls]``) while inside."""
+    from msft import layers as layers_module
     from msft_backbones.time_dpd import llm as llm_module
     from msft_backbones.time_dpd import model as model_module
 
-    owners = {"model": model_module.TimeDPD, "model_module": model_module, "llm_module": llm_module}
+    owners = {"model": model_module, "llm": llm_module, "layers": layers_module}
     undo = []
-    for label, owner, attr in PIECES:
-        target = owners[owner]
-        if "." in attr:
-            cls_name, attr = attr.split(".")
-            target = getattr(target, cls_name)
+    for label, owner, path in PIECES:
+        target, *inner, attr = [owners[owner], *path.split(".")]
+        for name in inner:
+            target = getattr(target, name)
         original = getattr(target, attr)
 
-        def labelled(*a, _original=original, _label=label, **k):
-            with torch.profiler.record_function(_label):
+        def timed(*a, _original=original, _label=label, **k):
+            start = time.process_time()
+            try:
                 return _original(*a, **k)
+            finally:
+                entry = spent.setdefault(_label, [0.0, 0])
+                entry[0] += time.process_time() - start
+                entry[1] += 1
 
-        setattr(target, attr, labelled)
-        undo.append((target, attr, original))  # prompt_statistics: the name the model module calls
+        setattr(target, attr, timed)
+        undo.append((target, attr, original))
     try:
         yield
     finally:
@@ -177,19 +183,34 @@ def labelled_pieces():
             setattr(target, attr, original)
 
 
-def profile_step(batch, module) -> dict[str, dict]:
-    """CPU ms per labelled piece of one step (top-level pieces only), plus forward / backward totals."""
-    module.zero_grad(set_to_none=True)
-    with labelled_pieces(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        with torch.profiler.record_function("forward + loss"):
-            loss = module.loss(*batch)
-        with torch.profiler.record_function("backward"):
-            loss.backward()
-    module.zero_grad(set_to_none=True)
-    totals = {e.key: e.cpu_time_total / 1e3 for e in prof.key_averages()}
-    counts = {e.key: e.count for e in prof.key_averages()}
+def profile_steps(batch, variants: dict, steps: int) -> dict[str, dict]:
+    """CPU ms per piece of the forward (median over ``steps`` round-robin steps, and calls per step),
+    plus the forward + loss and backward totals."""
+    samples: dict[str, dict[str, list]] = {name: {} for name in variants}
+    for _ in range(steps):
+        for name, (module, _) in variants.items():
+            spent: dict[str, list[float]] = {}
+            with timed_pieces(spent):
+                start = time.process_time()
+                loss = module.loss(*batch)
+                middle = time.process_time()
+                loss.backward()
+                end = time.process_time()
+            module.zero_grad(set_to_none=True)
+            spent["forward + loss"], spent["backward"] = [middle - start, 1], [end - middle, 1]
+            for label, value in spent.items():
+                samples[name].setdefault(label, []).append(value)
     labels = [label for label, _, _ in PIECES] + ["forward + loss", "backward"]
-    return {label: dict(ms=totals.get(label, 0.0), calls=counts.get(label, 0)) for label in labels}
+    return {
+        name: {
+            label: dict(
+                ms=1e3 * statistics.median(v[0] for v in s[label]) if label in s else 0.0,
+                calls=s[label][0][1] if label in s else 0,
+            )
+            for label in labels
+        }
+        for name, s in samples.items()
+    }
 
 
 def make_batch(args):
@@ -210,8 +231,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--llm-layers", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--profile-steps", type=int, default=3, help="steps per variant behind the profile table")
     parser.add_argument("--memory-json", type=Path, default=REPO / "results" / "time_dpd" / "memory.json")
+    parser.add_argument("--render-only", action="store_true", help="rewrite the .md from the .json and memory.json")
     args = parser.parse_args(argv)
+    seven_b = json.loads(args.memory_json.read_text()) if args.memory_json.is_file() else None
+    if args.render_only:
+        result = json.loads((args.out / f"{args.name}.json").read_text())
+        (args.out / f"{args.name}.md").write_text(render(result["meta"], result["rows"], result["profile"], seven_b))
+        return
 
     torch.set_num_threads(args.threads)
     batch = make_batch(args)
@@ -229,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
             times[name].append(time.process_time() - start)
             walls[name].append(time.perf_counter() - wall)
     memory = {name: saved_bytes(module, batch) for name, (module, _) in variants.items()}
-    profiles = {name: profile_step(batch, module) for name, (module, _) in variants.items()}
+    profiles = profile_steps(batch, variants, args.profile_steps)
     median = {name: statistics.median(t) for name, t in times.items()}
     rows = [
         dict(
@@ -254,9 +282,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     meta = dict(
         **cpu_run_meta(command),
-        **{k: getattr(args, k) for k in ("batch", "context", "horizon", "llm_layers", "warmup", "rounds")},
+        **{
+            k: getattr(args, k)
+            for k in ("batch", "context", "horizon", "llm_layers", "warmup", "rounds", "profile_steps")
+        },
     )
-    seven_b = json.loads(args.memory_json.read_text()) if args.memory_json.is_file() else None
     args.out.mkdir(parents=True, exist_ok=True)
     result = dict(meta=meta, rows=rows, profile=profiles)
     (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=2))
@@ -311,8 +341,8 @@ def render(meta, rows, profiles, seven_b) -> str:
     names = list(profiles)
     lines += [
         "",
-        "Where the time goes (one profiled step each; CPU ms of each piece including what it calls, "
-        "and how many times it ran):",
+        f"Where the time goes (CPU ms of each piece of the forward, including what it calls, median of "
+        f"{meta.get('profile_steps', 1)} more round-robin steps per variant, and how many times it ran per step):",
         "",
         "| piece | " + " | ".join(names) + " |",
         "|---|" + "---:|" * len(names),
@@ -335,9 +365,9 @@ def seven_b_lines(r: dict) -> list[str]:
         "|---|---:|---:|---:|---:|",
     ]
     for name, v in r["variants"].items():
+        checkpointed = gib(v["checkpointed_bytes"]) if "checkpointed_bytes" in v else "—"
         lines.append(
-            f"| {name} | {v['tokens']} | {gib(v['total_bytes'])} | {gib(v['checkpointed_bytes'])} | "
-            f"{gib(16 * v['trainable'])} |"
+            f"| {name} | {v['tokens']} | {gib(v['total_bytes'])} | {checkpointed} | {gib(16 * v['trainable'])} |"
         )
     return lines
 
