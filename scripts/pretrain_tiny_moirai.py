@@ -28,9 +28,20 @@ N held-out synthetic batches at every checkpoint and keeps that checkpoint's wei
 ``MoiraiModule.save_pretrained(out/"model")`` (config.json + model.safetensors), the format every
 MOIRAI loader reads.
 
+Broader mix (issue 33): ``--mix p`` replaces a share p of each batch's series by draws of
+``msft.data.pretrain_mix.PretrainMix`` (KernelSynth kernel compositions, random walks and integrated
+processes, multiplicative seasonality, intermittent and count series; ``--mix-weights kernel=2 ...``
+reweights its families; the held-out families are refused), seeded from the batch's generator.
+``--horizon-sampling lsf`` draws each batch's horizon H from the LSF horizons (96/192/336/720, divided
+by the pooling scale) and a context of up to ``--max-context`` steps, so the masked share is what the LSF
+protocol creates (H=96 after L=4096: 2%; H=720 after L=512: 58%).
+
 GPU stage: ``--device cuda --bf16`` (bfloat16 autocast for the forward pass; weights, optimiser and
-loss stay float32), e.g. a larger ``--tokens-per-batch`` / ``--steps`` continuing from a CPU stage
-with ``--init-from``.
+loss stay float32), large ``--tokens-per-batch`` and ``--workers N`` processes generating the batches
+(each batch is still a pure function of ``(seed, step)``, so workers change nothing but speed).
+``--dry-run`` runs the same command for 2 steps on the CPU with a tiny batch (4 series), without
+the S2 pool, in a temporary directory: it checks the flags, the data path, the autocast path, the
+checkpoint and the export, and writes nothing under ``--out``.
 """
 
 from __future__ import annotations
@@ -39,7 +50,10 @@ import argparse
 import json
 import logging
 import math
+import multiprocessing
+import tempfile
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +61,7 @@ import numpy as np
 import torch
 from scipy.signal import lfilter
 
+from msft.data.pretrain_mix import HELDOUT_FAMILIES, INTEGER_FAMILIES, TRAIN_WEIGHTS, PretrainMix
 from msft.data.s2 import TIME_LIMIT as S2_TIME_LIMIT
 
 logger = logging.getLogger("pretrain_tiny_moirai")
@@ -63,6 +78,8 @@ MIXTURE = {
 #: Periods (in steps) of the seasonal components: 10-min/15-min/hourly daily cycles, weekly cycles,
 #: daily data's week/month/year, and short cycles.
 PERIODS = (4, 7, 12, 24, 30, 48, 52, 96, 144, 168, 288, 365, 672, 1008)
+#: The LSF protocol's horizons (steps) for ``--horizon-sampling lsf``.
+LSF_HORIZONS = (96, 192, 336, 720)
 
 
 def tiny_config(d_model: int, num_layers: int, patch_sizes: tuple[int, ...], max_seq_len: int) -> dict:
@@ -231,6 +248,14 @@ class Recipe:
     #: Share of batches whose masked horizon is only 1-3 patches (H=96 after a long context is 2-3
     #: patches, 2-6% of the tokens, far below the 15-50% masked otherwise).
     short_horizon_share: float = 0.0
+    #: Share of each batch's series drawn from the broader mix (msft.data.pretrain_mix) instead.
+    mix_share: float = 0.0
+    #: ``((family, weight), ...)`` of that mix (None: its training weights).
+    mix_weights: tuple[tuple[str, float], ...] | None = None
+    #: "share": the last 15-50% of the tokens masked (and ``short_horizon_share``); "lsf": a horizon from
+    #: LSF_HORIZONS / scale after a context of up to ``max_context`` steps (before pooling).
+    horizon_sampling: str = "share"
+    max_context: int = 4096
 
 
 def _choice(rng: np.random.Generator, values: tuple, weights: tuple[float, ...] | None):
@@ -238,27 +263,69 @@ def _choice(rng: np.random.Generator, values: tuple, weights: tuple[float, ...] 
     return values[int(rng.choice(len(values), p=p))]
 
 
+def _tokens(rng: np.random.Generator, recipe: Recipe, low: int, high: int) -> int:
+    if recipe.token_sampling == "log":
+        return int(round(np.exp(rng.uniform(np.log(low), np.log(high)))))
+    return int(rng.integers(low, high + 1))
+
+
+def lsf_layout(rng: np.random.Generator, recipe: Recipe) -> tuple[int, int, int, int, int]:
+    """(patch size, scale, tokens, horizon tokens, horizon steps) of an LSF-like batch: H from
+    LSF_HORIZONS divided by the pooling scale, a context of ``min_tokens`` up to ``max_context / scale``
+    steps (log-uniform with ``token_sampling="log"``), within ``max_tokens`` and ``max_raw_length``."""
+    ps = int(_choice(rng, recipe.patch_sizes, recipe.patch_weights))
+    scale = int(_choice(rng, recipe.scales, recipe.scale_weights)) if len(recipe.scales) > 1 else recipe.scales[0]
+    horizon = math.ceil(int(rng.choice(LSF_HORIZONS)) / scale)  # steps after pooling
+    horizon_tokens = math.ceil(horizon / ps)
+    high = min(
+        recipe.max_tokens - horizon_tokens,
+        recipe.max_context // (scale * ps),
+        recipe.max_raw_length // (scale * ps) - horizon_tokens,
+    )
+    context_tokens = _tokens(rng, recipe, min(recipe.min_tokens, max(high, 1)), max(high, 1))
+    return ps, scale, context_tokens + horizon_tokens, horizon_tokens, horizon
+
+
+def with_mix(rng: np.random.Generator, values: np.ndarray, recipe: Recipe) -> np.ndarray:
+    """Replace a share ``mix_share`` of the rows by PretrainMix draws (seeded from ``rng``); the
+    continuous families get a random scale, the count families stay non-negative integers."""
+    rows = np.flatnonzero(rng.uniform(size=len(values)) < recipe.mix_share)
+    seed = int(rng.integers(2**62))
+    if rows.size:
+        mix = PretrainMix(dict(recipe.mix_weights)) if recipe.mix_weights else PretrainMix()
+        sample = mix.sample(rows.size, values.shape[1], seed)
+        scale = np.where(np.isin(sample.family, INTEGER_FAMILIES), 1.0, 10 ** rng.uniform(-2, 3, rows.size))
+        values = values.copy()
+        values[rows] = sample.values * scale[:, None]
+    return values
+
+
 def masked_batch(rng: np.random.Generator, pool: SeriesPool, recipe: Recipe) -> dict[str, torch.Tensor]:
     """One batch in MoiraiModule.forward's layout: one patch size, one pooling scale, the last 15–50%
-    of patches masked."""
-    ps = int(_choice(rng, recipe.patch_sizes, recipe.patch_weights))
-    low = min(recipe.min_tokens, recipe.max_tokens)
-    if recipe.token_sampling == "log":
-        tokens = int(round(np.exp(rng.uniform(np.log(low), np.log(recipe.max_tokens)))))
-    else:
-        tokens = int(rng.integers(low, recipe.max_tokens + 1))
-    horizon_tokens = max(1, int(round(tokens * rng.uniform(0.15, 0.5))))
-    if recipe.short_horizon_share > 0 and rng.uniform() < recipe.short_horizon_share:  # drawn only when asked
-        horizon_tokens = min(horizon_tokens, int(rng.integers(1, 4)), tokens - 1)
-    batch_size = recipe.batch_size
-    if recipe.tokens_per_batch is not None:
-        batch_size = int(np.clip(recipe.tokens_per_batch // tokens, 4, recipe.batch_size))
-    scale = int(_choice(rng, recipe.scales, recipe.scale_weights)) if len(recipe.scales) > 1 else recipe.scales[0]
-    while scale > 1 and tokens * ps * scale > recipe.max_raw_length:
-        scale //= 2
+    of patches masked (or an LSF horizon, ``recipe.horizon_sampling == "lsf"``)."""
+    lsf_horizon = None
+    if recipe.horizon_sampling == "lsf":
+        ps, scale, tokens, horizon_tokens, lsf_horizon = lsf_layout(rng, recipe)
+        batch_size = recipe.batch_size
+        if recipe.tokens_per_batch is not None:
+            batch_size = int(np.clip(recipe.tokens_per_batch // tokens, 4, recipe.batch_size))
+    else:  # the draws of stages 1-4, in their order, so their batches stay exactly the same
+        ps = int(_choice(rng, recipe.patch_sizes, recipe.patch_weights))
+        tokens = _tokens(rng, recipe, min(recipe.min_tokens, recipe.max_tokens), recipe.max_tokens)
+        horizon_tokens = max(1, int(round(tokens * rng.uniform(0.15, 0.5))))
+        if recipe.short_horizon_share > 0 and rng.uniform() < recipe.short_horizon_share:  # drawn only when asked
+            horizon_tokens = min(horizon_tokens, int(rng.integers(1, 4)), tokens - 1)
+        batch_size = recipe.batch_size
+        if recipe.tokens_per_batch is not None:
+            batch_size = int(np.clip(recipe.tokens_per_batch // tokens, 4, recipe.batch_size))
+        scale = int(_choice(rng, recipe.scales, recipe.scale_weights)) if len(recipe.scales) > 1 else recipe.scales[0]
+        while scale > 1 and tokens * ps * scale > recipe.max_raw_length:
+            scale //= 2
     values = synthetic_batch(
         rng, pool, batch_size, tokens * ps * scale, recipe.s2_share, recipe.walk_max, recipe.seasonal_share
     )  # (batch, tokens * ps * scale)
+    if recipe.mix_share > 0:  # drawn only when asked, so earlier recipes keep their exact batches
+        values = with_mix(rng, values, recipe)
     # The coarse view of the same process: non-overlapping means, as msft's down-sampling.
     values = values.reshape(batch_size, tokens * ps, scale).mean(-1)  # (batch, tokens * ps)
     observed = np.ones_like(values, dtype=bool)
@@ -269,6 +336,8 @@ def masked_batch(rng: np.random.Generator, pool: SeriesPool, recipe: Recipe) -> 
     observed &= rng.uniform(size=values.shape) > np.where(rng.uniform(size=(batch_size, 1)) < 0.1, 0.05, 0.0)
     # A partial last horizon patch (a horizon that is not a multiple of the patch size).
     cut = rng.integers(0, ps, batch_size) * (rng.uniform(size=batch_size) < 0.3)
+    if lsf_horizon is not None:  # exactly the LSF horizon: the points past it in the last patch are unobserved
+        cut = np.full(batch_size, horizon_tokens * ps - lsf_horizon)
     observed &= np.arange(values.shape[1])[None, ::-1] >= cut[:, None]
     values = np.where(observed, values, 0.0)
     target = torch.zeros(batch_size, tokens, recipe.max_patch)
@@ -367,6 +436,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.0,
         help="share of batches whose masked horizon is only 1-3 patches (long context, short horizon)",
     )
+    p.add_argument(
+        "--horizon-sampling",
+        choices=("share", "lsf"),
+        default="share",
+        help="share: the last 15-50%% of the tokens masked; lsf: an LSF horizon (96/192/336/720 / scale) "
+        "after a context of up to --max-context steps",
+    )
+    p.add_argument("--max-context", type=int, default=4096, help="longest context (steps before pooling), lsf")
+    p.add_argument(
+        "--mix",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of each batch drawn from msft.data.pretrain_mix (kernel compositions, walks, "
+        "multiplicative seasonality, intermittent and count series) instead",
+    )
+    p.add_argument(
+        "--mix-weights",
+        nargs="+",
+        default=None,
+        metavar="FAMILY=WEIGHT",
+        help=f"relative weights of the mix's families (default {TRAIN_WEIGHTS})",
+    )
     p.add_argument("--s2-share", type=float, default=0.25, help="share of pure S2 series in a batch")
     p.add_argument("--walk-max", type=float, default=0.3, help="largest random-walk step of the trend component")
     p.add_argument(
@@ -386,7 +478,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--pool",
         type=int,
         default=1024,
-        help="S2 draws (s2generator, msft.data.s2; cached) whose excitations and responses are cropped",
+        help="S2 draws (s2generator, msft.data.s2; cached) whose excitations and responses are cropped "
+        "(0: no S2 series)",
     )
     p.add_argument("--s2-length", type=int, default=2048, help="length of each S2 draw")
     p.add_argument("--s2-seed", type=int, default=0, help="seed of the S2 pool (the same for every stage)")
@@ -424,7 +517,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass (GPU stages)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="processes generating batches ahead of the training step (0: in this process); the "
+        "batches are the same either way",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="run this command for 2 steps on the CPU with 4 series per batch and no S2 pool, in a "
+        "temporary directory (nothing is written under --out), and report the step time",
+    )
     args = p.parse_args(argv)
+    if args.mix_weights is not None:
+        raw, weights = " ".join(args.mix_weights), {}
+        for item in args.mix_weights:
+            name, sep, weight = item.partition("=")
+            try:
+                weights[name] = float(weight)
+            except ValueError:
+                sep = ""
+            if not sep:
+                raise ValueError(f"--mix-weights {raw}: expected FAMILY=WEIGHT pairs, got {item!r}")
+        args.mix_weights = weights
+        held_out = sorted(set(args.mix_weights) & set(HELDOUT_FAMILIES))
+        if held_out:
+            raise ValueError(f"--mix-weights: {held_out} are held out for the zero-shot report, not for training")
+        PretrainMix(args.mix_weights)  # names and weights validated here
+    if not 0 <= args.mix <= 1:
+        raise ValueError(f"--mix {args.mix}: expected a share in [0, 1]")
     for flag, weights, values in (
         ("--patch-weights", args.patch_weights, args.patch_sizes),
         ("--scale-weights", args.scale_weights, args.scales),
@@ -438,7 +561,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.max_tokens > args.max_seq_len:
         raise ValueError(f"--max-tokens {args.max_tokens} exceeds --max-seq-len {args.max_seq_len}")
     device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if device.type == "cuda" and not torch.cuda.is_available() and not args.dry_run:
         raise ValueError(f"--device {args.device}: CUDA is not available on this machine")
     return args
 
@@ -460,12 +583,84 @@ def recipe_of(args: argparse.Namespace) -> Recipe:
         args.tokens_per_batch,
         args.max_raw_length,
         args.short_horizon_share,
+        args.mix,
+        None if args.mix_weights is None else tuple(args.mix_weights.items()),
+        args.horizon_sampling,
+        args.max_context,
     )
 
 
-def main(argv: list[str] | None = None) -> None:
+# -- batches, in this process or in workers ----------------------------------------------------------
+_WORKER: dict = {}
+
+
+def _init_worker(seed: int, pool: SeriesPool, recipe: Recipe) -> None:
+    torch.set_num_threads(1)
+    _WORKER.update(seed=seed, pool=pool, recipe=recipe)
+
+
+def _worker_batch(step: int) -> dict[str, np.ndarray]:
+    batch = masked_batch(np.random.default_rng([_WORKER["seed"], step]), _WORKER["pool"], _WORKER["recipe"])
+    return {k: v.numpy() for k, v in batch.items()}  # plain arrays through the pipe (no shared-memory tensors)
+
+
+def batches(seed: int, pool: SeriesPool, recipe: Recipe, steps: range, workers: int = 0):
+    """The batch of each step, ``masked_batch(default_rng([seed, step]))``: with ``workers`` > 0
+    generated by that many forked processes, at most 2 per worker ahead of the consumer."""
+    if workers <= 0:
+        for step in steps:
+            yield masked_batch(np.random.default_rng([seed, step]), pool, recipe)
+        return
+    context = multiprocessing.get_context("fork")  # before any CUDA work; children use numpy and CPU torch only
+    with context.Pool(workers, initializer=_init_worker, initargs=(seed, pool, recipe)) as procs:
+        ahead: deque = deque()
+        todo = iter(steps)
+        for step in todo:
+            ahead.append(procs.apply_async(_worker_batch, (step,)))
+            if len(ahead) >= 2 * workers:
+                break
+        while ahead:
+            batch = ahead.popleft().get()
+            step = next(todo, None)
+            if step is not None:
+                ahead.append(procs.apply_async(_worker_batch, (step,)))
+            yield {k: torch.from_numpy(v) for k, v in batch.items()}
+
+
+def main(argv: list[str] | None = None) -> dict | None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.dry_run:
+        return dry_run(args)
+    train(args)
+    return None
+
+
+def dry_run(args: argparse.Namespace) -> dict:
+    """The command's recipe, model, autocast, checkpoint and export for 2 steps on the CPU with 4
+    series per batch and no S2 pool, in a temporary directory; returns what it measured."""
+    with tempfile.TemporaryDirectory(prefix="pretrain_dry_run_") as tmp:
+        tiny = argparse.Namespace(**vars(args))
+        tiny.out, tiny.device, tiny.pool = Path(tmp), "cpu", 0
+        tiny.batch_size, tiny.tokens_per_batch = min(args.batch_size, 4), None
+        tiny.stop_after, tiny.val_batches, tiny.checkpoint_minutes = 2, min(args.val_batches, 1), 1e9
+        tiny.workers = min(args.workers, 2)
+        state = train(tiny)
+        export(state["module"], state["config"], Path(tmp) / "model")
+        report = {
+            "steps": state["step"],
+            "losses": [round(x, 4) for x in state["losses"]],
+            "seconds_per_step": round(state["elapsed"] / max(state["step"], 1), 3),
+            "tokens": state["tokens"],
+            "device_asked": args.device,
+            "bf16": args.bf16,
+            "written": sorted(str(p.relative_to(tmp)) for p in Path(tmp).rglob("*") if p.is_file()),
+        }
+    logger.info("dry run (nothing kept): %s", json.dumps(report))
+    return report
+
+
+def train(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -486,7 +681,10 @@ def main(argv: list[str] | None = None) -> None:
     elif args.init_from is not None:
         init_from_checkpoint(module, config, args.init_from)
         logger.info("initialised from %s", args.init_from)
-    pool = SeriesPool.from_s2(args.pool, args.s2_length, args.s2_seed, args.s2_time_limit)
+    if args.pool > 0:
+        pool = SeriesPool.from_s2(args.pool, args.s2_length, args.s2_seed, args.s2_time_limit)
+    else:  # no S2 series: every batch is compositions (and the mix)
+        pool = SeriesPool(np.zeros((0, 0)))
     recipe = recipe_of(args)
     logger.info(
         "S2 pool: %d draws of length %d (excitations and responses); recipe %s", args.pool, args.s2_length, recipe
@@ -529,12 +727,13 @@ def main(argv: list[str] | None = None) -> None:
         state_path.with_suffix(".tmp").replace(state_path)
 
     module.train()
-    last_save, window = time.time(), []
+    last_save, window, losses, tokens = time.time(), [], [], []
     stop = args.steps if args.stop_after is None else min(args.steps, step + args.stop_after)
+    stream = batches(args.seed, pool, recipe, range(step, stop), args.workers)
     while step < stop and not args.export_only:
         t0 = time.time()
-        rng = np.random.default_rng([args.seed, step])
-        batch = to_device(masked_batch(rng, pool, recipe))
+        batch = to_device(next(stream))
+        tokens.append(int(batch["prediction_mask"].numel()))
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
         with autocast:
@@ -546,6 +745,7 @@ def main(argv: list[str] | None = None) -> None:
         step += 1
         elapsed += time.time() - t0
         window.append(loss.item())
+        losses.append(window[-1])
         if step % 10 == 0:
             history.append({"step": step, "loss": float(np.mean(window)), "elapsed_s": round(elapsed, 1)})
             logger.info(
@@ -559,11 +759,13 @@ def main(argv: list[str] | None = None) -> None:
         if time.time() - last_save > 60 * args.checkpoint_minutes:
             save_state()
             last_save = time.time()
+    stream.close()  # stops the workers, if any
     if not args.export_only:
         save_state()
+    result = {"module": module, "config": config, "step": step, "elapsed": elapsed, "losses": losses, "tokens": tokens}
     if step < args.steps and not args.export_only:
         logger.info("stopped at step %d of %d; rerun the command to continue", step, args.steps)
-        return
+        return result
     export(module, config, args.out / "model")
     (args.out / "train_log.json").write_text(
         json.dumps(
@@ -579,6 +781,7 @@ def main(argv: list[str] | None = None) -> None:
         + "\n"
     )
     logger.info("done: %d steps in %.0f s -> %s", step, elapsed, args.out / "model")
+    return result
 
 
 def export(module, config: dict, directory: Path) -> None:

@@ -226,3 +226,103 @@ def test_short_horizon_share(script, pool):
 
     assert all(1 <= n <= 3 for n in masked(1.0))
     assert all(n >= 6 for n in masked(0.0))
+
+
+# -- issue 33: the broader mix, LSF horizons, batch workers and the GPU stage's dry run ----------------
+GPU_STAGE = [
+    "--steps",
+    "3000",
+    "--batch-size",
+    "256",
+    "--tokens-per-batch",
+    "16384",
+    "--min-tokens",
+    "8",
+    "--max-tokens",
+    "64",
+    "--token-sampling",
+    "log",
+    "--horizon-sampling",
+    "lsf",
+    "--max-context",
+    "4096",
+    "--scales",
+    "1",
+    "2",
+    "--mix",
+    "0.5",
+    "--val-batches",
+    "8",
+    "--device",
+    "cuda",
+    "--bf16",
+]
+
+
+def test_dry_run_trains_two_steps_and_writes_nothing(script, tmp_path):
+    """The GPU stage's flags (--device cuda too, on a machine without one): 2 CPU steps with 4 series,
+    a checkpoint, a validation snapshot and an export, all in a temporary directory."""
+    out = tmp_path / "stage"
+    report = script.main(["--out", str(out), *TINY, *GPU_STAGE, "--dry-run"])  # GPU_STAGE's flags win
+    assert not out.exists()
+    assert report["steps"] == 2 and np.isfinite(report["losses"]).all() and report["device_asked"] == "cuda"
+    assert {"state.pt", "model/model.safetensors", "snapshots/step_000002/model.safetensors"} <= set(report["written"])
+    assert all(t <= 4 * 64 for t in report["tokens"])  # 4 series of at most 64 tokens, not 16384 tokens
+
+
+def test_batches_from_workers_equal_batches_in_process(script, pool):
+    r = recipe(script, mix_share=0.5, horizon_sampling="lsf", max_tokens=16, patch_sizes=(32,))
+    here = list(script.batches(3, pool, r, range(4, 7)))
+    there = list(script.batches(3, pool, r, range(4, 7), workers=2))
+    assert len(there) == 3
+    for a, b in zip(here, there):
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_lsf_horizons_mask_what_the_protocol_predicts(script, pool):
+    """Patch 64, no pooling: the masked tokens are ceil(H / 64) for H in 96/192/336/720, the points
+    past H in the last patch are unobserved, and the context is at most 4096 steps."""
+    r = recipe(script, patch_sizes=(64,), max_tokens=128, token_sampling="log", horizon_sampling="lsf")
+    seen_horizons = set()
+    for k in range(40):
+        batch = script.masked_batch(np.random.default_rng([4, k]), pool, r)
+        masked = int(batch["prediction_mask"][0].sum())
+        tokens = batch["target"].shape[1]
+        assert tokens - masked <= 4096 // 64
+        horizon = {2: 96, 3: 192, 6: 336, 12: 720}[masked]  # KeyError: not an LSF horizon
+        seen_horizons.add(horizon)
+        observed = batch["observed_mask"][:, tokens - masked :, :64].flatten(1)  # (batch, masked * 64)
+        assert not observed[:, horizon:].any()
+    assert seen_horizons == set(script.LSF_HORIZONS)
+
+
+def test_lsf_horizons_are_pooled_with_the_series(script, pool):
+    r = recipe(script, patch_sizes=(16,), max_tokens=128, scales=(4,), horizon_sampling="lsf", max_context=1024)
+    for k in range(10):
+        batch = script.masked_batch(np.random.default_rng([5, k]), pool, r)
+        masked, tokens = int(batch["prediction_mask"][0].sum()), batch["target"].shape[1]
+        assert masked in (2, 3, 6, 12)  # ceil(H / 4 / 16)
+        assert (tokens - masked) * 16 * 4 <= 1024
+
+
+def test_mix_replaces_the_asked_share(script):
+    r = recipe(script, mix_share=1.0, mix_weights=(("intermittent", 1.0),))
+    x = script.with_mix(np.random.default_rng(0), np.full((16, 256), np.nan), r)
+    assert np.isfinite(x).all() and (x >= 0).all() and (x == np.round(x)).all() and (x == 0).mean() > 0.2
+    none = script.with_mix(np.random.default_rng(0), np.full((16, 256), np.nan), recipe(script, mix_share=0.0))
+    assert np.isnan(none).all()
+
+
+@pytest.mark.parametrize(
+    "flags, match",
+    [
+        (["--mix-weights", "walk_heldout=1"], "held out"),
+        (["--mix-weights", "walk"], "FAMILY=WEIGHT"),
+        (["--mix-weights", "ETTh1=1"], "unknown families"),
+        (["--mix", "1.5"], "--mix"),
+    ],
+)
+def test_bad_mix_flags_are_rejected(script, tmp_path, flags, match):
+    with pytest.raises(ValueError, match=match):
+        script.parse_args(["--out", str(tmp_path), *TINY, *flags])
