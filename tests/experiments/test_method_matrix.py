@@ -37,6 +37,30 @@ BACKBONES = {
 }
 
 
+#: Known defects: trainable parameters that get no gradient in a step, which plain DDP rejects
+#: ("parameters that were not used in producing the loss"). A case whose unused parameters are all
+#: explained here is marked xfail with the reason; any other unused parameter fails. The DDP sweep
+#: (test_distributed.py) leaves these cases out, citing this table.
+KNOWN_UNUSED = {
+    "msft_fusion.msft_fusion_logits": "with one scale msft drops the fused-objective term (msft/model.py), "
+    "yet the fusion logits are still trainable",
+    "self_attn.var_attn_bias.": "MOIRAI's blocked attention skips the variate bias when every block has one "
+    "variate id (backbones/moirai/spec.py, _attention_in_blocks), yet freeze_ffn / all train it",
+    "backbone.encoder.embed_tokens.": "MOMENT's T5 token embedding is never used (MOMENT embeds patches), "
+    "yet full finetuning / backbone_trainable=all train it",
+    "backbone.head.linear.": "MOMENT's and Time-DPD's own forecasting head is replaced by msft's per-scale "
+    "heads, yet full finetuning / backbone_trainable=all train it",
+}
+
+
+def known_defect(unused: list[str]) -> str | None:
+    """The known defects that explain every name in ``unused``, or None if one is unexplained."""
+    causes = [{reason for key, reason in KNOWN_UNUSED.items() if key in name} for name in unused]
+    if not unused or not all(causes):
+        return None
+    return "; ".join(sorted(set().union(*causes)))
+
+
 @pytest.fixture(scope="module")
 def pristine():
     """One built backbone per config (the tests wrap deep copies)."""
@@ -95,6 +119,11 @@ def test_method_trains_one_step_on_backbone(method_name, backbone_name, pristine
     loss = model.loss(past, future)
     assert torch.isfinite(loss), float(loss)
     loss.backward()
+    # Every trainable parameter is in the step's graph (plain DDP requires it).
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    if unused and known_defect(unused):
+        pytest.xfail(f"{unused}: {known_defect(unused)}")
+    assert not unused, f"trainable but not in the loss's graph: {unused}"
     optimizer.step()
     changed = [n for n, p in model.named_parameters() if n in trainable and not torch.equal(p, trainable[n])]
     assert changed, "one step changed no trainable parameter"
