@@ -608,6 +608,24 @@ class MSFTModel(nn.Module):
             )
         return past_target, past_observed
 
+    def _check_scale_contexts(self, length: int) -> None:
+        """Each scale's window (`MSFTConfig.context_lengths`) fits in the past, holds at least one
+        patch at its resolution, and fits the backbone once pooled (MOMENT: at most 512 steps)."""
+        steps = self.config.scale_context_steps(length)
+        if length < max(steps):
+            raise ValueError(
+                f"past_target has {length} time steps: context_lengths={list(steps)} needs {max(steps)} "
+                "(the longest scale's window)"
+            )
+        patch = self.spec.patch_size()
+        for scale, n in zip(self.scales, steps):
+            if n < scale * patch:
+                raise ValueError(
+                    f"context_lengths gives scale {scale} {n} time steps: expected at least scale * patch_size "
+                    f"= {scale} * {patch} = {scale * patch}"
+                )
+            self.spec.check_context(scaled_length(n, scale))
+
     def _point_forecast(self, outputs: list[Forecast], horizon: int, variates: int) -> Tensor:
         """Fused point forecast ``(batch, horizon, variate)`` of the per-scale head outputs."""
         probabilistic = self.spec.probabilistic
@@ -631,24 +649,6 @@ class MSFTModel(nn.Module):
         return rearrange(fused, "(b v) n t -> b n t v", v=variates)
 
     def _forward(self, past_target: Tensor, past_observed: Tensor, horizon: Any) -> list[Forecast]:
-    def _check_scale_contexts(self, length: int) -> None:
-        """Each scale's window (`MSFTConfig.context_lengths`) fits in the past, holds at least one
-        patch at its resolution, and fits the backbone once pooled (MOMENT: at most 512 steps)."""
-        steps = self.config.scale_context_steps(length)
-        if length < max(steps):
-            raise ValueError(
-                f"past_target has {length} time steps: context_lengths={list(steps)} needs {max(steps)} "
-                "(the longest scale's window)"
-            )
-        patch = self.spec.patch_size()
-        for scale, n in zip(self.scales, steps):
-            if n < scale * patch:
-                raise ValueError(
-                    f"context_lengths gives scale {scale} {n} time steps: expected at least scale * patch_size "
-                    f"= {scale} * {patch} = {scale * patch}"
-                )
-            self.spec.check_context(scaled_length(n, scale))
-
         return self._run(past_target, past_observed, horizon).outputs
 
     def _run(self, past_target: Tensor, past_observed: Tensor, horizon: Any) -> _Pass:
