@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -309,6 +310,7 @@ def table(rows: list[dict], command: str) -> str:
         f"{d}: {r['calibration_windows']} ({'one correction per horizon step' if r['per_step'] else 'pooled'})"
         for d, r in first.items()
     )
+    smallest, fewest = min(((d, r["calibration_windows"]) for d, r in first.items()), key=lambda x: x[1])
     lines += [
         "",
         f"- Calibration windows (series x validation windows): {windows_line}; corrections are per horizon "
@@ -316,11 +318,12 @@ def table(rows: list[dict], command: str) -> str:
         f"- Levels calibrated: {list(LEVELS)}; training: the same number of AdamW steps and batch for every "
         "method (see the command), lr 1e-3 (full finetuning 1e-4), no early stopping.",
         "- Not the issue's full comparison: the embedded tiny MOIRAI (not MOIRAI-small), small training "
-        "budgets, no ETTm1, the seeds listed; msft's per-scale coverage is not reported.",
+        "budgets, no ETTm1, the seeds listed; msft's per-scale coverage is in fusions.md (--fusions).",
         "- Reading it: split conformal guarantees coverage on windows exchangeable with the calibration "
         f"windows. Here those are one block of {blocks} x H steps just before the test block, few (a level's "
-        "correction from n windows is uncertain by about sqrt(q (1 - q) / n): ±0.07 at q = 0.5 for ETTh1's "
-        "49) and from another period than the test, so where a method was already near nominal the "
+        f"correction from n windows is uncertain by about sqrt(q (1 - q) / n): ±{math.sqrt(0.25 / fewest):.2f} "
+        f"at q = 0.5 for the {fewest} of {smallest}) and from another period than the test, so where a method "
+        "was already near nominal the "
         "corrections move it by their noise and the period's difference, and CRPS can get worse; where "
         "the intervals were far too narrow (msft's linear fusion) they are restored.",
         "",
