@@ -14,6 +14,12 @@ msft's identity wrap (tested bit-exact against ``MoiraiModule.forward``).
 the model forecasts H/s steps from a context of L/s: the coarse views MSFT builds from the same
 (L, H). Seasonal naive then uses the daily period / s.
 
+``--mix-families kernel_heldout walk_heldout`` scores the held-out families of the pretraining mix
+(``msft.data.pretrain_mix``, never trained on) instead of (or besides, with ``--datasets``) the LSF
+datasets: ``--mix-series`` generated series per family of the longest context + H steps, each z-scored
+with its longest context's mean and std, so every context forecasts the same future; seasonal naive
+takes each series' period from its context's differenced autocorrelation (there is no calendar).
+
 Results go to ``--out``/``--name``.{json,md} after every evaluation, and a rerun skips what the JSON
 already holds, so an interrupted run resumes.
 """
@@ -33,6 +39,7 @@ import torch
 
 from benchmarks.tiny_moirai_common import DATA_DIR, DATASETS, machine_line, moirai_forecaster, write_table
 from msft.data import LSFSplit, prepare_lsf
+from msft.data.pretrain_mix import FAMILIES, PretrainMix
 from msft.protocols._forecasters import check_shape, point_forecaster
 from msft.protocols.baselines import default_period, last_value, seasonal_naive
 
@@ -71,6 +78,58 @@ def evaluate(forecaster, split: LSFSplit, which: str, horizon: int, max_windows:
     return {"mse": squared / count, "mae": absolute / count, "windows": len(windows), "stride": stride}
 
 
+def mix_series(
+    family: str, n: int, context: int, longest: int, horizon: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(past (n, context), future (n, horizon)) of ``n`` series of ``family``, z-scored with the mean and
+    std of their ``longest`` context: every context ends where the same future starts."""
+    x = PretrainMix({family: 1.0}).sample(n, longest + horizon, (seed, list(FAMILIES).index(family))).values
+    mean, std = x[:, :longest].mean(1, keepdims=True), x[:, :longest].std(1, keepdims=True)
+    z = (x - mean) / np.maximum(std, 1e-8)
+    return z[:, longest - context : longest], z[:, longest:]
+
+
+def acf_period(past: np.ndarray, max_lag: int) -> np.ndarray:
+    """(n,) each row's period: the lag >= 2 of the highest local maximum of the autocorrelation of its
+    first differences (differences, so a trend or a random walk shows no period), if that maximum is
+    clear (above 0.2 and 3 / sqrt(length): with ~L/2 lags, 3 sd alone lets noise through); else 1, i.e. the last value."""
+    x = np.diff(past, axis=1)
+    x = x - x.mean(1, keepdims=True)
+    n, length = x.shape
+    power = np.abs(np.fft.rfft(x, 2 * length, axis=1)) ** 2
+    ac = np.fft.irfft(power, axis=1)[:, : max_lag + 2]
+    ac = ac / np.maximum(ac[:, :1], 1e-300)
+    inner = ac[:, 2:-1]  # lags 2..max_lag
+    peak = (inner > ac[:, 1:-2]) & (inner >= ac[:, 3:]) & (inner > max(0.2, 3 / np.sqrt(length)))
+    best = np.where(peak, inner, -np.inf)
+    return np.where(peak.any(1), 2 + best.argmax(1), 1)
+
+
+def seasonal_naive_acf(past: np.ndarray, horizon: int) -> np.ndarray:
+    """Seasonal naive with each row's `acf_period` (at most half its context)."""
+    period = acf_period(past, max(2, past.shape[1] // 2))
+    steps = np.arange(horizon)
+    index = past.shape[1] - period[:, None] + steps[None, :] % period[:, None]  # (n, horizon)
+    return np.take_along_axis(past, index, axis=1)
+
+
+def evaluate_family(forecasts: dict, past: np.ndarray, future: np.ndarray, batch_size: int) -> dict:
+    """MSE/MAE of each forecaster (name -> (past (n, L) -> (n, H)) on one family's series."""
+    out = {}
+    for method, predict in forecasts.items():
+        t0 = time.time()
+        pred = np.concatenate([predict(past[i : i + batch_size]) for i in range(0, len(past), batch_size)])
+        check_shape(torch.from_numpy(pred), tuple(future.shape), method)
+        error = pred.astype(np.float64) - future
+        out[method] = {
+            "mse": float(np.mean(error**2)),
+            "mae": float(np.mean(np.abs(error))),
+            "windows": len(past),
+            "seconds": round(time.time() - t0, 1),
+        }
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -80,7 +139,18 @@ def main(argv: list[str] | None = None) -> dict:
         metavar="NAME=DIR",
         help="a MOIRAI directory to score, repeatable (default: current=the shipped one)",
     )
-    p.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    p.add_argument(
+        "--datasets", nargs="*", default=None, help="LSF datasets (default: all five, none with --mix-families)"
+    )
+    p.add_argument(
+        "--mix-families",
+        nargs="*",
+        default=[],
+        choices=sorted(FAMILIES),
+        help="families of msft.data.pretrain_mix to score (the held-out ones: kernel_heldout walk_heldout)",
+    )
+    p.add_argument("--mix-series", type=int, default=256, help="generated series per family")
+    p.add_argument("--mix-seed", type=int, default=0)
     p.add_argument("--horizon", type=int, default=96)
     p.add_argument("--contexts", type=int, nargs="+", default=[512])
     p.add_argument(
@@ -112,6 +182,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", type=Path, default=Path("results/pretrained"))
     args = p.parse_args(argv)
     args.patch_sizes = args.patch_sizes or [32] * len(args.contexts)
+    if args.datasets is None:
+        args.datasets = [] if args.mix_families else list(DATASETS)
     if len(args.patch_sizes) != len(args.contexts):
         raise ValueError(f"--patch-sizes {args.patch_sizes}: expected one per context {args.contexts}")
     torch.set_num_threads(args.threads)
@@ -154,6 +226,30 @@ def main(argv: list[str] | None = None) -> dict:
                     row[method]["seconds"] = round(time.time() - t0, 1)
                     print(key, method, row[method], flush=True)
                     write_results(args, argv, checkpoints, results)
+    for family in args.mix_families:
+        for context, patch in zip(args.contexts, args.patch_sizes):
+            key = f"{family}|L{context}|s1"
+            if set(results.get(key, {})) >= {"last_value", "seasonal_naive", *checkpoints}:
+                continue
+            past, future = mix_series(family, args.mix_series, context, max(args.contexts), args.horizon, args.mix_seed)
+            forecasts = {
+                "last_value": lambda x: np.repeat(x[:, -1:], args.horizon, axis=1),
+                "seasonal_naive": lambda x: seasonal_naive_acf(x, args.horizon),
+            }
+            for model, directory in checkpoints.items():
+                if (directory, patch) not in modules:
+                    modules[directory, patch] = moirai_forecaster(load_moirai(directory), patch)
+                predict = point_forecaster(modules[directory, patch])
+
+                def forecast(x, predict=predict):
+                    with torch.no_grad():
+                        past_target = torch.from_numpy(x.astype(np.float32))[..., None]  # (n, L, 1)
+                        return predict(past_target, args.horizon)[..., 0].double().numpy()
+
+                forecasts[model] = forecast
+            results[key] = evaluate_family(forecasts, past, future, args.batch_size)
+            print(key, results[key], flush=True)
+            write_results(args, argv, checkpoints, results)
     write_results(args, argv, checkpoints, results)  # also when everything came from --merge
     return results
 
@@ -181,7 +277,7 @@ def write_results(args, argv, checkpoints: dict, results: dict) -> None:
         mae = [f"{row[m]['mae']:.4f}" if m in row else "" for m in models]
         windows = next((str(r["windows"]) for r in row.values()), "")
         rows.append([name, context[1:], str(scale_value), str(args.horizon // scale_value)] + mse + mae + [windows])
-    notes = [
+    lsf_notes = [
         f"LSF protocol, S mode, {args.split} split, "
         + (
             "stride 1 (every window)"
@@ -189,13 +285,25 @@ def write_results(args, argv, checkpoints: dict, results: dict) -> None:
             else f"subsampled to about {args.max_windows} time windows per dataset"
         )
         + "; z-scored with train-split statistics; H = 96 / scale.",
+        "Scale s: the series average-pooled by s, context L/s, horizon 96/s (the coarse views MSFT builds); "
+        "seasonal naive period = one day / s (ETTh 24, ETTm 96, Weather 144 at scale 1).",
+    ]
+    notes = (lsf_notes[:1] if args.datasets else []) + [
         "MOIRAI point forecast = the mixture mean; patch size per context: "
         + ", ".join(f"{c}: {p}" for c, p in zip(args.contexts, args.patch_sizes))
         + ".",
         "Checkpoints: " + ", ".join(f"{m} = `{Path(d).as_posix()}`" for m, d in checkpoints.items()) + ".",
-        "Scale s: the series average-pooled by s, context L/s, horizon 96/s (the coarse views MSFT builds); "
-        "seasonal naive period = one day / s (ETTh 24, ETTm 96, Weather 144 at scale 1).",
     ]
+    notes += lsf_notes[1:] if args.datasets else []
+    if args.mix_families:
+        notes.append(
+            f"Mix families (msft.data.pretrain_mix; kernel_heldout and walk_heldout are never trained on): "
+            f"{args.mix_series} generated series per family (seed {args.mix_seed}) of {max(args.contexts)} + "
+            f"{args.horizon} steps, z-scored with the mean/std of that longest context, one window per series "
+            "(the same future for every context); their seasonal naive takes each series' period from its "
+            "context's differenced autocorrelation (its highest local maximum at lag >= 2 if above max(0.2, 3/sqrt(L)), else "
+            "the last value)."
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     write_table(args.out / f"{args.name}.md", f"Tiny MOIRAI zero-shot ({args.name})", command, header, rows, notes)
     (args.out / f"{args.name}.json").write_text(
