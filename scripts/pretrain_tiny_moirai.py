@@ -51,6 +51,8 @@ import json
 import logging
 import math
 import multiprocessing
+import os
+import sys
 import tempfile
 import time
 from collections import deque
@@ -530,6 +532,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run this command for 2 steps on the CPU with 4 series per batch and no S2 pool, in a "
         "temporary directory (nothing is written under --out), and report the step time",
     )
+    p.add_argument(
+        "--dry-run-report",
+        type=Path,
+        default=None,
+        help="with --dry-run: also write its report (JSON, with this command line) to this file",
+    )
+    p.add_argument(
+        "--dry-run-batches",
+        type=int,
+        default=3,
+        help="with --dry-run: full-size batches of the command's recipe generated (not trained) to time "
+        "the data path, in CPU seconds per batch",
+    )
     args = p.parse_args(argv)
     if args.mix_weights is not None:
         raw, weights = " ".join(args.mix_weights), {}
@@ -631,14 +646,16 @@ def main(argv: list[str] | None = None) -> dict | None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.dry_run:
-        return dry_run(args)
+        return dry_run(args, list(sys.argv[1:] if argv is None else argv))
     train(args)
     return None
 
 
-def dry_run(args: argparse.Namespace) -> dict:
+def dry_run(args: argparse.Namespace, argv: list[str]) -> dict:
     """The command's recipe, model, autocast, checkpoint and export for 2 steps on the CPU with 4
-    series per batch and no S2 pool, in a temporary directory; returns what it measured."""
+    series per batch and no S2 pool, in a temporary directory; then the CPU time to generate
+    ``--dry-run-batches`` full-size batches of the command's own recipe (what a GPU stage's
+    ``--workers`` must keep up with). Returns what it measured."""
     with tempfile.TemporaryDirectory(prefix="pretrain_dry_run_") as tmp:
         tiny = argparse.Namespace(**vars(args))
         tiny.out, tiny.device, tiny.pool = Path(tmp), "cpu", 0
@@ -656,7 +673,23 @@ def dry_run(args: argparse.Namespace) -> dict:
             "bf16": args.bf16,
             "written": sorted(str(p.relative_to(tmp)) for p in Path(tmp).rglob("*") if p.is_file()),
         }
+    recipe, cpu, sizes = recipe_of(args), [], []
+    for k in range(args.dry_run_batches):  # the full recipe, without S2 series (cropping them is cheap)
+        t0 = time.process_time()
+        batch = masked_batch(np.random.default_rng([args.seed, k]), SeriesPool(np.zeros((0, 0))), recipe)
+        cpu.append(time.process_time() - t0)
+        sizes.append(int(batch["prediction_mask"].numel()))
+    report["full_batches"] = {
+        "count": len(cpu),
+        "cpu_seconds_per_batch": round(float(np.mean(cpu)), 3) if cpu else None,
+        "tokens_per_batch": round(float(np.mean(sizes))) if sizes else None,
+    }
     logger.info("dry run (nothing kept): %s", json.dumps(report))
+    if args.dry_run_report is not None:
+        command = "python scripts/pretrain_tiny_moirai.py " + " ".join(argv)
+        report_file = {"command": command, "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}"}
+        args.dry_run_report.parent.mkdir(parents=True, exist_ok=True)
+        args.dry_run_report.write_text(json.dumps(report_file | report, indent=1) + "\n")
     return report
 
 

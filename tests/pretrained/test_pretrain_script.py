@@ -263,11 +263,16 @@ def test_dry_run_trains_two_steps_and_writes_nothing(script, tmp_path):
     """The GPU stage's flags (--device cuda too, on a machine without one): 2 CPU steps with 4 series,
     a checkpoint, a validation snapshot and an export, all in a temporary directory."""
     out = tmp_path / "stage"
-    report = script.main(["--out", str(out), *TINY, *GPU_STAGE, "--dry-run"])  # GPU_STAGE's flags win
+    flags = ["--dry-run", "--dry-run-batches", "1", "--dry-run-report", str(tmp_path / "report.json")]
+    report = script.main(["--out", str(out), *TINY, *GPU_STAGE, *flags])  # GPU_STAGE's flags win
     assert not out.exists()
     assert report["steps"] == 2 and np.isfinite(report["losses"]).all() and report["device_asked"] == "cuda"
     assert {"state.pt", "model/model.safetensors", "snapshots/step_000002/model.safetensors"} <= set(report["written"])
     assert all(t <= 4 * 64 for t in report["tokens"])  # 4 series of at most 64 tokens, not 16384 tokens
+    # The data path is timed on a full-size batch of the command's recipe: many more series than 4.
+    assert report["full_batches"]["count"] == 1 and report["full_batches"]["tokens_per_batch"] > 4 * 64
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["command"].endswith(" ".join(flags)) and saved["losses"] == report["losses"]
 
 
 def test_batches_from_workers_equal_batches_in_process(script, pool):
