@@ -563,6 +563,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         PretrainMix(args.mix_weights)  # names and weights validated here
     if not 0 <= args.mix <= 1:
         raise ValueError(f"--mix {args.mix}: expected a share in [0, 1]")
+    if args.horizon_sampling == "lsf":
+        longest = math.ceil(max(LSF_HORIZONS) / min(args.scales) / min(args.patch_sizes))
+        if args.max_tokens < longest + 1:
+            raise ValueError(
+                f"--max-tokens {args.max_tokens}: --horizon-sampling lsf needs at least {longest + 1} (H=720 at "
+                f"patch {min(args.patch_sizes)} and scale {min(args.scales)} is {longest} tokens, plus a context)"
+            )
     for flag, weights, values in (
         ("--patch-weights", args.patch_weights, args.patch_sizes),
         ("--scale-weights", args.scale_weights, args.scales),

@@ -326,6 +326,7 @@ def test_mix_replaces_the_asked_share(script):
         (["--mix-weights", "walk"], "FAMILY=WEIGHT"),
         (["--mix-weights", "ETTh1=1"], "unknown families"),
         (["--mix", "1.5"], "--mix"),
+        (["--horizon-sampling", "lsf", "--max-tokens", "40"], "max-tokens"),  # H=720 at patch 16: 45 tokens
     ],
 )
 def test_bad_mix_flags_are_rejected(script, tmp_path, flags, match):
