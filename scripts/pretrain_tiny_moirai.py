@@ -633,7 +633,8 @@ def batches(seed: int, pool: SeriesPool, recipe: Recipe, steps: range, workers: 
         for step in steps:
             yield masked_batch(np.random.default_rng([seed, step]), pool, recipe)
         return
-    context = multiprocessing.get_context("fork")  # before any CUDA work; children use numpy and CPU torch only
+    # fork, as torch's DataLoader on Linux: the children use numpy and CPU torch only, never CUDA.
+    context = multiprocessing.get_context("fork")
     with context.Pool(workers, initializer=_init_worker, initargs=(seed, pool, recipe)) as procs:
         ahead: deque = deque()
         todo = iter(steps)
