@@ -68,7 +68,6 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from msft.registry import BackboneSpec, Forecast, ScaleTokens, TinyBackbone, register_backbone
-from msft.sampling import upsample
 
 logger = logging.getLogger(__name__)
 
@@ -151,16 +150,9 @@ class Chronos2Quantiles(Forecast):
 
 def predict_quantiles(model, past_target: Tensor, horizon: int, quantile_levels, past_observed=None) -> Tensor:
     """Quantile averaging of a wrapped Chronos-2: ``(batch, len(levels), horizon, variate)`` with the
-    fused quantile at level q equal to ``sum_s w_s upsample(q_s)`` (every scale's head read at q)."""
-    past_target, past_observed = model._check_past(past_target, past_observed)
-    outputs = model._forward(past_target, past_observed, horizon)
-    per_scale = [getattr(out, "inner", out) for out in outputs]  # a rescaled forecast wraps the scale's own
-    factor = getattr(outputs[0], "factor", None)
-    fused = 0
-    for w, scale, out in zip(model.fusion_weights, model.scales, per_scale):
-        q = out.quantiles(quantile_levels)  # (series, K, ceil(H / s))
-        fused = fused + w * upsample(q if factor is None else q * factor[:, :, None], scale, horizon)
-    return rearrange(fused, "(b v) q t -> b q t v", v=past_target.shape[2])
+    fused quantile at level q equal to ``sum_s w_s upsample(q_s)`` (every scale's head read at q;
+    `MSFTModel.predict_quantiles`, which fuses a quantile head's own quantiles)."""
+    return model.predict_quantiles(past_target, horizon, tuple(float(q) for q in quantile_levels), past_observed)
 
 
 # -- the spec -------------------------------------------------------------------------------------

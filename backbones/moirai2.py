@@ -53,7 +53,6 @@ from torch.nn import functional as F
 from msft.losses import pinball_loss
 from msft.ops import BlockLayout
 from msft.registry import BackboneSpec, Forecast, ScaleTokens, TinyBackbone, register_backbone
-from msft.sampling import upsample
 
 #: the published Moirai-2 geometry shipped with msft (config.json only, no weights).
 DEFAULT_GEOMETRY = "moirai-2.0-R-small"
@@ -81,9 +80,15 @@ class Moirai2Output(Forecast):
     scale: Tensor  # (series, 1, 1)
     levels: tuple[float, ...]
 
-    def quantiles(self) -> Tensor:
-        """``(series, levels, horizon)`` quantiles in the series' units."""
+    def head_quantiles(self) -> Tensor:
+        """``(series, levels, horizon)`` the head's quantiles (at `levels`) in the series' units."""
         return self.scaled * self.scale + self.loc
+
+    def quantiles(self, levels: tuple[float, ...]) -> Tensor:
+        """``(series, len(levels), horizon)`` at ``levels`` within the head's (the core fuses these)."""
+        if tuple(levels) == self.levels:
+            return self.head_quantiles()
+        return torch.stack([self.level(q) for q in levels], dim=1)
 
     def point(self) -> Tensor:
         """``(series, horizon)``: the median (interpolated between the two nearest levels if 0.5 is
@@ -96,7 +101,7 @@ class Moirai2Output(Forecast):
         if not levels[0] <= q <= levels[-1]:
             raise ValueError(f"quantile level {q}: the Moirai-2 head predicts levels {list(levels)}")
         hi = next(i for i, level in enumerate(levels) if level >= q)
-        quantiles = self.quantiles()
+        quantiles = self.head_quantiles()
         if levels[hi] == q or hi == 0:
             return quantiles[:, hi]
         frac = (q - levels[hi - 1]) / (levels[hi] - levels[hi - 1])
@@ -272,17 +277,10 @@ def _causal_mask(time_id: Tensor) -> Tensor:
 
 
 def fused_quantiles(model, past_target: Tensor, horizon: int, past_observed: Tensor | None = None) -> Tensor:
-    """``(batch, levels, horizon, variate)``: every level of a wrapped Moirai-2 fused by quantile
-    averaging, ``sum_s w_s upsample(q_s)`` (the levels are the head's, `Moirai2Output.levels`).
-
-    Uses the core's private forward until `msft.MSFTModel.predict_quantiles` fuses a forecast's
-    own quantiles."""
-    past_target, past_observed = model._check_past(past_target, past_observed)
-    outputs = model._forward(past_target, past_observed, horizon)
-    fused = sum(
-        w * upsample(out.quantiles(), s, horizon) for w, s, out in zip(model.fusion_weights, model.scales, outputs)
-    )  # (series, levels, horizon)
-    return rearrange(fused, "(b v) q t -> b q t v", v=past_target.shape[2])
+    """``(batch, levels, horizon, variate)``: every level of the head (`Moirai2Output.levels`) of a
+    wrapped Moirai-2, fused by quantile averaging ``sum_s w_s upsample(q_s)`` (`MSFTModel.predict_quantiles`)."""
+    levels = tuple(float(q) for q in model.backbone.quantile_levels)
+    return model.predict_quantiles(past_target, horizon, levels, past_observed)
 
 
 def uni2ts_quantiles(module: nn.Module, past: Tensor, horizon: int) -> Tensor:

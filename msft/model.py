@@ -107,6 +107,9 @@ class _Rescaled(Forecast):
     def loss(self, target: Tensor, observed: Tensor) -> Tensor:
         return self.inner.loss(target / self.factor, observed)
 
+    def quantiles(self, levels: tuple[float, ...]) -> Tensor:
+        return self.inner.quantiles(levels) * self.factor[:, :, None]  # (series, Q, H)
+
 
 class _Pass(NamedTuple):
     outputs: list[Any]  # per scale, the spec's head output
@@ -352,13 +355,26 @@ class MSFTModel(nn.Module):
     ) -> Tensor:
         """``(batch, len(quantile_levels), horizon, variate)`` quantile forecasts, non-decreasing in the level.
 
-        Probabilistic backbones: GluonTS's sample quantile (the ``round((S-1) q)``-th order statistic)
+        A backbone whose head predicts quantiles (`Forecast.quantiles`: Chronos-2, Moirai-2): every
+        scale's quantiles at the levels, fused by quantile averaging (exact, deterministic; ordered
+        as the heads give them, like the backbones' own pipelines).
+        Other probabilistic backbones: GluonTS's sample quantile (the ``round((S-1) q)``-th order statistic)
         of ``num_samples`` fused sample paths (``seed``: as in `predict_samples`). Point backbones: the
         fused quantile heads (``quantile_levels`` in `msft.MSFTConfig`, deterministic), which must
         include every requested level. A `calibration` applies to both (through the sample paths, or
         to the heads' quantiles).
         """
         levels = _check_levels(quantile_levels)
+        if self.spec.forecast_type.gives_quantiles():  # a quantile head: exact, no sampling
+            past_target, past_observed = self._check_past(past_target, past_observed)
+            outputs = self._forward(past_target, past_observed, horizon)
+            fused = self._fuse([out.quantiles(levels) for out in outputs], horizon)  # (series, Q, H)
+            # not re-sorted: a quantile head's values as its own pipeline returns them (Chronos-2 and
+            # uni2ts do not sort theirs either), so the single-scale wrap equals the pipeline
+            quantiles = rearrange(fused, "(b v) q t -> b q t v", v=past_target.shape[2])
+            if self.calibration is not None:
+                quantiles = self.calibration.adjust_quantiles(quantiles, levels, past_target, past_observed)
+            return quantiles
         if self.spec.probabilistic:
             samples = self.predict_samples(past_target, horizon, past_observed, num_samples, seed)  # (b, S, H, v)
             ordered = samples.sort(dim=1).values

@@ -76,9 +76,19 @@ class Forecast:
         """Scalar training loss against ``target``/``observed`` ``(series, horizon)``."""
         raise NotImplementedError
 
+    def quantiles(self, levels: tuple[float, ...]) -> Tensor:
+        """``(series, len(levels), horizon)`` quantiles at ``levels``, for a head that predicts
+        quantiles (Chronos-2, Moirai-2): `MSFTModel.predict_quantiles` then fuses them exactly
+        (quantile averaging, ``sum_s w_s upsample(q_s)``) instead of reading sample paths."""
+        raise NotImplementedError(f"{type(self).__name__} gives no quantiles")
+
     @classmethod
     def can_sample(cls) -> bool:
         return cls.sample is not Forecast.sample
+
+    @classmethod
+    def gives_quantiles(cls) -> bool:
+        return cls.quantiles is not Forecast.quantiles
 
 
 @dataclass
