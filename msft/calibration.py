@@ -31,6 +31,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from msft.checks import check_levels
+
 CALIBRATION_FILE = "calibration.json"
 METHODS = ("conformal",)
 SCALES = ("context", "none")
@@ -46,7 +48,7 @@ FEW_WINDOWS = 100
 def minimum_windows(levels: Any) -> int:
     """Fewest windows for which every level's order statistic exists: ``ceil((n + 1) q) <= n`` for
     ``q >= 0.5`` and ``floor((n + 1) q) >= 1`` below, i.e. ``n >= max(q, 1 - q) / min(q, 1 - q)``."""
-    ratios = [max(q, 1 - q) / min(q, 1 - q) for q in _check_levels(levels)]
+    ratios = [max(q, 1 - q) / min(q, 1 - q) for q in check_levels(levels, increasing=True)]
     return max(math.ceil(r - 1e-9) for r in ratios)
 
 
@@ -74,7 +76,7 @@ class ConformalCalibration:
     method: str = "conformal"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "levels", _check_levels(self.levels))
+        object.__setattr__(self, "levels", check_levels(self.levels, increasing=True))
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r}: expected one of {METHODS}")
         if self.scale not in SCALES:
@@ -109,7 +111,7 @@ class ConformalCalibration:
         chooses per-step corrections from `PER_STEP_WINDOWS` windows on. Too few windows for a level
         raise ``ValueError`` naming the minimum (`minimum_windows`).
         """
-        levels = _check_levels(levels)
+        levels = check_levels(levels, increasing=True)
         if scale not in SCALES:
             raise ValueError(f"scale={scale!r}: expected one of {SCALES}")
         if quantiles.dim() != 4 or quantiles.shape[1] != len(levels):
@@ -234,13 +236,3 @@ def _order_statistic(residuals: Tensor, q: float) -> float:
     n = residuals.numel()
     rank = math.ceil((n + 1) * q - 1e-9) if q >= 0.5 else math.floor((n + 1) * q + 1e-9)
     return float(residuals.sort().values[min(max(rank, 1), n) - 1])
-
-
-def _check_levels(levels: Any) -> tuple[float, ...]:
-    try:
-        values = tuple(float(q) for q in levels)
-    except (TypeError, ValueError):
-        raise ValueError(f"quantile_levels={levels!r}: expected a sequence of numbers in (0, 1)") from None
-    if not values or not all(0.0 < q < 1.0 for q in values) or list(values) != sorted(set(values)):
-        raise ValueError(f"quantile_levels={levels!r}: expected distinct increasing numbers in (0, 1)")
-    return values

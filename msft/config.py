@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from msft.checks import check_levels
+
 ATTENTION_IMPLS = ("blocked", "dense")
 POINT_FORECASTS = ("median", "mean")
 FUSION_OBJECTIVES = ("per_scale", "fused", "fused_crps")
@@ -150,7 +152,7 @@ class MSFTConfig:
             _check_int("patch_size", self.patch_size, minimum=1)
         _check_int("prompt_tokens", self.prompt_tokens, minimum=0)
         if self.quantile_levels is not None:
-            object.__setattr__(self, "quantile_levels", _check_levels(self.quantile_levels))
+            object.__setattr__(self, "quantile_levels", check_levels(self.quantile_levels, increasing=True))
         if not isinstance(self.backbone_options, dict):
             raise ValueError(f"backbone_options={self.backbone_options!r}: expected a dict")
 
@@ -211,16 +213,6 @@ def _check_context_lengths(value: Any, scales: tuple[int, ...]) -> str | tuple[i
     if len(steps) != len(scales) or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in steps):
         raise ValueError(f"context_lengths={list(steps)}: expected one positive integer per scale of {list(scales)}")
     return steps
-
-
-def _check_levels(levels: Any) -> tuple[float, ...]:
-    try:
-        values = tuple(float(q) for q in levels)
-    except (TypeError, ValueError):
-        raise ValueError(f"quantile_levels={levels!r}: expected a sequence of numbers in (0, 1)") from None
-    if not values or not all(0.0 < q < 1.0 for q in values) or list(values) != sorted(set(values)):
-        raise ValueError(f"quantile_levels={levels!r}: expected distinct increasing numbers in (0, 1)")
-    return values
 
 
 def _check_scales(scales: Any) -> tuple[int, ...]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -23,7 +22,9 @@ from torch.utils.checkpoint import checkpoint
 
 from msft.calibration import CALIBRATION_FILE, DEFAULT_LEVELS, ConformalCalibration
 from msft.calibration import METHODS as CALIBRATION_METHODS
+from msft.checks import check_future, check_levels, check_series
 from msft.config import MSFTConfig
+from msft.features import Features, ScaleFeatures
 from msft.fusion import fuse_paths
 from msft.layers import (
     CrossScaleAggregation,
@@ -37,41 +38,6 @@ from msft.losses import fused_crps, pinball_loss, scale_free_mse
 from msft.provenance import check_same_base, identity
 from msft.registry import BackboneSpec, Forecast, ScaleTokens, spec_for
 from msft.sampling import downsample, scaled_length, upsample
-
-
-@dataclass
-class ScaleFeatures:
-    """One scale's last hidden states and which of its tokens hold real data (`MSFTModel.forward_features`).
-
-    ``hidden`` is the output of the last layer (after cross-scale aggregation), what the head reads,
-    before the backbone's final norm. ``valid`` is False at padding: context tokens whose steps hold no
-    observed value (left padding to the patch size or to a fixed input length, leading missing
-    values) and padded prompt tokens of backbones that pad prompts.
-    """
-
-    hidden: Tensor  # (series, tokens, d_model), series = batch * variate
-    layout: tuple[int, int, int]  # tokens of (prefix, context, horizon), in that order
-    valid: Tensor  # (series, tokens) bool
-
-    def series_mask(self) -> Tensor:
-        """``(series, tokens)`` bool: the valid context and horizon tokens (no prefix, no padding)."""
-        mask = self.valid.clone()
-        mask[:, : self.layout[0]] = False
-        return mask
-
-    def pooled(self) -> Tensor:
-        """``(series, d_model)``: the mean of ``hidden`` over `series_mask`."""
-        mask = self.series_mask().to(self.hidden.dtype)[..., None]  # (series, tokens, 1)
-        return (self.hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-
-
-@dataclass
-class Features:
-    """What `MSFTModel.forward_features` returns: ``predict``'s forecast and every scale's features."""
-
-    forecast: Tensor  # (batch, horizon, variate), as `MSFTModel.predict`
-    scales: list[ScaleFeatures]  # finest scale first
-
 
 #: Series whose largest observed magnitude exceeds this are divided by a power of two before the
 #: backbone sees them (and its forecasts multiplied back): instance statistics in float32 overflow
@@ -243,7 +209,7 @@ class MSFTModel(nn.Module):
         from ``FUSION_CRPS_PATHS`` sample paths per scale drawn without gradient).
         """
         past_target, past_observed = self._check_past(past_target, past_observed)
-        future_target, future_observed = _check_future(future_target, future_observed, past_target)
+        future_target, future_observed = check_future(future_target, future_observed, past_target)
         horizon = future_target.shape[1]
         run = self._run(past_target, past_observed, horizon)
         outputs = run.outputs
@@ -364,7 +330,7 @@ class MSFTModel(nn.Module):
         include every requested level. A `calibration` applies to both (through the sample paths, or
         to the heads' quantiles).
         """
-        levels = _check_levels(quantile_levels)
+        levels = check_levels(quantile_levels)
         if self.spec.forecast_type.gives_quantiles():  # a quantile head: exact, no sampling
             past_target, past_observed = self._check_past(past_target, past_observed)
             outputs = self._forward(past_target, past_observed, horizon)
@@ -421,11 +387,11 @@ class MSFTModel(nn.Module):
         if method not in CALIBRATION_METHODS:
             raise ValueError(f"method={method!r}: expected one of {CALIBRATION_METHODS}")
         past_target, past_observed = self._check_past(past_target, past_observed)
-        future_target, future_observed = _check_future(future_target, future_observed, past_target)
+        future_target, future_observed = check_future(future_target, future_observed, past_target)
         if quantile_levels is None:
             trained = getattr(self.config, "quantile_levels", None)
             quantile_levels = DEFAULT_LEVELS if self.spec.probabilistic or not trained else trained
-        levels = _check_levels(quantile_levels)
+        levels = check_levels(quantile_levels)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: expected a positive integer")
         horizon, previous, was_training = future_target.shape[1], self.calibration, self.training
@@ -604,7 +570,7 @@ class MSFTModel(nn.Module):
         self._wrapped.append(name)
 
     def _check_past(self, past_target: Any, past_observed: Any) -> tuple[Tensor, Tensor]:
-        past_target, past_observed = _check_series("past_target", past_target, past_observed, "past_observed")
+        past_target, past_observed = check_series("past_target", past_target, past_observed, "past_observed")
         length = past_target.shape[1]
         needed = max(self.scales) * self.spec.patch_size()
         if length < needed:
@@ -866,45 +832,3 @@ def load_adapter(backbone: nn.Module, path: str | Path, *, allow_base_mismatch: 
             f"{path / CALIBRATION_FILE} cannot be read ({err}): corrupted or not written by msft"
         ) from None
     return model
-
-
-def _check_levels(levels: Any) -> tuple[float, ...]:
-    try:
-        levels = tuple(float(q) for q in levels)
-    except TypeError:
-        raise ValueError(f"quantile_levels={levels!r}: expected a sequence of numbers in (0, 1)") from None
-    if not levels or not all(0.0 < q < 1.0 for q in levels):
-        raise ValueError(f"quantile_levels={levels!r}: expected a non-empty sequence of numbers in (0, 1)")
-    return levels
-
-
-def _check_series(name: str, target: Any, observed: Any, observed_name: str) -> tuple[Tensor, Tensor]:
-    if not isinstance(target, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape (batch, time, variate), got {type(target).__name__}")
-    if target.dim() != 3:
-        raise ValueError(f"{name} has shape {tuple(target.shape)}: expected 3 dims (batch, time, variate)")
-    if not target.is_floating_point():
-        raise ValueError(f"{name} has dtype {target.dtype}: expected a floating-point tensor")
-    infinite = torch.isinf(target)
-    if bool(infinite.any()):
-        b, t, v = infinite.nonzero()[0].tolist()
-        raise ValueError(
-            f"{name}[{b}, {t}, {v}] is {target[b, t, v].item()}: expected finite values "
-            "(mark missing values as NaN or through the observed mask)"
-        )
-    if observed is None:
-        observed = ~torch.isnan(target)
-    elif not isinstance(observed, Tensor) or observed.shape != target.shape:
-        shape = tuple(observed.shape) if isinstance(observed, Tensor) else type(observed).__name__
-        raise ValueError(f"{observed_name} has shape {shape}: expected {tuple(target.shape)} like {name}")
-    return target, observed.bool() & ~torch.isnan(target)
-
-
-def _check_future(future: Any, observed: Any, past: Tensor) -> tuple[Tensor, Tensor]:
-    future, observed = _check_series("future_target", future, observed, "future_observed")
-    if future.shape[0] != past.shape[0] or future.shape[2] != past.shape[2]:
-        raise ValueError(
-            f"future_target has shape {tuple(future.shape)}: expected (batch={past.shape[0]}, horizon, "
-            f"variate={past.shape[2]}) to match past_target"
-        )
-    return future, observed

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 import msft
+from msft.checks import check_levels
 from msft.data.frames import SeriesSet, read_series
 from msft.hub import (
     FILES_KEY,
@@ -167,7 +168,7 @@ class Forecaster:
         series = read_series(data, **self.names)
         if series.freq.freqstr != self.freq:
             raise ValueError(f"data has frequency {series.freq.freqstr}: this forecaster was trained on {self.freq}")
-        levels = _check_levels(quantile_levels)
+        levels = () if quantile_levels is None else check_levels(quantile_levels)
         self._check_observed(series)
         mean, quantiles = self._forecast(series, levels, num_samples or self.settings.num_samples, seed)
         frames = []
@@ -483,15 +484,3 @@ def fill_missing(past: torch.Tensor) -> torch.Tensor:
 def _left_pad(values: np.ndarray, length: int) -> np.ndarray:
     values = np.where(np.isfinite(values), values, np.nan)[-length:]
     return np.concatenate([np.full(length - len(values), np.nan), values])
-
-
-def _check_levels(levels: Any) -> tuple[float, ...]:
-    if levels is None:
-        return ()
-    try:
-        levels = tuple(float(q) for q in levels)
-    except TypeError:
-        raise ValueError(f"quantile_levels={levels!r}: expected a sequence of numbers in (0, 1)") from None
-    if not all(0 < q < 1 for q in levels):
-        raise ValueError(f"quantile_levels={levels!r}: expected numbers in (0, 1)")
-    return levels

@@ -66,7 +66,7 @@ class HookTeacher:
 
 class MSFTTeacher:
     """An `msft.MSFTModel` as a teacher; features: the finest scale's last hidden states averaged over
-    its real data tokens (`msft.model.ScaleFeatures.pooled`), ``(batch * variate, d_model)``."""
+    its real data tokens (`msft.features.ScaleFeatures.pooled`), ``(batch * variate, d_model)``."""
 
     def __init__(self, model: nn.Module):
         self.model = model
