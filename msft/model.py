@@ -37,7 +37,7 @@ from msft.layers import (
 from msft.losses import fused_crps, pinball_loss, scale_free_mse
 from msft.provenance import check_same_base, identity
 from msft.registry import BackboneSpec, Forecast, ScaleTokens, spec_for
-from msft.sampling import downsample, scaled_length, upsample
+from msft.sampling import downsample, sample_quantiles, scaled_length, upsample
 
 #: Series whose largest observed magnitude exceeds this are divided by a power of two before the
 #: backbone sees them (and its forecasts multiplied back): instance statistics in float32 overflow
@@ -343,9 +343,7 @@ class MSFTModel(nn.Module):
             return quantiles
         if self.spec.probabilistic:
             samples = self.predict_samples(past_target, horizon, past_observed, num_samples, seed)  # (b, S, H, v)
-            ordered = samples.sort(dim=1).values
-            index = torch.tensor([round((num_samples - 1) * q) for q in levels], device=samples.device)
-            return ordered.index_select(1, index)
+            return sample_quantiles(samples, levels)
         trained = tuple(getattr(self.config, "quantile_levels", None) or ())
         if not trained:
             raise ValueError(
