@@ -41,12 +41,12 @@ def load_moirai(
     cache when present (so ``HF_HUB_OFFLINE=1`` works after a first download); otherwise one metadata
     request with ``timeout`` seconds decides whether the hub is reachable before downloading.
     """
-    from uni2ts.model.moirai import MoiraiModule
-
     from msft.provenance import record_source
 
     local = _local_directory(source)
     directory = local or _download(str(source), revision, cache_dir, timeout, endpoint)
+    from uni2ts.model.moirai import MoiraiModule  # after the hub check: an offline failure is fast
+
     module = MoiraiModule.from_pretrained(str(directory))
     module.eval()
     # hub snapshots live in .../snapshots/<commit>/: that commit is the revision actually loaded
