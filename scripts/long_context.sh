@@ -4,7 +4,8 @@
 # (scale s sees 512*s steps: every scale has scale 1's 16 tokens; windows borrow the longer history
 # from the splits before). Both at the learning rate validation selected for msft in the evidence
 # suite (lr_scale=1, results/evidence/lsf.csv), not re-tuned for equal_tokens. Full test split.
-# Resumable (skip_finished); the table is results/long_context/lsf.{md,csv}.
+# Resumable (skip_finished); the table (validation and test, mean ± std over seeds) is
+# results/long_context/long_context.{md,csv}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -13,4 +14,5 @@ common=(experiment=long_context data=ETTh1 seed=0,1,2 lr_scale=1 skip_finished=t
 .venv/bin/msft-train -m "${common[@]}" method=msft
 .venv/bin/msft-train -m "${common[@]}" method=msft method.name=msft_equal_tokens \
   +method.options.context_lengths=equal_tokens
-.venv/bin/msft-results runs/long_context --name lsf --out results/long_context --trained-by "bash scripts/long_context.sh"
+.venv/bin/msft-results runs/long_context --name long_context --out results/long_context --select \
+  --trained-by "bash scripts/long_context.sh"
