@@ -46,7 +46,11 @@ _MAX_MAGNITUDE = 2.0**40
 
 
 def _magnitude_factor(series: Tensor, observed: Tensor) -> Tensor | None:
-    """``(series, 1)`` powers of two that bring every series under `_MAX_MAGNITUDE`, or None if all are."""
+    """``(series, 1)`` powers of two that bring every series under `_MAX_MAGNITUDE`, or None if all are.
+    Under ``torch.compile`` it is None: the check is a host sync, which a compiled graph cannot hold
+    (series beyond 2**40 are then the caller's to scale)."""
+    if torch.compiler.is_compiling():
+        return None
     largest = torch.where(observed, series.abs(), torch.zeros_like(series)).amax(-1, keepdim=True)
     if not bool((largest > _MAX_MAGNITUDE).any()):
         return None
