@@ -171,7 +171,9 @@ class MSFTModel(nn.Module):
         self.msft_prompt = (
             nn.Parameter(torch.randn(k, config.prompt_tokens, d_model) * 0.02) if config.prompt_tokens else None
         )
-        self.msft_fusion = ScaleFusion(k, config.learned_fusion, config.fusion_prior)
+        # one scale has nothing to fuse: its logit stays fixed (a trainable parameter outside the loss would
+        # stop DDP, and the weight is 1 whatever it is)
+        self.msft_fusion = ScaleFusion(k, config.learned_fusion and k > 1, config.fusion_prior)
         # A layer's own checkpointing (transformers' `gradient_checkpointing` flag) would recompute it
         # outside the active scale: msft checkpoints those layers itself while wrapped.
         for layer in self.spec.layers():
