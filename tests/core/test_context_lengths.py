@@ -3,8 +3,6 @@ registered backbone that takes them, the aggregation over overlapping time only,
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
@@ -13,7 +11,7 @@ from msft.config import MSFTConfig
 from msft.layers import CrossScaleAggregation
 from msft.registry import registered_backbones
 
-from .test_contract import perturb, series, wrap
+from .test_contract import assert_blocked_equals_dense, perturb, series, wrap
 
 SPECS = registered_backbones()
 #: Time-DPD sizes its per-scale heads and prompts by its fixed context_length: it refuses the option.
@@ -88,18 +86,10 @@ def _seeded(fn, *args):
 
 def test_blocked_attention_equals_the_dense_reference_with_equal_tokens(setup):
     model = wrap(setup, context_lengths="equal_tokens").eval()
-    perturb(model)
-    past, future = series(setup)
-    results = []
-    with torch.no_grad():
-        for impl in ("blocked", "dense"):
-            model.config = dataclasses.replace(model.config, attention_impl=impl)
-            results.append((model.predict(past, setup.horizon), model.loss(past, future)))
-    for blocked, dense in zip(*results):
-        # per-block vs one masked softmax: other reduction orders, float32 rounding (~1e-7 relative per
-        # operation, a few hundred operations deep) stays far below 1e-5
-        torch.testing.assert_close(dense, blocked, rtol=1e-5, atol=1e-5)
-    msft.unwrap(model)
+    try:
+        assert_blocked_equals_dense(model, setup)
+    finally:
+        msft.unwrap(model)
 
 
 def test_a_past_shorter_than_the_longest_window_is_named(setup):
