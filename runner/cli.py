@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.resources
-import json
 import logging
 import os
 import sys
@@ -46,7 +45,8 @@ def _failures() -> list[str]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _app(cfg: DictConfig) -> dict[str, Any]:
-    from msft_runner.train import METRICS, check_run_dir, run, write_json_atomic
+    from msft_runner.records import METRICS, write_record
+    from msft_runner.train import check_run_dir, run
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     names = {"backbone": cfg.names.backbone}
@@ -77,7 +77,7 @@ def _app(cfg: DictConfig) -> dict[str, Any]:
             "method": cfg.method.name,
             "seed": cfg.seed,
         }
-        write_json_atomic(run_dir / METRICS, record)
+        write_record(run_dir, record)
         _failures().append(f"{run_dir}: {message}")
         return record
 
@@ -86,7 +86,9 @@ def _finished(path: Path) -> dict[str, Any] | None:
     """The record of a finished run (status ok), else None."""
     if not path.is_file():
         return None
-    record = json.loads(path.read_text())
+    from msft_runner.records import read_record
+
+    record = read_record(path.parent)
     return record if record.get("status") == "ok" else None
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from msft_runner.records import RunRecord, read_record
 
 FIELDS = (
     "backbone",
@@ -53,12 +54,12 @@ PF_FIELDS = ("crps", "mase")  # the PF table's columns per method
 TEST_FIELDS = ("mse", "mae", "windows", "scoring", "test_stride", "windows_per_process", "eval_seconds")
 
 
-def collect(roots: list[Path]) -> list[dict[str, Any]]:
-    """Every ``metrics.json`` under ``roots`` (recursively), with its ``run_dir``."""
+def collect(roots: list[Path]) -> list[RunRecord]:
+    """Every run record (``metrics.json``) under ``roots`` (recursively), with its ``run_dir``."""
     records = []
     for root in roots:
         for path in sorted(Path(root).rglob("metrics.json")):
-            record = json.loads(path.read_text())
+            record = read_record(path.parent)
             record["run_dir"] = str(path.parent)
             records.append(record)
     return records

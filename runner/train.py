@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +34,11 @@ from msft_runner.module import (
     StopAt,
     validation_sums,
 )
+from msft_runner.records import METRICS, read_record, write_record
 from msft_runner.results import TEST_FIELDS, needs_test, off_protocol_windows
 
 logger = logging.getLogger(__name__)
 
-METRICS = "metrics.json"
 PROTOCOLS = ("lsf", "pf")
 STEM_RESOLVER = "msft_file_stem"  # configs/data/csv.yaml: a CSV's runs and rows are named after its file
 
@@ -69,7 +68,7 @@ def check_run_dir(run_dir: str | os.PathLike, overwrite: bool = False) -> None:
     if overwrite or not path.is_file():
         return
     try:
-        record = json.loads(path.read_text())
+        record = read_record(run_dir)
     except (OSError, json.JSONDecodeError):
         return
     if record.get("status") == "ok":
@@ -150,7 +149,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | Non
     if cfg.get("defer_test"):  # a sweep candidate: msft-evaluate tests it if validation selects it
         record["test"] = "deferred"
         if distributed.is_rank_zero():
-            write_json_atomic(run_dir / METRICS, record)
+            write_record(run_dir, record)
             logger.info("%s: val_score=%.4f, test deferred", run_dir, record[SELECTION])
         return record
     return _test_and_write(cfg, model, data, record, run_dir)
@@ -176,7 +175,7 @@ def _test_and_write(cfg: DictConfig, model, data, record: dict[str, Any], run_di
         from msft_runner.plots import plot_run
 
         plot_run(run_dir, model, data, record)
-    write_json_atomic(run_dir / METRICS, record)
+    write_record(run_dir, record)
     scores = ("crps", "mase") if record["protocol"] == "pf" else ("mse", "mae")
     logger.info(
         "%s %s H=%d %s: %s",
@@ -200,10 +199,7 @@ def evaluate_run(run_dir: str | os.PathLike, test_stride: int | None = None) -> 
     A run already tested on the asked windows is returned as it is (`needs_test`), so a stopped
     evaluation can be started again."""
     run_dir = Path(run_dir)
-    path = run_dir / METRICS
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir}: no {METRICS}; expected the directory of a finished run")
-    record = json.loads(path.read_text())
+    record = read_record(run_dir)
     if record.get("status") != "ok":
         raise ValueError(f"{run_dir}: status {record.get('status')!r}; only a finished run (status ok) can be tested")
     if test_stride is not None:
@@ -242,7 +238,7 @@ def load_run(run_dir: str | os.PathLike, record: dict[str, Any] | None = None) -
             raise ValueError(
                 f"run_dir={str(run_dir)!r} has no {needed}: expected the directory of a finished msft-train run"
             )
-    record = record if record is not None else json.loads((run_dir / METRICS).read_text())
+    record = record if record is not None else read_record(run_dir)
     cfg = OmegaConf.load(run_dir / "config.yaml")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     setup = _build(cfg, {}, record["protocol"], score_zero_shot=False)
@@ -633,14 +629,3 @@ def _planned_steps(cfg: DictConfig, batches_per_epoch: int) -> int:
 
 def plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
-
-
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON to a temp file in the same directory, then rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
