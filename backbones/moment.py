@@ -198,6 +198,8 @@ class MomentSpec(BackboneSpec):
     name = "moment"
     module_types = ("momentfm.models.moment.MOMENT",)
     input_projection = "patch_embedding"
+    #: T5's token embedding (MOMENT embeds patches) and MOMENT's head (msft's per-scale heads replace it)
+    unused_modules = ("encoder.embed_tokens", "head")
 
     @classmethod
     def claims(cls, source: str) -> bool:

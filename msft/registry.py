@@ -146,6 +146,9 @@ class BackboneSpec(abc.ABC):
     #: a causal decoder (Moirai-2): cross-scale aggregation then keeps causality too (a fine token
     #: receives only coarse tokens that end at or before it; `msft.layers.CrossScaleAggregation`).
     causal: ClassVar[bool] = False
+    #: backbone modules msft's forward never runs (the backbone's own head where msft builds the heads,
+    #: an unused token embedding): "all" leaves them frozen, so every trained parameter is in the loss
+    unused_modules: ClassVar[tuple[str, ...]] = ()
 
     # Derived in __init_subclass__ from what the subclass implements (never set by hand):
     #: `head` outputs distributions (``forecast_type`` implements `Forecast.sample`).
@@ -283,9 +286,11 @@ class BackboneSpec(abc.ABC):
         raise NotImplementedError(f"the {cls.name} backbone spec provides no tiny() builder")
 
     def own_parameters(self) -> list[str]:
-        """Names of the backbone's own parameters, leaving out those of msft's injected layers."""
+        """Names of the backbone's own parameters that msft's forward uses, leaving out those of msft's
+        injected layers and of `unused_modules`."""
         injected = injected_parameter_names(self.backbone)
-        return [n for n, _ in self.backbone.named_parameters() if n not in injected]
+        unused = tuple(f"{m}." for m in self.unused_modules)
+        return [n for n, _ in self.backbone.named_parameters() if n not in injected and not n.startswith(unused)]
 
     def trainable_parameters(self, pattern: str) -> list[str]:
         """Names (in ``backbone.named_parameters()``) of the backbone parameters that train besides

@@ -78,8 +78,10 @@ def build_model(
         model = msft.wrap(backbone, horizon=horizon, **{**base, **IDENTITY}, prompt_tokens=options["prompt_tokens"])
     else:
         model = msft.wrap(backbone, horizon=horizon, **{**base, **IDENTITY})
-    if kind == "full":
-        model.backbone.requires_grad_(True)
+    if kind == "full":  # every backbone parameter the forward uses (`BackboneSpec.own_parameters`)
+        params = dict(model.backbone.named_parameters())
+        for name in model.spec.trainable_parameters("all"):
+            params[name].requires_grad_(True)
     elif kind == "linear_probe":
         head = model.spec.output_head
         if head is not None:

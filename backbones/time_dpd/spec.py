@@ -53,6 +53,7 @@ class TimeDPDSpec(BackboneSpec):
     name = "time_dpd"
     module_types = (f"{TimeDPD.__module__}.TimeDPD",)
     input_projection = "reprogramming.out_projection"
+    unused_modules = ("head",)  # msft's per-scale heads (scale 1's a copy of it) replace the backbone's
 
     @classmethod
     def load(

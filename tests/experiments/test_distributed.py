@@ -206,7 +206,6 @@ def test_ddp_trains_every_method_and_ablation(tmp_path):
     # Known defects (test_method_matrix.KNOWN_UNUSED, xfail there): a trainable parameter outside the
     # loss's graph, which plain DDP rejects. Left out here until fixed; every other case runs.
     known = {
-        "toy_msft_single_scale": "msft_fusion_logits unused with one scale",
         "moirai_msft_full_backbone_crps": "var_attn_bias unused in MOIRAI's blocked attention",
         "moirai_msft_full_backbone_crps_fast_fusion": "var_attn_bias unused in MOIRAI's blocked attention",
     }

@@ -42,14 +42,8 @@ BACKBONES = {
 #: explained here is marked xfail with the reason; any other unused parameter fails. The DDP sweep
 #: (test_distributed.py) leaves these cases out, citing this table.
 KNOWN_UNUSED = {
-    "msft_fusion.msft_fusion_logits": "with one scale msft drops the fused-objective term (msft/model.py), "
-    "yet the fusion logits are still trainable",
     "self_attn.var_attn_bias.": "MOIRAI's blocked attention skips the variate bias when every block has one "
     "variate id (backbones/moirai/spec.py, _attention_in_blocks), yet freeze_ffn / all train it",
-    "backbone.encoder.embed_tokens.": "MOMENT's T5 token embedding is never used (MOMENT embeds patches), "
-    "yet full finetuning / backbone_trainable=all train it",
-    "backbone.head.linear.": "MOMENT's and Time-DPD's own forecasting head is replaced by msft's per-scale "
-    "heads, yet full finetuning / backbone_trainable=all train it",
 }
 
 
