@@ -281,8 +281,6 @@ def test_load_a_saved_directory_and_random_geometries(tmp_path):
 
 def test_load_backbone_finds_the_family_from_the_source(tmp_path):
     registry = msft.registry
-    if not hasattr(registry, "load_backbone"):
-        pytest.skip("msft.registry.load_backbone (the lead's generic loader) is not in this checkout yet")
     assert registry.family_of("Salesforce/moirai-2.0-R-small") is Moirai2Spec
     moirai2_from_config(TINY_GEOMETRY, seed=0).save_pretrained(tmp_path / "m2")
     assert registry.family_of(str(tmp_path / "m2")) is Moirai2Spec
