@@ -19,7 +19,7 @@ import msft
 from msft_backbones import moirai as moirai_backbone
 from msft_backbones.moirai import HubUnreachableError, load_moirai, moirai_from_config, pack_series
 from msft_backbones.moirai.load import GEOMETRY_DIR
-from msft_backbones.moirai.spec import sample_mixture
+from msft_backbones.moirai.sampling import sample_mixture
 
 pytest.importorskip("uni2ts")
 from uni2ts.loss.packed import PackedNLLLoss  # noqa: E402

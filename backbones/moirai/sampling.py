@@ -1,0 +1,37 @@
+"""Sampling MOIRAI's mixture head: draws from the chosen component only (`sample_mixture`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution, TransformedDistribution
+
+
+@torch.no_grad()
+def sample_mixture(distr_output: Any, params: Any, distr: Distribution, num_samples: int, width: int) -> Tensor:
+    """``(num_samples, series, n_horizon, width)`` draws of the first ``width`` packed positions of
+    uni2ts' mixture ``distr`` (built by ``distr_output`` from ``params``, possibly affine-transformed).
+
+    The same distribution as ``distr.sample`` restricted to those positions: each draw picks its
+    component from the mixture weights, then draws from that component only. uni2ts' `Mixture.sample`
+    draws every component at every position of the packed width (``max_patch``) and keeps one,
+    ``num_components * max_patch / width`` times the draws needed here.
+    """
+    logits = params["weights_logits"][:, :, :width]  # (series, n_horizon, width, components)
+    shape = torch.Size((num_samples, *logits.shape[:-1]))  # (samples, series, n_horizon, width)
+    full = params["weights_logits"].shape[:-1]  # (series, n_horizon, max_patch): a parameter's shape
+    pick = torch.distributions.Categorical(logits=logits).sample((num_samples,))  # (samples, series, n, width)
+    draws = logits.new_zeros(shape)
+    for idx, (component, values) in enumerate(zip(distr_output.components, params["components"])):
+        chosen = pick == idx
+        if not bool(chosen.any()):
+            continue
+        # only the positions that chose this component: each parameter as a flat (chosen,) vector
+        own = {k: v[:, :, :width].expand(shape)[chosen] if v.shape == full else v for k, v in values.items()}
+        draws[chosen] = component._distribution(own).sample().to(draws.dtype)
+    if isinstance(distr, TransformedDistribution):  # uni2ts' AffineTransformed: loc + scale * x
+        for transform in distr.transforms:
+            draws = transform(draws)
+    return draws
