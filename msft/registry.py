@@ -47,10 +47,33 @@ class ScaleTokens:
     num_context: int
     num_horizon: int
     aux: Any = None  # backbone-specific: masks, ids, normalisation statistics
+    #: joint variates (`BackboneSpec.embed_variates`): ``hidden`` holds ``variates`` blocks of
+    #: ``[prefix | context | horizon]`` one after the other along the token axis, the ``targets``
+    #: target variates first; the layout above is one variate's.
+    variates: int = 1
+    targets: int = 1
 
     @property
     def layout(self) -> tuple[int, int, int]:
         return (self.num_prefix, self.num_context, self.num_horizon)
+
+
+@dataclass
+class VariateGroup:
+    """One scale's variates of each group, pooled to the scale (what `BackboneSpec.embed_variates` reads).
+
+    A group is what attends jointly: every variate of one series (``mode="M"``), or one target variate
+    and the covariates (``mode="S"`` with covariates). Variates are ordered targets, known-future
+    covariates, past-only covariates.
+    """
+
+    context: Tensor  # (groups, variates, time)
+    observed: Tensor  # (groups, variates, time)
+    future: Tensor  # (groups, known, horizon): the known-future covariates over the horizon
+    future_observed: Tensor  # (groups, known, horizon)
+    targets: int
+    known: int
+    past: int
 
 
 class Forecast:
@@ -157,12 +180,15 @@ class BackboneSpec(abc.ABC):
     supports_prefix: ClassVar[bool] = False
     #: `join_blocks` is implemented (blocked intra-scale attention over concatenated scales).
     blocked_layer: ClassVar[bool] = False
+    #: `embed_variates` is implemented (``mode="M"`` and covariates: variates attend to each other).
+    supports_variates: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.probabilistic = cls.forecast_type.can_sample()
         cls.supports_prefix = cls.add_prefix is not BackboneSpec.add_prefix
         cls.blocked_layer = cls.join_blocks is not BackboneSpec.join_blocks
+        cls.supports_variates = cls.embed_variates is not BackboneSpec.embed_variates
 
     def __init__(self, backbone: nn.Module, config: MSFTConfig):
         self.backbone = backbone
@@ -222,6 +248,18 @@ class BackboneSpec(abc.ABC):
     def embed(self, context: Tensor, observed: Tensor, horizon: int, scale_idx: int) -> ScaleTokens:
         """Tokens of one scale: ``context``/``observed`` ``(series, time)`` -> ``hidden``
         ``(series, tokens, d_model)`` for a forecast ``horizon`` steps ahead (at this scale)."""
+
+    def embed_variates(self, group: VariateGroup, horizon: int, scale_idx: int) -> ScaleTokens:
+        """Tokens of one scale for variates that attend to each other (``mode="M"``, covariates):
+        ``hidden`` ``(groups, variates * tokens, d_model)`` with ``variates`` / ``targets`` set (see
+        `ScaleTokens`), and a `head` that forecasts the target variates only, ``(groups * targets,
+        horizon)``. Past-only covariates get horizon tokens too (so every variate has the same
+        layout), which nothing else attends to. Not implemented (the default): the backbone is
+        channel-independent and takes no covariates."""
+        raise ValueError(
+            f"the {self.name} backbone is channel-independent: it takes no covariates and no mode='M' "
+            "(expected mode='S' without covariates)"
+        )
 
     def add_prefix(self, tokens: ScaleTokens, prefix: Tensor) -> ScaleTokens:
         """``tokens`` with ``prefix`` ``(series, P, d_model)`` prepended: ``num_prefix`` grows by P and
