@@ -13,14 +13,19 @@ windows/s is from the median round.
 Variants: the zero-shot model (msft's identity wrap, as the runner builds it) and msft [1,2,4] (at
 initialisation: the same cost as a trained one), each scoring with the closed-form mean only (no
 paths: the cost of the forward pass), and with the mean plus the median of 20 and of 100 fused
-sample paths (MOIRAI's chosen-component sampler, `msft_backbones.moirai`). The difference between a
-paths row and the mean-only row is what sampling costs.
+sample paths (MOIRAI's chosen-component sampler, `msft_backbones.moirai.sampling.sample_mixture`). The
+difference between a paths row and the mean-only row is what sampling costs. The "before" rows run the
+same paths through the plain boolean-mask sampler the index-gather one replaced
+(`masked_sample_mixture`: the same draws from the same seed), in the same rounds, for a like-for-like
+ratio on a shared machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
 import sys
 import time
@@ -33,6 +38,20 @@ from benchmarks.meta import cpu_run_meta
 REPO = Path(__file__).resolve().parents[1]
 #: the scoring variants: how many fused sample paths the median is taken over (0: mean only)
 PATHS = {"mean only": 0, "mean + median of 20 paths": 20, "mean + median of 100 paths": 100}
+BEFORE = " (before: boolean-mask sampler)"
+
+
+@contextlib.contextmanager
+def sampler(before: bool):
+    """MOIRAI's forecasts sample with `masked_sample_mixture` inside (``before``), else as shipped."""
+    from msft_backbones.moirai import sampling, spec
+
+    shipped = spec.sample_mixture
+    spec.sample_mixture = sampling.masked_sample_mixture if before else shipped
+    try:
+        yield
+    finally:
+        spec.sample_mixture = shipped
 
 
 def build(point_forecast: str, kind: str):
@@ -58,23 +77,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
 
     data = prepare_lsf("ETTm1", 512)
     windows = data.windows("test", 96, "S")
     batches = [windows[i : min(i + args.batch_size, args.windows)] for i in range(0, args.windows, args.batch_size)]
     models = {kind: build("mean", kind) for kind in ("zero-shot", "msft [1,2,4]")}
-    variants = {f"{kind}, {label}": (kind, paths) for kind in models for label, paths in PATHS.items()}
+    variants = {
+        f"{kind}, {label}{suffix}": (kind, paths, bool(suffix))
+        for kind in models
+        for label, paths in PATHS.items()
+        for suffix in ("", BEFORE)
+        if paths or not suffix
+    }
     times: dict[str, list[float]] = {name: [] for name in variants}
     errors: dict[str, tuple[float, float]] = {}
     with torch.no_grad():
         for model in models.values():  # warm-up
             model.predict_all(batches[0]["past_target"], 96, num_samples=20)
         for _ in range(args.rounds):
-            for name, (kind, paths) in variants.items():
+            for name, (kind, paths, before) in variants.items():
                 squared, absolute, count = 0.0, 0.0, 0
+                torch.manual_seed(0)
                 start = time.perf_counter()
                 for batch in batches:
-                    out = models[kind].predict_all(batch["past_target"], 96, num_samples=paths)
+                    with sampler(before):
+                        out = models[kind].predict_all(batch["past_target"], 96, num_samples=paths)
                     future = batch["future_target"]
                     squared += float((out["mean"] - future).double().square().sum())
                     absolute += float((out["median"] - future).double().abs().sum())
@@ -98,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     meta = dict(
         **cpu_run_meta(command),
+        load_average_before=load_before,
         windows=n,
         batch_size=args.batch_size,
         rounds=args.rounds,
@@ -116,7 +145,8 @@ def render(meta, rows) -> str:
         f"Regenerate: `{meta['command']}`",
         "",
         f"Machine: {meta['machine']}, {meta['cpu_cores']} CPU cores shared with other jobs, torch {meta['torch']} with "
-        f"{meta['torch_threads']} thread(s); load average after the run: "
+        f"{meta['torch_threads']} thread(s); load average (1, 5, 15 min) before the run: "
+        f"{', '.join(f'{x:.1f}' for x in meta['load_average_before'])}, after: "
         f"{', '.join(f'{x:.1f}' for x in meta['load_average_after'])}. The first {meta['windows']:,} of the "
         f"{meta['test_windows_total']:,} test windows (mode S, context 512, horizon 96), batches of "
         f"{meta['batch_size']}, median of {meta['rounds']} round-robin rounds. Each variant runs "
@@ -141,6 +171,14 @@ def render(meta, rows) -> str:
             if paths
         )
         lines.append(f"- {kind}: share of a round spent drawing and sorting paths (vs mean only): {shares}.")
+        speedups = ", ".join(
+            f"{paths} paths {seconds[f'{kind}, {label}{BEFORE}'] / seconds[f'{kind}, {label}']:.2f}x"
+            for label, paths in PATHS.items()
+            if paths
+        )
+        lines.append(
+            f"- {kind}: index-gather sampler vs the boolean-mask one, same rounds (time before / after): {speedups}."
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,8 @@
-"""Sampling MOIRAI's mixture head: draws from the chosen component only (`sample_mixture`)."""
+"""Sampling MOIRAI's mixture head: draws from the chosen component only (`sample_mixture`).
+
+`masked_sample_mixture` is the same sampler in its plain form (boolean-mask gathers of parameters
+expanded over the samples axis, 2-3x slower): the reference `sample_mixture` matches draw for draw
+(tests/backbones/test_moirai_sampler.py) and the "before" rows of benchmarks/bench_inference.py."""
 
 from __future__ import annotations
 
@@ -39,6 +43,26 @@ def sample_mixture(distr_output: Any, params: Any, distr: Distribution, num_samp
         draws[chosen] = component._distribution(own).sample().to(draws.dtype)
     draws = draws.view(shape)
     if isinstance(distr, TransformedDistribution):  # uni2ts' AffineTransformed: loc + scale * x
+        for transform in distr.transforms:
+            draws = transform(draws)
+    return draws
+
+
+@torch.no_grad()
+def masked_sample_mixture(distr_output: Any, params: Any, distr: Distribution, num_samples: int, width: int) -> Tensor:
+    """`sample_mixture` with boolean-mask gathers: the same draws from the same generator state."""
+    logits = params["weights_logits"][:, :, :width]  # (series, n_horizon, width, components)
+    shape = torch.Size((num_samples, *logits.shape[:-1]))  # (samples, series, n_horizon, width)
+    full = params["weights_logits"].shape[:-1]
+    pick = torch.distributions.Categorical(logits=logits).sample((num_samples,))  # (samples, series, n, width)
+    draws = logits.new_zeros(shape)
+    for idx, (component, values) in enumerate(zip(distr_output.components, params["components"])):
+        chosen = pick == idx
+        if not bool(chosen.any()):
+            continue
+        own = {k: v[:, :, :width].expand(shape)[chosen] if v.shape == full else v for k, v in values.items()}
+        draws[chosen] = component._distribution(own).sample().to(draws.dtype)
+    if isinstance(distr, TransformedDistribution):
         for transform in distr.transforms:
             draws = transform(draws)
     return draws

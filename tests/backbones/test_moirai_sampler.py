@@ -90,38 +90,19 @@ def test_a_position_draws_only_its_chosen_component(component):
     assert statistic < _critical(tests, PATHS), statistic
 
 
-def _boolean_mask_reference(distr_output, params, distr, num_samples, width):
-    """The sampler before index gathers: each parameter expanded over the samples axis and gathered by
-    a boolean mask per component (what `sample_mixture` must match draw for draw)."""
-    logits = params["weights_logits"][:, :, :width]
-    shape = torch.Size((num_samples, *logits.shape[:-1]))
-    full = params["weights_logits"].shape[:-1]
-    pick = torch.distributions.Categorical(logits=logits).sample((num_samples,))
-    draws = logits.new_zeros(shape)
-    for idx, (component, values) in enumerate(zip(distr_output.components, params["components"])):
-        chosen = pick == idx
-        if not bool(chosen.any()):
-            continue
-        own = {k: v[:, :, :width].expand(shape)[chosen] if v.shape == full else v for k, v in values.items()}
-        draws[chosen] = component._distribution(own).sample().to(draws.dtype)
-    for transform in distr.transforms:
-        draws = transform(draws)
-    return draws
-
-
 @pytest.mark.parametrize("spread", [False, True])
 def test_index_gathers_draw_exactly_what_boolean_mask_gathers_draw(spread):
     """Bitwise, by construction: both hand each component the chosen positions' parameters in
     row-major order and consume the generator in the same order. ``spread`` flattens the mixture
     weights so that every component is chosen somewhere (the tiny model puts ~all weight on one)."""
-    from msft_backbones.moirai.sampling import sample_mixture
+    from msft_backbones.moirai.sampling import masked_sample_mixture, sample_mixture
 
     output = _output(horizon=40)
     if spread:
         output.params["weights_logits"] = torch.zeros_like(output.params["weights_logits"])
     args = (output.distr_output, output.params, output.distr, 50, output.patch_size)
     torch.manual_seed(3)
-    expected = _boolean_mask_reference(*args)
+    expected = masked_sample_mixture(*args)
     torch.manual_seed(3)
     assert torch.equal(sample_mixture(*args), expected)
 
