@@ -16,6 +16,7 @@ ATTENTION_IMPLS = ("blocked", "dense")
 POINT_FORECASTS = ("median", "mean")
 FUSION_OBJECTIVES = ("per_scale", "fused", "fused_crps")
 SAMPLE_FUSIONS = ("linear", "mixture", "quantile", "location")
+MODES = ("S", "M")
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,16 @@ class MSFTConfig:
         its activations (less memory, about one more forward of compute), on every backbone; the
         active scale is replayed on recomputation, so gradients are those of the plain forward.
     backbone_options: extra options read by the backbone's spec (documented there).
+    mode: "S" (default): channel independence, every variate its own series. "M" (backbones whose
+        spec implements ``embed_variates``: MOIRAI): all variates of one series, at every scale, form
+        one token sequence and attend to each other (MOIRAI's variate ids and any-variate attention
+        bias), within the scale; cross-scale aggregation stays per variate, and the fusion weights
+        are shared by all variates. Names as uni2ts' ``data.mode``.
+    past_covariates / known_covariates: the covariates the model takes, as names (data-frame
+        columns) or a count: past-only covariates ``(batch, context, k1)`` and known-future ones
+        ``(batch, context + horizon, k2)``, extra variates at every scale (MOIRAI's
+        ``past_feat_dynamic_real`` / ``feat_dynamic_real``) that the loss never covers. With
+        ``mode="S"`` each target variate attends to the covariates but not to the other targets.
     quantile_levels: point backbones only (opt-in): levels in (0, 1), e.g. (0.1, ..., 0.9), each
         getting its own copy of every scale's head, trained with the pinball loss (added to the
         point loss) and fused per level; `MSFTModel.predict_quantiles` sorts them so they never
@@ -106,8 +117,20 @@ class MSFTConfig:
     gradient_checkpointing: bool = False
     backbone_options: dict[str, Any] = field(default_factory=dict)
     quantile_levels: tuple[float, ...] | None = None
+    mode: str = "S"
+    past_covariates: tuple[str, ...] = ()
+    known_covariates: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode={self.mode!r}: expected one of {MODES}")
+        for name in ("past_covariates", "known_covariates"):
+            object.__setattr__(self, name, _check_covariates(name, getattr(self, name)))
+        shared = sorted(set(self.past_covariates) & set(self.known_covariates))
+        if shared:
+            raise ValueError(
+                f"covariates {shared} are both past_covariates and known_covariates: expected each in one of them"
+            )
         object.__setattr__(self, "scales", _check_scales(self.scales))
         if self.lora_targets is not None:
             if isinstance(self.lora_targets, str):
@@ -161,6 +184,11 @@ class MSFTConfig:
         return len(self.scales)
 
     @property
+    def joint_variates(self) -> bool:
+        """Whether variates attend to each other (``mode="M"`` or any covariate)."""
+        return self.mode == "M" or bool(self.past_covariates or self.known_covariates)
+
+    @property
     def lora_scaling(self) -> float:
         return self.lora_alpha / self.lora_rank
 
@@ -173,6 +201,8 @@ class MSFTConfig:
             out["quantile_levels"] = list(self.quantile_levels)
         if isinstance(self.context_lengths, tuple):
             out["context_lengths"] = list(self.context_lengths)
+        out["past_covariates"] = list(self.past_covariates)
+        out["known_covariates"] = list(self.known_covariates)
         return out
 
     def scale_context_steps(self, past_steps: int) -> list[int]:
@@ -196,6 +226,27 @@ class MSFTConfig:
 def _check_int(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name}={value!r}: expected an integer >= {minimum}")
+
+
+def _check_covariates(name: str, value: Any) -> tuple[str, ...]:
+    """Covariate names: a count ``k`` names them ``{name}_0`` .. ``{name}_{k-1}``; names are distinct
+    non-empty strings."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"{name}={value!r}: expected a count >= 0 or a list of names")
+        return tuple(f"{name}_{i}" for i in range(value))
+    if isinstance(value, str):
+        value = (value,)
+    try:
+        names = tuple(value)
+    except TypeError:
+        raise ValueError(f"{name}={value!r}: expected a list of names or a count") from None
+    if not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"{name}={list(names)}: expected non-empty strings")
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ValueError(f"{name}={list(names)}: {duplicated} appear more than once")
+    return names
 
 
 CONTEXT_LENGTHS = ("equal_tokens",)

@@ -38,6 +38,7 @@ from msft.losses import fused_crps, pinball_loss, scale_free_mse
 from msft.provenance import check_same_base, identity
 from msft.registry import BackboneSpec, Forecast, ScaleTokens, spec_for
 from msft.sampling import downsample, sample_quantiles, scaled_length, upsample
+from msft.variates import Covariates, build_groups, check_covariates, joint, per_variate, pool_groups
 
 #: Series whose largest observed magnitude exceeds this are divided by a power of two before the
 #: backbone sees them (and its forecasts multiplied back): instance statistics in float32 overflow
@@ -109,6 +110,16 @@ class MSFTModel(nn.Module):
         spec_cls = spec_for(backbone)
         self.config = config
         self.spec: BackboneSpec = spec_cls(backbone, config)
+        if config.joint_variates and not self.spec.supports_variates:
+            raise ValueError(
+                f"{_variates_options(config)}: the {self.spec.name} backbone is channel-independent and takes no "
+                "covariates (its spec has no embed_variates); expected mode='S' without covariates"
+            )
+        if config.joint_variates and config.prompt_tokens:
+            raise ValueError(
+                f"prompt_tokens={config.prompt_tokens} with {_variates_options(config)}: soft prompts are "
+                "per series; expected prompt_tokens=0 with joint variates or covariates"
+            )
         if config.prompt_tokens and not self.spec.supports_prefix:
             raise ValueError(
                 f"prompt_tokens={config.prompt_tokens}: the {self.spec.name} backbone does not support "
@@ -205,6 +216,9 @@ class MSFTModel(nn.Module):
         future_target: Tensor,
         past_observed: Tensor | None = None,
         future_observed: Tensor | None = None,
+        *,
+        past_covariates: Tensor | None = None,
+        known_covariates: Tensor | None = None,
     ) -> Tensor:
         """Fusion-weighted sum of the per-scale losses against the pooled future (scalar).
 
@@ -213,11 +227,16 @@ class MSFTModel(nn.Module):
         context variance, `msft.losses.scale_free_mse`) is added to fit the logits;
         ``"fused_crps"`` adds the CRPS of the fused distribution instead (`msft.losses.fused_crps`,
         from ``FUSION_CRPS_PATHS`` sample paths per scale drawn without gradient).
+
+        Covariates (models built with ``past_covariates`` / ``known_covariates``): ``past_covariates``
+        ``(batch, context, k1)``, ``known_covariates`` ``(batch, context + horizon, k2)``; the loss
+        covers the target variates only.
         """
         past_target, past_observed = self._check_past(past_target, past_observed)
         future_target, future_observed = check_future(future_target, future_observed, past_target)
         horizon = future_target.shape[1]
-        run = self._run(past_target, past_observed, horizon)
+        covariates = check_covariates(self.config, past_target, horizon, past_covariates, known_covariates)
+        run = self._run(past_target, past_observed, horizon, covariates)
         outputs = run.outputs
         future = rearrange(future_target, "b t v -> (b v) t")
         future_obs = rearrange(future_observed, "b t v -> (b v) t")
@@ -250,22 +269,36 @@ class MSFTModel(nn.Module):
                 total = total + scale_free_mse(self._fuse(per_scale, horizon), future, future_obs, past, past_obs)
         return total
 
-    def predict(self, past_target: Tensor, horizon: int, past_observed: Tensor | None = None) -> Tensor:
+    def predict(
+        self,
+        past_target: Tensor,
+        horizon: int,
+        past_observed: Tensor | None = None,
+        *,
+        past_covariates: Tensor | None = None,
+        known_covariates: Tensor | None = None,
+    ) -> Tensor:
         """Fused point forecast ``(batch, horizon, variate)`` at the original resolution.
 
         For probabilistic backbones this is the median of the fused sample paths (see
         `predict_samples`), the point forecast that minimises absolute error, or with
         ``point_forecast="mean"`` the fusion of each scale's mean: exactly the mean of the fused
         paths (fusion is linear), the forecast that minimises squared error, with no sampling.
+        Covariates as in `loss`.
         """
         past_target, past_observed = self._check_past(past_target, past_observed)
-        outputs = self._forward(past_target, past_observed, horizon)
+        outputs = self._forward(past_target, past_observed, horizon, past_covariates, known_covariates)
         return self._point_forecast(outputs, horizon, past_target.shape[2])
 
     def forward_features(self, past_target: Tensor, horizon: int, past_observed: Tensor | None = None) -> Features:
         """`predict`'s forecast and, per scale, the last layer's hidden states with their token layout
         and validity, from one forward pass (what distillation needs; no hooks, any backbone).
         ``Features.scales[0].pooled()`` is the finest scale's mean over its real data tokens."""
+        if self.config.joint_variates:
+            raise ValueError(
+                f"forward_features: not available with {_variates_options(self.config)} (its features are "
+                "per series); expected mode='S' without covariates"
+            )
         past_target, past_observed = self._check_past(past_target, past_observed)
         run = self._run(past_target, past_observed, horizon)
         forecast = self._point_forecast(run.outputs, horizon, past_target.shape[2])
@@ -275,10 +308,18 @@ class MSFTModel(nn.Module):
         ]
         return Features(forecast, scales)
 
-    def predict_scales(self, past_target: Tensor, horizon: int, past_observed: Tensor | None = None) -> list[Tensor]:
+    def predict_scales(
+        self,
+        past_target: Tensor,
+        horizon: int,
+        past_observed: Tensor | None = None,
+        *,
+        past_covariates: Tensor | None = None,
+        known_covariates: Tensor | None = None,
+    ) -> list[Tensor]:
         """Each scale's own point forecast, ``(batch, ceil(horizon / s), variate)``, before fusion."""
         past_target, past_observed = self._check_past(past_target, past_observed)
-        outputs = self._forward(past_target, past_observed, horizon)
+        outputs = self._forward(past_target, past_observed, horizon, past_covariates, known_covariates)
         v = past_target.shape[2]
         return [rearrange(out.point(), "(b v) t -> b t v", v=v) for out in outputs]
 
@@ -289,6 +330,9 @@ class MSFTModel(nn.Module):
         past_observed: Tensor | None = None,
         num_samples: int = 100,
         seed: int | None = None,
+        *,
+        past_covariates: Tensor | None = None,
+        known_covariates: Tensor | None = None,
     ) -> Tensor:
         """``(batch, num_samples, horizon, variate)``: sample path j of every scale, up-sampled and
         fused with the softmax weights (probabilistic backbones only); with a `calibration`, each
@@ -303,7 +347,7 @@ class MSFTModel(nn.Module):
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"seed={seed!r}: expected an integer or None")
         past_target, past_observed = self._check_past(past_target, past_observed)
-        outputs = self._forward(past_target, past_observed, horizon)
+        outputs = self._forward(past_target, past_observed, horizon, past_covariates, known_covariates)
         device = past_target.device
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=seed is not None):
             if seed is not None:
@@ -324,6 +368,9 @@ class MSFTModel(nn.Module):
         past_observed: Tensor | None = None,
         num_samples: int = 100,
         seed: int | None = None,
+        *,
+        past_covariates: Tensor | None = None,
+        known_covariates: Tensor | None = None,
     ) -> Tensor:
         """``(batch, len(quantile_levels), horizon, variate)`` quantile forecasts, non-decreasing in the level.
 
@@ -339,7 +386,7 @@ class MSFTModel(nn.Module):
         levels = check_levels(quantile_levels)
         if self.spec.forecast_type.gives_quantiles():  # a quantile head: exact, no sampling
             past_target, past_observed = self._check_past(past_target, past_observed)
-            outputs = self._forward(past_target, past_observed, horizon)
+            outputs = self._forward(past_target, past_observed, horizon, past_covariates, known_covariates)
             fused = self._fuse([out.quantiles(levels) for out in outputs], horizon)  # (series, Q, H)
             # not re-sorted: a quantile head's values as its own pipeline returns them (Chronos-2 and
             # uni2ts do not sort theirs either), so the single-scale wrap equals the pipeline
@@ -348,7 +395,15 @@ class MSFTModel(nn.Module):
                 quantiles = self.calibration.adjust_quantiles(quantiles, levels, past_target, past_observed)
             return quantiles
         if self.spec.probabilistic:
-            samples = self.predict_samples(past_target, horizon, past_observed, num_samples, seed)  # (b, S, H, v)
+            samples = self.predict_samples(
+                past_target,
+                horizon,
+                past_observed,
+                num_samples,
+                seed,
+                past_covariates=past_covariates,
+                known_covariates=known_covariates,
+            )  # (b, S, H, v)
             return sample_quantiles(samples, levels)
         trained = tuple(getattr(self.config, "quantile_levels", None) or ())
         if not trained:
@@ -357,6 +412,7 @@ class MSFTModel(nn.Module):
                 "quantile_levels=(0.1, ..., 0.9) to train quantile heads"
             )
         past_target, past_observed = self._check_past(past_target, past_observed)
+        check_covariates(self.config, past_target, horizon, past_covariates, known_covariates)  # none here
         quantiles = self._predict_head_quantiles(past_target, horizon, levels, trained, past_observed)
         if self.calibration is not None:
             quantiles = self.calibration.adjust_quantiles(quantiles, levels, past_target, past_observed)
@@ -425,7 +481,14 @@ class MSFTModel(nn.Module):
         return self.calibration
 
     def predict_all(
-        self, past_target: Tensor, horizon: int, past_observed: Tensor | None = None, num_samples: int = 0
+        self,
+        past_target: Tensor,
+        horizon: int,
+        past_observed: Tensor | None = None,
+        num_samples: int = 0,
+        *,
+        past_covariates: Tensor | None = None,
+        known_covariates: Tensor | None = None,
     ) -> dict[str, Any]:
         """Every point forecast from one forward pass (what selection and LSF scoring read).
 
@@ -437,7 +500,7 @@ class MSFTModel(nn.Module):
         ``(batch, horizon, variate)``.
         """
         past_target, past_observed = self._check_past(past_target, past_observed)
-        outputs = self._forward(past_target, past_observed, horizon)
+        outputs = self._forward(past_target, past_observed, horizon, past_covariates, known_covariates)
         v = past_target.shape[2]
         probabilistic = self.spec.probabilistic
         per_scale = [out.mean() if probabilistic else out.point() for out in outputs]
@@ -451,8 +514,10 @@ class MSFTModel(nn.Module):
         scales = [rearrange(p, "(b v) t -> b t v", v=v) for p in per_scale]
         return {"point": point, "mean": mean, "median": median, "scales": scales}
 
-    def forward(self, past_target: Tensor, horizon: int, past_observed: Tensor | None = None) -> Tensor:
-        return self.predict(past_target, horizon, past_observed)
+    def forward(
+        self, past_target: Tensor, horizon: int, past_observed: Tensor | None = None, **covariates: Tensor
+    ) -> Tensor:
+        return self.predict(past_target, horizon, past_observed, **covariates)
 
     def msft_parameters(self) -> dict[str, nn.Parameter]:
         """msft's own parameters by name (what `save_adapter` writes)."""
@@ -634,25 +699,49 @@ class MSFTModel(nn.Module):
         fused = fuse_paths(paths, self.fusion_weights, fusion, means)  # (series, S, H)
         return rearrange(fused, "(b v) n t -> b n t v", v=variates)
 
-    def _forward(self, past_target: Tensor, past_observed: Tensor, horizon: Any) -> list[Forecast]:
-        return self._run(past_target, past_observed, horizon).outputs
+    def _forward(
+        self,
+        past_target: Tensor,
+        past_observed: Tensor,
+        horizon: Any,
+        past_covariates: Any = None,
+        known_covariates: Any = None,
+    ) -> list[Forecast]:
+        _check_horizon(horizon)
+        covariates = check_covariates(self.config, past_target, horizon, past_covariates, known_covariates)
+        return self._run(past_target, past_observed, horizon, covariates).outputs
 
-    def _run(self, past_target: Tensor, past_observed: Tensor, horizon: Any) -> _Pass:
-        if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon <= 0:
-            raise ValueError(f"horizon={horizon!r}: expected a positive integer")
+    def _run(
+        self, past_target: Tensor, past_observed: Tensor, horizon: Any, covariates: Covariates | None = None
+    ) -> _Pass:
+        _check_horizon(horizon)
         if self.config.horizon is not None and horizon > self.config.horizon:
             raise ValueError(
                 f"horizon={horizon}: this model's heads were built for at most horizon={self.config.horizon}"
             )
+        if self.config.joint_variates and (self.config.past_covariates or self.config.known_covariates):
+            if covariates is None:  # an internal caller that passed none (calibration, features)
+                raise ValueError(f"this model takes covariates ({_variates_options(self.config)}): give them")
         series = rearrange(past_target, "b t v -> (b v) t")
         observed = rearrange(past_observed, "b t v -> (b v) t")
         factor = _magnitude_factor(series, observed)
         if factor is not None:
             series = series / factor
+        groups = None
+        if self.config.joint_variates:
+            groups = build_groups(
+                self.config.mode, series, observed, past_target.shape[2], _rescaled_covariates(covariates), horizon
+            )
         tokens: list[ScaleTokens] = []
         pooled_observed: list[Tensor] = []
         steps = self.config.scale_context_steps(series.shape[1])  # what each scale sees (context_lengths)
         for idx, (scale, n) in enumerate(zip(self.scales, steps)):
+            if groups is not None:  # joint variates: the spec packs each group into one sequence
+                group = pool_groups(groups, n, scale, horizon)
+                pooled_observed.append(rearrange(group.observed[:, : group.targets], "g v t -> (g v) t"))
+                with self._state.use(idx):
+                    tokens.append(self.spec.embed_variates(group, scaled_length(horizon, scale), idx))
+                continue
             context, context_observed = downsample(series[:, -n:], observed[:, -n:], scale, side="left")
             pooled_observed.append(context_observed)
             with self._state.use(idx):
@@ -667,7 +756,11 @@ class MSFTModel(nn.Module):
         run = self._layer_runner(tokens)
         for layer_idx, layer in enumerate(self.spec.layers()):
             hidden = run(layer, hidden)
-            if self.msft_aggregation is not None:
+            if self.msft_aggregation is not None and groups is not None:  # per variate
+                variates = [t.variates for t in tokens]
+                split = [per_variate(h, v) for h, v in zip(hidden, variates)]
+                hidden = [joint(h, v) for h, v in zip(self.msft_aggregation[layer_idx](split, layouts), variates)]
+            elif self.msft_aggregation is not None:
                 hidden = self.msft_aggregation[layer_idx](hidden, layouts)
         outputs = []
         for idx, (scale, h, t) in enumerate(zip(self.scales, hidden, tokens)):
@@ -765,6 +858,36 @@ class MSFTModel(nn.Module):
         for w, scale, pred in zip(weights, self.scales, per_scale):
             fused = fused + w * upsample(pred, scale, horizon)
         return fused
+
+
+def _check_horizon(horizon: Any) -> None:
+    if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon <= 0:
+        raise ValueError(f"horizon={horizon!r}: expected a positive integer")
+
+
+def _variates_options(config: MSFTConfig) -> str:
+    """The options that ask for joint variates, as the user gave them (for error messages)."""
+    parts = [f"mode={config.mode!r}"]
+    parts += [f"{name}={list(getattr(config, name))}" for name in ("past_covariates", "known_covariates")]
+    return ", ".join(p for p in parts if not p.endswith("[]"))
+
+
+def _rescaled_covariates(covariates: Covariates | None) -> Covariates | None:
+    """Covariates with huge magnitudes divided by powers of two (as the targets, `_magnitude_factor`):
+    each variate is scaled by its own statistics afterwards, so only float32 overflow changes."""
+    if covariates is None:
+        return None
+    out = []
+    for values, observed in (
+        (covariates.past, covariates.past_observed),
+        (covariates.known, covariates.known_observed),
+    ):
+        rows, rows_observed = rearrange(values, "b t k -> (b k) t"), rearrange(observed, "b t k -> (b k) t")
+        factor = _magnitude_factor(rows, rows_observed) if rows.numel() else None
+        if factor is not None:
+            values = rearrange(rows / factor, "(b k) t -> b t k", k=values.shape[2])
+        out += [values, observed]
+    return Covariates(*out)
 
 
 def wrap(backbone: nn.Module, scales=(1, 2, 4), **options: Any) -> MSFTModel:

@@ -106,3 +106,85 @@ def patchify_target(target: Tensor, observed: Tensor, patch_size: int, max_patch
     seen = rearrange(F.pad(observed, pad), "n (t p) -> n t p", p=patch_size)
     widen = (0, max_patch_size - patch_size)
     return F.pad(values, widen), F.pad(seen, widen)
+
+
+def pack_variates(
+    context: Tensor,
+    observed: Tensor,
+    horizon: int,
+    patch_size: int,
+    max_patch_size: int,
+    known_future: Tensor,
+    known_future_observed: Tensor,
+    targets: int,
+    known: int,
+) -> PackedBatch:
+    """Pack groups of variates ``(groups, variates, time)`` into one MOIRAI sequence per group, as
+    `MoiraiForecast._convert` packs ``target``, ``feat_dynamic_real`` and ``past_feat_dynamic_real``.
+
+    Variates are ordered ``targets``, ``known`` known-future covariates (their horizon values are
+    ``known_future`` ``(groups, known, horizon)``), then past-only covariates. Each variate is one block
+    ``[context patches | horizon patches]`` with variate id = its position (the any-variate bias reads
+    only whether two ids are equal, so the order of blocks is free). Horizon patches: a target's are
+    prediction patches (zeros marked observed, as `pack_series`); a known covariate's hold its values
+    (not prediction patches, so they enter its scaling statistics, as in uni2ts); a past-only
+    covariate's are padding in sample 0, which no real token attends to and whose scaling is (0, 1).
+    Time ids count the targets' observed context patches (uni2ts' ``_generate_time_id``) and are
+    shared by every variate.
+    """
+    groups, variates, _ = context.shape
+    device = context.device
+    observed = observed & ~torch.isnan(context)
+    context = torch.where(observed, context, torch.zeros_like(context))
+    known_future_observed = known_future_observed & ~torch.isnan(known_future)
+    known_future = torch.where(known_future_observed, known_future, torch.zeros_like(known_future))
+    past = variates - targets - known
+    future = torch.cat(
+        [
+            context.new_zeros(groups, targets, horizon),
+            known_future,
+            context.new_zeros(groups, past, horizon),
+        ],
+        dim=1,
+    )  # (groups, variates, horizon)
+    future_observed = torch.cat(
+        [
+            torch.ones(groups, targets, horizon, dtype=torch.bool, device=device),
+            known_future_observed,
+            torch.zeros(groups, past, horizon, dtype=torch.bool, device=device),
+        ],
+        dim=1,
+    )
+    pad_left = -context.shape[-1] % patch_size
+    pad_right = -horizon % patch_size
+    n_ctx = math.ceil(context.shape[-1] / patch_size)
+    n_hor = math.ceil(horizon / patch_size)
+    values = torch.cat([F.pad(context, (pad_left, 0)), F.pad(future, (0, pad_right))], dim=-1)
+    seen = torch.cat([F.pad(observed, (pad_left, 0)), F.pad(future_observed, (0, pad_right))], dim=-1)
+    values = rearrange(values, "g v (t p) -> g (v t) p", p=patch_size)  # (groups, variates * tokens, patch)
+    seen = rearrange(seen, "g v (t p) -> g (v t) p", p=patch_size)
+    widen = (0, max_patch_size - patch_size)
+
+    target_seen = rearrange(F.pad(observed[:, :targets], (pad_left, 0)), "g v (t p) -> g t (v p)", p=patch_size)
+    context_seen = target_seen[:, :n_ctx].any(-1).long()  # (groups, n_ctx): any target observed
+    past_time = (context_seen.cummax(dim=-1).values.cumsum(dim=-1) - 1).clamp(min=0)
+    future_time = torch.arange(n_hor, device=device) + past_time.max(dim=-1, keepdim=True).values + 1
+    time_id = torch.cat([past_time, future_time], dim=1).repeat(1, variates)  # (groups, variates * tokens)
+    tokens = n_ctx + n_hor
+    is_horizon = torch.arange(tokens, device=device) >= n_ctx  # (tokens,)
+    role = torch.repeat_interleave(
+        torch.tensor([0, 1, 2], device=device), torch.tensor([targets, known, past], device=device)
+    )  # (variates,): 0 target, 1 known, 2 past-only
+    prediction_mask = (is_horizon & (role[:, None] == 0)).flatten()  # (variates * tokens,)
+    padding = (is_horizon & (role[:, None] == 2)).flatten()
+    return PackedBatch(
+        target=F.pad(values, widen),
+        observed_mask=F.pad(seen, widen),
+        sample_id=(~padding).long().expand(groups, -1),
+        time_id=time_id,
+        variate_id=torch.arange(variates, device=device).repeat_interleave(tokens).expand(groups, -1),
+        prediction_mask=prediction_mask.expand(groups, -1),
+        patch_size=torch.full((groups, variates * tokens), patch_size, dtype=torch.long, device=device),
+        num_context=n_ctx,
+        num_horizon=n_hor,
+    )

@@ -41,9 +41,9 @@ from torch.distributions import Distribution
 from torch.utils._pytree import tree_map
 
 from msft.ops import BlockLayout
-from msft.registry import BackboneSpec, Forecast, ScaleTokens, TinyBackbone, register_backbone
+from msft.registry import BackboneSpec, Forecast, ScaleTokens, TinyBackbone, VariateGroup, register_backbone
 
-from .packing import pack_series, patchify_target
+from .packing import PackedBatch, pack_series, pack_variates, patchify_target
 from .sampling import sample_mixture
 
 #: patch size per frequency: the lower end of uni2ts' DefaultPatchSizeConstraints range, so that
@@ -281,8 +281,31 @@ class MoiraiSpec(BackboneSpec):
 
     # -- forward pieces ---------------------------------------------------------------------------
     def embed(self, context: Tensor, observed: Tensor, horizon: int, scale_idx: int) -> ScaleTokens:
-        m = self.backbone
         batch = pack_series(context, observed, horizon, self._patch_size, self._max_patch)
+        return self._tokens(batch, single_series=True)
+
+    def embed_variates(self, group: VariateGroup, horizon: int, scale_idx: int) -> ScaleTokens:
+        """All variates of a group in one sequence, packed as `MoiraiForecast` packs a multivariate
+        target with ``feat_dynamic_real`` and ``past_feat_dynamic_real`` (`pack_variates`): the
+        any-variate attention (variate ids, binary variate bias) lets them attend to each other."""
+        batch = pack_variates(
+            group.context,
+            group.observed,
+            horizon,
+            self._patch_size,
+            self._max_patch,
+            group.future,
+            group.future_observed,
+            group.targets,
+            group.known,
+        )
+        variates = group.context.shape[1]
+        tokens = self._tokens(batch, single_series=variates == 1)
+        tokens.variates, tokens.targets = variates, group.targets
+        return tokens
+
+    def _tokens(self, batch: PackedBatch, single_series: bool) -> ScaleTokens:
+        m = self.backbone
         # MoiraiModule.forward, up to the encoder:
         loc, scale = m.scaler(
             batch.target,
@@ -301,7 +324,7 @@ class MoiraiSpec(BackboneSpec):
             loc=loc,
             scale=scale,
             patch_size=batch.patch_size,
-            single_series=True,
+            single_series=single_series,
         )
         return ScaleTokens(hidden, num_prefix=0, num_context=batch.num_context, num_horizon=batch.num_horizon, aux=aux)
 
@@ -355,7 +378,7 @@ class MoiraiSpec(BackboneSpec):
         return MoiraiAux(
             attn_mask=None if packed else _sample_mask(sample_id),
             time_id=torch.cat([t.aux.time_id for t in tokens], dim=1),
-            variate_id=torch.cat([t.aux.variate_id + idx for idx, t in enumerate(tokens)], dim=1),
+            variate_id=_scale_variate_ids(tokens),
             sample_id=sample_id,
             blocks=BlockLayout.of(tokens).slices(),
             uniform_blocks=uniform,
@@ -369,7 +392,7 @@ class MoiraiSpec(BackboneSpec):
         return MoiraiAux(
             attn_mask=mask,
             time_id=torch.cat([t.aux.time_id for t in tokens], dim=1),
-            variate_id=torch.cat([t.aux.variate_id + idx for idx, t in enumerate(tokens)], dim=1),
+            variate_id=_scale_variate_ids(tokens),
             sample_id=sample_id,
         )
 
@@ -377,9 +400,17 @@ class MoiraiSpec(BackboneSpec):
         self, hidden: Tensor, tokens: ScaleTokens, horizon: int, scale_idx: int, heads: nn.Module | None
     ) -> MoiraiOutput:
         m, aux, n, patch = self.backbone, tokens.aux, tokens.num_horizon, self._patch_size
+        loc, scale = aux.loc, aux.scale
+        if tokens.variates > 1:  # joint variates: the target variates' blocks, one per row
+
+            def targets(x: Tensor) -> Tensor:  # (groups, variates * tokens, ...) -> (groups * targets, tokens, ...)
+                per_variate = rearrange(x, "g (v t) ... -> g v t ...", v=tokens.variates)
+                return per_variate[:, : tokens.targets].flatten(0, 1)
+
+            hidden, loc, scale = targets(hidden), targets(loc), targets(scale)
         reprs = m.encoder.norm(hidden[:, -n:])  # (series, n_horizon, d_model)
         params = heads(reprs, patch) if heads is not None else project_params(m.param_proj, reprs, patch)
-        distr = m.distr_output.distribution(params, loc=aux.loc[:, -n:], scale=aux.scale[:, -n:])
+        distr = m.distr_output.distribution(params, loc=loc[:, -n:], scale=scale[:, -n:])
         return MoiraiOutput(
             distr,
             params,
@@ -478,6 +509,14 @@ def _block_bias(attn, aux, query, key, block, var_q, var_kv, time_q, time_kv) ->
         query_time_id=_ids(time_q, block),
         kv_time_id=_ids(time_kv, block),
     )
+
+
+def _scale_variate_ids(tokens: list[ScaleTokens]) -> Tensor:
+    """``(series, all tokens)``: variate ids of concatenated scales, distinct across scales (scale
+    ``i``'s ids shifted by the variates of the scales before it: one variate per scale, the paper's
+    "scales as variates")."""
+    offsets = [sum(t.variates for t in tokens[:idx]) for idx in range(len(tokens))]
+    return torch.cat([t.aux.variate_id + offset for offset, t in zip(offsets, tokens)], dim=1)
 
 
 def _ids(ids: Tensor | None, block: slice) -> Tensor | None:
