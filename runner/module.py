@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import lightning as L
 import torch
 from einops import rearrange
+from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
 from torch import Tensor
 
 import msft
 from msft.sampling import downsample
 
 SELECTION = "val_score"  # what early stopping, checkpoint choice and sweeps select on (lower is better)
+#: validation MSE with each window's errors divided by its context's standard deviation (observed steps):
+#: the units of `msft.finetune`'s leaderboard, whatever the magnitude of a user's series
+SCALED = "val_scaled_mse"
 
 
 class ForecastModule(L.LightningModule):
@@ -29,7 +34,9 @@ class ForecastModule(L.LightningModule):
     Checkpoints hold only the trainable parameters (the frozen backbone is rebuilt from its config),
     plus Lightning's optimiser and loop state, so ``resume`` continues exactly where a run stopped.
     ``tuner`` is peft's AdaLoRA tuner when the method is AdaLoRA: its rank allocation steps after
-    every optimiser step.
+    every optimiser step. ``progress_score`` names the validation score `StepProgress` shows: the
+    default `SCALED` (also logged) is `msft.finetune`'s leaderboard units, for windows in a user's own
+    units; ``msft-train`` shows `SELECTION`, which is its results table's (z-scored MSE, or CRPS).
     """
 
     def __init__(
@@ -43,8 +50,11 @@ class ForecastModule(L.LightningModule):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         lr_decay: float | None = None,
+        progress_score: str = SCALED,
     ):
         super().__init__()
+        if progress_score not in (SELECTION, SCALED):
+            raise ValueError(f"progress_score={progress_score!r}: expected {SELECTION!r} or {SCALED!r}")
         if protocol not in ("lsf", "pf"):
             raise ValueError(f"protocol={protocol!r}: expected 'lsf' or 'pf'")
         if lr_decay is not None and (isinstance(lr_decay, bool) or not 0.0 < float(lr_decay) <= 1.0):
@@ -55,6 +65,7 @@ class ForecastModule(L.LightningModule):
         self.lr_decay = lr_decay
         self.protocol, self.num_samples = protocol, num_samples
         self.betas, self.eps = tuple(betas), eps
+        self.progress_score = progress_score
         self._sums: dict[str, list[float]] = {}  # validation metric -> [numerator, denominator]
         self._tuner = [tuner] if tuner is not None else []  # a list: not registered as a submodule
         self.strict_loading = False  # checkpoints lack the frozen parameters on purpose
@@ -87,7 +98,11 @@ class ForecastModule(L.LightningModule):
         keep = batch["past_observed"].any(1).all(-1)  # (batch,) windows msft accepts
         if bool(keep.any()):
             for name, (num, den) in validation_sums(
-                self.model, {k: v[keep] for k, v in batch.items()}, self.protocol, self.num_samples
+                self.model,
+                {k: v[keep] for k, v in batch.items()},
+                self.protocol,
+                self.num_samples,
+                scaled=self.progress_score == SCALED,
             ).items():
                 total = self._sums.setdefault(name, [0.0, 0.0])
                 total[0], total[1] = total[0] + num, total[1] + den
@@ -131,11 +146,13 @@ class ForecastModule(L.LightningModule):
 
 @torch.no_grad()
 def validation_sums(
-    model: msft.MSFTModel, batch: dict[str, Tensor], protocol: str, num_samples: int = 100
+    model: msft.MSFTModel, batch: dict[str, Tensor], protocol: str, num_samples: int = 100, scaled: bool = False
 ) -> dict[str, tuple[float, float]]:
     """``{metric: (numerator, denominator)}`` of one batch, summed so that a split's score is
     sum(numerators) / sum(denominators): ``val_score`` (LSF: squared error of the fused point
-    forecast per observed point; PF: CRPS, quantile loss over sum |y|) and ``val_mse_scale<s>``."""
+    forecast per observed point; PF: CRPS, quantile loss over sum |y|) and ``val_mse_scale<s>``;
+    with ``scaled``, also `SCALED`: the squared error of the fused mean over each window's context
+    standard deviation, as `msft.finetune`'s leaderboard scores it."""
     past, future = batch["past_target"], batch["future_target"]  # (batch, L, V), (batch, H, V)
     observed = batch["future_observed"].bool() & ~torch.isnan(future)
     target = torch.where(observed, future, torch.zeros_like(future))
@@ -162,6 +179,11 @@ def validation_sums(
         sums["val_score"] = (float(loss.sum()) / len(levels), float(target.abs().sum()))
     else:
         sums["val_score"] = (float(((out["point"] - target) * observed).square().sum()), count)
+    if scaled:
+        sums[SCALED] = (
+            float((((out["mean"] - target) / context_scale(past, batch["past_observed"])) * observed).square().sum()),
+            count,
+        )
     series = rearrange(target, "b t v -> (b v) t")
     seen = rearrange(observed, "b t v -> (b v) t")
     for scale, pred in zip(model.scales, out["scales"]):
@@ -169,6 +191,94 @@ def validation_sums(
         error = (rearrange(pred, "b t v -> (b v) t") - torch.nan_to_num(pooled)) * pooled_seen
         sums[f"val_mse_scale{scale}"] = (float(error.square().sum()), float(pooled_seen.sum()))
     return sums
+
+
+def context_scale(past: Tensor, past_observed: Tensor) -> Tensor:
+    """``(batch, 1, variate)`` standard deviation of each window's observed context steps (floored
+    relative to the mean, so that a constant context divides by a tiny positive number, not 0)."""
+    seen = past_observed.bool() & torch.isfinite(past)
+    count = seen.sum(1, keepdim=True).clamp(min=1)
+    mean = torch.where(seen, past, 0.0).sum(1, keepdim=True) / count
+    var = torch.where(seen, (past - mean) ** 2, 0.0).sum(1, keepdim=True) / count
+    return var.sqrt().clamp(min=1e-8 * (1 + mean.abs()))
+
+
+class StepProgress(ProgressBar):
+    """A progress bar in optimiser steps (to ``max_steps`` or the planned epochs' steps, whichever ends
+    training first) showing the training loss and the latest validation ``score``, in place of
+    Lightning's per-epoch bar (whose "Epoch 0/9" says nothing when ``max_steps`` stops training).
+    A validation pass gets its own transient bar in windows."""
+
+    def __init__(self, score: str = SELECTION):
+        super().__init__()
+        self.score, self._enabled = score, True
+        self._train: Any = None
+        self._val: Any = None
+        self._shown: dict[str, str] = {}
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    @property
+    def is_enabled(self) -> bool:
+        return self._enabled
+
+    @staticmethod
+    def _bar(**kwargs: Any) -> Any:
+        from tqdm.auto import tqdm
+
+        return tqdm(file=sys.stderr, dynamic_ncols=True, **kwargs)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._enabled:
+            return
+        total = trainer.estimated_stepping_batches
+        total = int(total) if total != float("inf") else None
+        self._train = self._bar(total=total, initial=trainer.global_step, desc="training", unit="step")
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if self._train is None:
+            return
+        self._train.update(trainer.global_step - self._train.n)
+        loss = trainer.callback_metrics.get("train_loss_step")
+        if loss is not None:
+            self._shown["loss"] = f"{float(loss):.4g}"
+        self._train.set_postfix(self._shown, refresh=False)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._enabled:
+            return
+        loaders = trainer.num_sanity_val_batches if trainer.sanity_checking else trainer.num_val_batches
+        total = sum(n for n in loaders if n != float("inf")) or None
+        label = "sanity check" if trainer.sanity_checking else "validating"
+        self._val = self._bar(total=total, desc=label, unit="batch", leave=False, position=1)
+
+    def on_validation_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if self._val is not None:
+            self._val.update(1)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._val is not None:
+            self._val.close()
+            self._val = None
+        score = trainer.callback_metrics.get(self.score)
+        if self._train is not None and score is not None and not trainer.sanity_checking:
+            self._shown[self.score] = f"{float(score):.4g}"
+            self._train.set_postfix(self._shown)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._train is not None:
+            self._train.close()
+            self._train = None
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for bar in (self._train, self._val):
+            if bar is not None:
+                bar.close()
+        self._train = self._val = None
 
 
 class EpochSeed(L.Callback):

@@ -31,6 +31,7 @@ from msft_runner.module import (
     EpochSeed,
     EpochShuffledBatches,
     ForecastModule,
+    StepProgress,
     StopAt,
     validation_sums,
 )
@@ -306,6 +307,7 @@ def _build(cfg: DictConfig, names: dict[str, str], protocol: str, score_zero_sho
         betas=tuple(optimizer.get("betas", (0.9, 0.999))),
         eps=optimizer.get("eps", 1e-8),
         lr_decay=cfg.get("lr_decay"),
+        progress_score=SELECTION,  # the results table's units (z-scored MSE, or CRPS)
     )
     return _Setup(data, built, module, wrap_options or {}, zero_shot_score, type(backbone).__name__)
 
@@ -416,6 +418,8 @@ def fit(cfg: DictConfig, module: ForecastModule, data, run_dir: Path) -> dict[st
     if cfg.get("interrupt_at_step"):
         callbacks.append(StopAt(cfg.interrupt_at_step))
     trainer_args = _trainer_arguments(cfg)
+    if trainer_args.get("enable_progress_bar", True) and distributed.is_rank_zero():
+        callbacks.append(StepProgress(module.progress_score))  # in steps, not Lightning's per-epoch bar
     # The loaders shard batches themselves (no padding, global batch): Lightning's sampler must not.
     trainer = L.Trainer(
         default_root_dir=run_dir,
