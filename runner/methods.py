@@ -71,7 +71,15 @@ def build_model(
     base = dict(wrap_options or {})
     if kind in ("lora", "adalora"):
         spec = build_spec(backbone, msft.MSFTConfig.from_dict({**base, **IDENTITY, "horizon": horizon}))
-        tuner = _inject_peft(backbone, spec.lora_modules(), kind, peft or {}, total_steps)
+        settings = dict(peft or {})
+        targets = settings.pop("targets", None)
+        if targets is not None and (isinstance(targets, str) or not all(isinstance(t, str) and t for t in targets)):
+            raise ValueError(f"peft.targets={targets!r}: expected a list of module names or patterns")
+        try:
+            modules = spec.lora_modules(tuple(targets) if targets else None)
+        except ValueError as error:
+            raise ValueError(f"peft.targets={targets!r} match no module of the {spec.name} backbone: {error}") from None
+        tuner = _inject_peft(backbone, modules, kind, settings, total_steps)
     if kind == "msft":
         model = msft.wrap(backbone, horizon=horizon, **{**base, **options})
     elif kind == "prompt_tuning":
@@ -111,9 +119,19 @@ def build_model(
 
 
 def _inject_peft(backbone: nn.Module, modules: list[str], kind: str, settings: dict[str, Any], total_steps: int | None):
-    """peft LoRA / AdaLoRA on exactly ``modules`` (full names)."""
+    """peft LoRA / AdaLoRA on exactly ``modules`` (full names).
+
+    AdaLoRA's rank schedule (peft's ``tinit`` / ``tfinal``) is given as fractions of the step budget:
+    ``tinit`` (default 0.1) steps train at the initial rank, the last ``tfinal`` (default 0.2) at the
+    final one, and the ranks are pruned in between.
+    """
     import peft
 
+    unknown = set(settings) - {"r", "alpha", "dropout", "init_r", "target_r", "tinit", "tfinal"}
+    if unknown:
+        raise ValueError(
+            f"peft settings {sorted(unknown)}: expected r, alpha, dropout, targets, init_r, target_r, tinit, tfinal"
+        )
     target = "|".join(re.escape(name) for name in modules)  # peft full-matches a string target
     r, alpha, dropout = settings.get("r", 16), settings.get("alpha", 32), settings.get("dropout", 0.05)
     if kind == "lora":
@@ -122,6 +140,12 @@ def _inject_peft(backbone: nn.Module, modules: list[str], kind: str, settings: d
         return None
     if not total_steps or total_steps < 2:
         raise ValueError(f"adalora needs the number of training steps (>= 2), got total_steps={total_steps!r}")
+    tinit, tfinal = settings.get("tinit", 0.1), settings.get("tfinal", 0.2)
+    if not (0 <= tinit and 0 <= tfinal and tinit + tfinal < 1):
+        raise ValueError(
+            f"adalora schedule tinit={tinit!r}, tfinal={tfinal!r}: expected fractions of the budget "
+            "that are >= 0 and leave some steps to prune (tinit + tfinal < 1)"
+        )
     # AdaLoRA keeps a rank allocator on its tuner object; inject_adapter_in_model would drop it.
     config = peft.AdaLoraConfig(
         init_r=settings.get("init_r", r),
@@ -130,7 +154,7 @@ def _inject_peft(backbone: nn.Module, modules: list[str], kind: str, settings: d
         lora_dropout=dropout,
         target_modules=target,
         total_step=total_steps,
-        tinit=int(0.1 * total_steps),
-        tfinal=int(0.2 * total_steps),
+        tinit=int(tinit * total_steps),
+        tfinal=int(tfinal * total_steps),
     )
     return peft.tuners.adalora.AdaLoraModel(backbone, config, "default")

@@ -106,6 +106,13 @@ def test_method_configs_build(name):
         samples = built.model.predict_samples(torch.randn(2, setup.context_length, 1), setup.horizon, num_samples=4)
         assert samples.shape == (2, 4, setup.horizon, 1) and torch.isfinite(samples).all()
         return
+    if (method.get("peft") or {}).get("targets"):  # module names of one family (lora_matched: MOIRAI's)
+        with pytest.raises(ValueError, match="peft.targets"):
+            build_model(backbone, **args)
+        from msft_backbones.moirai.spec import MoiraiSpec
+
+        setup = MoiraiSpec.tiny()
+        backbone, args = setup.backbone, {**args, "horizon": setup.horizon, "wrap_options": setup.options}
     built = build_model(backbone, **args)
     trainable = {n for n, p in built.model.named_parameters() if p.requires_grad}
     assert bool(trainable) == (cfg.method.kind != "zero_shot")

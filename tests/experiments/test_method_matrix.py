@@ -84,6 +84,8 @@ def _build_or_skip(backbone, cfg, wrap_options):
             pytest.skip(f"the {spec.name} backbone defines no {pattern!r} pattern: {error}")
         if method["kind"] == "prompt_tuning" and not spec.supports_prefix:
             pytest.skip(f"prompt tuning needs tokens in front; the {spec.name} spec has no add_prefix: {error}")
+        if (method.get("peft") or {}).get("targets") and "peft.targets=" in str(error):
+            pytest.skip(f"the method's peft.targets name another backbone's modules: {error}")
         if options.get("fusion_objective") == "fused_crps" and not spec.probabilistic:
             pytest.skip(f"fused_crps scores sample paths; the {spec.name} backbone gives point forecasts: {error}")
         raise
