@@ -577,6 +577,7 @@ def evaluate(cfg: DictConfig, model, data) -> dict[str, Any]:
             batch_size=cfg.data.eval_batch_size,
             device=device,
             stride=stride,
+            progress=bool(cfg.trainer.get("enable_progress_bar")) and distributed.is_rank_zero(),
         )
         if not model.spec.probabilistic:
             result["scoring"] = "MSE and MAE of the point forecast"

@@ -29,6 +29,7 @@ def evaluate_lsf(
     download: bool = False,
     device: str | torch.device | None = None,
     stride: int = 1,
+    progress: bool = False,
 ) -> dict[str, float | int]:
     """MSE and MAE of ``forecaster`` over every window of ``split``, averaged over windows × steps × channels.
 
@@ -40,6 +41,7 @@ def evaluate_lsf(
     time windows × channels). ``dataset`` may be a name, a CSV path, a frame or a prepared
     :class:`~msft.data.LSFSplit` (whose ``context_length`` must equal ``context_length``). ``stride`` > 1
     keeps every ``stride``-th window (off-protocol: a cheaper estimate; the protocol is stride 1).
+    ``progress``: a progress bar over the windows on stderr (tqdm).
     """
     if isinstance(dataset, LSFSplit):
         if dataset.context_length != context_length:
@@ -58,6 +60,7 @@ def evaluate_lsf(
         )
     predict = point_forecaster(forecaster)
     squared = absolute = 0.0
+    bar = _bar(len(windows), f"{data.name} {split}") if progress else None
     with torch.no_grad():
         for batch in windows.batches(batch_size):
             past, future = batch["past_target"], batch["future_target"]  # (batch, L, V), (batch, H, V)
@@ -71,7 +74,17 @@ def evaluate_lsf(
                 mean = median = check_shape(out, tuple(future.shape), "forecaster")
             squared += float((mean.to(future.dtype) - future).double().square().sum())
             absolute += float((median.to(future.dtype) - future).double().abs().sum())
+            if bar is not None:
+                bar.update(len(future))
+    if bar is not None:
+        bar.close()
     count = future.shape[1] * future.shape[2] * len(windows)
     result = {"mse": squared / count, "mae": absolute / count, "windows": len(windows)}
     logger.info("LSF %s H=%d L=%d mode=%s: %s", data.name, horizon, context_length, mode, result)
     return result
+
+
+def _bar(total: int, label: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=label, unit="window", dynamic_ncols=True)

@@ -43,3 +43,18 @@ def test_the_context_scale_is_the_observed_steps_standard_deviation():
     assert scale.shape == (2, 1, 1)
     assert float(scale[0, 0, 0]) == 1.0  # std of {1, 3}: exact in float32
     assert 0 < float(scale[1, 0, 0]) <= 1e-8 * 3  # a constant context: a tiny positive floor, not 0
+
+
+def test_the_lsf_evaluation_shows_its_windows_when_asked(capfd):
+    import pandas as pd
+
+    from msft.protocols import evaluate_lsf
+
+    frame = pd.DataFrame({"date": pd.date_range("2024-01-01", periods=400, freq="h"), "y": range(400)})
+    last_value = lambda past: past[:, -1:].expand(-1, 8, -1)  # noqa: E731
+    quiet = evaluate_lsf(last_value, frame, horizon=8, context_length=32)
+    assert "window" not in capfd.readouterr().err
+    shown = evaluate_lsf(last_value, frame, horizon=8, context_length=32, progress=True)
+    err = capfd.readouterr().err
+    assert f"{shown['windows']}/{shown['windows']}" in err and "window" in err, err[-500:]
+    assert shown == quiet
