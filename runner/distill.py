@@ -68,6 +68,8 @@ def run_distill(
     variants: dict[str, DistillConfig] | None = None,
     evaluate_teacher: bool = True,
     val_stride: int = 1,
+    lr_schedule: str = "constant",
+    patience: int | None = None,
 ) -> dict[str, Any]:
     """Teacher, distilled student and undistilled student on ``dataset``'s test split.
 
@@ -78,7 +80,8 @@ def run_distill(
     ``throughput_threads`` torch threads (default: the current setting), restored afterwards. With a teacher that gives no features
     the feature term is switched off (``beta=0``), which the setup records. ``variants`` (row name ->
     config) adds more distilled students, from the same initialisation and cache, as extra rows (ablations).
-    Validation (best-epoch selection) uses the val windows every ``val_stride`` steps.
+    Validation (best-epoch selection) uses the val windows every ``val_stride`` steps; ``lr_schedule``
+    and ``patience`` are `msft.distill.fit_student`'s (TimeDistill's recipe: ``"type1"``, 5).
     ``evaluate_teacher=False`` leaves the teacher's row out (e.g. a second student seed against a
     teacher already scored).
     """
@@ -107,7 +110,15 @@ def run_distill(
     plain = MLPStudent(config)
     plain_init = copy.deepcopy(distilled.state_dict())
     plain.load_state_dict(plain_init)  # the same initialisation for every student
-    fit = dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, val_windows=val)
+    fit = dict(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        val_windows=val,
+        lr_schedule=lr_schedule,
+        patience=patience,
+    )
     start = time.perf_counter()
     distilled_fit = fit_student(distilled, train, distill, cache, **fit)
     timings["fit_distilled"] = time.perf_counter() - start
@@ -155,11 +166,14 @@ def run_distill(
         "epochs": epochs,
         "batch_size": batch_size,
         "lr": lr,
+        "lr_schedule": lr_schedule,
+        "patience": patience,
         "seed": seed,
         "throughput_batch": int(test_past.shape[0]),
         "throughput_threads": throughput_threads or torch.get_num_threads(),
         "teacher_features": None if cache.features is None else int(cache.features.shape[-1]),
         "best_epoch": {name: fitted.best_epoch for name, (_, fitted) in students.items()},
+        "epochs_run": {name: fitted.epochs_run for name, (_, fitted) in students.items()},
         "val_mse": {name: fitted.val_mse for name, (_, fitted) in students.items()},
         "variants": {name: variant.to_dict() for name, variant in (variants or {}).items()},
     }

@@ -82,6 +82,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--lr-schedule",
+        default="constant",
+        choices=["constant", "type1"],
+        help="constant, or TimeDistill's type1 (halved after every epoch; their recipe with --lr 0.01)",
+    )
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        help="stop after this many epochs without a lower validation MSE (TimeDistill: 5; default: never)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--cache-dir", default=None, help="keep the teacher's outputs here between runs")
@@ -127,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
+        lr_schedule=args.lr_schedule,
+        patience=args.patience,
         seed=args.seed,
         cache_dir=args.cache_dir,
         teacher_tag=Path(args.teacher).name.replace(":", "-"),

@@ -6,6 +6,7 @@ Not imported by ``import msft``. Command line (the runner's): ``msft-distill --h
 from msft.distill.losses import DistillConfig, distillation_loss, match_loss, period_loss, scale_loss
 from msft.distill.student import MLPStudent, StudentConfig, load_student
 from msft.distill.teacher import (
+    ChannelIndependent,
     HookTeacher,
     MSFTTeacher,
     TeacherCache,
@@ -16,9 +17,10 @@ from msft.distill.teacher import (
     save_teacher,
     teacher_outputs,
 )
-from msft.distill.train import FitResult, evaluate_mse, fit_student
+from msft.distill.train import FitResult, epoch_lr, evaluate_mse, fit_student
 
 __all__ = [
+    "ChannelIndependent",
     "DistillConfig",
     "FitResult",
     "HookTeacher",
@@ -29,6 +31,7 @@ __all__ = [
     "cache_name",
     "cache_teacher",
     "distillation_loss",
+    "epoch_lr",
     "evaluate_mse",
     "fit_student",
     "load_student",

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from einops import rearrange
 from torch import Tensor, nn
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,40 @@ class MSFTTeacher:
     def predict_with_features(self, past_target: Tensor, horizon: int) -> tuple[Tensor, Tensor]:
         out = self.model.forward_features(past_target, horizon)
         return out.forecast, out.scales[0].pooled()
+
+
+class ChannelIndependent:
+    """A univariate teacher (trained on one series per window, as msft's mode "S" runs) served
+    multivariate windows: ``(batch, time, variate)`` is fed as ``(batch * variate, time, 1)`` and
+    the forecast folded back, so a student trained on all channels of a window at once (TimeDistill's
+    batches) is distilled from exactly the forecasts the teacher was scored on. Features:
+    ``(batch * variate, width)``."""
+
+    def __init__(self, teacher: Any):
+        self.teacher = msft_teacher(teacher) if _is_msft(teacher) else teacher
+
+    def predict(self, past_target: Tensor, horizon: int) -> Tensor:
+        forecast = _point(self.teacher)(_unfold(past_target), horizon)  # (batch * variate, horizon, 1)
+        return _fold(forecast, past_target.shape[2])
+
+    def predict_with_features(self, past_target: Tensor, horizon: int) -> tuple[Tensor, Tensor | None]:
+        """Features ``(batch * variate, width)``, or None when the teacher gives none."""
+        forecast, feats = teacher_outputs(self.teacher, _unfold(past_target), horizon)
+        return _fold(forecast, past_target.shape[2]), None if feats is None else feats.flatten(0, 1)
+
+
+def _unfold(past_target: Tensor) -> Tensor:
+    return rearrange(past_target, "b t v -> (b v) t 1")
+
+
+def _fold(forecast: Tensor, variates: int) -> Tensor:
+    return rearrange(forecast, "(b v) t 1 -> b t v", v=variates)
+
+
+def _is_msft(model: Any) -> bool:
+    from msft.model import MSFTModel
+
+    return isinstance(model, MSFTModel)
 
 
 def msft_teacher(model: nn.Module) -> MSFTTeacher:
@@ -182,7 +217,9 @@ def cache_teacher(
         teacher.eval()
     forecasts, feats = [], []
     with torch.no_grad():
-        for start in range(0, len(windows), batch_size):
+        for number, start in enumerate(range(0, len(windows), batch_size)):
+            if number % 50 == 0:
+                logger.info("teacher cache: window %d of %d", start, len(windows))
             batch = windows[start : start + batch_size]
             forecast, feat = teacher_outputs(teacher, batch["past_target"], horizon, features)
             forecasts.append(forecast.float().cpu())

@@ -1,7 +1,10 @@
 """Fit an MLP student on windows, with or without a (cached) teacher.
 
 One loop serves both: with ``DistillConfig(alpha=0, beta=0)`` (or no teacher) it is plain MSE
-training, step for step. The feature regressor (teacher width -> student hidden width; by default
+training, step for step. TimeDistill's own recipe (LingFengGold/TimeDistill, ``run_scripts/
+train_student.sh`` and ``utils/tools.py``): Adam, lr 0.01 halved after every epoch
+(``lr_schedule="type1"``), up to 100 epochs, early stopping on the validation MSE with patience 5,
+the best validation epoch's weights kept. The feature regressor (teacher width -> student hidden width; by default
 TimeDistill's ``Linear -> ReLU -> Linear``, see `build_regressor`) is built here, trained with the
 student, and not part of the saved student.
 """
@@ -36,14 +39,31 @@ def build_regressor(kind: str, teacher_width: int, student_width: int) -> nn.Mod
     raise ValueError(f"regressor={kind!r}: expected 'mlp' or 'linear'")
 
 
+LR_SCHEDULES = ("constant", "type1")
+
+
+def epoch_lr(lr: float, epoch: int, schedule: str) -> float:
+    """Learning rate of ``epoch`` (0-based): ``"constant"``, or TimeDistill's ``"type1"``
+    (``adjust_learning_rate``: ``lr * 0.5 ** epoch``, halved after every epoch)."""
+    if schedule == "constant":
+        return lr
+    if schedule == "type1":
+        return lr * 0.5**epoch
+    raise ValueError(f"lr_schedule={schedule!r}: expected one of {LR_SCHEDULES}")
+
+
 @dataclass
 class FitResult:
-    """The loss parts averaged per epoch, the validation MSE per epoch and the epoch kept."""
+    """Per epoch: the loss parts (averaged), the validation MSE and the learning rate; the epoch kept
+    (lowest validation MSE) and how many epochs ran (fewer than asked when early stopping stopped)."""
 
     history: list[dict[str, float]] = field(default_factory=list)
     val_mse: list[float] = field(default_factory=list)
     best_epoch: int | None = None
     regressor: nn.Module | None = None
+    lrs: list[float] = field(default_factory=list)
+    epochs_run: int = 0
+    stopped_early: bool = False
 
 
 def fit_student(
@@ -57,19 +77,28 @@ def fit_student(
     weight_decay: float = 0.0,
     seed: int = 0,
     val_windows: Any = None,
+    lr_schedule: str = "constant",
+    patience: int | None = None,
 ) -> FitResult:
     """Train ``student`` in place on ``windows`` (a `msft.data.Windows` or anything indexable the same way).
 
     Each epoch visits the windows in the order ``torch.randperm(len(windows), generator=g)`` with
-    ``g = torch.Generator().manual_seed(seed)`` drawn once per epoch, in batches of ``batch_size``.
-    The windows are gathered once into contiguous tensors (memory: windows × (L + H) × variate
-    floats). ``cache[i]`` must hold the teacher's outputs for window ``i`` (see `cache_teacher`). With
-    ``val_windows``, the student's weights after the epoch with the lowest validation MSE are kept.
+    ``g = torch.Generator().manual_seed(seed)`` drawn once per epoch, in batches of ``batch_size``
+    windows, each gathered when it is used. ``cache[i]`` must hold the teacher's outputs for window
+    ``i`` (see `cache_teacher`). The learning rate of each epoch follows ``lr_schedule`` (`epoch_lr`).
+    With ``val_windows``, the student's weights after the epoch with the lowest validation MSE are
+    kept, and with ``patience`` training stops once that many epochs in a row have not lowered it
+    (TimeDistill's ``EarlyStopping``); ``epochs`` is then the most it may run.
     """
     config = config or DistillConfig(alpha=0.0, beta=0.0)
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r}: expected a positive integer")
+    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
+        raise ValueError(f"patience={patience!r}: expected a positive integer or None")
+    if patience is not None and val_windows is None:
+        raise ValueError("patience needs val_windows (early stopping watches the validation MSE)")
+    epoch_lr(lr, 0, lr_schedule)  # validates the schedule's name
     horizon = student.config.horizon
     uses_prediction = config.alpha > 0 and (config.period or config.scale)
     uses_features = config.beta > 0 and (config.period or config.scale)
@@ -88,17 +117,19 @@ def fit_student(
     params = list(student.parameters()) + (list(regressor.parameters()) if regressor is not None else [])
     optimizer = torch.optim.Adam([p for p in params if p.requires_grad], lr=lr, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
-    everything = windows[torch.arange(len(windows))]  # one contiguous copy: batches slice it cheaply
     result = FitResult(regressor=regressor)
-    best_state, best_val = None, float("inf")
+    best_state, best_val, since_best = None, float("inf"), 0
     for epoch in range(epochs):
+        for group in optimizer.param_groups:
+            group["lr"] = epoch_lr(lr, epoch, lr_schedule)
+        result.lrs.append(optimizer.param_groups[0]["lr"])
         student.train()
         order = torch.randperm(len(windows), generator=generator)
         sums: dict[str, float] = {}
         steps = 0
         for start in range(0, len(windows), batch_size):
             index = order[start : start + batch_size]
-            batch = {key: value[index] for key, value in everything.items()}
+            batch = windows[index]
             past = rearrange(batch["past_target"], "b t v -> (b v) t")
             past_observed = rearrange(batch["past_observed"], "b t v -> (b v) t")
             target = rearrange(batch["future_target"][:, :horizon], "b t v -> (b v) t")
@@ -119,12 +150,20 @@ def fit_student(
                 sums[key] = sums.get(key, 0.0) + value
             steps += 1
         result.history.append({key: value / steps for key, value in sums.items()})
+        result.epochs_run = epoch + 1
         if val_windows is not None:
             val = evaluate_mse(student, val_windows)
             result.val_mse.append(val)
             if val < best_val:
-                best_val, best_state, result.best_epoch = val, copy.deepcopy(student.state_dict()), epoch
-        logger.info("epoch %d: %s val_mse=%s", epoch, result.history[-1], result.val_mse[-1:] or None)
+                best_val, best_state, result.best_epoch, since_best = val, copy.deepcopy(student.state_dict()), epoch, 0
+            else:
+                since_best += 1
+        logger.info(
+            "epoch %d (lr %.3g): %s val_mse=%s", epoch, result.lrs[-1], result.history[-1], result.val_mse[-1:] or None
+        )
+        if patience is not None and since_best >= patience:
+            result.stopped_early = epoch + 1 < epochs
+            break
     if best_state is not None:
         student.load_state_dict(best_state)
     student.eval()
