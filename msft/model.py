@@ -909,13 +909,37 @@ def unwrap(model: MSFTModel) -> nn.Module:
     return model.backbone
 
 
-def load_adapter(backbone: nn.Module, path: str | Path, *, allow_base_mismatch: bool = False) -> MSFTModel:
+def check_covariate_names(saved: dict[str, Any], where: str, past_covariates: Any, known_covariates: Any) -> None:
+    """ValueError when the covariate names a caller gives (None: not checked) differ from those a saved
+    config (`MSFTConfig.to_dict`) was trained with, in names or order."""
+    for name, given in (("past_covariates", past_covariates), ("known_covariates", known_covariates)):
+        if given is None:
+            continue
+        expected = list(saved.get(name) or [])
+        given = [given] if isinstance(given, str) else list(given)
+        if given != expected:
+            raise ValueError(
+                f"{name}={given}: {where} was trained with {name}={expected}; expected the same columns in "
+                "the same order (finetune again for other covariates)"
+            )
+
+
+def load_adapter(
+    backbone: nn.Module,
+    path: str | Path,
+    *,
+    allow_base_mismatch: bool = False,
+    past_covariates: Any = None,
+    known_covariates: Any = None,
+) -> MSFTModel:
     """Wrap ``backbone`` with the options saved in ``path`` and load the saved msft parameters.
 
     The adapter records its base model's weight fingerprint (`msft.provenance`): a backbone with
     other weights raises ``ValueError`` unless ``allow_base_mismatch=True``. Every file the config
     lists is checked against its recorded SHA-256 first (`msft.hub.verify_files`): a missing,
-    truncated, corrupted or unparseable file raises `msft.hub.ArtifactError` naming it."""
+    truncated, corrupted or unparseable file raises `msft.hub.ArtifactError` naming it.
+    ``past_covariates`` / ``known_covariates``: the covariate names the caller will give (None: not
+    checked); ``ValueError`` when they differ from the saved ones."""
     from msft.hub import FILES_KEY, ArtifactError, MissingArtifactError, read_json, read_safetensors, verify_files
 
     path = Path(path)
@@ -925,6 +949,7 @@ def load_adapter(backbone: nn.Module, path: str | Path, *, allow_base_mismatch: 
             raise MissingArtifactError(f"{file} is missing: expected a directory written by save_adapter")
     meta = read_json(meta_file)
     verify_files(path, meta.get(FILES_KEY), ADAPTER_CONFIG)
+    check_covariate_names(meta["config"], f"adapter {path}", past_covariates, known_covariates)
     tensors = read_safetensors(weights)
     model = MSFTModel(backbone, MSFTConfig.from_dict(meta["config"]))
     if model.spec.name != meta["backbone"]:

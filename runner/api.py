@@ -29,7 +29,13 @@ from torch import nn
 import msft
 from msft.data.frames import read_series
 from msft_runner.backbones import resolve_backbone
-from msft_runner.data_frames import FrameDataModule
+from msft_runner.data_frames import (
+    CovariateForecastModule,
+    FrameDataModule,
+    check_known_complete,
+    covariates_of,
+    read_covariates,
+)
 from msft_runner.forecaster import (
     Forecaster,
     ForecasterSettings,
@@ -82,6 +88,8 @@ def finetune(
     seed: int = 0,
     guard: str | None = None,
     verbose: bool = False,
+    past_covariates: list[str] | None = None,
+    known_covariates: list[str] | None = None,
     **options: Any,
 ) -> Forecaster:
     """Finetune ``backbone`` on ``train_data`` for ``prediction_length`` steps ahead; return a `Forecaster`.
@@ -99,6 +107,11 @@ def finetune(
         Either way the scores are in `Forecaster.leaderboard()`, and a finetuned model worse than a
         naive baseline logs a warning with the numbers.
     verbose: show Lightning's notices (GPU/TPU availability, tips) and warnings; quiet by default.
+    past_covariates / known_covariates: columns of the (long) ``train_data`` that the model reads as
+        covariates (MOIRAI; Chronos-2's conventions): past-only ones, known up to each series' end,
+        and known-future ones, which `Forecaster.predict_df` then needs over the horizon
+        (``future_df=``). They are extra variates of every series at every scale; the loss covers the
+        target only. Their names are saved with the model and checked when it is loaded.
     options: training options (`TRAINING_OPTIONS`: ``context_length`` (default 512; shorter series are
         left-padded with missing values),
         ``batch_size``, ``lr`` (a number or the runner's dict of ``lr``/``xscale_lr``/``head_lr``/
@@ -137,6 +150,20 @@ def finetune(
     names = dict(target=target, id_column=id_column, timestamp_column=timestamp_column)
     series = read_series(train_data, **names)
     validation = read_series(validation_data, **names) if validation_data is not None else None
+    past_names, known_names = tuple(past_covariates or ()), tuple(known_covariates or ())
+    covariates = validation_covariates = None
+    if past_names or known_names:
+        wrap_options.update(past_covariates=list(past_names), known_covariates=list(known_names))
+        MSFTConfig(past_covariates=past_names, known_covariates=known_names)  # the names' own checks, first
+        covariates = read_covariates(train_data, series, past_names, known_names, names, "train_data")
+        check_known_complete(series, covariates, known_names, "train_data")
+        if validation is not None:
+            validation_covariates = read_covariates(
+                validation_data, validation, past_names, known_names, names, "validation_data"
+            )
+            check_known_complete(validation, validation_covariates, known_names, "validation_data")
+        if train["calibrate"] is not None:
+            raise ValueError("calibrate: not available with covariates yet; expected calibrate=None")
     for what, given in (("train_data", series), ("validation_data", validation)):
         empty = [item for item, v in zip(given.ids, given.values) if not np.isfinite(v).any()] if given else []
         if empty:
@@ -168,6 +195,9 @@ def finetune(
         seed,
         validation=validation,
         validation_windows=train["validation_windows"],
+        covariates=covariates,
+        validation_covariates=validation_covariates,
+        num_past=len(past_names),
     )
     data.setup("fit")
     steps_per_epoch = len(data.train_dataloader())
@@ -179,7 +209,8 @@ def finetune(
         msft.unwrap(built.model)  # a module the caller passed is handed back as it came
         raise
     lr = train["lr"] if isinstance(train["lr"], dict) else {"lr": train["lr"], "scale_weight_lr": 1e-2}
-    lightning_module = ForecastModule(built.model, lr, train["weight_decay"], built.tuner)
+    module_type = CovariateForecastModule if covariates is not None else ForecastModule
+    lightning_module = module_type(built.model, lr, train["weight_decay"], built.tuner)
     record: dict[str, Any] = {}
     run_dir = train["run_dir"]
     with tempfile.TemporaryDirectory(prefix="msft-finetune-") as tmp, _quiet(verbose):
@@ -271,7 +302,8 @@ def _leaderboard(
         observed = observed & usable
         windows += int(usable.sum())
         forecasts = {
-            name: m.predict_all(past, data.horizon, batch["past_observed"])["mean"] for name, m in candidates.items()
+            name: m.predict_all(past, data.horizon, batch["past_observed"], **covariates_of(batch, m))["mean"]
+            for name, m in candidates.items()
         }
         filled = fill_missing(torch.where(seen, past, torch.nan))
         forecasts.update({name: naive_forecaster(spec).predict(filled, data.horizon) for name, spec in naive.items()})

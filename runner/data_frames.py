@@ -5,26 +5,176 @@ horizon`` steps (non-overlapping blocks of ``horizon``), training every window t
 Series may be shorter than the context: windows are left-padded with missing values (NaN, masked),
 so a training window needs only ``horizon`` observed context steps. Values stay on their own scale
 (every msft backbone normalises each window itself).
+
+Covariates (`read_covariates`, Chronos-2's data-frame conventions): columns of the same long frame,
+past-only ones (known up to each series' end) and known-future ones (also known over the horizon:
+``future_df`` at prediction). They ride along the target in every window and come out as the
+batch's ``past_covariates`` ``(batch, context, k1)`` and ``known_covariates`` ``(batch, context +
+horizon, k2)``; `CovariateForecastModule` hands them to the model's loss and validation.
 """
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import lightning as L
 import numpy as np
+import pandas as pd
 import torch
+from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 
-from msft.data.frames import SeriesSet
+from msft.data.frames import SeriesSet, read_series
 from msft.data.windows import Windows
-from msft_runner.module import EpochShuffledBatches
+from msft_runner.module import SCALED, EpochShuffledBatches, ForecastModule, validation_sums
+
+COVARIATE_KEYS = ("past_covariates", "known_covariates")
+
+
+def read_covariates(
+    data: Any,
+    series: SeriesSet,
+    past: tuple[str, ...],
+    known: tuple[str, ...],
+    names: dict[str, str],
+    what: str = "data",
+) -> list[np.ndarray]:
+    """Per item of ``series`` (read from the same ``data``), its covariates ``(time, len(past) + len(known))``
+    on the series' own time grid: the ``past`` columns, then the ``known`` ones (NaN where missing).
+
+    ``data`` must be a long frame (or CSV path) holding every named column once; a column named twice,
+    among both kinds, or the same as the target / id / timestamp column raises ``ValueError``."""
+    columns = (*past, *known)
+    if isinstance(data, (str, os.PathLike)):
+        data = pd.read_csv(data)
+    if not isinstance(data, pd.DataFrame) or names["id_column"] not in data.columns:
+        raise ValueError(
+            f"{what}: covariates {list(columns)} need a long data frame with an {names['id_column']!r} column "
+            "(one row per item and timestamp, one column per covariate)"
+        )
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:
+        raise ValueError(f"covariate column(s) {repeated} named more than once: expected each column in one list, once")
+    reserved = sorted(set(columns) & {names["target"], names["id_column"], names["timestamp_column"]})
+    if reserved:
+        raise ValueError(
+            f"covariate column(s) {reserved} are the target, id or timestamp column: expected other columns"
+        )
+    duplicated = sorted({str(c) for c in data.columns[data.columns.duplicated()]} & set(columns))
+    if duplicated:
+        raise ValueError(f"{what} has duplicated column(s) {duplicated}: expected each covariate column once")
+    missing = [c for c in columns if c not in data.columns]
+    if missing:
+        raise ValueError(f"{what} lacks covariate column(s) {missing}; its columns are {list(data.columns)}")
+    per_column = [read_series(data, **{**names, "target": c}) for c in columns]
+    out = []
+    for i, item in enumerate(series.ids):
+        values = []
+        for column, covariate in zip(columns, per_column):
+            j = covariate.ids.index(item)
+            if covariate.starts[j] != series.starts[i] or len(covariate.values[j]) != len(series.values[i]):
+                raise ValueError(f"{what}: covariate {column!r} of item {item!r} is not on the target's time grid")
+            values.append(covariate.values[j])
+        out.append(np.stack(values, axis=1) if values else np.zeros((len(series.values[i]), 0)))
+    return out
+
+
+def check_known_complete(series: SeriesSet, covariates: list[np.ndarray], known: tuple[str, ...], what: str) -> None:
+    """Known-future covariates must be known at every step (each may become a forecast step)."""
+    for i, (item, values) in enumerate(zip(series.ids, covariates)):
+        gaps = np.isnan(values[:, values.shape[1] - len(known) :])
+        if gaps.any():
+            t, k = np.argwhere(gaps)[0]
+            raise ValueError(
+                f"{what}: known covariate {known[k]!r} of item {item!r} is missing at {series.index(i)[t]}: "
+                "known-future covariates must be known at every time step"
+            )
+
+
+def split_covariates(batch: dict[str, Tensor], num_past: int) -> dict[str, Tensor]:
+    """A batch of windows over ``[target | past covariates | known covariates]`` variates -> the target's
+    batch plus ``past_covariates`` ``(batch, context, k1)`` and ``known_covariates`` ``(batch, context +
+    horizon, k2)``, missing values as NaN."""
+
+    def values(key: str) -> Tensor:  # Windows zero missing values and flag them: NaN again
+        observed = key.replace("target", "observed")
+        return torch.where(batch[observed], batch[key], torch.nan)
+
+    past, future = values("past_target"), values("future_target")
+    out = {key: batch[key][..., :1] for key in ("past_target", "future_target", "past_observed", "future_observed")}
+    out["past_covariates"] = past[..., 1 : 1 + num_past]
+    out["known_covariates"] = torch.cat([past[..., 1 + num_past :], future[..., 1 + num_past :]], dim=1)
+    return out
+
+
+def covariates_of(batch: dict[str, Tensor], model: Any) -> dict[str, Tensor]:
+    """The covariate arguments ``model`` takes, from ``batch`` (none for a model without covariates)."""
+    config = model.config
+    out = {}
+    if config.past_covariates:
+        out["past_covariates"] = batch["past_covariates"]
+    if config.known_covariates:
+        out["known_covariates"] = batch["known_covariates"]
+    return out
+
+
+class WithCovariates:
+    """``model`` with a batch's covariates bound to its forecasting calls (what `validation_sums` reads)."""
+
+    def __init__(self, model: Any, covariates: dict[str, Tensor]):
+        self.model, self.covariates = model, covariates
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+    def predict_all(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model.predict_all(*args, **kwargs, **self.covariates)
+
+    def predict_samples(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model.predict_samples(*args, **kwargs, **self.covariates)
+
+    def predict_quantiles(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model.predict_quantiles(*args, **kwargs, **self.covariates)
+
+
+class CovariateForecastModule(ForecastModule):
+    """`ForecastModule` for batches with covariates: the loss and validation get them too."""
+
+    def _loss(self, batch: dict[str, Tensor]) -> Tensor:
+        keep = batch["past_observed"].any(1).all(-1) & batch["future_observed"].any(1).any(-1)  # (batch,)
+        if not bool(keep.any()):
+            return sum(p.sum() * 0.0 for p in self.model.parameters() if p.requires_grad)
+        batch = {key: value[keep] for key, value in batch.items()}
+        return self.model.loss(
+            batch["past_target"],
+            batch["future_target"],
+            batch["past_observed"],
+            batch["future_observed"],
+            **covariates_of(batch, self.model),
+        )
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        loss = self._loss(batch)
+        size = batch["past_target"].shape[0]
+        self.log("val_loss", loss, prog_bar=True, on_epoch=True, sync_dist=True, batch_size=size)
+        keep = batch["past_observed"].any(1).all(-1)
+        if bool(keep.any()):
+            kept = {k: v[keep] for k, v in batch.items()}
+            model = WithCovariates(self.model, covariates_of(kept, self.model))
+            scaled = self.progress_score == SCALED
+            for name, (num, den) in validation_sums(model, kept, self.protocol, self.num_samples, scaled).items():
+                total = self._sums.setdefault(name, [0.0, 0.0])
+                total[0], total[1] = total[0] + num, total[1] + den
 
 
 class ManyWindows(Dataset):
     """Several `Windows` as one dataset whose batches are gathered per part (index tensors in, dicts out)."""
 
-    def __init__(self, parts: list[Windows]):
+    def __init__(self, parts: list[Windows], num_past: int | None = None):
         self.parts = [p for p in parts if len(p)]
         self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+        self.num_past = num_past  # covariates ride along the target: split them off (`split_covariates`)
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -33,7 +183,8 @@ class ManyWindows(Dataset):
         index = torch.as_tensor(index, dtype=torch.long).reshape(-1)
         part = np.searchsorted(self.offsets, index.numpy(), side="right") - 1
         batches = [self.parts[k][index[part == k] - int(self.offsets[k])] for k in np.unique(part)]
-        return {key: torch.cat([b[key] for b in batches]) for key in batches[0]}
+        batch = {key: torch.cat([b[key] for b in batches]) for key in batches[0]}
+        return batch if self.num_past is None else split_covariates(batch, self.num_past)
 
 
 class FrameDataModule(L.LightningDataModule):
@@ -48,6 +199,9 @@ class FrameDataModule(L.LightningDataModule):
         seed: int = 0,
         validation: SeriesSet | None = None,
         validation_windows: int = 1,
+        covariates: list[np.ndarray] | None = None,
+        validation_covariates: list[np.ndarray] | None = None,
+        num_past: int = 0,
     ):
         super().__init__()
         for name, value in (("batch_size", batch_size), ("validation_windows", validation_windows)):
@@ -60,6 +214,8 @@ class FrameDataModule(L.LightningDataModule):
         self.series, self.validation, self.horizon = series, validation, horizon
         self.context_length = context_length or 512
         self.batch_size, self.seed, self.validation_windows = batch_size, seed, validation_windows
+        self.covariates, self.validation_covariates = covariates, validation_covariates
+        self.num_past = num_past if covariates is not None else None
         self.train_set: ManyWindows | None = None
         self.val_set: ManyWindows | None = None
 
@@ -68,10 +224,11 @@ class FrameDataModule(L.LightningDataModule):
             return
         held_out = 0 if self.validation is not None else self.validation_windows * self.horizon
         train_parts, val_parts = [], []
-        for item, values in zip(self.series.ids, self.series.values):
+        for i, (item, values) in enumerate(zip(self.series.ids, self.series.values)):
+            values = self._with_covariates(values, self.covariates, i)
             train = values[: len(values) - held_out]
             need = 2 * self.horizon + held_out
-            if len(values) < need or not np.isfinite(train).any():
+            if len(values) < need or not np.isfinite(train[:, 0]).any():
                 raise ValueError(
                     f"item {item!r} has {len(values)} time steps: too short for prediction_length={self.horizon} "
                     f"(expected at least {need}: {self.horizon} of context and {self.horizon} to learn from"
@@ -83,7 +240,8 @@ class FrameDataModule(L.LightningDataModule):
                 val_parts.append(self._windows(values[-(held_out + self.context_length) :], stride=self.horizon))
         if self.validation is not None:
             size = self.validation_windows * self.horizon
-            for item, values in zip(self.validation.ids, self.validation.values):
+            for i, (item, values) in enumerate(zip(self.validation.ids, self.validation.values)):
+                values = self._with_covariates(values, self.validation_covariates, i)
                 if len(values) < size + self.horizon:
                     raise ValueError(
                         f"validation item {item!r} has {len(values)} time steps: expected at least "
@@ -91,9 +249,16 @@ class FrameDataModule(L.LightningDataModule):
                         "validation after some context)"
                     )
                 val_parts.append(self._windows(values[-(size + self.context_length) :], stride=self.horizon))
-        self.train_set, self.val_set = ManyWindows(train_parts), ManyWindows(val_parts)
+        self.train_set = ManyWindows(train_parts, self.num_past)
+        self.val_set = ManyWindows(val_parts, self.num_past)
         if not len(self.train_set):
             raise ValueError("no training window: the series are too short for this prediction_length")
+
+    @staticmethod
+    def _with_covariates(values: np.ndarray, covariates: list[np.ndarray] | None, i: int) -> np.ndarray:
+        """``(time, 1 + covariates)``: the target and, when there are any, item ``i``'s covariates."""
+        columns = [values[:, None]] + ([covariates[i]] if covariates is not None else [])
+        return np.concatenate(columns, axis=1)
 
     def _windows(self, values: np.ndarray, stride: int) -> Windows:
         """Training (``stride`` 1): every window of one series, left-padded so that a window needs only
@@ -103,8 +268,8 @@ class FrameDataModule(L.LightningDataModule):
             pad = max(self.context_length - self.horizon, 0)
         else:
             pad = max(self.context_length + self.validation_windows * self.horizon - len(values), 0)
-        padded = np.concatenate([np.full(pad, np.nan), values])[:, None]  # (time, 1)
-        return Windows(padded, self.context_length, self.horizon, stride=stride)
+        padded = np.concatenate([np.full((pad, values.shape[1]), np.nan), values])  # (time, 1 + covariates)
+        return Windows(padded, self.context_length, self.horizon, stride=stride, mode="M")
 
     def check_context(self, model) -> None:
         """ValueError when the model cannot take this context length (too short for its coarsest scale)."""

@@ -34,7 +34,7 @@ from msft.hub import (
     read_safetensors,
     verify_files,
 )
-from msft.model import ADAPTER_CONFIG
+from msft.model import ADAPTER_CONFIG, check_covariate_names
 from msft.sampling import sample_quantiles
 from msft_runner.backbones import resolve_backbone
 from msft_runner.methods import build_model
@@ -143,12 +143,23 @@ class Forecaster:
         frame = pd.DataFrame(self.settings.leaderboard, columns=columns)
         return frame.sort_values("mse", kind="stable").reset_index(drop=True)
 
+    @property
+    def past_covariates(self) -> tuple[str, ...]:
+        """The past-only covariate columns the model reads (saved with it)."""
+        return tuple(self.model.config.past_covariates)
+
+    @property
+    def known_covariates(self) -> tuple[str, ...]:
+        """The known-future covariate columns the model reads (``predict_df(future_df=...)``)."""
+        return tuple(self.model.config.known_covariates)
+
     # -- forecasting ------------------------------------------------------------------------------
     def predict_df(
         self,
         data: Any,
         quantile_levels: Any = DEFAULT_LEVELS,
         *,
+        future_df: Any = None,
         num_samples: int | None = None,
         seed: int | None = 0,
     ):
@@ -162,6 +173,11 @@ class Forecaster:
         at finetuning); a point backbone without them gives ``mean`` only (pass ``quantile_levels=None``
         to ask for that). A forecaster whose ``guard="naive"`` chose a naive baseline forecasts with it
         (``mean`` only; quantile columns are NaN).
+
+        Covariates (a forecaster finetuned with them, Chronos-2's conventions): ``data`` holds the
+        past-only and known-future covariate columns up to each series' end; ``future_df`` (long: id,
+        timestamp and the known-future columns) holds the known-future ones over the
+        ``prediction_length`` steps after it, for every item, without missing values.
         """
         import pandas as pd
 
@@ -170,7 +186,8 @@ class Forecaster:
             raise ValueError(f"data has frequency {series.freq.freqstr}: this forecaster was trained on {self.freq}")
         levels = () if quantile_levels is None else check_levels(quantile_levels)
         self._check_observed(series)
-        mean, quantiles = self._forecast(series, levels, num_samples or self.settings.num_samples, seed)
+        covariates = self._covariates(data, series, future_df)
+        mean, quantiles = self._forecast(series, levels, num_samples or self.settings.num_samples, seed, covariates)
         frames = []
         for i, item in enumerate(series.ids):
             frame = {
@@ -193,12 +210,81 @@ class Forecaster:
                 "(all NaN): nothing to forecast from; drop them or give them history"
             )
 
+    def _covariates(self, data: Any, series: SeriesSet, future_df: Any) -> dict[str, torch.Tensor]:
+        """``past_covariates`` ``(items, context, k1)`` from ``data`` and ``known_covariates`` ``(items,
+        context + H, k2)`` from ``data`` and ``future_df``, as the model takes them (none without)."""
+        from msft_runner.data_frames import read_covariates
+
+        past_names, known_names = self.past_covariates, self.known_covariates
+        if not past_names and not known_names:
+            if future_df is not None:
+                raise ValueError("future_df given, but this forecaster was finetuned without known_covariates")
+            return {}
+        history = read_covariates(data, series, past_names, known_names, self.names)
+        device = next(self.model.parameters()).device
+
+        def tensor(rows: list[np.ndarray]) -> torch.Tensor:
+            return torch.as_tensor(np.stack(rows), dtype=torch.float32, device=device)
+
+        out = {}
+        k1 = len(past_names)
+        if past_names:
+            out["past_covariates"] = tensor([_left_pad(h[:, :k1], self.context_length) for h in history])
+        if known_names:
+            future = self._known_future(series, future_df)
+            out["known_covariates"] = tensor(
+                [np.concatenate([_left_pad(h[:, k1:], self.context_length), f]) for h, f in zip(history, future)]
+            )
+        return out
+
+    def _known_future(self, series: SeriesSet, future_df: Any) -> list[np.ndarray]:
+        """Per item ``(prediction_length, k2)``: its known-future covariates over the forecast's timestamps."""
+        import pandas as pd
+
+        known, horizon = self.known_covariates, self.prediction_length
+        id_col, ts_col = self.names["id_column"], self.names["timestamp_column"]
+        if future_df is None:
+            raise ValueError(
+                f"future_df missing: this forecaster reads known covariates {list(known)}; expected a long frame "
+                f"with {id_col!r}, {ts_col!r} and those columns over the {horizon} steps after each series"
+            )
+        if isinstance(future_df, (str, os.PathLike)):
+            future_df = pd.read_csv(future_df)
+        if not isinstance(future_df, pd.DataFrame):
+            raise ValueError(f"future_df is a {type(future_df).__name__}: expected a pandas DataFrame (long)")
+        duplicated = sorted({str(c) for c in future_df.columns[future_df.columns.duplicated()]})
+        if duplicated:
+            raise ValueError(f"future_df has duplicated column(s) {duplicated}: expected each column once")
+        missing = [c for c in (id_col, ts_col, *known) if c not in future_df.columns]
+        if missing:
+            raise ValueError(f"future_df lacks column(s) {missing}; its columns are {list(future_df.columns)}")
+        frame = future_df.assign(**{id_col: future_df[id_col].astype(str), ts_col: pd.to_datetime(future_df[ts_col])})
+        frame = frame.drop_duplicates([id_col, ts_col]).set_index([id_col, ts_col])
+        out = []
+        for i, item in enumerate(series.ids):
+            stamps = series.future_index(i, horizon)
+            rows = frame.reindex(pd.MultiIndex.from_arrays([[item] * horizon, stamps]))[list(known)]
+            values = rows.to_numpy(np.float64)
+            if np.isnan(values).any():
+                t, k = np.argwhere(np.isnan(values))[0]
+                raise ValueError(
+                    f"future_df does not cover the horizon: known covariate {known[k]!r} of item {item!r} is "
+                    f"missing at {stamps[t]} (expected the {horizon} steps {stamps[0]} .. {stamps[-1]}, no NaN)"
+                )
+            out.append(values)
+        return out
+
     @torch.no_grad()
     def _forecast(
-        self, series: SeriesSet, levels: tuple[float, ...], num_samples: int, seed: int | None = 0
+        self,
+        series: SeriesSet,
+        levels: tuple[float, ...],
+        num_samples: int,
+        seed: int | None = 0,
+        covariates: dict[str, torch.Tensor] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """``mean (items, H)`` and ``quantiles (items, levels, H)``."""
-        model, horizon = self.model, self.prediction_length
+        model, horizon, covariates = self.model, self.prediction_length, covariates or {}
         past = torch.as_tensor(
             np.stack([_left_pad(v, self.context_length) for v in series.values]),
             dtype=torch.float32,
@@ -209,11 +295,11 @@ class Forecaster:
             return mean.cpu().numpy(), np.full((len(past), len(levels), horizon), np.nan)
         model.eval()
         if model.spec.probabilistic:
-            mean = model.predict_all(past, horizon)["mean"][..., 0]  # closed form: no sampling
+            mean = model.predict_all(past, horizon, **covariates)["mean"][..., 0]  # closed form: no sampling
             if not levels:
                 return mean.cpu().numpy(), np.zeros((len(past), 0, horizon))
-            samples = model.predict_samples(past, horizon, num_samples=num_samples, seed=seed)[..., 0]  # (items, S, H)
-            return mean.cpu().numpy(), sample_quantiles(samples, levels).cpu().numpy()
+            samples = model.predict_samples(past, horizon, num_samples=num_samples, seed=seed, **covariates)
+            return mean.cpu().numpy(), sample_quantiles(samples[..., 0], levels).cpu().numpy()  # (items, Q, H)
         mean = model.predict(past, horizon)[..., 0]
         if not levels:
             return mean.cpu().numpy(), np.zeros((len(past), 0, horizon))
@@ -234,6 +320,7 @@ class Forecaster:
         item_ids: list[str] | None = None,
         max_items: int | None = None,
         context_steps: int | None = None,
+        future_df: Any = None,
     ):
         """A matplotlib figure with one panel per item of ``data``, titled by its item id: its recent
         context, the ``truth`` when given (a frame holding the steps after ``data``), the mean forecast
@@ -241,7 +328,8 @@ class Forecaster:
 
         Every item is drawn unless ``item_ids`` or ``max_items`` pick a subset, which the figure's title
         states ("4 of 8 items"). ``truth`` must share timestamps with the forecast of every drawn item
-        that it holds, else a ``ValueError`` names the item and both periods.
+        that it holds, else a ``ValueError`` names the item and both periods. ``future_df``: the
+        known-future covariates over the horizon, for a forecaster that reads them (`predict_df`).
         """
         import matplotlib.pyplot as plt
         import pandas as pd
@@ -257,7 +345,8 @@ class Forecaster:
         if not ids:
             raise ValueError("nothing to plot: item_ids is empty")
         probabilistic = self.model.spec.probabilistic or bool(getattr(self.model.config, "quantile_levels", None))
-        forecast = self.predict_df(data, quantile_levels=(0.1, 0.9) if probabilistic else None)
+        levels = (0.1, 0.9) if probabilistic else None
+        forecast = self.predict_df(data, quantile_levels=levels, future_df=future_df)
         future = read_series(truth, **self.names) if truth is not None else None
         id_col, ts_col = self.names["id_column"], self.names["timestamp_column"]
         if future is not None:
@@ -338,13 +427,20 @@ class Forecaster:
 
     @classmethod
     def from_pretrained(
-        cls, path: str | os.PathLike, backbone: Any = None, *, allow_base_mismatch: bool = False
+        cls,
+        path: str | os.PathLike,
+        backbone: Any = None,
+        *,
+        allow_base_mismatch: bool = False,
+        past_covariates: Any = None,
+        known_covariates: Any = None,
     ) -> Forecaster:
         """Rebuild a saved forecaster on its recorded base model (or ``backbone``) and load its parameters.
 
         Every file ``forecaster.json`` and ``msft_config.json`` list is checked against its recorded
         SHA-256 before anything is built (`msft.hub.ArtifactError` names a missing, truncated,
-        corrupted or unparseable file)."""
+        corrupted or unparseable file). ``past_covariates`` / ``known_covariates``: the covariate columns
+        the caller will give; a ``ValueError`` when they differ from those the forecaster was trained on."""
         from msft.calibration import ConformalCalibration
         from msft.provenance import check_same_base
 
@@ -356,6 +452,7 @@ class Forecaster:
         settings = ForecasterSettings.from_dict(values, str(path))
         saved = read_json(path / ADAPTER_CONFIG)
         verify_files(path, saved.get(FILES_KEY), ADAPTER_CONFIG)
+        check_covariate_names(saved["config"], str(path), past_covariates, known_covariates)
         tensors = read_safetensors(path / TRAINABLE_FILE)
         try:
             calibration = ConformalCalibration.load(path)
@@ -389,17 +486,26 @@ class Forecaster:
         return cls(built.model, settings, tuner=built.tuner)
 
 
-def from_pretrained(path_or_repo: str | os.PathLike, backbone: Any = None, *, allow_base_mismatch: bool = False):
+def from_pretrained(
+    path_or_repo: str | os.PathLike,
+    backbone: Any = None,
+    *,
+    allow_base_mismatch: bool = False,
+    past_covariates: Any = None,
+    known_covariates: Any = None,
+):
     """Load what ``save_pretrained`` wrote (a directory or a hub repository id).
 
     A `Forecaster` directory gives a `Forecaster`; a model directory (`msft.MSFTModel.save_pretrained`)
     gives an `msft.MSFTModel`. Without ``backbone`` the base model recorded in the adapter is loaded
     (its source: a backbone config name, a hub id or a directory); with one, its weights must match
-    the recorded fingerprint unless ``allow_base_mismatch=True``.
+    the recorded fingerprint unless ``allow_base_mismatch=True``. ``past_covariates`` /
+    ``known_covariates``: the covariate names the caller will give, checked against the saved ones.
     """
     path = _local(path_or_repo)
+    names = {"past_covariates": past_covariates, "known_covariates": known_covariates}
     if (path / FORECASTER_FILE).is_file() or (path / TRAINABLE_FILE).is_file():  # a forecaster's (even damaged)
-        return Forecaster.from_pretrained(path, backbone, allow_base_mismatch=allow_base_mismatch)
+        return Forecaster.from_pretrained(path, backbone, allow_base_mismatch=allow_base_mismatch, **names)
     saved = read_json(path / ADAPTER_CONFIG)
     verify_files(path, saved.get(FILES_KEY), ADAPTER_CONFIG)  # before the base model is loaded
     horizon = saved["config"].get("horizon") or 96
@@ -407,7 +513,7 @@ def from_pretrained(path_or_repo: str | os.PathLike, backbone: Any = None, *, al
         backbone, _, _ = resolve_backbone(
             backbone or _recorded_source(saved, path), horizon=horizon, freq=None, context_length=512
         )
-    return msft.load_adapter(backbone, path, allow_base_mismatch=allow_base_mismatch)
+    return msft.load_adapter(backbone, path, allow_base_mismatch=allow_base_mismatch, **names)
 
 
 def _recorded_source(saved: dict[str, Any], path: Path) -> str:
@@ -483,4 +589,4 @@ def fill_missing(past: torch.Tensor) -> torch.Tensor:
 
 def _left_pad(values: np.ndarray, length: int) -> np.ndarray:
     values = np.where(np.isfinite(values), values, np.nan)[-length:]
-    return np.concatenate([np.full(length - len(values), np.nan), values])
+    return np.concatenate([np.full((length - len(values), *values.shape[1:]), np.nan), values])  # (length, ...)
