@@ -1,23 +1,30 @@
-"""The evidence (issue 18): does MSFT help on the embedded tiny MOIRAI? One resumable command per suite.
+"""The evidence (issues 18 and 31): does MSFT help on the embedded tiny MOIRAI? One resumable command per suite.
 
-    .venv/bin/python scripts/evidence.py lsf          # 5 LSF datasets, H=96, 7 methods, 3 seeds
-    .venv/bin/python scripts/evidence.py lsf336       # ETTh1 and ETTm1 at H=336, the same
-    .venv/bin/python scripts/evidence.py pf           # Jena weather, PF protocol, 5 methods, 3 seeds
-    .venv/bin/python scripts/evidence.py ablations    # MSFT's components on ETTm1 and Weather, 3 seeds
-    .venv/bin/python scripts/evidence.py all --jobs 2 # the three, two msft-train processes at a time
+    .venv/bin/python scripts/evidence.py lsf          # 5 LSF datasets, H=96, 8 methods, 5 seeds
+    .venv/bin/python scripts/evidence.py lsf336       # ETTh1 and ETTm1 at H=336, 3 seeds
+    .venv/bin/python scripts/evidence.py ablations    # MSFT's components on ETTh1 and ETTm1, 5 seeds
+    .venv/bin/python scripts/evidence.py pf           # Jena weather, PF protocol, 5 seeds
+    .venv/bin/python scripts/evidence.py budget       # msft, full, LoRA with 10x the steps, ETTh1/ETTm1, 3 seeds
+    .venv/bin/python scripts/evidence.py all --jobs 2 # every suite, two msft-train processes at a time
     .venv/bin/python scripts/evidence.py lsf:ETTh1,ETTm1 pf   # some datasets of a suite, then another suite
 
-Protocol, the same for every method:
-1. Learning rate: on seed 0, every method trains at ``lr_scale`` 0.3, 1 and 3 (every learning rate of
-   the run times that factor) with the preset's step budget, early-stopping and keeping its checkpoint
-   on the fused validation score; the grid point with the best validation score is selected.
-2. Seeds 1 and 2 train at the learning rate seed 0 selected (ablations: at the one msft selected).
-3. Testing: ``defer_test=true`` trains and validates only; ``msft-evaluate --select --test-stride``
+Protocol, the same for every method (`msft_runner.evidence` holds the rules):
+1. Learning rate: on seed 0, every method trains at ``lr_scale`` 0.1, 0.3, 1, 3 and 10 (every learning
+   rate of the run times that factor) with the preset's step budget, early-stopping and keeping its
+   checkpoint on the fused validation score. While the best grid point is an edge of what was tried,
+   one more point 3x beyond it is trained (at most twice); a choice still at an edge is flagged.
+2. One other knob: at the chosen rate, three values of the method's second setting
+   (`msft_runner.evidence.KNOBS`: LoRA's rank, AdaLoRA's schedule, full finetuning's weight decay,
+   the prompt length, msft's scale set, ...); seed 0's selection is the best validation score of its
+   whole search. ``lora_matched`` is LoRA with msft's trainable-parameter count.
+3. The other seeds train at seed 0's choice (ablations and the budget check: at the choice of the
+   same method in the lsf suite; the ablations' variants at msft's).
+4. Testing: ``defer_test=true`` trains and validates only; ``msft-evaluate --select --test-stride``
    then tests the run validation selected per (method, dataset, seed), so no test score of an
-   unselected grid point is ever computed. The LSF suites score every test window (stride 1, the
-   protocol); the ablations on Weather every 12th window, labelled off-protocol.
-4. Tables: ``msft-results --select`` writes ``results/evidence/<suite>.{md,csv}``; ``lsf`` also
-   draws ``results/evidence/lsf.png``.
+   unselected candidate is ever computed. Every test window is scored (stride 1, the protocol).
+5. Tables: ``msft-results --select`` writes ``results/evidence/<suite>.{md,csv}``; this script adds
+   the search (grids, extensions, knobs, trainable parameters) and msft's paired per-seed difference
+   to every other method with its 95% interval and p-value; ``lsf`` also draws ``results/evidence/lsf.png``.
 
 Every stage skips what is finished (``skip_finished``, deferred tests already done), so the command
 continues a stopped sweep. Each msft-train process runs one torch thread (``--jobs`` of them at a
@@ -35,35 +42,22 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from msft_runner.evidence import GRID, knob_values, lr_dir, next_lr_scale, paired_table, run_tag, search_table
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-GRID = (0.3, 1, 3)
-SELECTION_SEED, OTHER_SEEDS = 0, (1, 2)
-# Test windows: every one (stride 1, the protocol) unless a suite names a stride per dataset; the
-# ablations on Weather (27 runs, ~20 CPU-min each on every window) every 12th, labelled off-protocol.
-# A run keeps its test at every stride it was scored on (msft-evaluate --test-stride).
+
+SELECTION_SEED = 0
+LSF_METHODS = ["linear_probe", "prompt_tuning", "lora", "lora_matched", "adalora", "full", "msft"]
 SUITES = {
-    "lsf": dict(
-        data=["ETTh1", "ETTh2", "ETTm1", "ETTm2", "Weather"],
-        methods=["linear_probe", "prompt_tuning", "lora", "adalora", "full", "msft"],
-        zero_shot=True,
-    ),
+    "lsf": dict(data=["ETTh1", "ETTh2", "ETTm1", "ETTm2", "Weather"], methods=LSF_METHODS, zero_shot=True, seeds=5),
     "lsf336": dict(  # the long horizon on two datasets
-        data=["ETTh1", "ETTm1"],
-        methods=["linear_probe", "prompt_tuning", "lora", "adalora", "full", "msft"],
-        zero_shot=True,
-        overrides=["data.horizon=336"],
-    ),
-    "pf": dict(
-        data=["pf_jena_weather"],
-        # msft_full_backbone_crps: the PF recipe validation chose among 6 msft variants (scripts/recipe_pf.sh)
-        methods=["full", "lora", "msft", "msft_full_backbone_crps"],
-        zero_shot=True,
-        protocol="pf",
+        data=["ETTh1", "ETTm1"], methods=LSF_METHODS, zero_shot=True, seeds=3, overrides=["data.horizon=336"]
     ),
     "ablations": dict(
-        data=["ETTm1", "Weather"],
+        data=["ETTh1", "ETTm1"],
         methods=[
+            "msft",
             "msft_no_adapters",
             "msft_no_lora",
             "msft_no_intra_scale",
@@ -75,11 +69,27 @@ SUITES = {
             "msft_scales_1248",
         ],
         zero_shot=False,
-        lr_from="lsf",  # every ablation trains at the lr_scale msft selected in the lsf suite
-        test_stride={"Weather": 12},
+        seeds=5,
+        lr_from="lsf",  # every variant trains at the lr_scale msft selected in the lsf suite (default knobs)
+        lr_method="msft",
+    ),
+    "pf": dict(
+        data=["pf_jena_weather"],
+        methods=["lora", "lora_matched", "full", "msft", "msft_full_backbone_crps"],
+        zero_shot=True,
+        seeds=5,
+        protocol="pf",
+    ),
+    "budget": dict(  # does the ranking hold when every method trains 10x longer (early stopping still on)?
+        data=["ETTh1", "ETTm1"],
+        methods=["lora", "full", "msft"],
+        zero_shot=False,
+        seeds=3,
+        lr_from="lsf",  # each method at its own lsf choice (rate and knob)
+        overrides=["trainer.max_epochs=20"],
     ),
 }
-SUBDIR = "${data.name}_H${data.horizon}/${hydra:runtime.choices.backbone}/${method.name}/lr${lr_scale}/seed${seed}"
+SUBDIR = "${data.name}_H${data.horizon}/${hydra:runtime.choices.backbone}/${method.name}/{lr}/seed${seed}"
 _print_lock = threading.Lock()
 # Offline; the data from $MSFT_DATA_DIR, else ../shared/data beside the checkout (as scripts/test.sh).
 ENV = dict(os.environ, HF_HUB_OFFLINE="1")
@@ -98,11 +108,22 @@ def experiment(suite: str) -> str:
     return f"{PREFIX[0]}_{suite}"
 
 
-def train(suite: str, stage: str, dataset: str, methods: list[str], seeds, lr_scales) -> None:
-    """One msft-train multirun: ``methods`` x ``seeds`` x ``lr_scales`` on ``dataset``, test deferred."""
+def train(
+    suite: str,
+    stage: str,
+    dataset: str,
+    methods: list[str],
+    seeds,
+    lr_scales,
+    tag: str = "",
+    extra: tuple[str, ...] = (),
+) -> None:
+    """One msft-train multirun: ``methods`` x ``seeds`` x ``lr_scales`` on ``dataset``, test deferred;
+    ``tag`` / ``extra``: a knob value's directory tag and overrides (one method)."""
     exp = experiment(suite)
     logs = REPO / "runs" / exp / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    lr = "lr${lr_scale}" + (f"_{tag}" if tag else "")
     args = [
         str(BIN / "msft-train"),
         "-m",
@@ -116,8 +137,9 @@ def train(suite: str, stage: str, dataset: str, methods: list[str], seeds, lr_sc
         "select=true",
         "plots=false",
         f"results_dir=runs/{exp}/tables",  # each multirun's own table; the suite's table is written at the end
-        f"hydra.sweep.subdir={SUBDIR}",
+        f"hydra.sweep.subdir={SUBDIR.replace('{lr}', lr)}",
         *SUITES[suite].get("overrides", ()),
+        *extra,
     ]
     stride = test_stride(suite, dataset)
     if stride is not None:
@@ -140,41 +162,93 @@ def test_stride(suite: str, dataset: str) -> int | None:
     return SUITES[suite].get("test_stride", {}).get(dataset, 1)
 
 
-def selected_lr(suite: str, dataset: str, method: str) -> float | None:
-    """The lr_scale of ``method``'s seed-0 run with the best validation score, None if none finished."""
-    from msft_runner.results import collect, select
+def _seed0(suite: str, dataset: str, method: str) -> list[dict]:
+    from msft_runner.results import collect
 
     root = REPO / "runs" / experiment(suite)
-    chosen = [
+    return [
         r
-        for r in select(collect(sorted(root.glob(f"{dataset}_H*"))))
-        if r["method"] == method and r["seed"] == SELECTION_SEED
+        for r in collect(sorted(root.glob(f"{dataset}_H*")))
+        if r.get("method") == method
+        and r.get("seed") == SELECTION_SEED
+        and r.get("status") == "ok"
+        and r.get("val_score") is not None
     ]
-    return chosen[0]["lr_scale"] if chosen else None
+
+
+def grid_choice(suite: str, dataset: str, method: str) -> tuple[list[float], float | None]:
+    """The rates seed 0 tried at the default knob, and the one with the best validation score."""
+    runs = [r for r in _seed0(suite, dataset, method) if run_tag(r["run_dir"])[1] == ""]
+    if not runs:
+        return [], None
+    best = min(runs, key=lambda r: r["val_score"])
+    return sorted(run_tag(r["run_dir"])[0] for r in runs), run_tag(best["run_dir"])[0]
+
+
+def selected(suite: str, dataset: str, method: str):
+    """Seed 0's choice over its whole search: (lr_scale, knob), None if nothing finished."""
+    runs = _seed0(suite, dataset, method)
+    if not runs:
+        return None
+    scale, tag = run_tag(min(runs, key=lambda r: r["val_score"])["run_dir"])
+    return scale, next(k for k in knob_values(method) if k.tag == tag)
+
+
+def selected_lr(suite: str, dataset: str, method: str) -> float | None:
+    """The lr_scale of ``method``'s seed-0 choice, None if none finished."""
+    choice = selected(suite, dataset, method)
+    return None if choice is None else choice[0]
+
+
+def search(suite: str, dataset: str, methods: list[str]) -> None:
+    """Seed 0: the rate grid (extended beyond an edge choice), then the knob at the chosen rate."""
+    train(suite, f"{dataset}_grid", dataset, methods, (SELECTION_SEED,), GRID)
+    for step in range(1, 3):
+        beyond: dict[float, list[str]] = {}
+        for method in methods:
+            tried, best = grid_choice(suite, dataset, method)
+            point = None if best is None else next_lr_scale(tried, best)
+            if point is not None:
+                beyond.setdefault(point, []).append(method)
+        for point, group in sorted(beyond.items()):
+            say(f"{experiment(suite)} {dataset}: {', '.join(group)} chose an edge; extending to lr_scale {point:g}")
+            train(suite, f"{dataset}_grid_ext{step}_lr{point:g}", dataset, group, (SELECTION_SEED,), (point,))
+    for method in methods:
+        best = grid_choice(suite, dataset, method)[1]
+        for knob in knob_values(method)[1:]:
+            if best is not None:
+                stage = f"{dataset}_knob_{method}_{knob.tag}"
+                train(suite, stage, dataset, [method], (SELECTION_SEED,), (best,), knob.tag, knob.overrides)
 
 
 def run_dataset(suite: str, dataset: str, grid_done: dict[str, threading.Event]) -> None:
     spec = SUITES[suite]
     methods = spec["methods"]
+    seeds = tuple(range(spec["seeds"]))
+    others = tuple(s for s in seeds if s != SELECTION_SEED)
     if spec.get("zero_shot"):
-        train(suite, f"{dataset}_zero_shot", dataset, ["zero_shot"], (SELECTION_SEED, *OTHER_SEEDS), (1,))
-    if "lr_from" in spec:  # the ablations: msft's learning rate from the lsf suite
+        train(suite, f"{dataset}_zero_shot", dataset, ["zero_shot"], seeds, (1,))
+    if "lr_from" in spec:  # the ablations and the budget check: the choices of the lsf suite
         grid_done[f"{spec['lr_from']}/{dataset}"].wait()
-        scale = selected_lr(spec["lr_from"], dataset, "msft")
-        if scale is None:
-            say(f"{experiment(suite)} {dataset}: no msft run in the {spec['lr_from']} suite; skipped")
-            return
-        train(suite, f"{dataset}_seeds", dataset, methods, (SELECTION_SEED, *OTHER_SEEDS), (scale,))
-    else:
-        train(suite, f"{dataset}_grid", dataset, methods, (SELECTION_SEED,), GRID)
-        grid_done[f"{suite}/{dataset}"].set()
-        by_scale: dict[float, list[str]] = {}
         for method in methods:
-            scale = selected_lr(suite, dataset, method)
-            if scale is not None:
-                by_scale.setdefault(scale, []).append(method)
-        for scale, group in sorted(by_scale.items()):
-            train(suite, f"{dataset}_seeds_lr{scale:g}", dataset, group, OTHER_SEEDS, (scale,))
+            source = spec.get("lr_method", method)
+            choice = selected(spec["lr_from"], dataset, source)
+            if choice is None:
+                say(f"{experiment(suite)} {dataset}: no {source} run in the {spec['lr_from']} suite; {method} skipped")
+                continue
+            scale, knob = choice
+            if "lr_method" in spec:  # ablation variants keep their own settings; only the rate is shared
+                knob = knob_values(method)[0]
+            train(suite, f"{dataset}_{method}_seeds", dataset, [method], seeds, (scale,), knob.tag, knob.overrides)
+    else:
+        search(suite, dataset, methods)
+        grid_done[f"{suite}/{dataset}"].set()
+        for method in methods:
+            choice = selected(suite, dataset, method)
+            if choice is not None:
+                scale, knob = choice
+                stage = f"{dataset}_seeds_{method}_{lr_dir(scale, knob.tag)}"
+                train(suite, stage, dataset, [method], others, (scale,), knob.tag, knob.overrides)
     root = REPO / "runs" / experiment(suite)
     stride = test_stride(suite, dataset)
     stride_option = [] if stride is None else ["--test-stride", str(stride)]
@@ -192,22 +266,26 @@ def run_dataset(suite: str, dataset: str, grid_done: dict[str, threading.Event])
 
 
 def write_table(suite: str) -> None:
+    from msft_runner.records import write_text_atomic
+    from msft_runner.results import collect, select
+
     root = REPO / "runs" / experiment(suite)
     if not root.is_dir():
         return
     out = REPO / "results" / "evidence"
-    roots = [root]
-    if "lr_from" in SUITES[suite]:  # the reference: msft's own runs in the suite its learning rate came from
-        source = REPO / "runs" / experiment(SUITES[suite]["lr_from"])
-        roots += [path for d in SUITES[suite]["data"] for path in sorted(source.glob(f"{d}_H*/*/msft"))]
-    note = (
-        "Learning rate: seed 0 trains every method at lr_scale 0.3, 1, 3 and keeps the best on validation; "
-        "seeds 1 and 2 train at that lr_scale (`runs` counts the grid and the two seeds). "
-        if suite != "ablations"
-        else "Every ablation trains at the lr_scale msft selected on seed 0 in the lsf suite, for all 3 seeds; "
-        "the msft rows are that suite's msft runs (the reference). "
-    )
-    ran = [d for d in SUITES[suite]["data"] if any(root.glob(f"{d}_H*"))]  # the table names only these
+    spec = SUITES[suite]
+    if "lr_from" in spec:
+        note = (
+            f"Every method trains at the choice (lr_scale and knob) of {spec.get('lr_method', 'the same method')} "
+            f"on seed 0 in the {spec['lr_from']} suite, for all {spec['seeds']} seeds. "
+        )
+    else:
+        note = (
+            "Search on seed 0, validation only, the same for every method: lr_scale 0.1, 0.3, 1, 3, 10, extended "
+            "3x beyond an edge choice (at most twice), then three values of the method's knob at the chosen "
+            f"rate (tables below); seeds 1-{spec['seeds'] - 1} train at seed 0's choice (`runs` counts every candidate). "
+        )
+    ran = [d for d in spec["data"] if any(root.glob(f"{d}_H*"))]  # the table names only these
     strides = {d: test_stride(suite, d) for d in ran}
     note += "Test: only the selected runs are tested (defer_test + msft-evaluate --select). Test windows: "
     note += ", ".join(f"{d} every {k}-th (off-protocol)" if k and k > 1 else f"{d} all" for d, k in strides.items())
@@ -216,7 +294,7 @@ def write_table(suite: str) -> None:
     subprocess.run(
         [
             str(BIN / "msft-results"),
-            *(str(r.relative_to(REPO)) for r in roots),
+            str(root.relative_to(REPO)),
             "--select",
             "--name",
             suite,
@@ -232,7 +310,23 @@ def write_table(suite: str) -> None:
         check=True,
         stdout=subprocess.DEVNULL,
     )
-    say(f"wrote {out / suite}.md")
+    records = collect([root])
+    metric = "crps" if spec.get("protocol") == "pf" else "mse"
+    reference = "msft"
+    extra = ""
+    if "lr_from" not in spec:
+        extra += "\n## The search (seed 0, validation)\n\n" + search_table(records, SELECTION_SEED) + "\n"
+    extra += (
+        f"\n## {reference} against every other method, seed by seed (test {metric.upper()})\n\n"
+        "Difference = msft minus the method, per seed, on the same test windows; 95% t interval over seeds and "
+        "the paired t-test's p. An interval that covers 0 is a tie. The baseline with the best mean validation "
+        "score is marked (chosen on validation, never on test).\n\n"
+        + paired_table(select(records), metric, reference)
+        + "\n"
+    )
+    path = out / f"{suite}.md"
+    write_text_atomic(path, path.read_text() + extra)
+    say(f"wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> None:

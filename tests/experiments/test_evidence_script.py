@@ -60,8 +60,9 @@ def test_bad_arguments_name_the_bad_value(evidence, args, message, capsys):
         ("lsf", "ETTm1", "1"),
         ("lsf336", "ETTm1", "1"),
         ("lsf336", "ETTh1", "1"),
-        ("ablations", "Weather", "12"),
+        ("ablations", "ETTh1", "1"),
         ("ablations", "ETTm1", "1"),
+        ("budget", "ETTm1", "1"),
         ("pf", "pf_jena_weather", None),
     ],
 )
@@ -73,9 +74,10 @@ def test_each_suite_trains_and_tests_on_its_test_windows(evidence, tmp_path, mon
         return subprocess.CompletedProcess(args, 0)
 
     monkeypatch.setattr(evidence.subprocess, "run", fake_run)
-    monkeypatch.setattr(evidence, "selected_lr", lambda *a: 1.0)
+    monkeypatch.setattr(evidence, "selected", lambda suite, data, method: (1.0, evidence.knob_values(method)[0]))
+    monkeypatch.setattr(evidence, "grid_choice", lambda *a: ([0.3, 1.0, 3.0], 1.0))
     (tmp_path / "runs" / f"evidence_{suite}" / f"{dataset}_H96").mkdir(parents=True)
-    events = {k: threading.Event() for k in ("lsf/ETTm1", "lsf/Weather", f"{suite}/{dataset}")}
+    events = {k: threading.Event() for k in ("lsf/ETTh1", "lsf/ETTm1", f"{suite}/{dataset}")}
     for event in events.values():
         event.set()
     evidence.run_dataset(suite, dataset, events)

@@ -1,0 +1,130 @@
+"""The evidence suites' rules (issue 31, `msft_runner.evidence`): the learning-rate grid is extended
+beyond an edge choice until interior (at most twice, then flagged), every method gets the same
+number of knob values, and the paired statistics equal a hand computation."""
+
+import importlib.util
+import json
+import math
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from msft_runner import evidence as rules
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_next_lr_scale_extends_an_edge_choice_at_most_twice():
+    assert rules.next_lr_scale(list(rules.GRID), 1.0) is None  # interior
+    assert rules.next_lr_scale(list(rules.GRID), 10.0) == 30.0
+    assert rules.next_lr_scale(list(rules.GRID), 0.1) == pytest.approx(0.0333, rel=1e-3)
+    assert rules.next_lr_scale([*rules.GRID, 30.0], 30.0) == 90.0
+    assert rules.next_lr_scale([*rules.GRID, 30.0, 90.0], 90.0) is None  # two extensions used: flagged instead
+    assert rules.at_edge([*rules.GRID, 30.0, 90.0], 90.0) and not rules.at_edge(list(rules.GRID), 3.0)
+
+
+def test_every_method_with_a_knob_gets_three_values_the_first_its_default():
+    for method, (setting, values) in rules.KNOBS.items():
+        assert len(values) == 3 and values[0].tag == "" and not values[0].overrides, method
+        assert all(v.tag and v.overrides for v in values[1:]), method
+        assert len({v.tag for v in values}) == 3 and setting
+
+
+def test_run_tag_reads_back_lr_dir():
+    for scale, tag in ((1.0, ""), (0.0333, "r8"), (30.0, "wd0.01")):
+        assert rules.run_tag(Path("x") / rules.lr_dir(scale, tag) / "seed0") == (scale, tag)
+    with pytest.raises(ValueError, match="lr<scale>"):
+        rules.run_tag("runs/x/msft/seed0")
+
+
+def test_paired_difference_equals_a_hand_computation():
+    a, b = {0: 1.0, 1: 2.0, 2: 3.0, 3: 9.0}, {0: 0.5, 1: 1.0, 2: 2.5}  # seed 3 has no partner: left out
+    d = rules.paired_difference(a, b)
+    diffs = [0.5, 1.0, 0.5]
+    mean = sum(diffs) / 3
+    sd = math.sqrt(sum((x - mean) ** 2 for x in diffs) / 2)
+    half = 4.302652729911275 * sd / math.sqrt(3)  # t_{0.975, 2}
+    # float64 arithmetic on a handful of values: agreement to 1e-12 leaves room for the order of operations
+    assert d.seeds == 3 and d.mean == pytest.approx(mean, abs=1e-12)
+    assert (d.low, d.high) == (pytest.approx(mean - half, abs=1e-9), pytest.approx(mean + half, abs=1e-9))
+    from scipy import stats
+
+    assert d.p == pytest.approx(stats.ttest_rel([1.0, 2.0, 3.0], [0.5, 1.0, 2.5]).pvalue, abs=1e-12)
+    assert d.verdict == "tie"  # the interval covers 0
+    assert rules.paired_difference({0: 1.0, 1: 1.1, 2: 1.2}, {0: 2.0, 1: 2.1, 2: 2.25}).verdict == "lower"
+    assert rules.paired_difference({0: 1.0}, {0: 2.0}).verdict == "n/a"
+
+
+@pytest.fixture
+def driver(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("evidence_driver", REPO / "scripts" / "evidence.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "REPO", tmp_path)
+    return module
+
+
+def _fake_msft_train(tmp_path, val_of):
+    """A stand-in for msft-train that writes each run's record: validation score ``val_of(method, lr, overrides)``."""
+
+    def run(args, **kwargs):
+        if not args[0].endswith("msft-train"):
+            return subprocess.CompletedProcess(args, 0)
+        opts = dict(a.split("=", 1) for a in args[2:] if "=" in a)
+        subdir = opts["hydra.sweep.subdir"]
+        extra = tuple(a for a in args if a.startswith(("method.", "weight_decay=")))
+        for method in opts["method"].split(","):
+            for seed in opts["seed"].split(","):
+                for lr in opts["lr_scale"].split(","):
+                    path = subdir.replace("${data.name}_H${data.horizon}", f"{opts['data']}_H96")
+                    path = path.replace("${hydra:runtime.choices.backbone}", "tiny_moirai")
+                    path = path.replace("${method.name}", method).replace("${lr_scale}", lr).replace("${seed}", seed)
+                    run_dir = tmp_path / "runs" / opts["experiment"] / path
+                    run_dir.mkdir(parents=True, exist_ok=True)
+                    record = dict(status="ok", backbone="tiny_moirai", dataset=opts["data"], horizon=96)
+                    record.update(method=method, seed=int(seed), lr_scale=float(lr))
+                    record.update(val_score=val_of(method, float(lr), extra), trainable_params=10)
+                    (run_dir / "metrics.json").write_text(json.dumps(record))
+        return subprocess.CompletedProcess(args, 0)
+
+    return run
+
+
+def test_the_search_extends_an_edge_twice_then_flags_it_and_tries_every_knob(driver, tmp_path, monkeypatch):
+    def val_of(method, lr, extra):  # lora improves without end as the rate grows; full is best at 1
+        score = 1.0 / lr if method == "lora" else abs(math.log(lr))
+        return score - (0.01 if "method.peft.r=64" in extra else 0.0)
+
+    monkeypatch.setattr(driver.subprocess, "run", _fake_msft_train(tmp_path, val_of))
+    monkeypatch.setitem(driver.SUITES, "lsf", dict(data=["ETTh1"], methods=["lora", "full"], zero_shot=False, seeds=3))
+    driver.run_dataset("lsf", "ETTh1", {"lsf/ETTh1": threading.Event()})
+    from msft_runner.results import collect
+
+    records = collect([tmp_path / "runs" / "evidence_lsf"])
+    rows = {r["method"]: r for r in rules.search_rows(records)}
+    assert rows["lora"]["grid"] == [0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 90.0] and rows["lora"]["edge"]
+    assert rows["lora"]["lr_scale"] == 90.0 and rows["lora"]["knob_chosen"] == "64"
+    assert rows["full"]["grid"] == list(rules.GRID) and not rows["full"]["edge"] and rows["full"]["lr_scale"] == 1.0
+    assert rows["full"]["candidates"] == len(rules.GRID) + 2  # the grid plus two more knob values
+    # seeds 1 and 2 train at seed 0's whole choice (rate and knob)
+    lora_seeds = {(r["seed"], *rules.run_tag(r["run_dir"])) for r in records if r["method"] == "lora" and r["seed"]}
+    assert lora_seeds == {(1, 90.0, "r64"), (2, 90.0, "r64")}
+    table = rules.search_table(records)
+    assert "90 **(edge)**" in table and "extended: 30, 90" in table
+
+
+def test_paired_table_compares_msft_with_every_trained_method_and_marks_the_validation_best():
+    def rec(method, seed, val, mse):
+        return dict(dataset="ETTh1", horizon=96, method=method, seed=seed, val_score=val, mse=mse)
+
+    chosen = [rec("msft", s, 0.70, 0.40 + 0.001 * s) for s in range(3)]
+    chosen += [rec("full", s, 0.69, 0.42 + 0.001 * s) for s in range(3)]  # best on validation, worse on test
+    chosen += [rec("lora", s, 0.75, 0.39 + 0.002 * s) for s in range(3)]
+    chosen += [rec("zero_shot", s, 0.80, 0.43) for s in range(3)]  # not a finetuning baseline
+    table = rules.paired_table(chosen, "mse")
+    lines = table.splitlines()[2:]
+    assert len(lines) == 2 and "full (best on validation)" in lines[0] and "zero_shot" not in table
+    assert "-0.0200" in lines[0] and "msft lower" in lines[0]
+    assert "lora" in lines[1] and "+0.0090" in lines[1]
