@@ -147,3 +147,35 @@ def test_joint_variates_change_the_forecast(etth1):
         changed[:, :, 2] = changed[:, :, 2] * 3 + 1
         after = joint.predict(changed, HORIZON)
     assert not torch.allclose(before[..., 0], after[..., 0])
+
+
+def test_single_scale_mode_s_with_covariates_is_moirai_forecast_per_target(etth1):
+    """Mode "S" with covariates: each target variate with all covariates, as uni2ts forecasts one
+    target (``target_dim=1``) with ``feat_dynamic_real`` and ``past_feat_dynamic_real``."""
+    module = load_tiny_moirai()
+    targets, known, past = 2, 2, 3
+    target, known_cov = etth1[:, :CONTEXT, :targets], etth1[..., targets : targets + known]
+    past_cov = etth1[:, :CONTEXT, targets + known :]
+    fc = uni2ts_forecast(module, 1, known, past)
+    model = msft.wrap(
+        module, scales=[1], patch_size=PATCH, point_forecast="mean", known_covariates=known, past_covariates=past
+    )
+    with torch.no_grad():
+        got = model.predict(target, HORIZON, known_covariates=known_cov, past_covariates=past_cov)
+        n_ctx, n_hor = -(-CONTEXT // PATCH), -(-HORIZON // PATCH)
+        for j in range(targets):
+            column = target[..., j : j + 1]
+            distr = fc._get_distr(
+                PATCH,
+                torch.nan_to_num(column),
+                ~torch.isnan(column),
+                torch.zeros(column.shape[:2], dtype=torch.bool),
+                torch.nan_to_num(known_cov),
+                ~torch.isnan(known_cov),
+                torch.nan_to_num(past_cov),
+                ~torch.isnan(past_cov),
+            )
+            want = distr.mean[:, n_ctx : n_ctx + n_hor, :PATCH].flatten(1)[:, :HORIZON]  # (batch, H)
+            # as in the mode "M" test above: another token order, float32 rounding per layer
+            tolerance = float32_tolerance(module.d_model, column.nan_to_num().abs().max(), ulps=4 * module.num_layers)
+            torch.testing.assert_close(got[..., j], want, **tolerance)
