@@ -48,12 +48,8 @@ LIMITS = [
     "(results/pretrained/zero_shot.md at e7d810f).",
     "- Stage 4 is 800 CPU steps (47 minutes on a contended machine): long contexts improved a lot over stage 3 "
     "but context 2048 is still not better than 512 on most datasets (see the tables), unlike the published "
-    "MOIRAI. A GPU stage continuing from these weights is the next step: `python scripts/pretrain_tiny_moirai.py "
-    "--out runs/tiny_moirai_s5 --seed 5 --steps 20000 --batch-size 256 --tokens-per-batch 8192 --lr 0.0005 "
-    "--warmup 200 --patch-weights 1 2 2 --max-tokens 128 --token-sampling log --scales 1 2 4 8 --scale-weights 4 2 2 1 "
-    "--pool 4096 --s2-length 1024 --s2-share 0.15 --walk-max 0.05 --seasonal-share 0.4 --short-horizon-share 0.5 "
-    "--init-from backbones/moirai/tiny_moirai --val-batches 16 --device cuda --bf16` (generate the 4096-draw pool "
-    "first: `python -m msft.data.s2 --n 4096 --length 1024 --workers 8`).",
+    "MOIRAI. A GPU stage continuing from these weights is the next step: its command, data mix and time "
+    'estimate are in "Next stage (issue 33)" above (prepared and dry-run on the CPU, not run).',
 ]
 
 
@@ -71,6 +67,12 @@ def _command(a: dict) -> str:
             + (f" --tokens-per-batch {a['tokens_per_batch']}" if a.get("tokens_per_batch") else "")
             + f" --s2-length {a['s2_length']} --s2-seed {a['s2_seed']} --s2-time-limit {a['s2_time_limit']}"
             + (f" --short-horizon-share {a['short_horizon_share']}" if a.get("short_horizon_share") else "")
+            + (
+                f" --horizon-sampling {a['horizon_sampling']} --max-context {a['max_context']}"
+                if a.get("horizon_sampling", "share") != "share"
+                else ""
+            )
+            + (f" --mix {a['mix_share']}" if a.get("mix_share") else "")
             + (f" --val-batches {a['val_batches']}" if a.get("val_batches") else "")
             + f" --checkpoint-minutes {a['checkpoint_minutes']}"
         )
@@ -113,6 +115,14 @@ STAGE_NOTES = {
         "a 2048 context is 2-3 patches, 2-6% of the tokens, while every earlier batch masked 15-50%) and shortens the cosine "
         "to 800 steps to end within the session's CPU time): `{command}`"
     ),
+    5: (
+        "starts from stage 4's weights (`--init-from`, the checkpoint shipped before it; a fresh AdamW state) on "
+        "the CPU, with the broader mix of issue 33 (`--mix 0.4`: KernelSynth compositions, random walks with "
+        "drift and level shifts, multiplicative seasonality, intermittent and count series, `msft.data.pretrain_mix`) "
+        "and LSF horizons after contexts of up to 4096 steps (`--horizon-sampling lsf --max-context 4096`), about "
+        "6144 tokens per batch, because stage 4 lost to the last value on held-out random walks and forecast worse "
+        "from 2048 steps than from 512: `{command}`"
+    ),
 }
 
 
@@ -127,7 +137,7 @@ def _own_counts(stages: list[dict]) -> list[tuple[int, float]]:
     return counts
 
 
-def card(stages: list[dict], size_bytes: int, n_params: int) -> str:
+def card(stages: list[dict], size_bytes: int, n_params: int, kept: list[str] = ()) -> str:
     """The model card from the train logs of every stage, in order (the last one made the weights)."""
     log = stages[-1]
     a = log["args"]
@@ -195,6 +205,7 @@ def card(stages: list[dict], size_bytes: int, n_params: int) -> str:
         "- Resumable: the run directory's `state.pt` (weights, optimiser, step) is rewritten every 2 minutes and "
         "the same command continues from it with identical batches.",
         "",
+        *kept,
         "## Zero-shot (LSF protocol, H=96; point forecast = the mixture mean)",
         "",
         "`new` is this checkpoint, `current` the one it replaced (stage 3). Full protocol (every test window), "
@@ -232,6 +243,23 @@ def card(stages: list[dict], size_bytes: int, n_params: int) -> str:
     return "\n".join(lines)
 
 
+#: sections of the card written by hand (not from the logs); `card` keeps them from the current README
+KEPT_SECTIONS = ("## Regenerate the pretraining data", "## Next stage")
+
+
+def kept_sections(readme: str) -> list[str]:
+    """The hand-written sections (`KEPT_SECTIONS`) of an existing card, verbatim, in order."""
+    sections, current = [], None
+    for line in readme.splitlines():
+        if line.startswith("## "):
+            current = [] if line.startswith(KEPT_SECTIONS) else None
+            if current is not None:
+                sections.append(current)
+        if current is not None:
+            current.append(line)
+    return ["\n".join(section).rstrip() + "\n" for section in sections]
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", type=Path, default=ROOT / "runs" / "tiny_moirai")
@@ -262,7 +290,9 @@ def main(argv: list[str] | None = None) -> None:
 
     n_params = sum(t.numel() for t in load_file(TARGET / "model.safetensors").values())
     size = sum((TARGET / n).stat().st_size for n in ("config.json", "model.safetensors"))
-    (TARGET / "README.md").write_text(card(stages, size, n_params))
+    readme = TARGET / "README.md"
+    kept = kept_sections(readme.read_text()) if readme.exists() else []
+    readme.write_text(card(stages, size, n_params, kept))
     print(f"wrote {TARGET}")
 
 
