@@ -6,7 +6,9 @@ and writes ``results/<experiment>.{md,csv}`` from every run under ``runs/<experi
 default experiment's table gains a row per run instead of being replaced); the command exits 1 if
 any job failed. A job whose run directory holds a finished run (a CSV's runs are named after its
 file, `msft_runner.train.file_stem`) is refused, naming it, unless ``overwrite=true`` (run again) or
-``skip_finished=true`` (keep it); the command then exits 1 too.
+``skip_finished=true`` (keep it); the command then exits 1 too. CSV runs also write their validation
+leaderboard (zero-shot, last value, seasonal naive, the trained model: `msft_runner.leaderboard`),
+gathered into ``results/<experiment>_leaderboard.{md,csv}`` and printed after the table.
 """
 
 from __future__ import annotations
@@ -111,6 +113,11 @@ class ResultsTable(Callback):
             command += " --select"
         markdown = write(records, Path(config.results_dir), config.experiment, command, trained_by)
         print("\n" + markdown, flush=True)
+        from msft_runner.leaderboard import write_leaderboards
+
+        board = write_leaderboards(records, Path(config.results_dir), config.experiment)
+        if board is not None:  # CSV runs: validation against zero-shot and the naive forecasts
+            print(f"\nValidation leaderboard ({config.results_dir}/{config.experiment}_leaderboard.md):\n{board}")
 
 
 def main() -> None:

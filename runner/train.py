@@ -142,6 +142,9 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | Non
         )
         model = _zero_shot_fallback(model, initial, cfg.data.horizon, wrap_options)
         record.update({"guard": "zero_shot_kept", "finetuned_val_score": record[SELECTION], SELECTION: zero_shot_score})
+    if setup.zero_shot_board is not None and distributed.is_rank_zero():
+        tested = "zero_shot" if not built.trains or record["guard"] == "zero_shot_kept" else method.name
+        write_leaderboard(cfg, model, data, setup.zero_shot_board, run_dir, tested)
     calibration = calibrate_on_validation(cfg, model, data)
     if calibration is not None:
         record["calibration"] = calibration
@@ -264,6 +267,7 @@ class _Setup:
     wrap_options: dict[str, Any]
     zero_shot_score: float | None
     backbone_type: str  # the backbone's class name (a record's "backbone" when no config name is given)
+    zero_shot_board: dict | None = None  # a CSV run's zero-shot validation scores (`msft_runner.leaderboard`)
 
 
 def _build(cfg: DictConfig, names: dict[str, str], protocol: str, score_zero_shot: bool) -> _Setup:
@@ -280,10 +284,17 @@ def _build(cfg: DictConfig, names: dict[str, str], protocol: str, score_zero_sho
         _check_probabilistic(backbone, names.get("backbone"), quantiles)
     method = cfg.method
     num_samples = cfg.data.get("num_samples", 100)
-    zero_shot_score = None
+    zero_shot_score, zero_shot_board = None, None
     if score_zero_shot:
         zero_shot = msft.wrap(backbone, horizon=cfg.data.horizon, **{**(wrap_options or {}), **IDENTITY})
         zero_shot_score = validation_scores(zero_shot, data, cfg)[SELECTION]
+        if wants_leaderboard(cfg):
+            from msft_runner.leaderboard import model_forecast, score
+
+            device = _device(cfg)
+            batches = validation_batches(data, cfg)
+            zero_shot_board = score({"zero_shot": model_forecast(zero_shot.to(device).eval())}, batches, device)
+            zero_shot.cpu()
         msft.unwrap(zero_shot)
     total_steps = _planned_steps(cfg, len(data.train_dataloader()))
     built = build_model(
@@ -309,7 +320,7 @@ def _build(cfg: DictConfig, names: dict[str, str], protocol: str, score_zero_sho
         lr_decay=cfg.get("lr_decay"),
         progress_score=SELECTION,  # the results table's units (z-scored MSE, or CRPS)
     )
-    return _Setup(data, built, module, wrap_options or {}, zero_shot_score, type(backbone).__name__)
+    return _Setup(data, built, module, wrap_options or {}, zero_shot_score, type(backbone).__name__, zero_shot_board)
 
 
 def _check_probabilistic(backbone: torch.nn.Module, name: str | None, quantile_levels: Any = None) -> None:
@@ -452,19 +463,10 @@ def fit(cfg: DictConfig, module: ForecastModule, data, run_dir: Path) -> dict[st
 def validation_scores(model, data, cfg: DictConfig) -> dict[str, float]:
     """``val_score`` and the per-scale MSEs of ``model`` on the validation batches training sees
     (``trainer.limit_val_batches``), computed as `ForecastModule`'s validation does."""
-    limit = cfg.trainer.get("limit_val_batches", 1.0)
-    loader = data.val_dataloader()
-    batches = len(loader)
-    if isinstance(limit, int):
-        batches = min(batches, limit)
-    elif isinstance(limit, float):
-        batches = max(int(batches * limit), 1)
     sums: dict[str, list[float]] = {}
     device, training = _device(cfg), model.training
     model.to(device).eval()
-    for idx, batch in enumerate(loader):
-        if idx >= batches:
-            break
+    for batch in validation_batches(data, cfg):
         keep = batch["past_observed"].any(1).all(-1)
         if not bool(keep.any()):
             continue
@@ -476,6 +478,46 @@ def validation_scores(model, data, cfg: DictConfig) -> dict[str, float]:
             total[0], total[1] = total[0] + num, total[1] + den
     model.cpu().train(training)
     return {name: num / den for name, (num, den) in sums.items() if den > 0}
+
+
+def validation_batches(data, cfg: DictConfig):
+    """The validation batches training sees: ``data.val_dataloader()`` cut at ``trainer.limit_val_batches``."""
+    limit = cfg.trainer.get("limit_val_batches", 1.0)
+    loader = data.val_dataloader()
+    batches = len(loader)
+    if isinstance(limit, int):
+        batches = min(batches, limit)
+    elif isinstance(limit, float):
+        batches = max(int(batches * limit), 1)
+    for idx, batch in enumerate(loader):
+        if idx >= batches:
+            break
+        yield batch
+
+
+def wants_leaderboard(cfg: DictConfig) -> bool:
+    """A CSV run (``data.path``) under the LSF protocol, in one process (validation batches are not
+    sharded): its validation leaderboard is written (`msft_runner.leaderboard`)."""
+    return (
+        bool(cfg.data.get("path")) and cfg.data.get("protocol", "lsf") == "lsf" and distributed.rank_and_world()[1] == 1
+    )
+
+
+def write_leaderboard(cfg: DictConfig, model, data, zero_shot: dict, run_dir: Path, tested: str) -> None:
+    """Score ``model`` (tested as ``tested``) and the naive baselines on the validation windows, next to
+    the zero-shot scores measured before training; write ``<run_dir>/leaderboard.{md,csv}``."""
+    from msft_runner import leaderboard
+
+    device = _device(cfg)
+    forecasts = leaderboard.naive_forecasts(data.data.dates, cfg.data.context_length)
+    if tested != "zero_shot":
+        forecasts[tested] = leaderboard.model_forecast(model.to(device).eval())
+    scores = {**zero_shot, **leaderboard.score(forecasts, validation_batches(data, cfg), device)}
+    model.cpu()
+    board = leaderboard.rows(scores, tested)
+    leaderboard.warn_if_naive_wins(board, tested, run_dir)
+    title = f"{cfg.data.name} H={cfg.data.horizon} {cfg.method.name} seed {cfg.seed}: validation leaderboard"
+    leaderboard.write_run(run_dir, board, title)
 
 
 def calibrate_on_validation(cfg: DictConfig, model, data) -> dict[str, Any] | None:
