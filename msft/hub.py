@@ -171,27 +171,80 @@ def upload_folder(
     return str(getattr(info, "commit_url", info))
 
 
-def download(repo_id: str, revision: str | None = None) -> Path:
-    """A local copy of a hub repository holding a saved adapter (the cache when present)."""
-    from huggingface_hub import constants, snapshot_download
+class HubUnreachableError(ConnectionError):
+    """A hub repository that is not in the local cache while the hub cannot be reached (or
+    ``HF_HUB_OFFLINE`` is set): raised within seconds, before any heavy import or retried download."""
+
+
+def download(repo_id: str, revision: str | None = None, timeout: float = 3.0) -> Path:
+    """A local copy of a hub repository holding a saved adapter (the cache when present).
+
+    Not cached: `HubUnreachableError` at once when ``HF_HUB_OFFLINE`` is set, else after one metadata
+    request of at most ``timeout`` seconds when the hub does not answer (snapshot_download's own
+    retries take ~20 s); `ArtifactError` for a repository the hub does not have or does not show."""
+    from huggingface_hub import HfApi, constants, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     try:
         return Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
     except LocalEntryNotFoundError:
         if constants.HF_HUB_OFFLINE:
-            raise ConnectionError(
+            raise HubUnreachableError(
                 f"{repo_id!r} is neither a local directory nor in the hub cache, and HF_HUB_OFFLINE "
                 "is set; download it where the hub is reachable or pass a directory"
             ) from None
-    try:
-        return Path(snapshot_download(repo_id, revision=revision))
-    except LocalEntryNotFoundError as err:  # the hub could not be reached (and nothing is cached)
-        raise ConnectionError(
-            f"{repo_id!r} is neither a local directory nor in the hub cache, and the hub cannot be reached ({err})"
-        ) from None
+    try:  # one quick request decides whether the hub answers and has the repository
+        HfApi().model_info(repo_id, revision=revision, timeout=timeout)
     except HfHubHTTPError as err:  # not found, gated, private without a token
         raise ArtifactError(f"{repo_id!r} is neither a local directory nor a readable hub repository ({err})") from None
+    except Exception as err:  # connection refused, DNS failure, timeout
+        raise HubUnreachableError(
+            f"{repo_id!r} is neither a local directory nor in the hub cache, and the hub cannot be reached "
+            f"({type(err).__name__}: {err})"
+        ) from None
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, etag_timeout=timeout))
+    except LocalEntryNotFoundError as err:  # the hub stopped answering mid-download
+        raise HubUnreachableError(
+            f"{repo_id!r} is neither a local directory nor in the hub cache, and the hub cannot be reached ({err})"
+        ) from None
+    except HfHubHTTPError as err:
+        raise ArtifactError(f"{repo_id!r} is neither a local directory nor a readable hub repository ({err})") from None
+
+
+def check_hub(
+    repo_id: str,
+    filename: str = "config.json",
+    *,
+    what: str = "checkpoint",
+    revision: str | None = None,
+    timeout: float = 3.0,
+    endpoint: str | None = None,
+) -> None:
+    """Return when ``filename`` of the hub repository ``repo_id`` is cached or the hub answers for it
+    within ``timeout`` seconds; else raise `HubUnreachableError` naming the repository (``what``: what
+    it holds, e.g. "MOMENT checkpoint") and how to load it from a local folder. A backbone loader calls
+    this before importing its library, so an offline load fails in well under 2 s."""
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        hf_hub_download(repo_id, filename, revision=revision, local_files_only=True)
+        return
+    except LocalEntryNotFoundError:
+        pass
+    reason = "HF_HUB_OFFLINE is set and it is not in the local cache" if constants.HF_HUB_OFFLINE else None
+    if reason is None:
+        try:
+            get_hf_file_metadata(hf_hub_url(repo_id, filename, revision=revision, endpoint=endpoint), timeout=timeout)
+            return
+        except Exception as err:  # connection refused, DNS failure, timeout, 404, gated repo, ...
+            reason = f"{type(err).__name__}: {err}"
+    folder = repo_id.split("/")[-1]
+    raise HubUnreachableError(
+        f"cannot load {what} {repo_id!r} from the Hugging Face hub ({reason}). Download it where the hub is "
+        f"reachable, e.g. `hf download {repo_id} --local-dir ./{folder}`, and pass that folder instead."
+    )
 
 
 def model_card(

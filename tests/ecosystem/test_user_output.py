@@ -69,3 +69,63 @@ def test_truth_from_another_period_is_refused(toy):
     elsewhere = long_frame(items=2, length=40, start="1990-01-01")
     with pytest.raises(ValueError, match="truth for item 's0' covers 1990-01-01.*do not overlap"):
         toy.plot(history, elsewhere)
+
+
+def test_an_uncached_hub_id_fails_at_the_hub_check_with_msfts_error(monkeypatch):
+    """`msft.hub.check_hub` (what a loader calls before importing its library): offline at once, and
+    online after one metadata request when the hub does not answer, naming the repository."""
+    from huggingface_hub import constants
+
+    from msft.hub import HubUnreachableError, check_hub
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(HubUnreachableError, match="MOMENT checkpoint 'AutonLab/MOMENT-1-small'.*HF_HUB_OFFLINE"):
+        check_hub("AutonLab/MOMENT-1-small", what="MOMENT checkpoint")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    calls = []
+
+    def unreachable(*args, **kwargs):
+        calls.append(kwargs.get("timeout"))
+        raise OSError("connection refused")
+
+    monkeypatch.setattr("huggingface_hub.get_hf_file_metadata", unreachable)
+    with pytest.raises(HubUnreachableError, match="OSError: connection refused.*pass that folder"):
+        check_hub("AutonLab/MOMENT-1-small", what="MOMENT checkpoint", timeout=1.5)
+    assert calls == [1.5]  # one request, with the timeout
+
+
+def test_an_unreachable_hub_fails_a_download_after_one_request(monkeypatch):
+    from huggingface_hub import HfApi, constants
+
+    from msft.hub import HubUnreachableError, download
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    calls = []
+
+    def unreachable(self, repo_id, **kwargs):
+        calls.append(kwargs.get("timeout"))
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(HfApi, "model_info", unreachable)
+    with pytest.raises(HubUnreachableError, match="hub cannot be reached .OSError: connection refused"):
+        download("someone/not-cached-msft-adapter", timeout=2.0)
+    assert calls == [2.0]
+
+
+def test_the_cli_backbone_config_raises_the_loaders_error_unwrapped(monkeypatch):
+    """``msft-train backbone=moirai_1.1_small`` offline: the loader's own error, not Hydra's wrapper."""
+    from hydra.errors import InstantiationException
+    from omegaconf import OmegaConf
+
+    from msft_runner.backbones import build_backbone
+
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    import pathlib
+
+    from msft_runner.configs import __file__ as configs
+
+    cfg = OmegaConf.load(pathlib.Path(configs).parent / "backbone" / "moirai_1.1_small.yaml")
+    with pytest.raises(OSError, match="moirai-1.1-R-small.*HF_HUB_OFFLINE") as raised:
+        build_backbone(cfg)
+    assert not isinstance(raised.value, InstantiationException)
+    assert type(raised.value).__module__.startswith("msft")
