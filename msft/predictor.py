@@ -16,6 +16,11 @@ length share a batch. What comes out depends on the backbone:
 - point backbone without them: `SampleForecast` with the point forecast as its single path (its
   mean and every quantile are the point forecast).
 
+Covariates (a model built with ``past_covariates`` / ``known_covariates``, `msft.MSFTConfig`): each
+entry holds ``past_feat_dynamic_real`` ``(k1, time)`` and ``feat_dynamic_real`` ``(k2, time +
+prediction_length)``, as GluonTS and uni2ts' `MoiraiForecast` name them; a model with ``mode="M"``
+forecasts the variates of an entry jointly (entries are batched with others of as many variates).
+
 ``seed=`` makes the sample paths reproducible: batch k of a ``predict`` call draws with seed
 ``seed + k`` under a forked RNG (the caller's global random state is untouched), so the same data,
 ``batch_size`` and seed give identical forecasts; None (the default) draws from the global RNG.
@@ -34,8 +39,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from einops import rearrange
 from gluonts.model.forecast import Forecast, QuantileForecast, SampleForecast
 from gluonts.model.predictor import Predictor
+
+#: GluonTS fields of the covariates, per `msft.MSFTModel` argument
+COVARIATE_FIELDS = {"past_covariates": "past_feat_dynamic_real", "known_covariates": "feat_dynamic_real"}
 
 
 class MSFTPredictor(Predictor):
@@ -84,6 +93,10 @@ class MSFTPredictor(Predictor):
 
     # -- internals --------------------------------------------------------------------------------
     def _predict_batch(self, entries: list[dict[str, Any]], index: int = 0) -> Iterator[Forecast]:
+        config = self.model.config
+        if config.past_covariates or config.known_covariates or config.mode == "M":
+            yield from self._predict_joint(entries, index)
+            return
         rows, dims = [], []
         for entry in entries:
             target = _target_of(entry)  # (variate, time)
@@ -100,6 +113,52 @@ class MSFTPredictor(Predictor):
             array = block[0] if univariate else np.moveaxis(block, 0, -1)  # (k, H) or (k, H, variate)
             yield self._to_forecast(array, entry)
 
+    def _predict_joint(self, entries: list[dict[str, Any]], index: int) -> Iterator[Forecast]:
+        """Entries with covariates or for ``mode="M"``: each entry is one ``(context, variate)`` window with its
+        covariates; consecutive entries with as many variates are forecast together."""
+        config, seed = self.model.config, None if self.seed is None else self.seed + index
+        runs: list[list[dict[str, Any]]] = []
+        for entry in entries:
+            if runs and _target_of(runs[-1][0]).shape[0] == _target_of(entry).shape[0]:
+                runs[-1].append(entry)
+            else:
+                runs.append([entry])
+        for run in runs:
+            past = np.stack([np.stack([self._context(row, e) for row in _target_of(e)], -1) for e in run])
+            covariates = {}
+            for name, field in COVARIATE_FIELDS.items():
+                if getattr(config, name):
+                    covariates[name] = torch.as_tensor(
+                        np.stack([self._covariates(e, field, len(getattr(config, name))) for e in run]),
+                        dtype=torch.float32,
+                        device=self.device,
+                    )
+            past_tensor = torch.as_tensor(past, dtype=torch.float32, device=self.device)  # (entries, L, variate)
+            outputs = self._forecast(past_tensor, seed, covariates)  # (entries * variate, k, H)
+            dim = past.shape[-1]
+            for i, entry in enumerate(run):
+                block = outputs[i * dim : (i + 1) * dim]  # (variate, k, H)
+                univariate = np.ndim(entry["target"]) == 1
+                yield self._to_forecast(block[0] if univariate else np.moveaxis(block, 0, -1), entry)
+
+    def _covariates(self, entry: dict[str, Any], field: str, count: int) -> np.ndarray:
+        """``(context_length, k)`` past-only or ``(context_length + H, k)`` known covariates of ``entry``,
+        NaN-padded on the left like the target."""
+        if field not in entry:
+            raise ValueError(f"item {entry.get('item_id')!r}: no {field!r}; this model reads {count} of them")
+        values = np.asarray(entry[field], dtype=np.float32)
+        values = values[None] if values.ndim == 1 else values
+        length = np.shape(entry["target"])[-1]
+        expected = length + (self.prediction_length if field == "feat_dynamic_real" else 0)
+        if values.ndim != 2 or values.shape[0] != count or values.shape[1] < expected:
+            raise ValueError(
+                f"item {entry.get('item_id')!r}: {field} has shape {values.shape}; expected ({count}, {expected})"
+                + (" (the target's steps and the prediction_length after them)" if expected > length else "")
+            )
+        context = values[:, :length][:, -self.context_length :].T  # (context <= L, k)
+        padded = np.concatenate([np.full((self.context_length - len(context), count), np.nan, np.float32), context])
+        return np.concatenate([padded, values[:, length:expected].T]) if expected > length else padded
+
     def _context(self, row: np.ndarray, entry: dict[str, Any]) -> np.ndarray:
         """The last ``context_length`` steps of one variate, NaN-padded on the left."""
         row = np.where(np.isfinite(row), row, np.nan)[-self.context_length :]  # +-inf count as missing
@@ -111,14 +170,18 @@ class MSFTPredictor(Predictor):
         return np.concatenate([np.full(self.context_length - len(row), np.nan, np.float32), row])
 
     @torch.no_grad()
-    def _forecast(self, past: torch.Tensor, seed: int | None = None) -> np.ndarray:
+    def _forecast(
+        self, past: torch.Tensor, seed: int | None = None, covariates: dict[str, torch.Tensor] | None = None
+    ) -> np.ndarray:
         model, horizon = self.model, self.prediction_length
         was_training = model.training
         model.eval()
         try:
             if self.kind == "sample":
-                paths = model.predict_samples(past, horizon, num_samples=self.num_samples, seed=seed)
-                out = paths[..., 0]  # (rows, S, H)
+                paths = model.predict_samples(
+                    past, horizon, num_samples=self.num_samples, seed=seed, **covariates or {}
+                )
+                out = rearrange(paths, "b s h v -> (b v) s h")  # (rows, S, H)
             elif self.kind == "quantile":
                 quantiles = model.predict_quantiles(past, horizon, self.quantile_levels)[..., 0]  # (rows, Q, H)
                 mean = model.predict(past, horizon)[..., 0][:, None]  # (rows, 1, H)
