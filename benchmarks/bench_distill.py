@@ -223,6 +223,16 @@ class Bench:
             write_json(path, scores)
         return scores
 
+    def teacher_val(self) -> float:
+        """The teacher's MSE on the students' validation windows (stride 1): is its target worth matching?"""
+        path = self.work / "teacher_val.json"
+        scores = read_json(path)
+        if scores is None:
+            say(f"{self.dataset}: scoring the teacher on the students' validation windows")
+            scores = evaluate_lsf(self.teacher_model, self.data, HORIZON, CONTEXT, "S", split="val", batch_size=1024)
+            write_json(path, scores)
+        return scores["mse"]
+
     def run(self) -> dict:
         search = {
             DISTILLED: [self.candidate("distilled", *c, seed=0) for c in DISTILLED_GRID],
@@ -245,6 +255,7 @@ class Bench:
                 "run_dir": str(self.run_dir.relative_to(REPO)),
                 "lr_scale": self.record["lr_scale"],
                 "val_score": self.record["val_score"],
+                "val_mse": self.teacher_val(),
                 "test": teacher,
                 "params": num_parameters(self.teacher_model),
                 "series_per_s": measure_throughput(self.teacher, batch, HORIZON) * self.variates,
@@ -299,6 +310,10 @@ def dataset_section(dataset: str, r: dict) -> list[str]:
         f"undistilled lr {sel_p['lr']:g}. Students trained on {r['train_windows']:,} windows × {r['variates']} "
         f"channels (stride {r['train_stride']}), early-stopped on {r['val_windows']:,} validation windows (stride 1). "
         f"Teacher: `{r['teacher']['run_dir']}` (validation score {teacher['val_score']:.4f}).",
+        "",
+        f"Validation MSE on the students' validation windows: teacher {teacher['val_mse']:.4f}; best seed-0 "
+        f"students: distilled {min(c['best_val_mse'] for c in r['search'][DISTILLED]):.4f}, undistilled "
+        f"{min(c['best_val_mse'] for c in r['search'][PLAIN]):.4f}.",
         "",
         "Search (seed 0; best validation MSE, its epoch (0-based) / epochs run):",
         "",
