@@ -275,6 +275,52 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {std:.4f}"
 
 
+def val_text(teacher: dict) -> str:
+    return f"{teacher['val_mse']:.4f}" if "val_mse" in teacher else "(not scored)"
+
+
+def why_not(r: dict, means: dict[str, float]) -> list[str]:
+    """Where distillation lost: is the teacher a better forecaster than the student alone at all?"""
+    if means[DISTILLED] <= means[PLAIN]:
+        return []
+    teacher = r["teacher"]
+    plain_val = statistics.mean(s["best_val_mse"] for s in r["seeds"][PLAIN])
+    worse_val = "val_mse" in teacher and teacher["val_mse"] >= plain_val
+    worse_test = teacher["test"]["mse"] >= means[PLAIN]
+    if not (worse_val or worse_test):
+        return []
+    where = " and ".join(
+        w
+        for w, cond in (
+            (f"on validation ({val_text(teacher)} vs {plain_val:.4f}, mean best epoch over seeds)", worse_val),
+            (f"on test ({teacher['test']['mse']:.4f} vs {means[PLAIN]:.4f})", worse_test),
+        )
+        if cond
+    )
+    spread = max(statistics.stdev(s["test"]["mse"] for s in r["seeds"][k]) for k in (DISTILLED, PLAIN))
+    gap = means[DISTILLED] - means[PLAIN]
+    within = "within" if gap <= spread else "beyond"
+    return [
+        f"Why distillation cannot help here: the teacher is no better than the undistilled student {where}; "
+        "distillation pulls the student towards forecasts that are not more accurate than those it learns alone. "
+        f"The students differ by {gap:.4f}, {within} their larger standard deviation over seeds ({spread:.4f}). "
+        "Per-epoch validation curves: `val_curves.csv`.",
+        "",
+    ]
+
+
+def summary(report: dict) -> list[str]:
+    lines = [
+        "| dataset | teacher MSE | distilled MSE | undistilled MSE | distilled ≤ undistilled | distilled − teacher |",
+        "|---|---|---|---|---|---|",
+    ]
+    for dataset, r in report["datasets"].items():
+        t = r["teacher"]["test"]["mse"]
+        d, u = (statistics.mean(s["test"]["mse"] for s in r["seeds"][k]) for k in (DISTILLED, PLAIN))
+        lines.append(f"| {dataset} | {t:.4f} | {d:.4f} | {u:.4f} | {'yes' if d <= u else 'no'} | {d - t:+.4f} |")
+    return lines + ["", "Mean test MSE over 3 seeds (teacher: one run, seed 0); details per dataset below.", ""]
+
+
 def dataset_section(dataset: str, r: dict) -> list[str]:
     teacher = r["teacher"]
     t_mse = teacher["test"]["mse"]
@@ -311,10 +357,11 @@ def dataset_section(dataset: str, r: dict) -> list[str]:
         f"channels (stride {r['train_stride']}), early-stopped on {r['val_windows']:,} validation windows (stride 1). "
         f"Teacher: `{r['teacher']['run_dir']}` (validation score {teacher['val_score']:.4f}).",
         "",
-        f"Validation MSE on the students' validation windows: teacher {teacher['val_mse']:.4f}; best seed-0 "
+        f"Validation MSE on the students' validation windows: teacher {val_text(teacher)}; best seed-0 "
         f"students: distilled {min(c['best_val_mse'] for c in r['search'][DISTILLED]):.4f}, undistilled "
         f"{min(c['best_val_mse'] for c in r['search'][PLAIN]):.4f}.",
         "",
+        *why_not(r, means),
         "Search (seed 0; best validation MSE, its epoch (0-based) / epochs run):",
         "",
         "| student | lr | α | β | best val MSE | best epoch / epochs run |",
@@ -377,6 +424,7 @@ def write_report(out: Path, report: dict, args: argparse.Namespace) -> None:
         "thread. Per-epoch validation curves of every student: `val_curves.csv`.",
         "",
     ]
+    lines += summary(report)
     for dataset, result in report["datasets"].items():
         lines += dataset_section(dataset, result)
     write_text_atomic(out / "bench_distill.md", "\n".join(lines))
