@@ -80,9 +80,23 @@ def check_run_dir(run_dir: str | os.PathLike, overwrite: bool = False) -> None:
         )
 
 
-# Keys of the trainer group that are not `lightning.Trainer` arguments: early-stopping patience, and how
-# msft starts the processes of a data-parallel run on one node (msft_runner.distributed).
-TRAINER_EXTRAS = ("patience", "start_method")
+# Keys of the trainer group that are not `lightning.Trainer` arguments: early-stopping patience, how
+# msft starts the processes of a data-parallel run on one node (msft_runner.distributed), and the
+# number of torch intra-op threads (`set_threads`).
+TRAINER_EXTRAS = ("patience", "start_method", "threads")
+
+
+def set_threads(trainer: DictConfig) -> None:
+    """``trainer.threads``: torch's intra-op threads for the run (null: torch's default, one per core).
+    On a machine whose cores other jobs keep busy, threads that wait for each other spin: 2 threads on
+    2 loaded cores scored 13 windows/s where 1 thread scored 139-172 (tiny MOIRAI, msft [1,2,4],
+    100 paths; results/inference/threads2/bench_inference.md)."""
+    threads = trainer.get("threads")
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"trainer.threads={threads!r}: expected null (torch's default) or a positive integer")
+    torch.set_num_threads(threads)
 
 
 def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | None = None) -> dict[str, Any]:
@@ -99,6 +113,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | Non
             run, (resolved, run_dir, names), nprocs, cfg.trainer.get("start_method", "spawn")
         )
     run_dir.mkdir(parents=True, exist_ok=True)
+    set_threads(cfg.trainer)
     names = names or {}
     if distributed.is_rank_zero():
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
