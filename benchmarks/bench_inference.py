@@ -75,6 +75,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--windows", type=int, default=1024)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of timing: cProfile one pass of each model's 100-path scoring over the windows, "
+        "written to <out>/bench_inference_profile.txt",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
@@ -90,6 +96,9 @@ def main(argv: list[str] | None = None) -> None:
         for suffix in ("", BEFORE)
         if paths or not suffix
     }
+    if args.profile:
+        write_profile(models, batches, args, argv)
+        return
     times: dict[str, list[float]] = {name: [] for name in variants}
     errors: dict[str, tuple[float, float]] = {}
     with torch.no_grad():
@@ -136,6 +145,33 @@ def main(argv: list[str] | None = None) -> None:
     (args.out / "bench_inference.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=2))
     (args.out / "bench_inference.md").write_text(render(meta, rows))
     print(render(meta, rows))
+
+
+def write_profile(models, batches, args, argv) -> None:
+    """The functions that take the time of the 100-path scoring path (cProfile, by own time)."""
+    import cProfile
+    import io
+    import pstats
+
+    command = "HF_HUB_OFFLINE=1 MSFT_DATA_DIR=../shared/data python -m benchmarks.bench_inference " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
+    text = [f"# cProfile of the scoring path, 100 paths: `{command}`", ""]
+    with torch.no_grad():
+        for kind, model in models.items():
+            model.predict_all(batches[0]["past_target"], 96, num_samples=100)  # warm-up
+            profile = cProfile.Profile()
+            profile.enable()
+            for batch in batches:
+                model.predict_all(batch["past_target"], 96, num_samples=100)
+            profile.disable()
+            stream = io.StringIO()
+            pstats.Stats(profile, stream=stream).sort_stats("tottime").print_stats(15)
+            text += [f"## {kind}, mean + median of 100 paths, {sum(len(b['past_target']) for b in batches)} windows"]
+            text += ["", "```", stream.getvalue().strip(), "```", ""]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench_inference_profile.txt").write_text("\n".join(text) + "\n")
+    print("\n".join(text))
 
 
 def render(meta, rows) -> str:

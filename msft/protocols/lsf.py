@@ -60,7 +60,7 @@ def evaluate_lsf(
         )
     predict = point_forecaster(forecaster)
     squared = absolute = 0.0
-    bar = _bar(len(windows), f"{data.name} {split}") if progress else None
+    bar = _bar(len(windows), f"{os.path.basename(str(data.name))} {split}") if progress else None
     with torch.no_grad():
         for batch in windows.batches(batch_size):
             past, future = batch["past_target"], batch["future_target"]  # (batch, L, V), (batch, H, V)
