@@ -446,20 +446,22 @@ def fit(cfg: DictConfig, module: ForecastModule, data, run_dir: Path) -> dict[st
     trainer_args = _trainer_arguments(cfg)
     if trainer_args.get("enable_progress_bar", True) and distributed.is_rank_zero():
         callbacks.append(StepProgress(module.progress_score))  # in steps, not Lightning's per-epoch bar
-    # The loaders shard batches themselves (no padding, global batch): Lightning's sampler must not.
-    trainer = L.Trainer(
-        default_root_dir=run_dir,
-        callbacks=callbacks,
-        enable_model_summary=False,
-        logger=CSVLogger(run_dir, name="", version=""),
-        use_distributed_sampler=False,
-        **trainer_args,
-    )
     last = ckpt_dir / "last.ckpt"
     resume = str(last) if cfg.resume and last.exists() else None
     if cfg.resume and resume is None:
         logger.info("resume=true but %s does not exist: starting from scratch", last)
-    trainer.fit(module, datamodule=data, ckpt_path=resume)
+    # msft-train's `verbose: false` silences Lightning's notices and tips (msft.finetune quiets its own call)
+    with _quiet_lightning(cfg.get("verbose") is False):
+        # The loaders shard batches themselves (no padding, global batch): Lightning's sampler must not.
+        trainer = L.Trainer(
+            default_root_dir=run_dir,
+            callbacks=callbacks,
+            enable_model_summary=False,
+            logger=CSVLogger(run_dir, name="", version=""),
+            use_distributed_sampler=False,
+            **trainer_args,
+        )
+        trainer.fit(module, datamodule=data, ckpt_path=resume)
     kept = "last.ckpt"  # no validation score: the final weights
     if checkpoint.best_model_path:
         module.load_trainable(checkpoint.best_model_path)
@@ -473,6 +475,17 @@ def fit(cfg: DictConfig, module: ForecastModule, data, run_dir: Path) -> dict[st
         "steps": trainer.global_step,
         "resumed": resume is not None,
     }
+
+
+def _quiet_lightning(quiet: bool):
+    """`msft.finetune`'s quieting (Lightning's loggers at ERROR, its warnings ignored) when ``quiet``."""
+    import contextlib
+
+    if not quiet:
+        return contextlib.nullcontext()
+    from msft_runner.api import _quiet
+
+    return _quiet(verbose=False)
 
 
 def validation_scores(model, data, cfg: DictConfig) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""``trainer.threads``: torch's intra-op threads for a run (not a Lightning argument)."""
+"""``trainer.threads``: torch's intra-op threads for a run (not a Lightning argument); ``verbose``: Lightning's notices."""
 
 import pytest
 import torch
@@ -31,3 +31,20 @@ def test_a_bad_thread_count_names_the_field(bad):
 def test_threads_is_not_passed_to_lightning():
     cfg = compose(["trainer.threads=1"])
     assert cfg.trainer.threads == 1 and "threads" not in _trainer_arguments(cfg)
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_lightning_notices_only_when_verbose(tmp_path, caplog, verbose):
+    import logging
+
+    from msft_runner.train import run
+
+    from .conftest import TINY, small_csv
+
+    path = small_csv(tmp_path / "quiet.csv")
+    cfg = compose([*TINY, "data=csv", f"data.path={path}", "data.target=x1", "method=msft", f"verbose={verbose}"])
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch"):
+        run(cfg, tmp_path / "run", {"backbone": "toy_tiny"})
+        assert logging.getLogger("lightning.pytorch").level == logging.INFO  # restored after training
+    notices = [r for r in caplog.records if r.name.startswith("lightning") and "available" in r.getMessage()]
+    assert bool(notices) == verbose  # "GPU available: False ...", "TPU available: ..."
