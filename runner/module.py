@@ -266,7 +266,7 @@ class StepProgress(ProgressBar):
             self._val = None
         score = trainer.callback_metrics.get(self.score)
         if self._train is not None and score is not None and not trainer.sanity_checking:
-            self._shown[self.score] = f"{float(score):.4g}"
+            self._shown[self.score] = f"{float(score):.4f}"
             self._train.set_postfix(self._shown)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
