@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from msft_runner.module import VALIDATION_BLOCK
 from msft_runner.records import write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -75,7 +76,13 @@ def score(forecasts: dict[str, Forecast], batches: Iterable[dict[str, Tensor]], 
         target = torch.where(observed, future, torch.zeros_like(future))  # (batch, H, V)
         windows += int(keep.sum()) * future.shape[2]
         for name, forecast in forecasts.items():
-            error = (forecast(past, past_seen, future.shape[1]) - target) * observed
+            point = torch.cat(  # in blocks of windows, as validation forecasts (`VALIDATION_BLOCK`)
+                [
+                    forecast(past[i : i + VALIDATION_BLOCK], past_seen[i : i + VALIDATION_BLOCK], future.shape[1])
+                    for i in range(0, past.shape[0], VALIDATION_BLOCK)
+                ]
+            )
+            error = (point - target) * observed
             sums[name][0] += float(error.square().sum())
             sums[name][1] += float(error.abs().sum())
             sums[name][2] += float(observed.sum())

@@ -58,3 +58,31 @@ def test_the_lsf_evaluation_shows_its_windows_when_asked(capfd):
     err = capfd.readouterr().err
     assert f"{shown['windows']}/{shown['windows']}" in err and "window" in err, err[-500:]
     assert shown == quiet
+
+
+def test_validation_forecasts_large_batches_in_blocks_with_the_same_sums(monkeypatch):
+    """`validation_sums` over 600 windows in blocks of 256 equals one pass over all of them (the block
+    size raised past the batch) up to float32 summation order: each numerator is a sum of 600 * 8
+    squared errors in float32, added per block in float64."""
+    from msft_backbones.toy import ToyForecaster
+    from msft_runner import module
+
+    torch.manual_seed(0)
+    model = msft.wrap(ToyForecaster(d_model=16), scales=[1, 2]).eval()
+    past, future = torch.randn(600, 32, 1), torch.randn(600, 8, 1)
+    batch = {
+        "past_target": past,
+        "future_target": future,
+        "past_observed": torch.ones_like(past, dtype=torch.bool),
+        "future_observed": torch.ones_like(future, dtype=torch.bool),
+    }
+    blocked = module.validation_sums(model, batch, "lsf", scaled=True)
+    monkeypatch.setattr(module, "VALIDATION_BLOCK", 10_000)
+    whole = module.validation_sums(model, batch, "lsf", scaled=True)
+    assert set(blocked) == set(whole) == {"val_score", SCALED, "val_mse_scale1", "val_mse_scale2"}
+    for name in whole:
+        num, den = whole[name]
+        torch.testing.assert_close(
+            torch.tensor(blocked[name][0]), torch.tensor(num), **float32_tolerance(600 * 8, scale=num / den)
+        )
+        assert blocked[name][1] == den  # counts of observed points: exact
