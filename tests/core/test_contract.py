@@ -200,6 +200,16 @@ def test_every_method_config_trains(spec, method):
         with pytest.raises(ValueError, match=f"the {spec.name} backbone gives point forecasts"):
             build_model(*args, total_steps=10, wrap_options=setup.options)
         return
+    targets = (cfg.get("peft") or {}).get("targets")
+    if targets:  # module names of one family (lora_matched: MOIRAI's encoder)
+        from msft.ops import match_modules
+
+        try:
+            match_modules(setup.backbone, targets)
+        except ValueError:
+            with pytest.raises(ValueError, match="peft.targets"):
+                build_model(*args, total_steps=10, wrap_options=setup.options)
+            return
     built = build_model(*args, total_steps=10, wrap_options=setup.options)
     model = built.model.train()
     trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -211,9 +221,9 @@ def test_every_method_config_trains(spec, method):
     assert all(torch.equal(params[n], v) for n, v in frozen.items())
     if built.trains:
         assert any(not torch.equal(params[n], v) for n, v in trainable.items())
-    if cfg["kind"] in ("lora", "adalora"):  # peft took exactly the modules msft's LoRA would
+    if cfg["kind"] in ("lora", "adalora"):  # peft took exactly the modules msft's LoRA would (or peft.targets)
         wrapped = {n.rsplit(".lora_A", 1)[0] for n, _ in model.backbone.named_modules() if n.endswith(".lora_A")}
-        assert wrapped == set(model.spec.lora_modules())
+        assert wrapped == set(model.spec.lora_modules(tuple(targets) if targets else None))
 
 
 def test_huge_magnitudes_give_finite_scale_equivariant_forecasts(spec):
