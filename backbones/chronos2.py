@@ -455,26 +455,13 @@ def _from_geometry(config: str | dict | Path, seed: int | None) -> nn.Module:
 
 def _check_hub(repo_id: str, revision: str | None, timeout: float = 3.0) -> None:
     """Fail fast, naming ``repo_id``, when it is not cached and the hub cannot be reached."""
-    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from msft.hub import check_hub
 
-    from msft_backbones.moirai.load import HubUnreachableError
-
-    try:
-        hf_hub_download(repo_id, "config.json", revision=revision, local_files_only=True)
-        return
-    except LocalEntryNotFoundError:
-        pass
-    reason = "HF_HUB_OFFLINE is set and it is not in the local cache" if constants.HF_HUB_OFFLINE else None
-    if reason is None:
-        try:
-            get_hf_file_metadata(hf_hub_url(repo_id, "config.json", revision=revision), timeout=timeout)
-            return
-        except Exception as err:  # connection refused, DNS failure, timeout, 404, gated repo, ...
-            reason = f"{type(err).__name__}: {err}"
-    folder = repo_id.split("/")[-1]
-    raise HubUnreachableError(
-        f"cannot load Chronos-2 checkpoint {repo_id!r} from the Hugging Face hub ({reason}). Download it where "
-        f"the hub is reachable, e.g. `hf download {repo_id} --local-dir ./{folder}`, and pass that folder instead "
-        f"(it must hold config.json and model.safetensors). For random weights use Chronos2Spec.load(config=...)."
+    check_hub(
+        repo_id,
+        what="Chronos-2 checkpoint",
+        revision=revision,
+        timeout=timeout,
+        hint="pass that folder instead (it must hold config.json and model.safetensors). For random weights use "
+        "Chronos2Spec.load(config=...).",
     )

@@ -340,22 +340,20 @@ def load_moirai2(
     from uni2ts.model.moirai2 import Moirai2Module
 
     from msft.provenance import record_source
-    from msft_backbones.moirai.load import HubUnreachableError, _download, _local_directory
+    from msft_backbones.moirai.load import _download, _local_directory
 
     local = _local_directory(source)
     if local is None:
-        try:
-            directory = _download(str(source), revision, cache_dir, timeout, None)
-        except HubUnreachableError as err:
-            name = str(source).split("/")[-1]
-            cause = err.__cause__
-            reason = f"{type(cause).__name__}: {cause}" if cause else "HF_HUB_OFFLINE is set and it is not cached"
-            raise HubUnreachableError(
-                f"cannot load Moirai-2 checkpoint {str(source)!r} from the Hugging Face hub ({reason}). "
-                f"Download it where the hub is reachable, e.g. `hf download {source} --local-dir ./{name}`, and pass "
-                f"that directory instead (it must hold config.json and model.safetensors). For random weights use "
-                f"source=None with config='{DEFAULT_GEOMETRY}'."
-            ) from err
+        directory = _download(
+            str(source),
+            revision,
+            cache_dir,
+            timeout,
+            None,
+            what="Moirai-2 checkpoint",
+            hint="pass that directory instead (it must hold config.json and model.safetensors). For random weights "
+            f"use source=None with config='{DEFAULT_GEOMETRY}'.",
+        )
     else:
         directory = local
     module = Moirai2Module.from_pretrained(str(directory)).eval()

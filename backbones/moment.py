@@ -144,9 +144,8 @@ def build_moment(
 
 def load_moment(name_or_path: str | os.PathLike, forecast_horizon: int | None = 96, **model_kwargs: Any) -> nn.Module:
     """Pretrained MOMENT from a Hugging Face id (``AutonLab/MOMENT-1-small``) or a local directory
-    holding ``config.json`` and ``model.safetensors`` (as written by ``save_pretrained``)."""
-    from momentfm.models.moment import MOMENTPipeline
-
+    holding ``config.json`` and ``model.safetensors`` (as written by ``save_pretrained``). Offline and
+    not cached, a hub id fails within seconds with `msft.hub.HubUnreachableError`."""
     if isinstance(name_or_path, str) and name_or_path in MOMENT_HUB_IDS:
         name_or_path = MOMENT_HUB_IDS[name_or_path]
     source = str(name_or_path)
@@ -155,6 +154,17 @@ def load_moment(name_or_path: str | os.PathLike, forecast_horizon: int | None = 
         raise ValueError(f"{source} has no config.json: expected a MOMENT directory written by save_pretrained")
     if not local and (source.startswith((".", "/", "~")) or source.count("/") != 1):
         raise ValueError(f"{source!r} is neither a directory nor a Hugging Face id of the form 'owner/name'")
+    if not local:  # before importing momentfm: an offline failure is fast and names the repository
+        from msft.hub import check_hub
+
+        check_hub(
+            source,
+            what="MOMENT checkpoint",
+            hint="pass that folder instead (it must hold config.json and model.safetensors). For random weights "
+            "use build_moment().",
+        )
+    from momentfm.models.moment import MOMENTPipeline
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)

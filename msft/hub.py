@@ -220,6 +220,8 @@ def check_hub(
     revision: str | None = None,
     timeout: float = 3.0,
     endpoint: str | None = None,
+    cache_dir: str | None = None,
+    hint: str = "pass that folder instead.",
 ) -> None:
     """Return when ``filename`` of the hub repository ``repo_id`` is cached or the hub answers for it
     within ``timeout`` seconds; else raise `HubUnreachableError` naming the repository (``what``: what
@@ -229,21 +231,22 @@ def check_hub(
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        hf_hub_download(repo_id, filename, revision=revision, local_files_only=True)
+        hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=True)
         return
     except LocalEntryNotFoundError:
         pass
     reason = "HF_HUB_OFFLINE is set and it is not in the local cache" if constants.HF_HUB_OFFLINE else None
     if reason is None:
         try:
-            get_hf_file_metadata(hf_hub_url(repo_id, filename, revision=revision, endpoint=endpoint), timeout=timeout)
+            url = hf_hub_url(repo_id, filename, revision=revision, endpoint=endpoint)
+            get_hf_file_metadata(url, timeout=timeout, endpoint=endpoint)
             return
         except Exception as err:  # connection refused, DNS failure, timeout, 404, gated repo, ...
             reason = f"{type(err).__name__}: {err}"
     folder = repo_id.split("/")[-1]
     raise HubUnreachableError(
         f"cannot load {what} {repo_id!r} from the Hugging Face hub ({reason}). Download it where the hub is "
-        f"reachable, e.g. `hf download {repo_id} --local-dir ./{folder}`, and pass that folder instead."
+        f"reachable, e.g. `hf download {repo_id} --local-dir ./{folder}`, and {hint.format(folder=folder)}"
     )
 
 

@@ -13,6 +13,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from msft.hub import HubUnreachableError  # noqa: F401  (re-exported: loaders raise it)
+
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
@@ -21,10 +23,6 @@ WEIGHTS_FILE = "model.safetensors"
 KNOWN_CHECKPOINTS = tuple(
     f"Salesforce/moirai-{version}-R-{size}" for version in ("1.0", "1.1") for size in ("small", "base", "large")
 )
-
-
-class HubUnreachableError(OSError):
-    """The checkpoint is not cached and the Hugging Face hub cannot be reached (or offline mode is on)."""
 
 
 def load_moirai(
@@ -131,10 +129,23 @@ def _local_directory(source: str | Path) -> Path | None:
 
 
 def _download(
-    repo_id: str, revision: str | None, cache_dir: str | Path | None, timeout: float, endpoint: str | None
+    repo_id: str,
+    revision: str | None,
+    cache_dir: str | Path | None,
+    timeout: float,
+    endpoint: str | None,
+    what: str = "MOIRAI checkpoint",
+    hint: str = (
+        f"pass that directory instead: load_moirai('./{{folder}}') (it must hold {CONFIG_FILE} and {WEIGHTS_FILE}). "
+        "For random weights use moirai_from_config(config)."
+    ),
 ) -> Path:
-    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
+    """The cached snapshot of ``repo_id``, else a download after one quick reachability check
+    (`msft.hub.check_hub`: offline and uncached it fails in well under 2 s, naming ``what``)."""
+    from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from msft.hub import check_hub
 
     common = dict(repo_id=repo_id, revision=revision, cache_dir=cache_dir)
     try:  # a cached checkpoint needs no network at all
@@ -142,31 +153,22 @@ def _download(
         return Path(paths[0]).parent
     except LocalEntryNotFoundError:
         pass
-    if constants.HF_HUB_OFFLINE:
-        raise HubUnreachableError(
-            _unreachable_message(repo_id, "HF_HUB_OFFLINE is set and it is not in the local cache")
-        )
-    try:  # one quick request, without hf_hub_download's retries (which take ~20 s when offline)
-        get_hf_file_metadata(
-            hf_hub_url(repo_id, CONFIG_FILE, revision=revision, endpoint=endpoint), timeout=timeout, endpoint=endpoint
-        )
-    except Exception as err:  # connection refused, DNS failure, timeout, 404, gated repo, ...
-        raise HubUnreachableError(_unreachable_message(repo_id, f"{type(err).__name__}: {err}")) from err
+    check_hub(
+        repo_id,
+        WEIGHTS_FILE,
+        what=what,
+        revision=revision,
+        timeout=timeout,
+        endpoint=endpoint,
+        cache_dir=cache_dir,
+        hint=hint,
+    )
     logger.info("downloading %s from the Hugging Face hub", repo_id)
     paths = [
         hf_hub_download(filename=f, etag_timeout=timeout, endpoint=endpoint, **common)
         for f in (CONFIG_FILE, WEIGHTS_FILE)
     ]
     return Path(paths[0]).parent
-
-
-def _unreachable_message(repo_id: str, reason: str) -> str:
-    return (
-        f"cannot load MOIRAI checkpoint {repo_id!r} from the Hugging Face hub ({reason}). "
-        f"Download it where the hub is reachable, e.g. `hf download {repo_id} --local-dir ./{repo_id.split('/')[-1]}`, "
-        f"and pass that directory instead: load_moirai('./{repo_id.split('/')[-1]}') "
-        f"(it must hold {CONFIG_FILE} and {WEIGHTS_FILE}). For random weights use moirai_from_config(config)."
-    )
 
 
 #: the name `load_source` gives the embedded checkpoint
