@@ -191,10 +191,11 @@ def main(argv: list[str] | None = None) -> dict:
     from msft_backbones.moirai import TINY_MOIRAI_DIR, load_moirai
 
     checkpoints = dict(item.split("=", 1) for item in (args.checkpoint or [f"current={TINY_MOIRAI_DIR}"]))
+    digests = {name: weights_digest(directory) for name, directory in checkpoints.items()}
     path = args.out / f"{args.name}.json"
-    results = json.loads(path.read_text())["results"] if path.exists() else {}
+    results = reusable(json.loads(path.read_text()), digests) if path.exists() else {}
     for other in args.merge:
-        for key, row in json.loads(other.read_text())["results"].items():
+        for key, row in reusable(json.loads(other.read_text()), digests).items():
             for method, value in row.items():
                 results.setdefault(key, {}).setdefault(method, value)
     modules = {}
@@ -251,6 +252,35 @@ def main(argv: list[str] | None = None) -> dict:
             print(key, results[key], flush=True)
             write_results(args, argv, checkpoints, results)
     write_results(args, argv, checkpoints, results)  # also when everything came from --merge
+    return results
+
+
+def weights_digest(directory: str | Path) -> str:
+    """SHA-256 of a checkpoint's ``model.safetensors``: what a stored evaluation was made with."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(Path(directory) / "model.safetensors", "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def reusable(saved: dict, digests: dict[str, str]) -> dict:
+    """The stored results a rerun may keep: the baselines, and each checkpoint's rows only when the
+    file recorded the same weights under that name (a resumed run never mixes two checkpoints that
+    share a name, e.g. ``new`` before and after a checkpoint is shipped)."""
+    stored = saved.get("checkpoint_sha256", {})
+    stale = {name for name, digest in digests.items() if stored.get(name) != digest}
+    known = set(saved.get("checkpoints", {}))
+    results = {}
+    for key, row in saved.get("results", {}).items():
+        if "|" in key and key.split("|")[0] in FAMILIES:  # a family row is scored as a whole
+            results[key] = {} if stale & set(row) else row
+            continue
+        results[key] = {m: v for m, v in row.items() if m not in stale and (m not in known or m in digests)}
+    if stale:
+        print(f"not reusing stored results of {sorted(stale)}: other weights than the stored ones", flush=True)
     return results
 
 
@@ -313,6 +343,7 @@ def write_results(args, argv, checkpoints: dict, results: dict) -> None:
                 "machine": machine_line(),
                 "settings": vars(args) | {"out": str(args.out), "merge": [str(m) for m in args.merge]},
                 "checkpoints": checkpoints,
+                "checkpoint_sha256": {name: weights_digest(d) for name, d in checkpoints.items()},
                 "results": results,
             },
             indent=1,
