@@ -90,6 +90,7 @@ def finetune(
     verbose: bool = False,
     past_covariates: list[str] | None = None,
     known_covariates: list[str] | None = None,
+    threads: int | None = None,
     **options: Any,
 ) -> Forecaster:
     """Finetune ``backbone`` on ``train_data`` for ``prediction_length`` steps ahead; return a `Forecaster`.
@@ -107,6 +108,8 @@ def finetune(
         Either way the scores are in `Forecaster.leaderboard()`, and a finetuned model worse than a
         naive baseline logs a warning with the numbers.
     verbose: show Lightning's notices (GPU/TPU availability, tips) and warnings; quiet by default.
+    threads: torch's intra-op threads while finetuning and scoring (restored afterwards); None keeps
+        torch's setting. On a busy machine 1 is often much faster than spinning several.
     past_covariates / known_covariates: columns of the (long) ``train_data`` that the model reads as
         covariates (MOIRAI; Chronos-2's conventions): past-only ones, known up to each series' end,
         and known-future ones, which `Forecaster.predict_df` then needs over the horizon
@@ -123,124 +126,144 @@ def finetune(
         default levels: raise ``validation_windows``)) and any
         `msft.MSFTConfig` field (``scales``, ``lora_rank``, ...).
     """
-    from msft.config import MSFTConfig
-    from msft_runner.train import fit
+    _check_threads(threads)
+    with _torch_threads(threads):
+        from msft.config import MSFTConfig
+        from msft_runner.train import fit
 
-    if method not in KINDS:
-        raise ValueError(f"method={method!r}: expected one of {KINDS}")
-    if guard not in GUARDS:
-        raise ValueError(f"guard={guard!r}: expected one of {GUARDS}")
-    if isinstance(prediction_length, bool) or not isinstance(prediction_length, int) or prediction_length < 1:
-        raise ValueError(f"prediction_length={prediction_length!r}: expected a positive integer")
-    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
-        raise ValueError(f"max_steps={max_steps!r}: expected a positive integer or None")
-    train = dict(TRAINING_OPTIONS)
-    wrap_options = {}
-    fields = set(MSFTConfig.__dataclass_fields__)
-    for key, value in options.items():
-        if key in train:
-            train[key] = value
-        elif key in fields:
-            wrap_options[key] = value
-        else:
+        if method not in KINDS:
+            raise ValueError(f"method={method!r}: expected one of {KINDS}")
+        if guard not in GUARDS:
+            raise ValueError(f"guard={guard!r}: expected one of {GUARDS}")
+        if isinstance(prediction_length, bool) or not isinstance(prediction_length, int) or prediction_length < 1:
+            raise ValueError(f"prediction_length={prediction_length!r}: expected a positive integer")
+        if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
+            raise ValueError(f"max_steps={max_steps!r}: expected a positive integer or None")
+        train = dict(TRAINING_OPTIONS)
+        wrap_options = {}
+        fields = set(MSFTConfig.__dataclass_fields__)
+        for key, value in options.items():
+            if key in train:
+                train[key] = value
+            elif key in fields:
+                wrap_options[key] = value
+            else:
+                raise ValueError(
+                    f"unknown option {key!r}: expected a training option {sorted(TRAINING_OPTIONS)} or an "
+                    f"msft.MSFTConfig field {sorted(fields)}"
+                )
+        names = dict(target=target, id_column=id_column, timestamp_column=timestamp_column)
+        series = read_series(train_data, **names)
+        validation = read_series(validation_data, **names) if validation_data is not None else None
+        past_names, known_names = tuple(past_covariates or ()), tuple(known_covariates or ())
+        covariates = validation_covariates = None
+        if past_names or known_names:
+            wrap_options.update(past_covariates=list(past_names), known_covariates=list(known_names))
+            MSFTConfig(past_covariates=past_names, known_covariates=known_names)  # the names' own checks, first
+            covariates = read_covariates(train_data, series, past_names, known_names, names, "train_data")
+            check_known_complete(series, covariates, known_names, "train_data")
+            if validation is not None:
+                validation_covariates = read_covariates(
+                    validation_data, validation, past_names, known_names, names, "validation_data"
+                )
+                check_known_complete(validation, validation_covariates, known_names, "validation_data")
+            if train["calibrate"] is not None:
+                raise ValueError("calibrate: not available with covariates yet; expected calibrate=None")
+        for what, given in (("train_data", series), ("validation_data", validation)):
+            empty = [item for item, v in zip(given.ids, given.values) if not np.isfinite(v).any()] if given else []
+            if empty:
+                shown = ", ".join(repr(i) for i in empty[:10]) + (
+                    f" and {len(empty) - 10} more" if len(empty) > 10 else ""
+                )
+                raise ValueError(f"{what}: item(s) {shown} have no observed values (all NaN): drop them")
+        if validation is not None and validation.freq != series.freq:
             raise ValueError(
-                f"unknown option {key!r}: expected a training option {sorted(TRAINING_OPTIONS)} or an "
-                f"msft.MSFTConfig field {sorted(fields)}"
+                f"validation_data has frequency {validation.freq.freqstr}, train_data {series.freq.freqstr}: "
+                "expected the same"
             )
-    names = dict(target=target, id_column=id_column, timestamp_column=timestamp_column)
-    series = read_series(train_data, **names)
-    validation = read_series(validation_data, **names) if validation_data is not None else None
-    past_names, known_names = tuple(past_covariates or ()), tuple(known_covariates or ())
-    covariates = validation_covariates = None
-    if past_names or known_names:
-        wrap_options.update(past_covariates=list(past_names), known_covariates=list(known_names))
-        MSFTConfig(past_covariates=past_names, known_covariates=known_names)  # the names' own checks, first
-        covariates = read_covariates(train_data, series, past_names, known_names, names, "train_data")
-        check_known_complete(series, covariates, known_names, "train_data")
-        if validation is not None:
-            validation_covariates = read_covariates(
-                validation_data, validation, past_names, known_names, names, "validation_data"
-            )
-            check_known_complete(validation, validation_covariates, known_names, "validation_data")
-        if train["calibrate"] is not None:
-            raise ValueError("calibrate: not available with covariates yet; expected calibrate=None")
-    for what, given in (("train_data", series), ("validation_data", validation)):
-        empty = [item for item, v in zip(given.ids, given.values) if not np.isfinite(v).any()] if given else []
-        if empty:
-            shown = ", ".join(repr(i) for i in empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
-            raise ValueError(f"{what}: item(s) {shown} have no observed values (all NaN): drop them")
-    if validation is not None and validation.freq != series.freq:
-        raise ValueError(
-            f"validation_data has frequency {validation.freq.freqstr}, train_data {series.freq.freqstr}: "
-            "expected the same"
+        resolve_args = {"horizon": prediction_length, "context_length": train["context_length"] or 512}
+        if isinstance(backbone, nn.Module):  # the caller's module is left as it came: train a copy
+            backbone = copy.deepcopy(backbone)
+        module, base_options, source = resolve_backbone(backbone, freq=series.freq, **resolve_args)
+        reference = copy.deepcopy(module) if method != "zero_shot" else None  # the zero-shot backbone, scored after
+        L.seed_everything(seed, workers=True, verbose=False)
+        if method == "msft":
+            options_msft = wrap_options
+        else:  # the baselines take their fixed options; what the user gave (e.g. patch_size) applies to all
+            options_msft = {"prompt_tokens": wrap_options.pop("prompt_tokens", 8)} if method == "prompt_tuning" else {}
+            base_options.update(wrap_options)
+        holdout = 0 if validation is not None else train["validation_windows"] * prediction_length
+        auto = _auto_scales(options_msft, series, module, base_options, resolve_args["context_length"], holdout)
+        data = FrameDataModule(
+            series,
+            prediction_length,
+            train["context_length"],
+            train["batch_size"],
+            seed,
+            validation=validation,
+            validation_windows=train["validation_windows"],
+            covariates=covariates,
+            validation_covariates=validation_covariates,
+            num_past=len(past_names),
         )
-    resolve_args = {"horizon": prediction_length, "context_length": train["context_length"] or 512}
-    if isinstance(backbone, nn.Module):  # the caller's module is left as it came: train a copy
-        backbone = copy.deepcopy(backbone)
-    module, base_options, source = resolve_backbone(backbone, freq=series.freq, **resolve_args)
-    reference = copy.deepcopy(module) if method != "zero_shot" else None  # the zero-shot backbone, scored after
-    L.seed_everything(seed, workers=True, verbose=False)
-    if method == "msft":
-        options_msft = wrap_options
-    else:  # the baselines take their fixed options; what the user gave (e.g. patch_size) applies to all
-        options_msft = {"prompt_tokens": wrap_options.pop("prompt_tokens", 8)} if method == "prompt_tuning" else {}
-        base_options.update(wrap_options)
-    holdout = 0 if validation is not None else train["validation_windows"] * prediction_length
-    auto = _auto_scales(options_msft, series, module, base_options, resolve_args["context_length"], holdout)
-    data = FrameDataModule(
-        series,
-        prediction_length,
-        train["context_length"],
-        train["batch_size"],
-        seed,
-        validation=validation,
-        validation_windows=train["validation_windows"],
-        covariates=covariates,
-        validation_covariates=validation_covariates,
-        num_past=len(past_names),
-    )
-    data.setup("fit")
-    steps_per_epoch = len(data.train_dataloader())
-    total = max(min(max_steps or 10**9, steps_per_epoch * train["max_epochs"]), 2)
-    built = build_model(module, method, prediction_length, options_msft, train["peft"], total, base_options)
+        data.setup("fit")
+        steps_per_epoch = len(data.train_dataloader())
+        total = max(min(max_steps or 10**9, steps_per_epoch * train["max_epochs"]), 2)
+        built = build_model(module, method, prediction_length, options_msft, train["peft"], total, base_options)
+        try:
+            data.check_context(built.model)
+        except ValueError:
+            msft.unwrap(built.model)  # a module the caller passed is handed back as it came
+            raise
+        lr = train["lr"] if isinstance(train["lr"], dict) else {"lr": train["lr"], "scale_weight_lr": 1e-2}
+        module_type = CovariateForecastModule if covariates is not None else ForecastModule
+        lightning_module = module_type(built.model, lr, train["weight_decay"], built.tuner)
+        record: dict[str, Any] = {}
+        run_dir = train["run_dir"]
+        with tempfile.TemporaryDirectory(prefix="msft-finetune-") as tmp, _quiet(verbose):
+            if built.trains:
+                cfg = _fit_config(train, seed, max_steps, time_limit, steps_per_epoch)
+                record = fit(cfg, lightning_module, data, Path(run_dir) if run_dir else Path(tmp))
+        built.model.eval()
+        if auto is not None:
+            record["scales_auto"] = {"scales": list(auto.scales), "period": auto.period, "reason": auto.reason}
+        if train["calibrate"] is not None:  # split conformal on the validation windows (msft.calibration)
+            _calibrate(built.model, data, train["calibrate"], train["num_samples"])
+        board, fallback = _leaderboard(built.model, reference, method, base_options, data, series.freq, guard)
+        settings = ForecasterSettings(
+            prediction_length=prediction_length,
+            context_length=data.context_length,
+            freq=series.freq.freqstr,
+            method=method,
+            source=source,
+            wrap_options=base_options,
+            msft_options=options_msft,
+            peft=train["peft"],
+            names=names,
+            training=record,
+            num_samples=train["num_samples"],
+            total_steps=total,
+            resolve_args=resolve_args,
+            leaderboard=board,
+            fallback=fallback,
+        )
+        return Forecaster(built.model, settings, tuner=built.tuner)
+
+
+def _check_threads(threads: int | None) -> None:
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads={threads!r}: expected a positive integer or None")
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None):
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
-        data.check_context(built.model)
-    except ValueError:
-        msft.unwrap(built.model)  # a module the caller passed is handed back as it came
-        raise
-    lr = train["lr"] if isinstance(train["lr"], dict) else {"lr": train["lr"], "scale_weight_lr": 1e-2}
-    module_type = CovariateForecastModule if covariates is not None else ForecastModule
-    lightning_module = module_type(built.model, lr, train["weight_decay"], built.tuner)
-    record: dict[str, Any] = {}
-    run_dir = train["run_dir"]
-    with tempfile.TemporaryDirectory(prefix="msft-finetune-") as tmp, _quiet(verbose):
-        if built.trains:
-            cfg = _fit_config(train, seed, max_steps, time_limit, steps_per_epoch)
-            record = fit(cfg, lightning_module, data, Path(run_dir) if run_dir else Path(tmp))
-    built.model.eval()
-    if auto is not None:
-        record["scales_auto"] = {"scales": list(auto.scales), "period": auto.period, "reason": auto.reason}
-    if train["calibrate"] is not None:  # split conformal on the validation windows (msft.calibration)
-        _calibrate(built.model, data, train["calibrate"], train["num_samples"])
-    board, fallback = _leaderboard(built.model, reference, method, base_options, data, series.freq, guard)
-    settings = ForecasterSettings(
-        prediction_length=prediction_length,
-        context_length=data.context_length,
-        freq=series.freq.freqstr,
-        method=method,
-        source=source,
-        wrap_options=base_options,
-        msft_options=options_msft,
-        peft=train["peft"],
-        names=names,
-        training=record,
-        num_samples=train["num_samples"],
-        total_steps=total,
-        resolve_args=resolve_args,
-        leaderboard=board,
-        fallback=fallback,
-    )
-    return Forecaster(built.model, settings, tuner=built.tuner)
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @contextlib.contextmanager

@@ -153,3 +153,17 @@ def test_finetune_errors(kwargs, message):
         msft.finetune(
             args.pop("backbone"), args.pop("train_data"), args.pop("prediction_length"), max_steps=1, **args, **options
         )
+
+
+def test_threads_apply_to_the_call_only_and_are_checked():
+    before = torch.get_num_threads()
+    seen = []
+    original = torch.set_num_threads
+    try:
+        torch.set_num_threads = lambda n: (seen.append(n), original(n))[1]
+        msft.finetune("toy_tiny", long_frame(items=2), H, method="lora", max_steps=2, threads=1, **FAST)
+    finally:
+        torch.set_num_threads = original
+    assert seen[0] == 1 and seen[-1] == before and torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads=0: expected a positive integer"):
+        msft.finetune("toy_tiny", long_frame(items=2), H, threads=0)
