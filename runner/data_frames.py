@@ -27,7 +27,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSample
 
 from msft.data.frames import SeriesSet, read_series
 from msft.data.windows import Windows
-from msft_runner.module import SCALED, EpochShuffledBatches, ForecastModule, validation_sums
+from msft_runner.module import EpochShuffledBatches, ForecastModule, covariates_of  # noqa: F401 (api.py imports it here)
 
 COVARIATE_KEYS = ("past_covariates", "known_covariates")
 
@@ -108,64 +108,9 @@ def split_covariates(batch: dict[str, Tensor], num_past: int) -> dict[str, Tenso
     return out
 
 
-def covariates_of(batch: dict[str, Tensor], model: Any) -> dict[str, Tensor]:
-    """The covariate arguments ``model`` takes, from ``batch`` (none for a model without covariates)."""
-    config = model.config
-    out = {}
-    if config.past_covariates:
-        out["past_covariates"] = batch["past_covariates"]
-    if config.known_covariates:
-        out["known_covariates"] = batch["known_covariates"]
-    return out
-
-
-class WithCovariates:
-    """``model`` with a batch's covariates bound to its forecasting calls (what `validation_sums` reads)."""
-
-    def __init__(self, model: Any, covariates: dict[str, Tensor]):
-        self.model, self.covariates = model, covariates
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.model, name)
-
-    def predict_all(self, *args: Any, **kwargs: Any) -> Any:
-        return self.model.predict_all(*args, **kwargs, **self.covariates)
-
-    def predict_samples(self, *args: Any, **kwargs: Any) -> Any:
-        return self.model.predict_samples(*args, **kwargs, **self.covariates)
-
-    def predict_quantiles(self, *args: Any, **kwargs: Any) -> Any:
-        return self.model.predict_quantiles(*args, **kwargs, **self.covariates)
-
-
 class CovariateForecastModule(ForecastModule):
-    """`ForecastModule` for batches with covariates: the loss and validation get them too."""
-
-    def _loss(self, batch: dict[str, Tensor]) -> Tensor:
-        keep = batch["past_observed"].any(1).all(-1) & batch["future_observed"].any(1).any(-1)  # (batch,)
-        if not bool(keep.any()):
-            return sum(p.sum() * 0.0 for p in self.model.parameters() if p.requires_grad)
-        batch = {key: value[keep] for key, value in batch.items()}
-        return self.model.loss(
-            batch["past_target"],
-            batch["future_target"],
-            batch["past_observed"],
-            batch["future_observed"],
-            **covariates_of(batch, self.model),
-        )
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        loss = self._loss(batch)
-        size = batch["past_target"].shape[0]
-        self.log("val_loss", loss, prog_bar=True, on_epoch=True, sync_dist=True, batch_size=size)
-        keep = batch["past_observed"].any(1).all(-1)
-        if bool(keep.any()):
-            kept = {k: v[keep] for k, v in batch.items()}
-            model = WithCovariates(self.model, covariates_of(kept, self.model))
-            scaled = self.progress_score == SCALED
-            for name, (num, den) in validation_sums(model, kept, self.protocol, self.num_samples, scaled).items():
-                total = self._sums.setdefault(name, [0.0, 0.0])
-                total[0], total[1] = total[0] + num, total[1] + den
+    """`ForecastModule`, which hands a model built with covariates the batch's (`covariates_of`) in its
+    loss and validation; the name stays for callers that build it for covariate batches."""
 
 
 class ManyWindows(Dataset):

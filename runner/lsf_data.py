@@ -10,6 +10,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sequential
 
 from msft.data.lsf import LSFSplit, prepare_lsf
 from msft.data.windows import Windows
+from msft.protocols.covariates import prepare_covariates
 
 
 class LSFDataModule(lightning.LightningDataModule):
@@ -18,6 +19,11 @@ class LSFDataModule(lightning.LightningDataModule):
     Batches are dicts with ``past_target (batch, context_length, variate)``, ``future_target (batch,
     horizon, variate)`` float32 and ``past_observed`` / ``future_observed`` bool masks. Each batch is
     gathered in one indexing operation (batch sampler + ``batch_size=None``), not item by item.
+
+    ``past_covariates`` / ``known_covariates``: columns (or calendar features) read as covariates
+    (`msft.protocols.covariates`): the windows stay the targets' windows, and batches also hold
+    ``past_covariates (batch, context_length, k1)`` and ``known_covariates (batch, context_length +
+    horizon, k2)``.
     """
 
     def __init__(
@@ -33,6 +39,8 @@ class LSFDataModule(lightning.LightningDataModule):
         download: bool = False,
         train_stride: int = 1,
         num_workers: int = 0,
+        past_covariates: list[str] | tuple[str, ...] = (),
+        known_covariates: list[str] | tuple[str, ...] = (),
     ):
         super().__init__()
         if batch_size < 1:
@@ -41,22 +49,32 @@ class LSFDataModule(lightning.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.targets, self.data_dir, self.download = targets, data_dir, download
         self.train_stride, self.num_workers = train_stride, num_workers
+        self.past_covariates, self.known_covariates = tuple(past_covariates or ()), tuple(known_covariates or ())
         self.data: LSFSplit | None = None
-        self.splits: dict[str, Windows] = {}
+        self.splits: dict[str, Windows] = {}  # CovariateWindows with covariates
 
     def setup(self, stage: str | None = None) -> None:
         if self.data is None:
-            self.data = (
-                self.dataset
-                if isinstance(self.dataset, LSFSplit)
-                else prepare_lsf(
+            if isinstance(self.dataset, LSFSplit):
+                self.data = self.dataset
+            elif self.past_covariates or self.known_covariates:
+                self.data = prepare_covariates(
+                    self.dataset,
+                    self.context_length,
+                    self.targets,
+                    self.past_covariates,
+                    self.known_covariates,
+                    data_dir=self.data_dir,
+                    download=self.download,
+                )
+            else:
+                self.data = prepare_lsf(
                     self.dataset,
                     self.context_length,
                     targets=self.targets,
                     data_dir=self.data_dir,
                     download=self.download,
                 )
-            )
             self.splits = {
                 "train": self.data.windows("train", self.horizon, self.mode, stride=self.train_stride),
                 "val": self.data.windows("val", self.horizon, self.mode),

@@ -76,14 +76,19 @@ class ForecastModule(L.LightningModule):
     def _loss(self, batch: dict[str, Tensor]) -> Tensor:
         """The model's loss on the batch's usable windows. A window whose context has no observed
         point in some variate (msft rejects it) or whose future has none (no signal) is dropped:
-        series that start late or have long gaps (PF sets, user CSVs) produce such windows."""
+        series that start late or have long gaps (PF sets, user CSVs) produce such windows. A model
+        built with covariates gets the batch's (`covariates_of`)."""
         keep = batch["past_observed"].any(1).all(-1) & batch["future_observed"].any(1).any(-1)  # (batch,)
         if not bool(keep.any()):  # nothing to learn from: a zero loss that still has a graph
             return sum(p.sum() * 0.0 for p in self.model.parameters() if p.requires_grad)
         if not bool(keep.all()):
             batch = {key: value[keep] for key, value in batch.items()}
         return self.model.loss(
-            batch["past_target"], batch["future_target"], batch["past_observed"], batch["future_observed"]
+            batch["past_target"],
+            batch["future_target"],
+            batch["past_observed"],
+            batch["future_observed"],
+            **covariates_of(batch, self.model),
         )
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
@@ -158,7 +163,8 @@ def validation_sums(
     forecast per observed point; PF: CRPS, quantile loss over sum |y|) and ``val_mse_scale<s>``;
     with ``scaled``, also `SCALED`: the squared error of the fused mean over each window's context
     standard deviation, as `msft.finetune`'s leaderboard scores it. LSF batches are forecast in blocks
-    of `VALIDATION_BLOCK` windows (the same sums; PF keeps one pass, so its sample paths stay as drawn)."""
+    of `VALIDATION_BLOCK` windows (the same sums; PF keeps one pass, so its sample paths stay as drawn).
+    A model built with covariates forecasts with the batch's (`covariates_of`); only targets are scored."""
     if protocol == "lsf" and batch["past_target"].shape[0] > VALIDATION_BLOCK:
         sums: dict[str, tuple[float, float]] = {}
         for i in range(0, batch["past_target"].shape[0], VALIDATION_BLOCK):
@@ -171,7 +177,8 @@ def validation_sums(
     observed = batch["future_observed"].bool() & ~torch.isnan(future)
     target = torch.where(observed, future, torch.zeros_like(future))
     horizon = future.shape[1]
-    out = model.predict_all(past, horizon, batch["past_observed"])
+    covariates = covariates_of(batch, model)
+    out = model.predict_all(past, horizon, batch["past_observed"], **covariates)
     sums: dict[str, tuple[float, float]] = {}
     count = float(observed.sum())
     if protocol == "pf":
@@ -179,12 +186,14 @@ def validation_sums(
         levels = torch.tensor(grid, dtype=target.dtype, device=target.device)
         if model.spec.probabilistic:
             paths = model.predict_samples(
-                past, horizon, batch["past_observed"], num_samples=num_samples
+                past, horizon, batch["past_observed"], num_samples=num_samples, **covariates
             )  # (b, S, H, V)
             idx = torch.round((paths.shape[1] - 1) * levels).long()  # GluonTS: order statistics
             quantiles = paths.sort(dim=1).values[:, idx]  # (b, levels, H, V)
         elif model.config.quantile_levels:  # a point backbone with msft quantile heads
-            quantiles = model.predict_quantiles(past, horizon, grid, batch["past_observed"])  # (b, levels, H, V)
+            quantiles = model.predict_quantiles(
+                past, horizon, grid, batch["past_observed"], **covariates
+            )  # (b, levels, H, V)
         else:  # a point forecast is one path: every quantile is the point (e.g. the zero-shot reference)
             quantiles = out["point"].unsqueeze(1).expand(-1, len(grid), -1, -1)  # (b, levels, H, V)
         y = target.unsqueeze(1)
@@ -205,6 +214,13 @@ def validation_sums(
         error = (rearrange(pred, "b t v -> (b v) t") - torch.nan_to_num(pooled)) * pooled_seen
         sums[f"val_mse_scale{scale}"] = (float(error.square().sum()), float(pooled_seen.sum()))
     return sums
+
+
+def covariates_of(batch: dict[str, Tensor], model: Any) -> dict[str, Tensor]:
+    """The covariate arguments ``model`` was built to take (``config.past_covariates`` /
+    ``known_covariates``), from ``batch``: none for a model without covariates, whatever the batch holds."""
+    config = model.config
+    return {key: batch[key] for key in ("past_covariates", "known_covariates") if getattr(config, key)}
 
 
 def context_scale(past: Tensor, past_observed: Tensor) -> Tensor:

@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from msft_runner.module import covariates_of
+
 
 def plot_run(run_dir: Path, model, data, record: dict[str, Any], num_windows: int = 3) -> None:
     import matplotlib
@@ -22,7 +24,8 @@ def plot_run(run_dir: Path, model, data, record: dict[str, Any], num_windows: in
     batch = windows[picks]  # (num_windows, time, variate)
     device = next(model.parameters()).device
     with torch.no_grad():
-        pred = model.predict(batch["past_target"].to(device), data.horizon).cpu()
+        covariates = {k: v.to(device) for k, v in covariates_of(batch, model).items()}  # none without covariates
+        pred = model.predict(batch["past_target"].to(device), data.horizon, **covariates).cpu()
     fig, axes = plt.subplots(num_windows, 1, figsize=(8, 2.2 * num_windows), squeeze=False)
     context = batch["past_target"].shape[1]
     for ax, idx in zip(axes[:, 0], range(num_windows)):

@@ -34,6 +34,8 @@ class RunRecord(TypedDict, total=False):
     horizon: int
     context_length: int  # scale 1's context (data.context_length)
     mode: str  # "S" or "M"
+    past_covariates: list[str]  # data.past_covariates (runs with covariates only)
+    known_covariates: list[str]  # data.known_covariates (runs with covariates only)
     protocol: str  # "lsf" or "pf"
     method: str
     seed: int

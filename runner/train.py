@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -33,6 +33,7 @@ from msft_runner.module import (
     ForecastModule,
     StepProgress,
     StopAt,
+    covariates_of,
     validation_sums,
 )
 from msft_runner.records import METRICS, read_record, write_record
@@ -133,6 +134,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | Non
         "horizon": cfg.data.horizon,
         "context_length": cfg.data.context_length,
         "mode": cfg.data.mode,
+        **setup.covariates,
         "protocol": protocol,
         "method": method.name,
         "seed": cfg.seed,
@@ -283,15 +285,20 @@ class _Setup:
     zero_shot_score: float | None
     backbone_type: str  # the backbone's class name (a record's "backbone" when no config name is given)
     zero_shot_board: dict | None = None  # a CSV run's zero-shot validation scores (`msft_runner.leaderboard`)
+    covariates: dict[str, list[str]] = field(default_factory=dict)  # `data_covariates`
 
 
 def _build(cfg: DictConfig, names: dict[str, str], protocol: str, score_zero_shot: bool) -> _Setup:
     """Data, backbone, method and Lightning module of a run, built from its config in the order `run`
     trains them (a deferred test rebuilds exactly this, then loads the run's checkpoint).
-    ``score_zero_shot``: also score the identity wrap on validation before the method changes the backbone."""
+    ``score_zero_shot``: also score the identity wrap on validation before the method changes the backbone.
+    Covariates (``data.past_covariates`` / ``data.known_covariates``) are checked before anything loads
+    and declared to every wrap of the run (`data_covariates`)."""
+    covariates = data_covariates(cfg, names)
     data = build_datamodule(cfg.data, cfg.seed, history=method_history(cfg))
     data.setup("fit")
     backbone, wrap_options = build_backbone(cfg.backbone)
+    wrap_options = {**wrap_options, **covariates}
     if protocol == "pf":
         quantiles = (plain(cfg.method.get("options")) or {}).get("quantile_levels") or wrap_options.get(
             "quantile_levels"
@@ -335,7 +342,9 @@ def _build(cfg: DictConfig, names: dict[str, str], protocol: str, score_zero_sho
         lr_decay=cfg.get("lr_decay"),
         progress_score=SELECTION,  # the results table's units (z-scored MSE, or CRPS)
     )
-    return _Setup(data, built, module, wrap_options or {}, zero_shot_score, type(backbone).__name__, zero_shot_board)
+    return _Setup(
+        data, built, module, wrap_options, zero_shot_score, type(backbone).__name__, zero_shot_board, covariates
+    )
 
 
 def _check_probabilistic(backbone: torch.nn.Module, name: str | None, quantile_levels: Any = None) -> None:
@@ -350,6 +359,52 @@ def _check_probabilistic(backbone: torch.nn.Module, name: str | None, quantile_l
             f"(data.protocol=pf) scores sample paths and needs a probabilistic backbone (MOIRAI), or "
             f"quantile heads: method=msft +method.options.quantile_levels=[0.1,0.2,...,0.9]"
         )
+
+
+#: the methods a run with covariates may use: they wrap MOIRAI with the covariates declared
+COVARIATE_METHODS = ("msft", "lora", "full", "zero_shot")
+COVARIATE_KEYS = ("past_covariates", "known_covariates")
+
+
+def data_covariates(cfg: DictConfig, names: dict[str, str] | None = None) -> dict[str, list[str]]:
+    """``{"past_covariates": [...], "known_covariates": [...]}`` of ``data.past_covariates`` /
+    ``data.known_covariates`` (the non-empty ones; ``{}`` for a run without covariates), checked before
+    any data or weights load: ``ValueError`` for names that are not a list of strings, another
+    protocol than LSF, a method outside `COVARIATE_METHODS`, a backbone whose spec takes no
+    covariates (channel-independent: all but MOIRAI), or ``calibrate`` (which refuses covariates)."""
+    found = {}
+    for key in COVARIATE_KEYS:
+        value = plain(cfg.data.get(key)) or []
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ValueError(f"data.{key}={value!r}: expected a list of column names, e.g. data.{key}=[HUFL,HULL]")
+        if value:
+            found[key] = value
+    if not found:
+        return {}
+    given = " ".join(f"data.{k}=[{','.join(v)}]" for k, v in found.items())
+    protocol = cfg.data.get("protocol", "lsf")
+    if protocol != "lsf":
+        raise ValueError(f"{given}: covariates are read under the LSF protocol only, not data.protocol={protocol!r}")
+    kind = cfg.method.get("kind")
+    if kind not in COVARIATE_METHODS:
+        raise ValueError(
+            f"{given}: method {cfg.method.get('name')!r} ({kind}) does not take covariates; expected a method of "
+            f"kind {', '.join(COVARIATE_METHODS)}, or remove the covariates"
+        )
+    from msft.registry import registered_backbones
+
+    family = cfg.backbone.get("family")
+    spec = registered_backbones().get(family) if family else None
+    if spec is not None and not spec.supports_variates:
+        backbone = (names or {}).get("backbone") or family
+        raise ValueError(
+            f"{given}: the {backbone!r} backbone ({spec.name}) is channel-independent and takes no covariates; "
+            "remove data.past_covariates / data.known_covariates, or use a MOIRAI backbone (e.g. backbone=tiny_moirai)"
+        )
+    if cfg.get("calibrate"):
+        raise ValueError(f"{given}: calibrate={cfg.calibrate!r} does not take covariates; expected calibrate=null")
+    return found
 
 
 def method_history(cfg: DictConfig) -> int | None:
@@ -417,7 +472,8 @@ def build_datamodule(data: DictConfig, seed: int = 0, history: int | None = None
     )
     if data.get("protocol", "lsf") == "pf":
         return SeededPFDataModule(dataset, windows=data.windows, **common)
-    return SeededLSFDataModule(dataset, mode=data.mode, **common)
+    covariates = {key: plain(data.get(key)) or () for key in COVARIATE_KEYS}
+    return SeededLSFDataModule(dataset, mode=data.mode, **common, **covariates)
 
 
 def fit(cfg: DictConfig, module: ForecastModule, data, run_dir: Path) -> dict[str, Any]:
@@ -525,9 +581,12 @@ def validation_batches(data, cfg: DictConfig):
 
 def wants_leaderboard(cfg: DictConfig) -> bool:
     """A CSV run (``data.path``) under the LSF protocol, in one process (validation batches are not
-    sharded): its validation leaderboard is written (`msft_runner.leaderboard`)."""
+    sharded), without covariates: its validation leaderboard is written (`msft_runner.leaderboard`)."""
     return (
-        bool(cfg.data.get("path")) and cfg.data.get("protocol", "lsf") == "lsf" and distributed.rank_and_world()[1] == 1
+        bool(cfg.data.get("path"))
+        and cfg.data.get("protocol", "lsf") == "lsf"
+        and distributed.rank_and_world()[1] == 1
+        and not any(cfg.data.get(key) for key in COVARIATE_KEYS)  # its forecasts take no covariates
     )
 
 
@@ -633,8 +692,21 @@ def evaluate(cfg: DictConfig, model, data) -> dict[str, Any]:
     else:
         num_samples = cfg.data.get("num_samples", 100)
 
-        def forecast(past):  # MSE of the mean, MAE of the median (GluonTS, the MSFT authors)
-            both = forecaster.predict_mean_median(past, cfg.data.horizon, num_samples)  # (batch, 2, H, V)
+        def forecast(past, **covariates):  # MSE of the mean, MAE of the median (GluonTS, the MSFT authors)
+            if not covariates:
+                both = forecaster.predict_mean_median(past, cfg.data.horizon, num_samples)  # (batch, 2, H, V)
+                return {"mean": both[:, 0], "median": both[:, 1]}
+            covariates = covariates_of(covariates, model)
+
+            def mean_median(rows: torch.Tensor) -> torch.Tensor:  # the block's windows, by row
+                rows = rows.long()
+                part = {key: value[rows] for key, value in covariates.items()}
+                out = model.predict_all(past[rows], cfg.data.horizon, num_samples=num_samples, **part)
+                return torch.stack([out["mean"], out["median"]], dim=1)
+
+            # the windows' rows are sharded (as their values would be), so covariates follow their windows
+            rows = torch.arange(len(past), dtype=past.dtype, device=past.device)
+            both = forecaster._sharded(rows, (2, cfg.data.horizon, past.shape[2]), mean_median)
             return {"mean": both[:, 0], "median": both[:, 1]}
 
         stride = cfg.data.get("test_stride", 1)

@@ -8,12 +8,13 @@ from typing import Any
 from torch import Tensor
 
 
-def point_forecaster(forecaster: Any) -> Callable[[Tensor, int], Tensor]:
-    """``f(past, horizon)``: an object's ``.predict(past_target, horizon)``, else the callable ``f(past)``."""
+def point_forecaster(forecaster: Any) -> Callable[..., Tensor]:
+    """``f(past, horizon, **covariates)``: an object's ``.predict(past_target, horizon, **covariates)``,
+    else the callable ``f(past, **covariates)`` (covariates only for windows that have them)."""
     if hasattr(forecaster, "predict"):
-        return lambda past, horizon: forecaster.predict(past, horizon)
+        return lambda past, horizon, **covariates: forecaster.predict(past, horizon, **covariates)
     if callable(forecaster):
-        return lambda past, horizon: forecaster(past)
+        return lambda past, horizon, **covariates: forecaster(past, **covariates)
     raise ValueError(f"forecaster {forecaster!r} is neither callable nor has .predict(past_target, horizon)")
 
 

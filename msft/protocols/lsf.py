@@ -11,6 +11,7 @@ import torch
 
 from msft.data.lsf import LSFSplit, prepare_lsf
 from msft.protocols._forecasters import check_shape, point_forecaster
+from msft.protocols.covariates import batch_covariates, prepare_covariates
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ def evaluate_lsf(
     device: str | torch.device | None = None,
     stride: int = 1,
     progress: bool = False,
+    past_covariates: list[str] | tuple[str, ...] = (),
+    known_covariates: list[str] | tuple[str, ...] = (),
 ) -> dict[str, float | int]:
     """MSE and MAE of ``forecaster`` over every window of ``split``, averaged over windows × steps × channels.
 
@@ -42,6 +45,12 @@ def evaluate_lsf(
     :class:`~msft.data.LSFSplit` (whose ``context_length`` must equal ``context_length``). ``stride`` > 1
     keeps every ``stride``-th window (off-protocol: a cheaper estimate; the protocol is stride 1).
     ``progress``: a progress bar over the windows on stderr (tqdm).
+
+    Covariates (``past_covariates`` / ``known_covariates``: column names, or calendar features as in
+    `msft.protocols.covariates.CALENDAR`; or a prepared `~msft.protocols.covariates.CovariateSplit`):
+    the forecaster is called with ``past_covariates=(batch, L, k1)`` and ``known_covariates=(batch,
+    L + H, k2)`` keyword arguments, and only the target columns are scored, on the same windows as
+    without covariates.
     """
     if isinstance(dataset, LSFSplit):
         if dataset.context_length != context_length:
@@ -49,6 +58,10 @@ def evaluate_lsf(
                 f"context_length={context_length} but the LSFSplit was prepared with {dataset.context_length}"
             )
         data = dataset
+    elif past_covariates or known_covariates:
+        data = prepare_covariates(
+            dataset, context_length, targets, past_covariates, known_covariates, data_dir=data_dir, download=download
+        )
     else:
         data = prepare_lsf(dataset, context_length, targets=targets, data_dir=data_dir, download=download)
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
@@ -66,7 +79,7 @@ def evaluate_lsf(
             past, future = batch["past_target"], batch["future_target"]  # (batch, L, V), (batch, H, V)
             if device is not None:
                 past, future = past.to(device), future.to(device)
-            out = predict(past, horizon)
+            out = predict(past, horizon, **batch_covariates(batch, device))
             if isinstance(out, dict):  # probabilistic: MSE of the mean, MAE of the median
                 mean = check_shape(out.get("mean"), tuple(future.shape), "forecaster['mean']")
                 median = check_shape(out.get("median"), tuple(future.shape), "forecaster['median']")
