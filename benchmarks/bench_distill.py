@@ -75,6 +75,11 @@ def say(message: str) -> None:
 
 def evidence_lr_scale(dataset: str, backbone: str = "tiny_moirai", method: str = "msft") -> float:
     """The lr_scale of the evidence suite's seed-0 ``method`` run with the best validation score."""
+    return float(evidence_run(dataset, backbone, method)["lr_scale"])
+
+
+def evidence_run(dataset: str, backbone: str = "tiny_moirai", method: str = "msft") -> dict:
+    """The evidence suite's selected seed-0 ``method`` run on ``dataset`` (its row of lsf.csv)."""
     with EVIDENCE_CSV.open() as handle:
         rows = [
             r
@@ -84,7 +89,7 @@ def evidence_lr_scale(dataset: str, backbone: str = "tiny_moirai", method: str =
         ]
     if not rows:
         raise ValueError(f"{EVIDENCE_CSV} has no finished {backbone} {method} run on {dataset}")
-    return float(min(rows, key=lambda r: float(r["val_score"]))["lr_scale"])
+    return min(rows, key=lambda r: float(r["val_score"]))
 
 
 def ensure_teacher(dataset: str, args: argparse.Namespace) -> Path:
@@ -353,7 +358,9 @@ def dataset_section(dataset: str, r: dict) -> list[str]:
         f"Selected on validation (seed 0): distilled lr {sel_d['lr']:g}, α {sel_d['alpha']:g}, β {sel_d['beta']:g}; "
         f"undistilled lr {sel_p['lr']:g}. Students trained on {r['train_windows']:,} windows × {r['variates']} "
         f"channels (stride {r['train_stride']}), early-stopped on {r['val_windows']:,} validation windows (stride 1). "
-        f"Teacher: `{r['teacher']['run_dir']}` (validation score {teacher['val_score']:.4f}).",
+        f"Teacher: `{r['teacher']['run_dir']}`, validation score {teacher['val_score']:.4f} (the evidence run's: "
+        f"{float(evidence_run(dataset)['val_score']):.4f}; its test MSE there: "
+        f"{float(evidence_run(dataset)['mse'] or 'nan'):.4f}).",
         "",
         f"Validation MSE on the students' validation windows: teacher {val_text(teacher)}; best seed-0 "
         f"students: distilled {min(c['best_val_mse'] for c in r['search'][DISTILLED]):.4f}, undistilled "
@@ -385,6 +392,11 @@ def write_report(out: Path, report: dict, args: argparse.Namespace) -> None:
     write_json(out / "bench_distill.json", report)
     done = list(report["datasets"])
     missing = [d for d in args.all_datasets if d not in done]
+    same = [
+        d
+        for d, r in report["datasets"].items()
+        if abs(r["teacher"]["val_score"] - float(evidence_run(d)["val_score"])) < 1e-6
+    ]
     lines = [
         "# Distillation: the evidence suite's msft teacher vs a distilled DMLP student vs the undistilled student",
         "",
@@ -400,9 +412,11 @@ def write_report(out: Path, report: dict, args: argparse.Namespace) -> None:
         "",
         "**Teacher**: the evidence suite's validation-selected msft run (`scripts/evidence.py lsf`): embedded tiny "
         "MOIRAI, `method=msft` (scales 1, 2, 4), seed 0, at the lr_scale `results/evidence/lsf.csv` selected on "
-        "validation, trained by `msft-train` with the evidence recipe (its validation score equals the evidence "
-        "run's) and loaded with `msft_runner.train.load_run`; point forecast = the fused mixture mean; features = the "
-        "finest scale's last hidden states averaged over its data tokens. Its MSE is the evidence table's (MSE of "
+        "validation, trained again by `msft-train` with the evidence recipe (each dataset's section compares its "
+        "validation score with the evidence run's; equal on: "
+        + (", ".join(same) or "none")
+        + ") and loaded with `msft_runner.train.load_run`; point forecast = the fused mixture mean; features = the "
+        "finest scale's last hidden states averaged over its data tokens. Its MSE is scored as the evidence table's (MSE of "
         "the mean); its MAE here is of the mean too (the evidence table's is of the median of 20 paths).",
         "",
         "**Students**: TimeDistill's DMLP (moving average 25; trend and seasonal Linear(512, 512) → BatchNorm → ReLU → "
