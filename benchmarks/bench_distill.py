@@ -264,6 +264,7 @@ class Bench:
                 "run_dir": str(self.run_dir.relative_to(REPO)),
                 "lr_scale": self.record["lr_scale"],
                 "val_score": self.record["val_score"],
+                "zero_shot_val_score": self.record.get("zero_shot_val_score"),
                 **({} if teacher_val is None else {"val_mse": teacher_val}),
                 "test": teacher,
                 "params": num_parameters(self.teacher_model),
@@ -324,6 +325,22 @@ def summary(report: dict) -> list[str]:
     return lines + ["", "Mean test MSE over 3 seeds (teacher: one run, seed 0); details per dataset below.", ""]
 
 
+def backbone_note(dataset: str, teacher: dict) -> list[str]:
+    """A teacher whose zero-shot validation differs from the evidence run's started from other pretrained weights."""
+    evidence = float(evidence_run(dataset)["zero_shot_val_score"])
+    ours = teacher.get("zero_shot_val_score")
+    if ours is None or abs(ours - evidence) < 1e-6:
+        return []
+    return [
+        "",
+        f"**Not the evidence suite's teacher**: its zero-shot validation score is {ours:.4f}, the evidence run's "
+        f"{evidence:.4f}: it was finetuned from other pretrained tiny MOIRAI weights than the evidence runs (the "
+        "working tree's `backbones/moirai/tiny_moirai/model.safetensors` changed while this benchmark ran). Its "
+        "rows are consistent among themselves (the same teacher trained, cached and tested) but must be re-run "
+        "with the evidence weights.",
+    ]
+
+
 def dataset_section(dataset: str, r: dict) -> list[str]:
     teacher = r["teacher"]
     t_mse = teacher["test"]["mse"]
@@ -361,6 +378,7 @@ def dataset_section(dataset: str, r: dict) -> list[str]:
         f"Teacher: `{r['teacher']['run_dir']}`, validation score {teacher['val_score']:.4f} (the evidence run's: "
         f"{float(evidence_run(dataset)['val_score']):.4f}; its test MSE there: "
         f"{float(evidence_run(dataset)['mse'] or 'nan'):.4f}).",
+        *backbone_note(dataset, teacher),
         "",
         f"Validation MSE on the students' validation windows: teacher {val_text(teacher)}; best seed-0 "
         f"students: distilled {min(c['best_val_mse'] for c in r['search'][DISTILLED]):.4f}, undistilled "
