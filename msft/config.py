@@ -16,6 +16,7 @@ ATTENTION_IMPLS = ("blocked", "dense")
 POINT_FORECASTS = ("median", "mean")
 FUSION_OBJECTIVES = ("per_scale", "fused", "fused_crps")
 SAMPLE_FUSIONS = ("linear", "mixture", "quantile", "location")
+COARSE_PATHS = ("repeat", "residual")
 MODES = ("S", "M")
 
 
@@ -61,6 +62,13 @@ class MSFTConfig:
         "location": scale 1's paths shifted by the fused mean minus scale 1's mean (the coarse scales
         move the centre, scale 1 keeps the spread). All four have the fused mean ``sum_s w_s mean_s``.
         Inference only: a trained model switches with ``model.set_sample_fusion``.
+    coarse_paths: how a coarse scale's sample paths (draws of s-step means) reach the original
+        resolution before they are fused (`msft.sampling.upsample_paths`). "repeat" (default, the
+        published up-sampling): each block's draw repeated over its s steps, so inside a block the
+        path is flat and the per-step spread is that of an s-step mean (too narrow for a single
+        step). "residual": the block's draw plus scale 1's path j's deviation from its own block
+        mean: the block means are still the coarse draws, the within-block variation is scale 1's.
+        Inference only (and the "fused_crps" objective's paths): switch with ``model.set_coarse_paths``.
     context_lengths: how much of the past each scale sees (coarse scales can see further back at
         the token count of scale 1). ``None`` (default): every scale sees the whole past given.
         "equal_tokens": scale ``s`` sees the last ``ceil(P * s / max(scales))`` of the ``P`` steps
@@ -110,6 +118,7 @@ class MSFTConfig:
     fusion_objective: str = "fused"
     point_forecast: str = "median"
     sample_fusion: str = "linear"
+    coarse_paths: str = "repeat"
     context_lengths: str | tuple[int, ...] | None = None
     horizon: int | None = None
     patch_size: int | None = None
@@ -163,6 +172,8 @@ class MSFTConfig:
             raise ValueError(f"point_forecast={self.point_forecast!r}: expected one of {POINT_FORECASTS}")
         if self.sample_fusion not in SAMPLE_FUSIONS:
             raise ValueError(f"sample_fusion={self.sample_fusion!r}: expected one of {SAMPLE_FUSIONS}")
+        if self.coarse_paths not in COARSE_PATHS:
+            raise ValueError(f"coarse_paths={self.coarse_paths!r}: expected one of {COARSE_PATHS}")
         if not isinstance(self.fusion_prior, (int, float)):
             raise ValueError(f"fusion_prior={self.fusion_prior!r}: expected a number")
         if self.context_lengths is not None:

@@ -37,7 +37,7 @@ from msft.layers import (
 from msft.losses import fused_crps, pinball_loss, scale_free_mse
 from msft.provenance import check_same_base, identity
 from msft.registry import BackboneSpec, Forecast, ScaleTokens, spec_for
-from msft.sampling import downsample, sample_quantiles, scaled_length, upsample
+from msft.sampling import downsample, sample_quantiles, scaled_length, upsample, upsample_paths
 from msft.variates import Covariates, build_groups, check_covariates, joint, per_variate, pool_groups
 
 #: Series whose largest observed magnitude exceeds this are divided by a power of two before the
@@ -205,6 +205,24 @@ class MSFTModel(nn.Module):
         self.config = dataclasses.replace(self.config, sample_fusion=sample_fusion)  # validated there
         return self
 
+    def set_coarse_paths(self, coarse_paths: str) -> MSFTModel:
+        """Switch how coarse scales' sample paths are up-sampled before fusion
+        (`MSFTConfig.coarse_paths`: "repeat" or "residual"); inference only. Returns the model."""
+        self.config = dataclasses.replace(self.config, coarse_paths=coarse_paths)  # validated there
+        return self
+
+    def _upsampled(self, per_scale: list[Tensor], horizon: int) -> list[Tensor]:
+        """Each scale's ``(..., steps)`` forecast (paths, means, points or quantiles) at the original
+        resolution ``(..., horizon)``, coarse ones up-sampled by ``coarse_paths``
+        (`msft.sampling.upsample_paths`; "residual" adds scale 1's within-block deviations, and is
+        linear in them, so the fused paths' mean stays the fusion of the means)."""
+        fine = upsample(per_scale[0], 1, horizon) if self.config.coarse_paths == "residual" else None
+        return [upsample_paths(pred, s, horizon, fine) for pred, s in zip(per_scale, self.scales)]
+
+    def _scale_paths(self, outputs: list[Forecast], horizon: int, num_samples: int) -> Tensor:
+        """``(scales, series, S, horizon)``: every scale's sample paths at the original resolution."""
+        return torch.stack(self._upsampled([out.sample(num_samples) for out in outputs], horizon))
+
     @property
     def fusion_weights(self) -> Tensor:
         """Softmax fusion weights, one per scale."""
@@ -257,10 +275,8 @@ class MSFTModel(nn.Module):
             past_obs = rearrange(past_observed, "b t v -> (b v) t")
             if self.config.fusion_objective == "fused_crps":
                 with torch.no_grad():
-                    paths = torch.stack(
-                        [upsample(o.sample(FUSION_CRPS_PATHS), s, horizon) for o, s in zip(outputs, self.scales)]
-                    )  # (scales, series, paths, H)
-                    means = torch.stack([upsample(o.mean(), s, horizon) for o, s in zip(outputs, self.scales)])
+                    paths = self._scale_paths(outputs, horizon, FUSION_CRPS_PATHS)  # (scales, series, paths, H)
+                    means = torch.stack(self._upsampled([o.mean() for o in outputs], horizon))
                 fusion = self.config.sample_fusion  # the CRPS of the distribution predict_samples draws from
                 total = total + fused_crps(paths, weights, future, future_obs, past, past_obs, fusion, means=means)
             else:
@@ -690,12 +706,10 @@ class MSFTModel(nn.Module):
         """``(batch, S, horizon, variate)``: the scales' sample paths fused by ``sample_fusion``
         (`msft.fusion.fuse_paths`; "location" reads each scale's closed-form mean)."""
         fusion = self.config.sample_fusion
-        paths = torch.stack(
-            [upsample(out.sample(num_samples), s, horizon) for out, s in zip(outputs, self.scales)]
-        )  # (scales, series, S, H)
+        paths = self._scale_paths(outputs, horizon, num_samples)  # (scales, series, S, H)
         means = None
         if fusion == "location" and len(outputs) > 1:
-            means = torch.stack([upsample(out.mean(), s, horizon) for out, s in zip(outputs, self.scales)])
+            means = torch.stack(self._upsampled([out.mean() for out in outputs], horizon))
         fused = fuse_paths(paths, self.fusion_weights, fusion, means)  # (series, S, H)
         return rearrange(fused, "(b v) n t -> b n t v", v=variates)
 
@@ -853,10 +867,9 @@ class MSFTModel(nn.Module):
         return self.config.gradient_checkpointing or bool(self._own_checkpointing)
 
     def _fuse(self, per_scale: list[Tensor], horizon: int) -> Tensor:
-        weights = self.fusion_weights
         fused = 0
-        for w, scale, pred in zip(weights, self.scales, per_scale):
-            fused = fused + w * upsample(pred, scale, horizon)
+        for w, pred in zip(self.fusion_weights, self._upsampled(per_scale, horizon)):
+            fused = fused + w * pred
         return fused
 
 
