@@ -448,6 +448,8 @@ class MSFTModel(nn.Module):
         scale: str = "context",
         num_samples: int = 100,
         batch_size: int = 256,
+        past_covariates: Tensor | None = None,
+        known_covariates: Tensor | None = None,
     ) -> ConformalCalibration:
         """Fit split-conformal corrections on validation windows ``past_target (batch, time, variate)`` /
         ``future_target (batch, horizon, variate)`` and keep them (`calibration`); returns them.
@@ -458,7 +460,9 @@ class MSFTModel(nn.Module):
         (``scale="context"``) or of the data (``"none"``). ``per_step``: one correction per horizon step
         (None: when there are at least `msft.calibration.PER_STEP_WINDOWS` windows). Too few windows
         raise ``ValueError`` naming the minimum. Give the contexts the length the model will forecast
-        from (the scale is read from them). ``calibration = None`` removes it.
+        from (the scale is read from them). A model built with covariates reads the windows'
+        ``past_covariates`` / ``known_covariates`` (as `predict_quantiles`). ``calibration = None``
+        removes it.
         """
         if method not in CALIBRATION_METHODS:
             raise ValueError(f"method={method!r}: expected one of {CALIBRATION_METHODS}")
@@ -482,6 +486,8 @@ class MSFTModel(nn.Module):
                         levels,
                         past_observed[i : i + batch_size],
                         num_samples,
+                        past_covariates=None if past_covariates is None else past_covariates[i : i + batch_size],
+                        known_covariates=None if known_covariates is None else known_covariates[i : i + batch_size],
                     )
                     for i in range(0, past_target.shape[0], batch_size)
                 ]

@@ -167,8 +167,6 @@ def finetune(
                     validation_data, validation, past_names, known_names, names, "validation_data"
                 )
                 check_known_complete(validation, validation_covariates, known_names, "validation_data")
-            if train["calibrate"] is not None:
-                raise ValueError("calibrate: not available with covariates yet; expected calibrate=None")
         for what, given in (("train_data", series), ("validation_data", validation)):
             empty = [item for item, v in zip(given.ids, given.values) if not np.isfinite(v).any()] if given else []
             if empty:
@@ -376,6 +374,7 @@ def _calibrate(model: msft.MSFTModel, data: FrameDataModule, method: str, num_sa
         windows["future_observed"],
         method=method,
         num_samples=num_samples,
+        **covariates_of(windows, model),  # the windows' covariates, for a model built with them
     )
 
 

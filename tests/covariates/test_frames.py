@@ -103,3 +103,33 @@ def test_a_channel_independent_backbone_refuses_covariates():
         ValueError, match="the toy backbone is channel-independent.*expected mode='S' without covariates"
     ):
         msft.finetune("toy_tiny", covariate_frame(), H, past_covariates=["load"], max_steps=1, **FAST)
+
+
+def test_calibration_with_covariates_reads_the_validation_windows_covariates(tmp_path):
+    """calibrate="conformal" with covariates: fitted on the validation windows with their covariates,
+    applied by predict_df, and saved with the forecaster."""
+    frame = covariate_frame(items=10)
+    calibrated = msft.finetune(
+        "tiny_moirai",
+        frame,
+        H,
+        scales=[1, 2],
+        past_covariates=["load"],
+        known_covariates=["hour"],
+        calibrate="conformal",
+        validation_windows=2,  # 10 items x 2 windows: the 19 the default levels need
+        max_steps=1,
+        **FAST,
+    )
+    calibration = calibrated.model.calibration
+    assert calibration is not None and calibration.windows == 20
+    history, future = split_future(frame, H)
+    out = calibrated.predict_df(history, future_df=future)
+    calibrated.model.calibration = None
+    raw = calibrated.predict_df(history, future_df=future)
+    assert not np.allclose(out["0.9"] - out["0.1"], raw["0.9"] - raw["0.1"])  # the intervals moved
+    calibrated.model.calibration = calibration
+    loaded = msft.from_pretrained(
+        calibrated.save_pretrained(tmp_path / "fc"), past_covariates=["load"], known_covariates=["hour"]
+    )
+    assert loaded.model.calibration == calibration
