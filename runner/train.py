@@ -371,7 +371,7 @@ def data_covariates(cfg: DictConfig, names: dict[str, str] | None = None) -> dic
     ``data.known_covariates`` (the non-empty ones; ``{}`` for a run without covariates), checked before
     any data or weights load: ``ValueError`` for names that are not a list of strings, another
     protocol than LSF, a method outside `COVARIATE_METHODS`, a backbone whose spec takes no
-    covariates (channel-independent: all but MOIRAI), or ``calibrate`` (which refuses covariates)."""
+    covariates (channel-independent: all but MOIRAI)."""
     found = {}
     for key in COVARIATE_KEYS:
         value = plain(cfg.data.get(key)) or []
@@ -402,8 +402,6 @@ def data_covariates(cfg: DictConfig, names: dict[str, str] | None = None) -> dic
             f"{given}: the {backbone!r} backbone ({spec.name}) is channel-independent and takes no covariates; "
             "remove data.past_covariates / data.known_covariates, or use a MOIRAI backbone (e.g. backbone=tiny_moirai)"
         )
-    if cfg.get("calibrate"):
-        raise ValueError(f"{given}: calibrate={cfg.calibrate!r} does not take covariates; expected calibrate=null")
     return found
 
 
@@ -621,12 +619,19 @@ def calibrate_on_validation(cfg: DictConfig, model, data) -> dict[str, Any] | No
     past, future, past_seen, future_seen = (
         windows[k][keep].to(device) for k in ("past_target", "future_target", "past_observed", "future_observed")
     )
+    covariates = {k: v[keep].to(device) for k, v in covariates_of(windows, model).items()}
     model.to(device)
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             calibration = model.calibrate(
-                past, future, past_seen, future_seen, method=method, num_samples=cfg.data.get("num_samples", 100)
+                past,
+                future,
+                past_seen,
+                future_seen,
+                method=method,
+                num_samples=cfg.data.get("num_samples", 100),
+                **covariates,
             )
     finally:
         model.cpu()

@@ -144,7 +144,6 @@ def test_load_run_gives_the_model_with_its_covariates_and_the_scores_of_the_run(
         (["data.past_covariates=[HUFL]", "backbone=moment_random"], r"'moment_random' backbone.*remove data"),
         (["data.past_covariates=[HUFL]", "backbone=toy_tiny"], r"'toy_tiny' backbone.*remove data"),
         (["data.past_covariates=[HUFL]", "method=adalora"], r"method 'adalora'.*remove the covariates"),
-        (["data.known_covariates=[hour_of_day]", "calibrate=conformal"], r"calibrate='conformal'"),
     ],
 )
 def test_bad_covariates_are_refused_by_name(tmp_path, overrides, message):
@@ -170,3 +169,13 @@ def test_a_deferred_test_with_covariates_scores_what_testing_at_once_scores(tmp_
     tested = evaluate_run(tmp_path / "later")
     # the same zero-shot model on the same windows: the fused mean's MSE is identical by construction
     assert tested["mse"] == at_once["mse"] and tested["windows"] == at_once["windows"]
+
+
+def test_a_calibrated_run_with_covariates_fits_on_the_validation_windows_with_their_covariates(tmp_path):
+    """calibrate=conformal reads the validation windows' covariates; a deferred test refits the same."""
+    cfg = compose([*TINY_MOIRAI, *COVARIATES, "method=msft", "+method.options.scales=[1,2]", "calibrate=conformal"])
+    record = run(cfg, tmp_path / "run", {"backbone": "tiny_moirai"})
+    assert record["status"] == "ok" and np.isfinite(record["mse"])
+    val_windows = len(prepare_lsf("ETTh1", 64, targets="OT").windows("val", 16, stride=100))
+    assert record["calibration"]["windows"] == val_windows
+    assert load_run(tmp_path / "run").model.calibration.to_dict() == record["calibration"]
