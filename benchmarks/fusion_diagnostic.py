@@ -33,6 +33,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("results/pretrained"))
     p.add_argument("--name", default="fusion_diagnostic", help="output file stem")
+    p.add_argument(
+        "--coarse-paths",
+        nargs="+",
+        default=["repeat"],
+        help="score each setting with each of these `coarse_paths` (how coarse forecasts are up-sampled)",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -53,15 +59,22 @@ def main(argv: list[str] | None = None) -> dict:
         settings[f"scale {scale} alone"] = alone
 
     results = {"weights": dict(zip(map(str, model.scales), torch.softmax(learned, 0).tolist())), "val_mse": {}}
-    for name, value in settings.items():
-        with torch.no_grad():
-            logits.copy_(value)
-            se = count = 0.0
-            for batch in windows.batches(1024):
-                error = model.predict(batch["past_target"], args.horizon) - batch["future_target"]
-                se, count = se + float(error.double().square().sum()), count + error.numel()
-        results["val_mse"][name] = se / count
-        print(name, results["val_mse"][name], flush=True)
+    saved_coarse = model.config.coarse_paths
+    for coarse in args.coarse_paths:
+        model.set_coarse_paths(coarse)
+        for setting, value in settings.items():
+            name = setting if args.coarse_paths == ["repeat"] else f"{setting}, coarse_paths={coarse}"
+            if coarse != "repeat" and setting.startswith("scale 1 alone"):
+                continue  # scale 1 alone is the same forecast under every up-sampling
+            with torch.no_grad():
+                logits.copy_(value)
+                se = count = 0.0
+                for batch in windows.batches(1024):
+                    error = model.predict(batch["past_target"], args.horizon) - batch["future_target"]
+                    se, count = se + float(error.double().square().sum()), count + error.numel()
+            results["val_mse"][name] = se / count
+            print(name, results["val_mse"][name], flush=True)
+    model.set_coarse_paths(saved_coarse)
     with torch.no_grad():
         logits.copy_(learned)
 

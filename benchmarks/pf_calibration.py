@@ -28,12 +28,17 @@ import torch
 
 import msft
 from benchmarks.tiny_moirai_common import DATA_DIR, machine_line
+from msft.config import COARSE_PATHS
 from msft.data.pf import load_pf, rolling_windows
 from msft.protocols.metrics import pf_metrics
 from msft_runner.methods import build_model
 
 #: name -> (how to read it, horizon, seasonality)
-DATASETS = {"weather": ("jena_weather", 144, 144), "ETTh1": ("ETT-small/ETTh1.csv", 24, 24)}
+DATASETS = {
+    "weather": ("jena_weather", 144, 144),
+    "ETTh1": ("ETT-small/ETTh1.csv", 24, 24),
+    "ETTm1": ("ETT-small/ETTm1.csv", 96, 96),  # one day ahead at 15 minutes, as ETTh1's day at hours
+}
 #: name -> (runner method kind, msft options)
 METHODS = {
     "zero-shot": ("zero_shot", {}),
@@ -153,13 +158,19 @@ def run_fusions(dataset: str, seed: int, steps: int, batch: int) -> list[dict]:
     train(built.model, train_part, horizon, steps, batch, LR.get(kind, 1e-3), seed)
     weights = built.model.fusion_weights.tolist()
     rows = []
-    for fusion in FUSIONS:
-        built.model.set_sample_fusion(fusion)
-        scores = {}
-        for split, block in (("val", val), ("test", test)):
-            past, future = tensors(block)
-            scores[split] = score(built.model, past, future, block.seasonal_error, seed)
-        rows.append({"dataset": dataset, "seed": seed, "fusion": fusion, "weights": weights, **scores})
+    for coarse in COARSE_PATHS:  # how coarse scales' paths are up-sampled (issue 27, item 2)
+        built.model.set_coarse_paths(coarse)
+        for fusion in FUSIONS:
+            built.model.set_sample_fusion(fusion)
+            scores = {}
+            for split, block in (("val", val), ("test", test)):
+                past, future = tensors(block)
+                scores[split] = score(built.model, past, future, block.seasonal_error, seed)
+            rows.append(
+                {"dataset": dataset, "seed": seed, "fusion": fusion, "coarse_paths": coarse, "weights": weights}
+                | scores
+            )
+    built.model.set_coarse_paths("repeat")
     rows[0]["scale_test"] = per_scale_scores(built.model, test, seed)
     return rows
 
@@ -192,25 +203,32 @@ def fusion_table(rows: list[dict], command: str) -> str:
         machine_line(),
         "",
         "One msft model (scales 1, 2, 4) trained per dataset and seed as in calibration.md; each "
-        "`sample_fusion` switched at inference. Validation: the 7 rolling windows before the test part "
+        "`sample_fusion` and `coarse_paths` switched at inference (`repeat`: a coarse scale's draws of "
+        "s-step means repeated over their block, the published up-sampling; `residual`: plus scale 1's "
+        "within-block deviation). Validation: the 7 rolling windows before the test part "
         "(what a default would be chosen on); test shown, not used. Mean over seeds.",
         "",
-        "| dataset | fusion | val CRPS | val cov80 | test CRPS | test cov80 | test MSIS |",
-        "|---|---|---|---|---|---|---|",
+        "| dataset | fusion | coarse paths | val CRPS | val cov80 | test CRPS | test cov80 | test MSIS |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for dataset in sorted({r["dataset"] for r in rows}):
         for fusion in FUSIONS:
-            group = [r for r in rows if r["dataset"] == dataset and r["fusion"] == fusion]
-            if not group:
-                continue
+            for coarse in COARSE_PATHS:
+                group = [
+                    r
+                    for r in rows
+                    if r["dataset"] == dataset and r["fusion"] == fusion and r.get("coarse_paths", "repeat") == coarse
+                ]
+                if not group:
+                    continue
 
-            def mean(split: str, metric: str, group=group) -> float:
-                return float(np.mean([r[split][metric] for r in group]))
+                def mean(split: str, metric: str, group=group) -> float:
+                    return float(np.mean([r[split][metric] for r in group]))
 
-            lines.append(
-                f"| {dataset} | {fusion} | {mean('val', 'crps'):.4f} | {mean('val', 'cov80'):.2f} | "
-                f"{mean('test', 'crps'):.4f} | {mean('test', 'cov80'):.2f} | {mean('test', 'msis'):.2f} |"
-            )
+                lines.append(
+                    f"| {dataset} | {fusion} | {coarse} | {mean('val', 'crps'):.4f} | {mean('val', 'cov80'):.2f} | "
+                    f"{mean('test', 'crps'):.4f} | {mean('test', 'cov80'):.2f} | {mean('test', 'msis'):.2f} |"
+                )
     for dataset in sorted({r["dataset"] for r in rows}):
         scored = [r["scale_test"] for r in rows if r["dataset"] == dataset and "scale_test" in r]
         cov = np.mean([[scale["cov80"] for scale in seed_rows] for seed_rows in scored], 0)
@@ -229,8 +247,8 @@ def fusion_table(rows: list[dict], command: str) -> str:
         "",
         f"- Fusion weights after training (scales 1, 2, 4; mean over seeds): {weights}. The training is "
         "short (see the command): the weights stay near uniform, so this compares the fusions at near-equal "
-        "weights, not a validation-selected PF recipe; the issue's comparison (MOIRAI-small, fusions x "
-        "{published, CRPS} objective, 3 datasets) was not run.",
+        "weights, not a validation-selected PF recipe: that comparison (objectives x fusions x coarse paths, "
+        "longer training) is `results/recipe/pf_fusion.md` (`benchmarks/pf_fusion_recipe.py`).",
         "",
     ]
     return "\n".join(lines)
