@@ -97,6 +97,7 @@ if not ENV.get("MSFT_DATA_DIR") and (REPO.parent / "shared" / "data").is_dir():
     ENV["MSFT_DATA_DIR"] = str((REPO.parent / "shared" / "data").resolve())
 PREFIX = ["evidence"]  # --prefix: the experiment name is <prefix>_<suite> (a smoke run keeps its own runs)
 OVERRIDES: list[str] = []  # --override: extra msft-train overrides for every run (e.g. a tiny budget)
+ONLY_METHODS: list[str] = []  # --methods: only these of each suite's methods (e.g. the baselines first)
 
 
 def say(message: str) -> None:
@@ -223,7 +224,7 @@ def search(suite: str, dataset: str, methods: list[str]) -> None:
 
 def run_dataset(suite: str, dataset: str, grid_done: dict[str, threading.Event]) -> None:
     spec = SUITES[suite]
-    methods = spec["methods"]
+    methods = [m for m in spec["methods"] if not ONLY_METHODS or m in ONLY_METHODS]
     seeds = tuple(range(spec["seeds"]))
     others = tuple(s for s in seeds if s != SELECTION_SEED)
     if spec.get("zero_shot"):
@@ -341,11 +342,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", nargs="*", help="only these datasets (default: every dataset of the suite)")
     parser.add_argument("--prefix", default="evidence", help="runs go to runs/<prefix>_<suite>")
     parser.add_argument("--override", nargs="*", default=[], help="extra msft-train overrides for every run")
+    parser.add_argument(
+        "--methods",
+        nargs="*",
+        default=[],
+        help="only these of each suite's methods (zero-shot still runs); e.g. the baselines before msft's defaults settle",
+    )
     parser.add_argument("--no-tables", action="store_true", help="do not write results/evidence/ (smoke runs)")
     parser.add_argument("--tables-only", action="store_true", help="only (re)write results/evidence/ from the runs")
     args = parser.parse_args(argv)
     PREFIX[0] = args.prefix
     OVERRIDES[:] = args.override
+    known = {m for spec in SUITES.values() for m in spec["methods"]}
+    unknown = sorted(set(args.methods) - known)
+    if unknown:
+        parser.error(f"--methods {unknown}: expected some of {sorted(known)}")
+    ONLY_METHODS[:] = args.methods
     if args.jobs < 1:
         parser.error(f"--jobs {args.jobs}: expected at least 1")
     work: list[tuple[str, str]] = []

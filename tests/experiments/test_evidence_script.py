@@ -89,3 +89,21 @@ def test_each_suite_trains_and_tests_on_its_test_windows(evidence, tmp_path, mon
     else:
         assert all(f"data.test_stride={stride}" in a for a in trains)
         assert evaluate[evaluate.index("--test-stride") + 1] == stride
+
+
+def test_methods_restricts_every_stage_to_those_methods(evidence, tmp_path, monkeypatch):
+    """--methods lora full: only their runs (and zero-shot) train; an unknown method is named."""
+    calls = []
+    monkeypatch.setattr(
+        evidence.subprocess, "run", lambda args, **kw: calls.append(args) or subprocess.CompletedProcess(args, 0)
+    )
+    monkeypatch.setattr(evidence, "selected", lambda suite, data, method: (1.0, evidence.knob_values(method)[0]))
+    monkeypatch.setattr(evidence, "grid_choice", lambda *a: ([0.3, 1.0, 3.0], 1.0))
+    evidence.main(["lsf:ETTh1", "--methods", "lora", "full", "--jobs", "1", "--no-tables"])
+    trained = {
+        arg.split("=", 1)[1] for a in calls if a[0].endswith("msft-train") for arg in a if arg.startswith("method=")
+    }
+    assert {m for t in trained for m in t.split(",")} == {"zero_shot", "lora", "full"}
+    evidence.ONLY_METHODS[:] = []
+    with pytest.raises(SystemExit):
+        evidence.main(["lsf:ETTh1", "--methods", "loraa"])
