@@ -111,6 +111,31 @@ def choose(rows: list[dict]) -> tuple[tuple[str, str, str], dict[tuple[str, str,
     return min(configs, key=lambda c: relative[c]), relative
 
 
+def per_seed_relative(rows: list[dict], config: tuple[str, str, str]) -> dict[int, float]:
+    """Per seed, the configuration's mean over datasets of validation CRPS / the dataset's best
+    seed-mean validation CRPS (seeds that scored every dataset)."""
+    datasets = sorted({r["dataset"] for r in rows})
+    configs = {(r["objective"], r["fusion"], r["coarse_paths"]) for r in rows}
+    best = {d: min(mean_score(rows, c, d, "val", "crps") for c in configs) for d in datasets}
+    out = {}
+    for seed in sorted({r["seed"] for r in rows}):
+        mine = [r for r in rows if (r["objective"], r["fusion"], r["coarse_paths"]) == config and r["seed"] == seed]
+        if {r["dataset"] for r in mine} == set(datasets):
+            out[seed] = float(np.mean([r["val"]["crps"] / best[r["dataset"]] for r in mine]))
+    return out
+
+
+def paired_gap(rows: list[dict], config: tuple[str, str, str], chosen: tuple[str, str, str]) -> str:
+    """``mean ± std`` over seeds of the configuration's per-seed relative score minus the chosen one's
+    (same seed, so the seeds' common noise cancels), and on how many seeds the chosen one was lower."""
+    mine, theirs = per_seed_relative(rows, config), per_seed_relative(rows, chosen)
+    gaps = [mine[s] - theirs[s] for s in mine if s in theirs]
+    if config == chosen or len(gaps) < 2:
+        return "–"
+    wins = sum(g > 0 for g in gaps)
+    return f"{np.mean(gaps):+.4f} ± {np.std(gaps, ddof=1):.4f} ({wins}/{len(gaps)})"
+
+
 def table(rows: list[dict], command: str) -> str:
     datasets = sorted({r["dataset"] for r in rows})
     seeds = sorted({r["seed"] for r in rows})
@@ -124,15 +149,17 @@ def table(rows: list[dict], command: str) -> str:
         "",
         f"msft (scales 1, 2, 4) on {', '.join(datasets)}; seeds {seeds}. Validation: the 7 rolling windows "
         "before the test part. `rel. val` = validation CRPS / the dataset's best validation CRPS, averaged "
-        "over the datasets (the choice: lowest); test shown, never used. Mean over seeds.",
+        "over the datasets (the choice: lowest); `vs chosen`: per seed, that score minus the chosen "
+        "configuration's on the same seed, mean ± std over seeds (in parentheses: the seeds on which the "
+        "chosen one was lower); test shown, never used. Mean over seeds.",
         "",
         f"**Chosen: fusion_objective={chosen[0]!r}, sample_fusion={chosen[1]!r}, coarse_paths={chosen[2]!r}** "
         f"(rel. val {relative[chosen]:.4f}).",
         "",
-        "| objective | fusion | coarse paths | rel. val | "
+        "| objective | fusion | coarse paths | rel. val | vs chosen (paired) | "
         + " | ".join(f"{d} val CRPS | {d} val cov80 | {d} test CRPS | {d} test cov80" for d in datasets)
         + " |",
-        "|---|---|---|---|" + "---|" * (4 * len(datasets)),
+        "|---|---|---|---|---|" + "---|" * (4 * len(datasets)),
     ]
     for config in sorted(relative, key=lambda c: relative[c]):
         cells = []
@@ -146,8 +173,7 @@ def table(rows: list[dict], command: str) -> str:
         mark = "**" if config == chosen else ""
         lines.append(
             f"| {mark}{config[0]}{mark} | {config[1]} | {config[2]} | {relative[config]:.4f} | "
-            + " | ".join(cells)
-            + " |"
+            f"{paired_gap(rows, config, chosen)} | " + " | ".join(cells) + " |"
         )
     weights = {
         (d, o): np.round(
