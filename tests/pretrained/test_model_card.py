@@ -31,8 +31,8 @@ def test_regenerating_the_card_reproduces_the_committed_one():
 
 def test_hand_written_sections_are_kept_verbatim_and_in_order():
     ship = _ship()
-    readme = "# t\n\n## A\nx\n## Next stage (soon)\nkeep 1\n\nkeep 2\n## B\ny\n## Regenerate the pretraining data\nz\n"
+    readme = "# t\n\n## A\nx\n## Stage 5's data mix (soon)\nkeep 1\n\nkeep 2\n## B\ny\n## Regenerate the pretraining data\nz\n"
     assert ship.kept_sections(readme) == [
-        "## Next stage (soon)\nkeep 1\n\nkeep 2\n",
+        "## Stage 5's data mix (soon)\nkeep 1\n\nkeep 2\n",
         "## Regenerate the pretraining data\nz\n",
     ]
