@@ -216,7 +216,7 @@ class MSFTModel(nn.Module):
         resolution ``(..., horizon)``, coarse ones up-sampled by ``coarse_paths``
         (`msft.sampling.upsample_paths`; "residual" adds scale 1's within-block deviations, and is
         linear in them, so the fused paths' mean stays the fusion of the means)."""
-        fine = upsample(per_scale[0], 1, horizon) if self.config.coarse_paths == "residual" else None
+        fine = per_scale[0] if self.config.coarse_paths == "residual" else None  # all its steps: see upsample_paths
         return [upsample_paths(pred, s, horizon, fine) for pred, s in zip(per_scale, self.scales)]
 
     def _scale_paths(self, outputs: list[Forecast], horizon: int, num_samples: int) -> Tensor:
@@ -970,7 +970,8 @@ def load_adapter(
     verify_files(path, meta.get(FILES_KEY), ADAPTER_CONFIG)
     check_covariate_names(meta["config"], f"adapter {path}", past_covariates, known_covariates)
     tensors = read_safetensors(weights)
-    model = MSFTModel(backbone, MSFTConfig.from_dict(meta["config"]))
+    # adapters saved before `coarse_paths` existed up-sampled by repeating: they keep forecasting as saved
+    model = MSFTModel(backbone, MSFTConfig.from_dict({"coarse_paths": "repeat", **meta["config"]}))
     if model.spec.name != meta["backbone"]:
         unwrap(model)
         raise ValueError(f"adapter {path} was saved for a {meta['backbone']} backbone, not {model.spec.name}")

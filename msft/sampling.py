@@ -52,23 +52,27 @@ def upsample_paths(paths: Tensor, scale: int, horizon: int, fine: Tensor | None 
 
     ``fine=None`` ("repeat", the published up-sampling): each block's draw repeated over its ``scale``
     steps, so every step of a block has the same value and the per-step spread is the spread of an
-    s-step mean. With ``fine (..., horizon)`` ("residual"): the block's draw plus ``fine``'s deviation
-    from its own block mean, so the path's block means are exactly the coarse draws (the coarse
-    distribution is kept at its resolution) and the variation inside a block is the fine path's.
-    Blocks start at the first horizon step; the last one is partial when ``scale`` does not divide
-    ``horizon`` (its mean is over the steps it has), as `downsample(side="right")` pools a horizon.
+    s-step mean. With ``fine (..., >= horizon)`` ("residual"): the block's draw plus ``fine``'s
+    deviation from its own block mean, so the path's block means are exactly the coarse draws (the
+    coarse distribution is kept at its resolution) and the variation inside a block is the fine path's.
+    Blocks start at the first horizon step. The block means read every step ``fine`` has up to the
+    last block's end (a fine forecast longer than ``horizon`` keeps a partial last block whole, so a
+    shorter horizon's forecast is the longer one's prefix); only where ``fine`` ends inside the last
+    block is its mean over the steps there are.
     """
     repeated = upsample(paths, scale, horizon)
     if fine is None or scale == 1:
         return repeated
-    if fine.shape[-1] != horizon:
-        raise ValueError(f"fine paths of length {fine.shape[-1]}: expected the horizon {horizon}")
+    if fine.shape[-1] < horizon:
+        raise ValueError(f"fine paths of length {fine.shape[-1]}: expected at least the horizon {horizon}")
     blocks = scaled_length(horizon, scale)
-    pad = blocks * scale - horizon
+    span = min(fine.shape[-1], blocks * scale)
+    fine = fine[..., :span]
+    pad = blocks * scale - span
     sums = torch.nn.functional.pad(fine, (0, pad)).unflatten(-1, (blocks, scale)).sum(-1)
     counts = torch.full((blocks,), float(scale), dtype=fine.dtype, device=fine.device)
     counts[-1] = scale - pad
-    return repeated + fine - upsample(sums / counts, scale, horizon)
+    return repeated + (fine - upsample(sums / counts, scale, span))[..., :horizon]
 
 
 def scaled_length(length: int, scale: int) -> int:

@@ -109,7 +109,8 @@ def test_multi_scale_at_init_averages_the_per_scale_quantiles(published, etth1_w
     at level q is sum_s w_s upsample(q_s) (uniform weights at init, or any logits)."""
     model, pipeline, horizon = published
     scales = [1, 2, 4]
-    wrapped = msft.wrap(model, scales=scales, horizon=horizon).eval()
+    # the published up-sampling (each coarse quantile repeated over its block), to compare with the pipeline
+    wrapped = msft.wrap(model, scales=scales, horizon=horizon, coarse_paths="repeat").eval()
     try:
         if logits is not None:
             with torch.no_grad():

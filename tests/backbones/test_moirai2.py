@@ -104,7 +104,8 @@ def test_multi_scale_at_init_is_the_weighted_average_of_per_scale_uni2ts_forecas
     forecast of each pooled context: every quantile level is sum_s w_s upsample(q_s)."""
     module = moirai2_from_config(SMALL, seed=0)
     past, horizon = etth1_windows(context=512), 64
-    model = msft.wrap(module, scales=[1, 2, 4], horizon=horizon, fusion_prior=1.0).eval()
+    # the published up-sampling (each coarse quantile repeated over its block), to compare with uni2ts
+    model = msft.wrap(module, scales=[1, 2, 4], horizon=horizon, fusion_prior=1.0, coarse_paths="repeat").eval()
     with torch.no_grad():
         got = fused_quantiles(model, past, horizon)[..., 0]
         weights = model.fusion_weights

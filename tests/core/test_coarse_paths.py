@@ -35,8 +35,16 @@ def test_residual_keeps_the_coarse_block_means_and_the_fine_deviations(scale, ho
         torch.testing.assert_close(out[..., lo:hi] - coarse[..., b : b + 1], deviation, rtol=0, atol=TOL)
 
 
+def test_a_shorter_horizon_is_the_prefix_of_a_longer_one_when_the_fine_forecast_covers_the_block():
+    """A fine forecast longer than the horizon keeps a partial last block whole: H=10 at scale 4 is the
+    first 10 steps of H=12 (as with repetition), not a mean over the 2 steps inside the horizon."""
+    g = torch.Generator().manual_seed(1)
+    coarse, fine = torch.randn(3, 3, generator=g), torch.randn(3, 12, generator=g)
+    torch.testing.assert_close(upsample_paths(coarse, 4, 10, fine), upsample_paths(coarse, 4, 12, fine)[:, :10])
+
+
 def test_residual_checks_the_fine_length_and_the_option_is_validated():
-    with pytest.raises(ValueError, match="fine paths of length 5: expected the horizon 8"):
+    with pytest.raises(ValueError, match="fine paths of length 5: expected at least the horizon 8"):
         upsample_paths(torch.randn(2, 4), 2, 8, torch.randn(2, 5))
     with pytest.raises(ValueError, match="coarse_paths='spline'"):
         msft.MSFTConfig(coarse_paths="spline")

@@ -64,15 +64,23 @@ def test_low_rank_aggregation_is_identity_at_init_and_smaller():
     torch.testing.assert_close(low.predict(past, HORIZON), full.predict(past, HORIZON), rtol=0, atol=0)
 
 
-def test_fusion_upsamples_and_weights_scale_forecasts():
+@pytest.mark.parametrize("coarse_paths", ["repeat", "residual"])
+def test_fusion_upsamples_and_weights_scale_forecasts(coarse_paths):
     past, _ = sine_batch()
-    model = msft.wrap(make_backbone(), scales=[1, 2, 4])
+    model = msft.wrap(make_backbone(), scales=[1, 2, 4], coarse_paths=coarse_paths)
     with torch.no_grad():
         model.msft_fusion.msft_fusion_logits.copy_(torch.tensor([0.3, -0.2, 0.1]))
     per_scale = model.predict_scales(past, HORIZON)
     w = model.fusion_weights
+    fine = per_scale[0][:, :HORIZON]  # (b, H, v)
+
+    def residual(s: int) -> torch.Tensor:  # scale 1's deviation from its own s-step block means, by hand
+        blocks = [fine[:, i : i + s] - fine[:, i : i + s].mean(1, keepdim=True) for i in range(0, HORIZON, s)]
+        return torch.cat(blocks, dim=1) if coarse_paths == "residual" else torch.zeros_like(fine)
+
     expected = sum(
-        w[i] * p.repeat_interleave(s, dim=1)[:, :HORIZON] for i, (s, p) in enumerate(zip([1, 2, 4], per_scale))
+        w[i] * (p.repeat_interleave(s, dim=1)[:, :HORIZON] + residual(s))
+        for i, (s, p) in enumerate(zip([1, 2, 4], per_scale))
     )
     torch.testing.assert_close(model.predict(past, HORIZON), expected)
 
@@ -105,7 +113,7 @@ def test_fused_fusion_objective_fits_the_logits_to_the_fused_forecast():
     from einops import rearrange
 
     from msft.losses import scale_free_mse
-    from msft.sampling import downsample, upsample
+    from msft.sampling import downsample, upsample_paths
 
     past, future = sine_batch()
     per_scale = msft.wrap(make_backbone(), scales=[1, 2, 4], fusion_prior=0.3, fusion_objective="per_scale")
@@ -129,8 +137,10 @@ def test_fused_fusion_objective_fits_the_logits_to_the_fused_forecast():
             torch.testing.assert_close(grads_fused[name], p.grad, msg=name)
     theta = per_scale.msft_fusion.msft_fusion_logits.detach().clone().requires_grad_(True)
     points = [out.point().detach() for out in outputs]
+    assert fused.config.coarse_paths == "residual"  # the default: coarse points gain scale 1's within-block shape
     fused_point = sum(
-        w * upsample(pt, s, HORIZON) for w, s, pt in zip(torch.softmax(theta, 0), per_scale.scales, points)
+        w * upsample_paths(pt, s, HORIZON, points[0])
+        for w, s, pt in zip(torch.softmax(theta, 0), per_scale.scales, points)
     )
     context = rearrange(past, "b t v -> (b v) t")
     scale_free_mse(fused_point, flat, seen, context, torch.ones_like(context, dtype=torch.bool)).backward()

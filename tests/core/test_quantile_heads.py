@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from msft.registry import registered_backbones
-from msft.sampling import upsample
+from msft.sampling import upsample_paths
 
 from .test_contract import perturb, series, wrap
 
@@ -29,8 +29,9 @@ def test_predict_quantiles_is_the_weighted_average_of_each_scales_quantiles(setu
     with torch.no_grad():
         got = model.predict_quantiles(past, setup.horizon, LEVELS)  # (batch, Q, H, variate)
         outputs = model._forward(*model._check_past(past, None), setup.horizon)
+        fine = outputs[0].quantiles(LEVELS)  # coarse_paths="residual" (default): scale 1's within-block shape
         by_hand = sum(
-            w * upsample(out.quantiles(LEVELS), s, setup.horizon)
+            w * upsample_paths(out.quantiles(LEVELS), s, setup.horizon, fine)
             for w, s, out in zip(model.fusion_weights, model.scales, outputs)
         )  # (batch * variate, Q, H)
     by_hand = by_hand.unflatten(0, (past.shape[0], past.shape[2])).permute(0, 2, 3, 1)

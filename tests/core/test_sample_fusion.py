@@ -11,7 +11,11 @@ from msft_backbones.moirai.spec import MoiraiSpec
 
 
 def _model(scales=(1, 2, 4), **options):
+    """The fusions compared under the published up-sampling (each coarse draw repeated over its block:
+    independent flat paths, the case the fusions were built for); coarse_paths="residual" has its own
+    tests in test_coarse_paths.py."""
     setup = MoiraiSpec.tiny()
+    options = {"coarse_paths": "repeat", **options}
     model = msft.wrap(setup.backbone, scales=list(scales), **{**setup.options, **options}).eval()
     g = torch.Generator().manual_seed(0)
     past = torch.randn(3, setup.context_length, 2, generator=g).cumsum(1)
