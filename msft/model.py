@@ -37,7 +37,7 @@ from msft.layers import (
 from msft.losses import fused_crps, pinball_loss, scale_free_mse
 from msft.provenance import check_same_base, identity
 from msft.registry import BackboneSpec, Forecast, ScaleTokens, spec_for
-from msft.sampling import downsample, sample_quantiles, scaled_length, upsample, upsample_paths
+from msft.sampling import downsample, sample_quantiles, scaled_length, upsample_paths
 from msft.variates import Covariates, build_groups, check_covariates, joint, per_variate, pool_groups
 
 #: Series whose largest observed magnitude exceeds this are divided by a power of two before the
