@@ -50,7 +50,7 @@ LIMITS = [
     "than stage 4 on four datasets, worse on ETTm1, and only a few percent better on average; on held-out "
     "random walks it is within 5% of the last value at context 512 but about 20% behind it at 2048 (see "
     "the tables). The CPU is the bound: the held-out synthetic loss was still falling when the run ended "
-    "(`results/pretrained/stage5_curves.md`). The GPU stage in \"Stage 5's data mix\" above is the next "
+    '(`results/pretrained/stage5_curves.md`). The GPU stage in "Stage 5\'s data mix" above is the next '
     "step (prepared and dry-run on the CPU, not run).",
 ]
 
