@@ -336,14 +336,16 @@ def table(rows: list[dict], command: str) -> str:
         f"- Levels calibrated: {list(LEVELS)}; training: the same number of AdamW steps and batch for every "
         "method (see the command), lr 1e-3 (full finetuning 1e-4), no early stopping.",
         "- Not the issue's full comparison: the embedded tiny MOIRAI (not MOIRAI-small), small training "
-        "budgets, no ETTm1, the seeds listed; msft's per-scale coverage is in fusions.md (--fusions).",
+        "budgets, the seeds listed; msft with its defaults (scales 1, 2, 4, linear fusion, coarse_paths="
+        "'residual'); msft's per-scale coverage is in fusions.md (--fusions).",
         "- Reading it: split conformal guarantees coverage on windows exchangeable with the calibration "
         f"windows. Here those are one block of {blocks} x H steps just before the test block, few (a level's "
         f"correction from n windows is uncertain by about sqrt(q (1 - q) / n): ±{math.sqrt(0.25 / fewest):.2f} "
         f"at q = 0.5 for the {fewest} of {smallest}) and from another period than the test, so where a method "
         "was already near nominal the "
         "corrections move it by their noise and the period's difference, and CRPS can get worse; where "
-        "the intervals were far too narrow (msft's linear fusion) they are restored.",
+        "the intervals were far too narrow (msft's linear fusion of repeated coarse paths, before "
+        "coarse_paths='residual' became the default: 80% coverage 0.64 on ETTh1) they are restored.",
         "",
     ]
     return "\n".join(lines)
