@@ -142,12 +142,13 @@ def test_msft_ablations_change_one_option():
 
     base = settings("msft")
     # msft_authors_fusion: the published objective with their prior and scale-weight lr (3 keys);
-    # msft_authors adds scales and freeze_ffn; msft_fused_fusion is msft's default since the fusion comparison;
+    # msft_authors adds scales and freeze_ffn; msft_fused_fusion and msft_residual_paths are msft's defaults now;
     # the PF candidates train the backbone and fit the fusion by CRPS, the last also with a faster fusion lr
     most = {
         "msft_authors": 6,
         "msft_authors_fusion": 3,
         "msft_fused_fusion": 0,
+        "msft_residual_paths": 0,  # msft's default since results/recipe/pf_fusion.md
         "msft_full_backbone_crps_fast_fusion": 3,
     }
     for name in GROUPS["method"]:
