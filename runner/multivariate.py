@@ -7,7 +7,7 @@ Runs are named ``<method>_<mode>`` (mode S: channel independence, mode M: joint 
 
 ``python -m msft_runner.multivariate next ROOT DATASET METHOD``: the next lr_scale to train (nothing
 when the choice is interior or the extensions are used up); ``chosen``: seed 0's choice;
-``notes ROOT [--test-stride ...]``: the search table and the paired M-vs-S comparison (markdown).
+``notes ROOT [--test-stride ...]``: the search table (with the zero-shot validation score of each mode) and the paired M-vs-S comparison (markdown).
 """
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ def search_table(records: list[dict[str, Any]]) -> str:
     interior, the candidates and the chosen run's trainable parameters."""
     keys = sorted({(r["dataset"], int(r["horizon"]), r["method"]) for r in records if r.get("seed") == 0})
     lines = [
-        "| dataset | H | method | lr_scale tried (seed 0) | extensions | chosen lr_scale | interior | seed-0 val MSE per lr_scale | trainable parameters |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| dataset | H | method | lr_scale tried (seed 0) | extensions | chosen lr_scale | interior | seed-0 val MSE per lr_scale | zero-shot val MSE | trainable parameters |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for dataset, horizon, method in keys:
         runs = [r for r in seed0(records, dataset, method) if int(r["horizon"]) == horizon]
@@ -90,10 +90,11 @@ def search_table(records: list[dict[str, Any]]) -> str:
             for r in sorted(runs, key=lambda r: run_tag(r["run_dir"])[0])
         )
         params = chosen.get("trainable_params")
+        zero_shot = chosen.get("zero_shot_val_score")
         lines.append(
             f"| {dataset} | {horizon} | {method} | {', '.join(f'{s:g}' for s in tried)} | "
             f"{', '.join(f'{s:g}' for s in ext) or 'none'} | {best:g} | {interior} | {scores} | "
-            f"{f'{params:,}' if params is not None else ''} |"
+            f"{f'{zero_shot:.4f}' if zero_shot is not None else ''} | {f'{params:,}' if params is not None else ''} |"
         )
     return "\n".join(lines)
 
@@ -131,11 +132,12 @@ def paired_modes(chosen: list[dict[str, Any]], metric: str = "mse") -> str:
     return "\n".join(lines)
 
 
-def notes(records: list[dict[str, Any]], test_stride: str | None = None) -> str:
-    """The markdown the driver appends to the table: the search, then M vs S."""
+def notes(records: list[dict[str, Any]], test_stride: str | None = None, command: str = "") -> str:
+    """The markdown the driver appends to the table: the search, then M vs S (``command``: what wrote it)."""
     tested = at_test_stride(records, parse_test_strides(test_stride)) if test_stride else records
     return (
-        "\n## The learning-rate search (seed 0, validation only)\n\n"
+        (f"\nThe sections below: `{command}`\n" if command else "")
+        + "\n## The learning-rate search (seed 0, validation only)\n\n"
         "lr_scale 0.3, 1, 3; while the validation choice is an edge of what was tried, one more point a "
         "factor 3 beyond it, at most 2 extensions. `interior`: the choice has a tried point on each side.\n\n"
         + search_table(records)
@@ -157,7 +159,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     records = collect([Path(args.root)])
     if args.command == "notes":
-        print(notes(records, args.test_stride), end="")
+        command = f"python -m msft_runner.multivariate notes {args.root}"
+        command += f" --test-stride {args.test_stride}" if args.test_stride else ""
+        print(notes(records, args.test_stride, command), end="")
         return
     if not args.dataset or not args.method:
         parser.error(f"{args.command}: DATASET and METHOD are required")

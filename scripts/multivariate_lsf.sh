@@ -100,8 +100,8 @@ hashes=$(cut -d' ' -f5 "$ROOT/logs/weights.log" 2>/dev/null | sort -u | tr '\n' 
   --note "Tiny MOIRAI, H=96. Mode S: channel independence; mode M: all variates of a window attend to each other \
 (data.mode=M, every wrap with mode=\"M\"). lr_scale 0.3, 1, 3 on seed 0 (the evidence suite's 0.1-10 grid is too \
 expensive on the shared 2-CPU machine this ran on), extended 3x beyond an edge choice at most twice, chosen on \
-validation; seeds 1, 2 at the choice; only the runs validation selected are tested. Test windows: ${windows}\
-Backbone weights (sha256 prefix of backbones/moirai/tiny_moirai/model.safetensors when the driver started): ${hashes}\
-${MISSING:+Missing: $MISSING}" >/dev/null
+validation; seeds 1, 2 at the choice; only the runs validation selected are tested. Test windows: ${windows%; }. \
+Backbone weights (sha256 prefix of backbones/moirai/tiny_moirai/model.safetensors when the driver started): ${hashes% }.\
+${MISSING:+ Missing: $MISSING}${EXTRA_NOTE:+ $EXTRA_NOTE}" >/dev/null  # MISSING, EXTRA_NOTE: words for the note
 .venv/bin/python -m msft_runner.multivariate notes "$RUNS/$EXPERIMENT" --test-stride "$TEST_STRIDES" >>"$OUT/lsf.md"
 echo "[$(date -u +%H:%M:%S)] wrote $OUT/lsf.md and $OUT/lsf.csv"
