@@ -60,6 +60,7 @@ def test_selection_follows_the_fused_score_where_the_objective_disagrees(tmp_pat
         "data.horizon=32",
         "method=msft",
         "method.options.scales=[1,2]",
+        "method.options.coarse_paths=repeat",  # flat coarse blocks: scale 2 cannot carry the alternation
         "data.lr.lr=0.0",
         "data.lr.scale_weight_lr=0.3",
         "trainer.patience=5",
