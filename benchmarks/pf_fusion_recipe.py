@@ -100,27 +100,35 @@ def mean_score(rows: list[dict], config: tuple[str, str, str], dataset: str, spl
     return float(np.mean([r[split][metric] for r in group]))
 
 
+def _configs(rows: list[dict]) -> list[tuple[str, str, str]]:
+    """The configurations ``rows`` hold, in `configurations` order."""
+    held = {(r["objective"], r["fusion"], r["coarse_paths"]) for r in rows}
+    return [c for c in configurations() if c in held]
+
+
+def _best(rows: list[dict]) -> dict[str, float]:
+    """Per dataset, the lowest seed-mean validation CRPS of any configuration."""
+    datasets = sorted({r["dataset"] for r in rows})
+    return {d: min(mean_score(rows, c, d, "val", "crps") for c in _configs(rows)) for d in datasets}
+
+
 def choose(rows: list[dict]) -> tuple[tuple[str, str, str], dict[tuple[str, str, str], float]]:
     """The configuration with the lowest mean over datasets of validation CRPS / the dataset's best
     validation CRPS (seed means); and every configuration's relative score."""
-    datasets = sorted({r["dataset"] for r in rows})
-    configs = [c for c in configurations() if any((r["objective"], r["fusion"], r["coarse_paths"]) == c for r in rows)]
-    val = {(c, d): mean_score(rows, c, d, "val", "crps") for c in configs for d in datasets}
-    best = {d: min(val[(c, d)] for c in configs) for d in datasets}
-    relative = {c: float(np.mean([val[(c, d)] / best[d] for d in datasets])) for c in configs}
-    return min(configs, key=lambda c: relative[c]), relative
+    best = _best(rows)
+    relative = {
+        c: float(np.mean([mean_score(rows, c, d, "val", "crps") / best[d] for d in best])) for c in _configs(rows)
+    }
+    return min(relative, key=lambda c: relative[c]), relative
 
 
-def per_seed_relative(rows: list[dict], config: tuple[str, str, str]) -> dict[int, float]:
+def per_seed_relative(rows: list[dict], config: tuple[str, str, str], best: dict[str, float]) -> dict[int, float]:
     """Per seed, the configuration's mean over datasets of validation CRPS / the dataset's best
-    seed-mean validation CRPS (seeds that scored every dataset)."""
-    datasets = sorted({r["dataset"] for r in rows})
-    configs = {(r["objective"], r["fusion"], r["coarse_paths"]) for r in rows}
-    best = {d: min(mean_score(rows, c, d, "val", "crps") for c in configs) for d in datasets}
+    seed-mean validation CRPS (`_best`; seeds that scored every dataset)."""
     out = {}
     for seed in sorted({r["seed"] for r in rows}):
         mine = [r for r in rows if (r["objective"], r["fusion"], r["coarse_paths"]) == config and r["seed"] == seed]
-        if {r["dataset"] for r in mine} == set(datasets):
+        if {r["dataset"] for r in mine} == set(best):
             out[seed] = float(np.mean([r["val"]["crps"] / best[r["dataset"]] for r in mine]))
     return out
 
@@ -128,7 +136,8 @@ def per_seed_relative(rows: list[dict], config: tuple[str, str, str]) -> dict[in
 def paired_gap(rows: list[dict], config: tuple[str, str, str], chosen: tuple[str, str, str]) -> str:
     """``mean ± std`` over seeds of the configuration's per-seed relative score minus the chosen one's
     (same seed, so the seeds' common noise cancels), and on how many seeds the chosen one was lower."""
-    mine, theirs = per_seed_relative(rows, config), per_seed_relative(rows, chosen)
+    best = _best(rows)
+    mine, theirs = per_seed_relative(rows, config, best), per_seed_relative(rows, chosen, best)
     gaps = [mine[s] - theirs[s] for s in mine if s in theirs]
     if config == chosen or len(gaps) < 2:
         return "–"

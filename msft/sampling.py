@@ -65,14 +65,9 @@ def upsample_paths(paths: Tensor, scale: int, horizon: int, fine: Tensor | None 
         return repeated
     if fine.shape[-1] < horizon:
         raise ValueError(f"fine paths of length {fine.shape[-1]}: expected at least the horizon {horizon}")
-    blocks = scaled_length(horizon, scale)
-    span = min(fine.shape[-1], blocks * scale)
-    fine = fine[..., :span]
-    pad = blocks * scale - span
-    sums = torch.nn.functional.pad(fine, (0, pad)).unflatten(-1, (blocks, scale)).sum(-1)
-    counts = torch.full((blocks,), float(scale), dtype=fine.dtype, device=fine.device)
-    counts[-1] = scale - pad
-    return repeated + (fine - upsample(sums / counts, scale, span))[..., :horizon]
+    fine = fine[..., : scaled_length(horizon, scale) * scale]  # up to the last block's end
+    means, _ = downsample(fine, torch.ones_like(fine, dtype=torch.bool), scale, side="right")
+    return repeated + (fine - upsample(means, scale, fine.shape[-1]))[..., :horizon]
 
 
 def scaled_length(length: int, scale: int) -> int:

@@ -101,11 +101,11 @@ def lr_dir(scale: float, tag: str = "") -> str:
     return f"lr{scale:g}" + (f"_{tag}" if tag else "")
 
 
-def next_lr_scale(tried: list[float], best: float) -> float | None:
+def next_lr_scale(tried: list[float], best: float, grid: tuple[float, ...] = GRID) -> float | None:
     """The next grid point when ``best`` (the validation choice among ``tried``) is an edge of it and
-    fewer than `MAX_EXTENSIONS` points beyond `GRID` were tried; None when the choice is interior or
+    fewer than `MAX_EXTENSIONS` points beyond ``grid`` were tried; None when the choice is interior or
     the extensions are used up."""
-    extensions = sum(1 for s in tried if not any(math.isclose(s, g) for g in GRID))
+    extensions = sum(1 for s in tried if not any(math.isclose(s, g) for g in grid))
     if extensions >= MAX_EXTENSIONS:
         return None
     if math.isclose(best, min(tried)):

@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from msft_runner.evidence import EXTENSION, MAX_EXTENSIONS, at_edge, run_tag
+from msft_runner.evidence import at_edge, next_lr_scale, run_tag
 from msft_runner.results import at_test_stride, collect, parse_test_strides, select
 
 BASE_GRID = (0.3, 1.0, 3.0)
@@ -32,13 +32,7 @@ def extensions(tried: list[float], base: tuple[float, ...] = BASE_GRID) -> list[
 def next_scale(tried: list[float], best: float, base: tuple[float, ...] = BASE_GRID) -> float | None:
     """The next lr_scale when ``best`` (the validation choice among ``tried``) is an edge of it and
     fewer than `MAX_EXTENSIONS` points beyond ``base`` were tried; None when interior or used up."""
-    if len(extensions(tried, base)) >= MAX_EXTENSIONS:
-        return None
-    if math.isclose(best, min(tried)):
-        return float(f"{best / EXTENSION:.4g}")
-    if math.isclose(best, max(tried)):
-        return float(f"{best * EXTENSION:.4g}")
-    return None
+    return next_lr_scale(tried, best, base)
 
 
 def seed0(records: list[dict[str, Any]], dataset: str, method: str) -> list[dict[str, Any]]:
