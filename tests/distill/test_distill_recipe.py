@@ -135,3 +135,18 @@ def test_the_benchmark_search_gives_both_students_as_many_candidates():
     assert len(set(bench.DISTILLED_GRID)) == len(bench.DISTILLED_GRID)
     assert len({lr for lr, _, _ in bench.PLAIN_GRID}) == len(bench.PLAIN_GRID)
     assert bench.TRAIN_STRIDE["ETTh1"] == bench.TRAIN_STRIDE["ETTh2"] == 1  # TimeDistill's stride-1 windows
+
+
+def test_the_benchmark_keeps_only_sections_distilled_from_the_current_weights():
+    # a teacher run is rebuilt on today's backbone weights (load_run), so a section whose teacher was
+    # finetuned from other tiny MOIRAI weights must not survive into the regenerated report
+    bench = pytest.importorskip("benchmarks.bench_distill")
+    now = bench.weights_tag("tiny_moirai")
+    assert now.startswith("tiny_moirai-") and now == bench.weights_tag("tiny_moirai")
+    section = {"search": {}, "teacher": {"backbone": "tiny_moirai", "weights": now}}
+    stale = {"search": {}, "teacher": {"backbone": "tiny_moirai", "weights": "tiny_moirai-000000000000"}}
+    unlabelled = {"search": {}, "teacher": {"run_dir": "runs/distill_teachers/ETTh1_H96"}}  # before weights tags
+    random_init = {"search": {}, "teacher": {"backbone": "time_dpd_tiny", "weights": "time_dpd_tiny"}}
+    kept = bench.current({"ETTh1": section, "ETTh2": stale, "ETTm1": unlabelled, "x": random_init})
+    assert list(kept) == ["ETTh1", "x"]
+    assert bench.report_key("ETTh1", "tiny_moirai") == "ETTh1" != bench.report_key("ETTh1", "time_dpd_tiny")
