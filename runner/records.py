@@ -45,6 +45,7 @@ class RunRecord(TypedDict, total=False):
     lr_scale: float
     trainable_params: int
     total_params: int
+    base_fingerprint: str  # the pretrained weights the run started from (`msft.provenance.fingerprint`)
     zero_shot_val_score: float | None
     val_score: float | None  # the selection score (fused validation MSE, or CRPS under PF)
     val_loss: float

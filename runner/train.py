@@ -22,6 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
 import msft
+from msft.provenance import fingerprint
 from msft_runner import distributed
 from msft_runner.backbones import build_backbone
 from msft_runner.methods import IDENTITY, build_model
@@ -142,6 +143,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, names: dict[str, str] | Non
         "lr_scale": cfg.get("lr_scale", 1.0),
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "total_params": sum(p.numel() for p in model.parameters()),
+        "base_fingerprint": setup.base_fingerprint,
     }
     start = time.perf_counter()
     record["zero_shot_val_score"] = zero_shot_score
@@ -263,6 +265,7 @@ def load_run(run_dir: str | os.PathLike, record: dict[str, Any] | None = None) -
     cfg = OmegaConf.load(run_dir / "config.yaml")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     setup = _build(cfg, {}, record["protocol"], score_zero_shot=False)
+    _check_same_weights(run_dir, record, setup.base_fingerprint)
     model = setup.built.model
     if record.get("guard") == "zero_shot_kept":
         backbone = msft.unwrap(model)
@@ -276,6 +279,18 @@ def load_run(run_dir: str | os.PathLike, record: dict[str, Any] | None = None) -
     return FinishedRun(cfg, model.eval(), setup.data)
 
 
+def _check_same_weights(run_dir: Path, record: dict[str, Any], now: str) -> None:
+    """A checkpoint holds only the trained parameters: on other pretrained weights than the run started
+    from (a new checkpoint of the same backbone) it would load without error and forecast nonsense."""
+    then = record.get("base_fingerprint")  # absent from runs made before it was recorded: not checkable
+    if then is not None and then != now:
+        raise ValueError(
+            f"{run_dir}: the run was finetuned from backbone weights {then[:19]}..., but its backbone config "
+            f"now builds {now[:19]}...; its checkpoint holds only the trained parameters, so it cannot be "
+            "loaded on these weights. Re-run it, or restore the weights it was trained from"
+        )
+
+
 @dataclass
 class _Setup:
     data: Any
@@ -284,6 +299,7 @@ class _Setup:
     wrap_options: dict[str, Any]
     zero_shot_score: float | None
     backbone_type: str  # the backbone's class name (a record's "backbone" when no config name is given)
+    base_fingerprint: str  # the pretrained weights the method starts from (`msft.provenance.fingerprint`)
     zero_shot_board: dict | None = None  # a CSV run's zero-shot validation scores (`msft_runner.leaderboard`)
     covariates: dict[str, list[str]] = field(default_factory=dict)  # `data_covariates`
 
@@ -298,6 +314,7 @@ def _build(cfg: DictConfig, names: dict[str, str], protocol: str, score_zero_sho
     data = build_datamodule(cfg.data, cfg.seed, history=method_history(cfg))
     data.setup("fit")
     backbone, wrap_options = build_backbone(cfg.backbone)
+    base = fingerprint(backbone)  # before any method touches it (full finetuning changes these weights)
     wrap_options = {**wrap_options, **covariates}
     if protocol == "pf":
         quantiles = (plain(cfg.method.get("options")) or {}).get("quantile_levels") or wrap_options.get(
@@ -343,7 +360,7 @@ def _build(cfg: DictConfig, names: dict[str, str], protocol: str, score_zero_sho
         progress_score=SELECTION,  # the results table's units (z-scored MSE, or CRPS)
     )
     return _Setup(
-        data, built, module, wrap_options, zero_shot_score, type(backbone).__name__, zero_shot_board, covariates
+        data, built, module, wrap_options, zero_shot_score, type(backbone).__name__, base, zero_shot_board, covariates
     )
 
 

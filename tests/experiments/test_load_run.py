@@ -68,3 +68,14 @@ def test_a_directory_that_is_not_a_finished_run_is_named(tmp_path):
     (tmp_path / "config.yaml").write_text("seed: 0\n")
     with pytest.raises(ValueError, match="has no metrics.json: expected the directory of a finished msft-train run"):
         load_run(tmp_path)
+
+
+def test_a_run_is_not_loaded_on_other_pretrained_weights(finished):
+    # the record names the weights the run was finetuned from; its checkpoint holds only the trained
+    # parameters, which on another checkpoint of the same backbone would load silently and mean nothing
+    record = _record(finished)
+    assert record["base_fingerprint"].startswith("sha256:")
+    load_run(finished, record)  # the same weights: loads
+    with pytest.raises(ValueError, match="finetuned from backbone weights sha256:0000"):
+        load_run(finished, _record(finished, base_fingerprint="sha256:" + "0" * 64))
+    load_run(finished, {k: v for k, v in record.items() if k != "base_fingerprint"})  # older runs: not checkable
