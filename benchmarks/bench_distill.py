@@ -144,7 +144,11 @@ class Bench:
 
         self.dataset, self.args, self.backbone = dataset, args, backbone
         self.tag = weights_tag(backbone)
-        self.work = Path(args.work_dir) / dataset  # undistilled students: shared by every teacher
+        self.stride = args.train_stride or TRAIN_STRIDE[dataset]
+        # undistilled students: shared by every teacher trained on the same windows
+        self.work = Path(args.work_dir) / dataset
+        if self.stride != TRAIN_STRIDE[dataset]:
+            self.work = self.work / f"stride{self.stride}"
         self.teacher_work = self.work / f"{self.tag}_lr{args.teacher_lr_scale:g}"  # cache, distilled students
         self.run_dir = ensure_teacher(dataset, args, backbone, self.tag)
         self.record = json.loads((self.run_dir / "metrics.json").read_text())
@@ -152,7 +156,6 @@ class Bench:
         self.teacher = ChannelIndependent(self.teacher_model)
         self.data = prepare_lsf(dataset, CONTEXT, data_dir=args.data_dir)
         self.variates = self.data.values.shape[1]
-        self.stride = args.smoke_stride or TRAIN_STRIDE[dataset]
         self.train = self.data.windows("train", HORIZON, "M", stride=self.stride)
         self.val = self.data.windows("val", HORIZON, "M")
         tag = f"msft_{backbone}_lr{self.record['lr_scale']:g}_seed0"
@@ -415,9 +418,13 @@ def write_report(out: Path, report: dict, args: argparse.Namespace) -> None:
         f"(load average at start {report['load_average_start'][0]:.1f}); wall time {report['wall_s'] / 60:.0f} min "
         "(this invocation; finished teachers, caches and students are reused).",
         "",
-        f"Datasets done (tiny MOIRAI teacher): {', '.join(done) or 'none'}"
-        + (f"; **not run yet: {', '.join(missing)}**" if missing else "")
-        + (f". Other teacher families: {', '.join(others)}." if others else "."),
+        (
+            f"Datasets done (tiny MOIRAI teacher): {', '.join(done) or 'none'}"
+            + (f"; **not run yet: {', '.join(missing)}**" if missing else "")
+            + (f". Other teacher families: {', '.join(others)}." if others else ".")
+            if done or not others
+            else f"Teacher families other than the tiny MOIRAI: {', '.join(others)}."
+        ),
         "",
         "**Teacher**: a run of `msft-train` with the evidence suite's recipe (`scripts/evidence.py lsf`: 80 steps "
         "of 64 windows, early stopping and checkpoint on the validation MSE): `method=msft` (scales 1, 2, 4), seed 0, "
@@ -438,7 +445,13 @@ def write_report(out: Path, report: dict, args: argparse.Namespace) -> None:
         f"{args.patience}, the best epoch kept; τ = 0.5, spectral KL averaged over bins, multi-scale MSE pooled by "
         "1/2/4/8, two-layer feature regressor. Deviations from the authors' scripts: context 512 (theirs 720, the "
         "teacher's is 512), ETTm1/ETTm2 train on every 4th window and Weather on every 12th (CPU budget: teacher cache "
-        "and 12 trainings per dataset on 2 shared cores); their max epochs is 100.",
+        "and 12 trainings per dataset on 2 shared cores)"
+        + (
+            f"; here every {args.train_stride}-th window on every dataset (`--train-stride`)"
+            if args.train_stride
+            else ""
+        )
+        + "; their max epochs is 100.",
         "",
         f"**Search** (validation MSE of seed 0, {len(DISTILLED_GRID)} candidates each): distilled lr × (α = β) over "
         f"{sorted({c[0] for c in DISTILLED_GRID})} × {sorted({c[1] for c in DISTILLED_GRID})}; undistilled lr over "
@@ -499,7 +512,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-epochs", type=int, default=100)
     p.add_argument("--patience", type=int, default=5)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="the first one runs the search")
-    p.add_argument("--smoke-stride", type=int, default=None, help="smoke runs only: this train stride everywhere")
+    p.add_argument(
+        "--train-stride",
+        type=int,
+        default=None,
+        help="every N-th training window on every dataset (default: TRAIN_STRIDE)",
+    )
     args = p.parse_args(argv)
     args.all_datasets = list(TRAIN_STRIDE)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
