@@ -348,6 +348,12 @@ def main(argv: list[str] | None = None) -> None:
         default=[],
         help="only these of each suite's methods (zero-shot still runs); e.g. the baselines before msft's defaults settle",
     )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="at most this many seeds per suite (the tables say how many ran; a later call with more resumes)",
+    )
     parser.add_argument("--no-tables", action="store_true", help="do not write results/evidence/ (smoke runs)")
     parser.add_argument("--tables-only", action="store_true", help="only (re)write results/evidence/ from the runs")
     args = parser.parse_args(argv)
@@ -360,6 +366,11 @@ def main(argv: list[str] | None = None) -> None:
     ONLY_METHODS[:] = args.methods
     if args.jobs < 1:
         parser.error(f"--jobs {args.jobs}: expected at least 1")
+    if args.seeds is not None:
+        if args.seeds < 1:
+            parser.error(f"--seeds {args.seeds}: expected at least 1")
+        for spec in SUITES.values():
+            spec["seeds"] = min(spec["seeds"], args.seeds)
     work: list[tuple[str, str]] = []
     for item in args.suites:
         suite, _, only = item.partition(":")

@@ -45,8 +45,23 @@ def test_suites_and_datasets_run_in_the_order_given(evidence, monkeypatch):
     assert done == [("lsf", "ETTh1"), ("lsf", "ETTm1"), ("pf", "pf_jena_weather"), ("lsf", "Weather")]
 
 
+def test_seeds_caps_every_suite_and_never_raises_one(evidence, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(
+        evidence, "run_dataset", lambda suite, data, events: seen.setdefault(suite, evidence.SUITES[suite]["seeds"])
+    )
+    evidence.main(["pf", "lsf336:ETTh1", "--seeds", "4", "--jobs", "1", "--no-tables"])
+    assert seen == {"pf": 4, "lsf336": 3}  # pf's 5 capped at 4; lsf336 has 3 and keeps them
+
+
 @pytest.mark.parametrize(
-    "args, message", [(["bogus"], "suite 'bogus'"), (["lsf:Foo"], "'Foo'"), (["lsf", "--jobs", "0"], "--jobs 0")]
+    "args, message",
+    [
+        (["bogus"], "suite 'bogus'"),
+        (["lsf:Foo"], "'Foo'"),
+        (["lsf", "--jobs", "0"], "--jobs 0"),
+        (["pf", "--seeds", "0"], "--seeds 0"),
+    ],
 )
 def test_bad_arguments_name_the_bad_value(evidence, args, message, capsys):
     with pytest.raises(SystemExit):
