@@ -70,6 +70,17 @@ DISTILLED_GRID = [(lr, ab, ab) for lr in (0.01, 0.003) for ab in (1.0, 0.3)]  # 
 PLAIN_GRID = [(lr, 0.0, 0.0) for lr in (0.03, 0.01, 0.003, 0.001)]
 DISTILLED, PLAIN = "student (distilled)", "student (no distillation)"
 TEACHER = "tiny_moirai"  # the main teacher; every dataset of the table distils from it
+#: other teacher families have no preset for these datasets: they get the tiny MOIRAI presets' budget
+#: (configs/preset/tiny_moirai_*.yaml: 2 epochs of at most 40 batches of 64 windows, every 8th
+#: validation window), so every teacher trains for the same number of steps on the same windows
+OTHER_TEACHER_BUDGET = [
+    "data.context_length=512",
+    "data.batch_size=64",
+    "data.val_stride=8",
+    "data.num_samples=20",
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=40",
+]
 
 
 def say(message: str) -> None:
@@ -115,6 +126,7 @@ def ensure_teacher(dataset: str, args: argparse.Namespace, backbone: str, tag: s
         f"results_dir=runs/{args.teacher_experiment}/tables",
         f"hydra.sweep.subdir={tag}/"
         "${data.name}_H${data.horizon}/${hydra:runtime.choices.backbone}/${method.name}/lr${lr_scale}/seed${seed}",
+        *([] if backbone == TEACHER else OTHER_TEACHER_BUDGET),
     ]
     log = REPO / "runs" / args.teacher_experiment / "logs" / f"{dataset}_{tag}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
