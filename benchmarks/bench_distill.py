@@ -6,7 +6,7 @@ distilled from it vs the same student trained alone, LSF at H=96, 3 seeds, full 
 Teacher: a run of ``msft-train`` with the evidence suite's recipe (``scripts/evidence.py lsf``):
 ``method=msft`` (scales 1, 2, 4), seed 0, ``--teacher-lr-scale`` (default 1: the learning rate the
 evidence suite selected on validation for msft on all five datasets), the backbone ``--teacher-backbone``
-(default the embedded tiny MOIRAI; ``moment_random`` and ``time_dpd_tiny`` show that the pipeline is
+(default the embedded tiny MOIRAI; ``moment_tiny`` and ``time_dpd_tiny`` show that the pipeline is
 backbone-agnostic). It is loaded with the one run loader `msft_runner.train.load_run`, which rebuilds
 the backbone from the current weights, so a teacher run belongs to the weights it was trained from:
 teacher runs, caches and distilled students live under the weights' tag (`weights_tag`: the shipped tiny
@@ -446,7 +446,7 @@ def write_report(out: Path, report: dict, args: argparse.Namespace) -> None:
         "`msft_runner.train.load_run`; point forecast = the fused mixture mean; features = the finest scale's last "
         "hidden states averaged over its data tokens. Its MSE is scored as the evidence table's (MSE of the mean); "
         "its MAE here is of the mean too (the evidence table's is of the median of 20 paths). Other teacher "
-        "families (MOMENT, Time-DPD) use their tiny random-initialised geometries (`configs/backbone/moment_random.yaml`, "
+        "families (MOMENT, Time-DPD) use their tiny random-initialised geometries (`configs/backbone/moment_tiny.yaml`, "
         "`time_dpd_tiny.yaml`) finetuned the same way: they show the pipeline is backbone-agnostic, not good "
         "teachers.",
         "",
@@ -516,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(REPO / "results" / "distill"))
     p.add_argument("--work-dir", default=str(REPO / "runs" / "bench_distill"), help="caches and students (ignored)")
     p.add_argument("--teacher-experiment", default="distill_teachers", help="teacher runs: runs/<this>/<weights>/...")
-    p.add_argument("--teacher-backbone", default=TEACHER, help="backbone config of the teacher (moment_random, ...)")
+    p.add_argument("--teacher-backbone", default=TEACHER, help="backbone config of the teacher (moment_tiny, ...)")
     p.add_argument("--teacher-lr-scale", type=float, default=1.0, help="the teacher run's lr_scale")
     p.add_argument("--data-dir", default=os.environ.get("MSFT_DATA_DIR"))
     p.add_argument("--datasets", nargs="+", default=list(TRAIN_STRIDE))
@@ -550,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"{dataset}: start ({args.teacher_backbone} teacher)")
         key = report_key(dataset, args.teacher_backbone)
         report["datasets"][key] = Bench(dataset, args, args.teacher_backbone).run()
-        order = [report_key(d, b) for b in (TEACHER, "moment_random", "time_dpd_tiny") for d in args.all_datasets]
+        order = [report_key(d, b) for b in (TEACHER, "moment_tiny", "time_dpd_tiny") for d in args.all_datasets]
         rank = {name: i for i, name in enumerate(order)}  # the main teacher's datasets first, then other families
         report["datasets"] = dict(sorted(report["datasets"].items(), key=lambda kv: rank.get(kv[0], len(rank))))
         report["wall_s"] = time.perf_counter() - wall

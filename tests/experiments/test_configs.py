@@ -34,6 +34,7 @@ OFFLINE = {
     "tiny_moirai": [],
     "moirai_random": [],
     "moment_random": ["data.horizon=8"],
+    "moment_tiny": ["data.horizon=8"],
     "time_dpd_tiny": ["data.context_length=32", "data.horizon=8"],
     "chronos2_tiny": [],
     "moirai2_tiny": [],
