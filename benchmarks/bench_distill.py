@@ -540,11 +540,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv[1:] if argv is None else argv
     )
     report = {
-        "commands": [c for c in previous.get("commands", []) if c != command] + [command],
         "torch": torch.__version__,
         "load_average_start": os.getloadavg(),
         "datasets": current(previous.get("datasets", {})),
     }
+    earlier = previous.get("commands", []) if report["datasets"] else []  # the commands of sections kept
+    report["commands"] = [c for c in earlier if c != command] + [command]
     wall = time.perf_counter()
     for dataset in args.datasets:
         say(f"{dataset}: start ({args.teacher_backbone} teacher)")
