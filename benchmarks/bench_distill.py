@@ -352,6 +352,17 @@ def summary(report: dict) -> list[str]:
     return lines + ["", "Mean test MSE over 3 seeds (teacher: one run, seed 0); details per dataset below.", ""]
 
 
+def edge_note(distilled: dict, plain: dict) -> str:
+    """Which selected settings sit at an edge of their search grid (not shown to be optima)."""
+    grids = {
+        "distilled lr": ([c[0] for c in DISTILLED_GRID], distilled["lr"]),
+        "α = β": ([c[1] for c in DISTILLED_GRID], distilled["alpha"]),
+        "undistilled lr": ([c[0] for c in PLAIN_GRID], plain["lr"]),
+    }
+    edges = [name for name, (grid, chosen) in grids.items() if chosen in (min(grid), max(grid))]
+    return f" (**at an edge of its grid**: {', '.join(edges)})" if edges else ""
+
+
 def dataset_section(key: str, r: dict) -> list[str]:
     teacher = r["teacher"]
     t_mse = teacher["test"]["mse"]
@@ -384,7 +395,7 @@ def dataset_section(key: str, r: dict) -> list[str]:
         f"undistilled {means[PLAIN] - t_mse:+.4f} ({(means[PLAIN] / t_mse - 1) * 100:+.1f}%).",
         "",
         f"Selected on validation (seed 0): distilled lr {sel_d['lr']:g}, α {sel_d['alpha']:g}, β {sel_d['beta']:g}; "
-        f"undistilled lr {sel_p['lr']:g}. Students trained on {r['train_windows']:,} windows × {r['variates']} "
+        f"undistilled lr {sel_p['lr']:g}{edge_note(sel_d, sel_p)}. Students trained on {r['train_windows']:,} windows × {r['variates']} "
         f"channels (stride {r['train_stride']}), early-stopped on {r['val_windows']:,} validation windows (stride 1). "
         f"Teacher: `{teacher['run_dir']}` (weights `{teacher['weights']}`), validation score "
         f"{teacher['val_score']:.4f} (zero-shot {teacher['zero_shot_val_score']:.4f}).",
