@@ -38,8 +38,10 @@ def _knob(setting: str, default: str, *values: tuple[str, str, tuple[str, ...]])
     return setting, (Knob("", default), *(Knob(tag, value, overrides) for tag, value, overrides in values))
 
 
-# method -> (the knob's name, its values; the first is the method config's default)
-KNOBS: dict[str, tuple[str, tuple[Knob, ...]]] = {
+#: method -> (the knob's name, its values; the first is the method config's default)
+KnobTable = dict[str, tuple[str, tuple[Knob, ...]]]
+
+KNOBS: KnobTable = {
     "linear_probe": _knob(
         "weight decay", "0", ("wd0.01", "0.01", ("weight_decay=0.01",)), ("wd0.1", "0.1", ("weight_decay=0.1",))
     ),
@@ -81,10 +83,17 @@ KNOBS: dict[str, tuple[str, tuple[Knob, ...]]] = {
 
 KNOBS["msft_full_backbone_crps"] = KNOBS["msft"]  # the PF recipe: msft's knob
 
+#: the long-context suite (issue 30): LoRA and full finetuning at the better of 512 and 2048 past
+#: steps on validation; the msft variants fix their contexts in their method configs, so no knob
+CONTEXT_KNOB = _knob("context length", "512", ("L2048", "2048", ("data.context_length=2048",)))
+LONG_CONTEXT_KNOBS: KnobTable = {"lora": CONTEXT_KNOB, "full": CONTEXT_KNOB}
 
-def knob_values(method: str) -> tuple[Knob, ...]:
-    """The knob values ``method`` is searched over (only the default for a method without a knob)."""
-    return KNOBS[method][1] if method in KNOBS else (Knob("", "default"),)
+
+def knob_values(method: str, knobs: KnobTable | None = None) -> tuple[Knob, ...]:
+    """The knob values ``method`` is searched over in a suite whose knobs are ``knobs`` (default
+    `KNOBS`); only the default for a method without a knob there."""
+    knobs = KNOBS if knobs is None else knobs
+    return knobs[method][1] if method in knobs else (Knob("", "default"),)
 
 
 def run_tag(run_dir: str | Path) -> tuple[float, str]:
@@ -166,10 +175,14 @@ def paired_difference(a: dict[int, float], b: dict[int, float]) -> Paired:
     return Paired(n, mean, mean - half, mean + half, p)
 
 
-def search_rows(records: list[dict[str, Any]], selection_seed: int = 0) -> list[dict[str, Any]]:
+def search_rows(
+    records: list[dict[str, Any]], selection_seed: int = 0, knobs: KnobTable | None = None
+) -> list[dict[str, Any]]:
     """Per (dataset, horizon, method): the rate grid seed ``selection_seed`` tried at the default
     knob, the extensions, the chosen rate (flagged at an edge), the knob values tried at it, the
-    chosen knob, candidates and the chosen run's trainable parameters."""
+    chosen knob, candidates and the chosen run's trainable parameters. ``knobs``: the suite's
+    (default `KNOBS`)."""
+    knobs = KNOBS if knobs is None else knobs
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in records:
         if r.get("status") == "ok" and r.get("val_score") is not None and r["seed"] == selection_seed:
@@ -181,8 +194,8 @@ def search_rows(records: list[dict[str, Any]], selection_seed: int = 0) -> list[
         tried = sorted(grid)
         chosen = min(runs, key=lambda r: r["val_score"])
         lr, tag = run_tag(chosen["run_dir"])
-        knobs = {t for (s, t), _ in tagged if math.isclose(s, lr)}
-        values = {k.tag: k.value for k in knob_values(method)}
+        tags = {t for (s, t), _ in tagged if math.isclose(s, lr)}
+        values = {k.tag: k.value for k in knob_values(method, knobs)}
         rows.append(
             dict(
                 dataset=dataset,
@@ -192,9 +205,9 @@ def search_rows(records: list[dict[str, Any]], selection_seed: int = 0) -> list[
                 extensions=[s for s in tried if not any(math.isclose(s, g) for g in GRID)],
                 lr_scale=lr,
                 edge=bool(tried) and len(tried) > 1 and at_edge(tried, lr),
-                knob=KNOBS[method][0] if method in KNOBS else "",
+                knob=knobs[method][0] if method in knobs else "",
                 knob_values=[
-                    values.get(t, t) for t in sorted(knobs, key=lambda t: list(values).index(t) if t in values else 99)
+                    values.get(t, t) for t in sorted(tags, key=lambda t: list(values).index(t) if t in values else 99)
                 ],
                 knob_chosen=values.get(tag, tag),
                 candidates=len(runs),
@@ -204,12 +217,12 @@ def search_rows(records: list[dict[str, Any]], selection_seed: int = 0) -> list[
     return rows
 
 
-def search_table(records: list[dict[str, Any]], selection_seed: int = 0) -> str:
+def search_table(records: list[dict[str, Any]], selection_seed: int = 0, knobs: KnobTable | None = None) -> str:
     lines = [
         "| dataset | H | method | lr_scale grid (seed 0) | chosen lr_scale | knob | values tried | chosen | candidates | trainable parameters |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in search_rows(records, selection_seed):
+    for row in search_rows(records, selection_seed, knobs):
         grid = ", ".join(f"{s:g}" for s in row["grid"])
         if row["extensions"]:
             grid += f" (extended: {', '.join(f'{s:g}' for s in row['extensions'])})"

@@ -3,8 +3,9 @@
     .venv/bin/python scripts/evidence.py lsf          # 5 LSF datasets, H=96, 8 methods, 5 seeds
     .venv/bin/python scripts/evidence.py lsf336       # ETTh1 and ETTm1 at H=336, 3 seeds
     .venv/bin/python scripts/evidence.py ablations    # MSFT's components on ETTh1 and ETTm1, 5 seeds
-    .venv/bin/python scripts/evidence.py pf           # Jena weather, PF protocol, 5 seeds
+    .venv/bin/python scripts/evidence.py pf           # Jena weather, ETTh1, ETTm1, PF protocol, 5 seeds
     .venv/bin/python scripts/evidence.py budget       # msft, full, LoRA with 10x the steps, ETTh1/ETTm1, 3 seeds
+    .venv/bin/python scripts/evidence.py long_context long_context336  # issue 30: longer coarse history
     .venv/bin/python scripts/evidence.py all --jobs 2 # every suite, two msft-train processes at a time
     .venv/bin/python scripts/evidence.py lsf:ETTh1,ETTm1 pf   # some datasets of a suite, then another suite
 
@@ -22,9 +23,11 @@ Protocol, the same for every method (`msft_runner.evidence` holds the rules):
 4. Testing: ``defer_test=true`` trains and validates only; ``msft-evaluate --select --test-stride``
    then tests the run validation selected per (method, dataset, seed), so no test score of an
    unselected candidate is ever computed. Every test window is scored (stride 1, the protocol).
-5. Tables: ``msft-results --select`` writes ``results/evidence/<suite>.{md,csv}``; this script adds
-   the search (grids, extensions, knobs, trainable parameters) and msft's paired per-seed difference
-   to every other method with its 95% interval and p-value; ``lsf`` also draws ``results/evidence/lsf.png``.
+5. Tables: ``msft-results --select`` writes ``results/evidence/<suite>.{md,csv}`` (the long-context
+   suites: ``results/long_context/lsf{,336}``); this script adds the search (grids, extensions, knobs,
+   trainable parameters) and the reference method's (msft; ``msft_equal_tokens`` for long context)
+   paired per-seed difference to every other method with its 95% interval and p-value; ``lsf`` also
+   draws ``results/evidence/lsf.png``.
 
 Every stage skips what is finished (``skip_finished``, deferred tests already done), so the command
 continues a stopped sweep. Each msft-train process runs one torch thread (``--jobs`` of them at a
@@ -42,7 +45,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from msft_runner.evidence import GRID, knob_values, lr_dir, next_lr_scale, paired_table, run_tag, search_table
+from msft_runner.evidence import (
+    GRID,
+    LONG_CONTEXT_KNOBS,
+    Knob,
+    knob_values,
+    lr_dir,
+    next_lr_scale,
+    paired_table,
+    run_tag,
+    search_table,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -73,8 +86,8 @@ SUITES = {
         lr_from="lsf",  # every variant trains at the lr_scale msft selected in the lsf suite (default knobs)
         lr_method="msft",
     ),
-    "pf": dict(
-        data=["pf_jena_weather"],
+    "pf": dict(  # Jena weather (the published PF benchmark's) and ETTh1, ETTm1 under the PF protocol
+        data=["pf_jena_weather", "pf_etth1", "pf_ettm1"],
         methods=["lora", "lora_matched", "full", "msft", "msft_full_backbone_crps"],
         zero_shot=True,
         seeds=5,
@@ -87,6 +100,30 @@ SUITES = {
         seeds=3,
         lr_from="lsf",  # each method at its own lsf choice (rate and knob)
         overrides=["trainer.max_epochs=20"],
+    ),
+    # Issue 30: does longer coarse history help? msft [1, 2, 4] at 512 past steps (today), with
+    # equal_tokens (scale 4 sees 2048), one scale at 2048, LoRA and full finetuning at the better of
+    # 512 and 2048 on validation (their knob); the same rate search as every suite, 3 seeds.
+    "long_context": dict(
+        data=["ETTh1", "ETTm1", "Weather"],
+        methods=["msft", "msft_equal_tokens", "msft_single_scale_long", "lora", "full"],
+        zero_shot=False,
+        seeds=3,
+        knobs=LONG_CONTEXT_KNOBS,
+        out="results/long_context",
+        table="lsf",
+        reference="msft_equal_tokens",
+    ),
+    "long_context336": dict(
+        data=["ETTm1"],
+        methods=["msft", "msft_equal_tokens", "msft_single_scale_long", "lora", "full"],
+        zero_shot=False,
+        seeds=3,
+        knobs=LONG_CONTEXT_KNOBS,
+        out="results/long_context",
+        table="lsf336",
+        reference="msft_equal_tokens",
+        overrides=["data.horizon=336"],
     ),
 }
 SUBDIR = "${data.name}_H${data.horizon}/${hydra:runtime.choices.backbone}/${method.name}/{lr}/seed${seed}"
@@ -107,6 +144,11 @@ def say(message: str) -> None:
 
 def experiment(suite: str) -> str:
     return f"{PREFIX[0]}_{suite}"
+
+
+def knobs_of(suite: str, method: str) -> tuple[Knob, ...]:
+    """``method``'s knob values in ``suite`` (the suite's own knobs where it has them)."""
+    return knob_values(method, SUITES[suite].get("knobs"))
 
 
 def train(
@@ -192,7 +234,7 @@ def selected(suite: str, dataset: str, method: str):
     if not runs:
         return None
     scale, tag = run_tag(min(runs, key=lambda r: r["val_score"])["run_dir"])
-    return scale, next(k for k in knob_values(method) if k.tag == tag)
+    return scale, next(k for k in knobs_of(suite, method) if k.tag == tag)
 
 
 def selected_lr(suite: str, dataset: str, method: str) -> float | None:
@@ -216,7 +258,7 @@ def search(suite: str, dataset: str, methods: list[str]) -> None:
             train(suite, f"{dataset}_grid_ext{step}_lr{point:g}", dataset, group, (SELECTION_SEED,), (point,))
     for method in methods:
         best = grid_choice(suite, dataset, method)[1]
-        for knob in knob_values(method)[1:]:
+        for knob in knobs_of(suite, method)[1:]:
             if best is not None:
                 stage = f"{dataset}_knob_{method}_{knob.tag}"
                 train(suite, stage, dataset, [method], (SELECTION_SEED,), (best,), knob.tag, knob.overrides)
@@ -239,7 +281,7 @@ def run_dataset(suite: str, dataset: str, grid_done: dict[str, threading.Event])
                 continue
             scale, knob = choice
             if "lr_method" in spec:  # ablation variants keep their own settings; only the rate is shared
-                knob = knob_values(method)[0]
+                knob = knobs_of(suite, method)[0]
             train(suite, f"{dataset}_{method}_seeds", dataset, [method], seeds, (scale,), knob.tag, knob.overrides)
     else:
         search(suite, dataset, methods)
@@ -273,8 +315,9 @@ def write_table(suite: str) -> None:
     root = REPO / "runs" / experiment(suite)
     if not root.is_dir():
         return
-    out = REPO / "results" / "evidence"
     spec = SUITES[suite]
+    out = REPO / spec.get("out", "results/evidence")
+    name = spec.get("table", suite)
     if "lr_from" in spec:
         note = (
             f"Every method trains at the choice (lr_scale and knob) of {spec.get('lr_method', 'the same method')} "
@@ -283,7 +326,7 @@ def write_table(suite: str) -> None:
     else:
         note = (
             "Search on seed 0, validation only, the same for every method: lr_scale 0.1, 0.3, 1, 3, 10, extended "
-            "3x beyond an edge choice (at most twice), then three values of the method's knob at the chosen "
+            "3x beyond an edge choice (at most twice), then the other values of the method's knob at the chosen "
             f"rate (tables below); seeds 1-{spec['seeds'] - 1} train at seed 0's choice (`runs` counts every candidate). "
         )
     ran = [d for d in spec["data"] if any(root.glob(f"{d}_H*"))]  # the table names only these
@@ -298,7 +341,7 @@ def write_table(suite: str) -> None:
             str(root.relative_to(REPO)),
             "--select",
             "--name",
-            suite,
+            name,
             "--out",
             str(out.relative_to(REPO)),
             "--trained-by",
@@ -313,19 +356,20 @@ def write_table(suite: str) -> None:
     )
     records = collect([root])
     metric = "crps" if spec.get("protocol") == "pf" else "mse"
-    reference = "msft"
+    reference = spec.get("reference", "msft")
     extra = ""
     if "lr_from" not in spec:
-        extra += "\n## The search (seed 0, validation)\n\n" + search_table(records, SELECTION_SEED) + "\n"
+        search = search_table(records, SELECTION_SEED, spec.get("knobs"))
+        extra += "\n## The search (seed 0, validation)\n\n" + search + "\n"
     extra += (
         f"\n## {reference} against every other method, seed by seed (test {metric.upper()})\n\n"
-        "Difference = msft minus the method, per seed, on the same test windows; 95% t interval over seeds and "
+        f"Difference = {reference} minus the method, per seed, on the same test windows; 95% t interval over seeds and "
         "the paired t-test's p. An interval that covers 0 is a tie. The baseline with the best mean validation "
         "score is marked (chosen on validation, never on test).\n\n"
         + paired_table(select(records), metric, reference)
         + "\n"
     )
-    path = out / f"{suite}.md"
+    path = out / f"{name}.md"
     write_text_atomic(path, path.read_text() + extra)
     say(f"wrote {path}")
 

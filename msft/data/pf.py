@@ -71,6 +71,10 @@ PF_DATASETS: dict[str, PFSpec] = {
         resample="h",
     ),
     "jena_weather": PFSpec("jena_weather", LSF_DATASETS["weather"], "wide", 144, 7, 144),
+    # Not in the published PF benchmark: the LSF files under the PF protocol (raw scale, the last 7
+    # horizon-long blocks), one day ahead as the hourly benchmark datasets (msft's PF evidence, issue 31)
+    "etth1": PFSpec("etth1", LSF_DATASETS["etth1"], "wide", 24, 7, 24),
+    "ettm1": PFSpec("ettm1", LSF_DATASETS["ettm1"], "wide", 96, 7, 96),
     "istanbul_traffic": PFSpec(
         "istanbul_traffic",
         _file(

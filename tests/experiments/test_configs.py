@@ -124,7 +124,11 @@ def test_method_configs_build(name):
     if cfg.method.kind == "prompt_tuning":  # the toy backbone's head is its own: only the prompt trains
         assert trainable == {"msft_prompt"}
         assert built.model.msft_prompt.shape == (1, method["options"]["prompt_tokens"], built.model.spec.d_model())
-    out = built.model.predict(torch.randn(2, 64, 1), 8)  # 64: msft_authors' scale 8 x the toy's patch 8
+    options = method.get("options") or {}
+    past = 64  # equal_tokens: scale s sees the last 64 s / max(scales) steps; a list: its longest entry
+    if isinstance(options.get("context_lengths"), list):
+        past = max(past, *options["context_lengths"])  # msft_single_scale_long: 2048
+    out = built.model.predict(torch.randn(2, past, 1), 8)  # 64: msft_authors' scale 8 x the toy's patch 8
     assert out.shape == (2, 8, 1) and torch.isfinite(out).all()
 
 

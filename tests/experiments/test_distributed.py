@@ -196,6 +196,9 @@ def test_ddp_trains_every_method_and_ablation(tmp_path):
     out of any step's graph, which DDP would reject with "expected to have finished reduction")."""
     path = small_csv(tmp_path / "series.csv")
     ablations = sorted(p.stem for p in (CONFIG_DIR / "method").glob("msft_*.yaml"))
+    # per-scale contexts (issue 30's msft_equal_tokens, msft_single_scale_long) need more history than the
+    # small CSV holds; their windows and training are tested in test_long_history
+    ablations = [m for m in ablations if compose([f"method={m}"]).method.options.get("context_lengths") is None]
     # The CRPS of fused sample paths needs a probabilistic backbone: those methods run on MOIRAI only.
     crps = {m for m in ablations if compose([f"method={m}"]).method.options.get("fusion_objective") == "fused_crps"}
     long = "data.context_length=64"  # scale 8 (msft_authors, msft_scales_1248) x the toy's patch 8

@@ -32,6 +32,14 @@ def test_every_method_with_a_knob_gets_three_values_the_first_its_default():
         assert len({v.tag for v in values}) == 3 and setting
 
 
+def test_the_long_context_knob_is_the_past_length_of_lora_and_full():
+    for method in ("lora", "full"):
+        setting, values = rules.LONG_CONTEXT_KNOBS[method]
+        assert values[0] == rules.Knob("", "512") and values[1].overrides == ("data.context_length=2048",)
+    assert rules.knob_values("msft", rules.LONG_CONTEXT_KNOBS) == (rules.Knob("", "default"),)
+    assert rules.knob_values("lora")[1].tag == "r8"  # the other suites keep their knobs
+
+
 def test_run_tag_reads_back_lr_dir():
     for scale, tag in ((1.0, ""), (0.0333, "r8"), (30.0, "wd0.01")):
         assert rules.run_tag(Path("x") / rules.lr_dir(scale, tag) / "seed0") == (scale, tag)
@@ -74,7 +82,7 @@ def _fake_msft_train(tmp_path, val_of):
             return subprocess.CompletedProcess(args, 0)
         opts = dict(a.split("=", 1) for a in args[2:] if "=" in a)
         subdir = opts["hydra.sweep.subdir"]
-        extra = tuple(a for a in args if a.startswith(("method.", "weight_decay=")))
+        extra = tuple(a for a in args if a.startswith(("method.", "weight_decay=", "data.context_length=")))
         for method in opts["method"].split(","):
             for seed in opts["seed"].split(","):
                 for lr in opts["lr_scale"].split(","):
@@ -113,6 +121,32 @@ def test_the_search_extends_an_edge_twice_then_flags_it_and_tries_every_knob(dri
     assert lora_seeds == {(1, 90.0, "r64"), (2, 90.0, "r64")}
     table = rules.search_table(records)
     assert "90 **(edge)**" in table and "extended: 30, 90" in table
+
+
+def test_the_long_context_suite_searches_the_context_of_lora_and_full_and_no_knob_of_msft(
+    driver, tmp_path, monkeypatch
+):
+    """Issue 30's suite: LoRA and full finetuning at the better of 512 and 2048 past steps (their knob,
+    at the chosen rate), the msft variants at their own contexts; the other seeds at the whole choice."""
+
+    def val_of(method, lr, extra):  # a longer context helps LoRA only
+        return abs(math.log(lr)) - (0.1 if method == "lora" and "data.context_length=2048" in extra else 0.0)
+
+    monkeypatch.setattr(driver.subprocess, "run", _fake_msft_train(tmp_path, val_of))
+    spec = dict(driver.SUITES["long_context"], data=["ETTh1"])
+    monkeypatch.setitem(driver.SUITES, "long_context", spec)
+    driver.run_dataset("long_context", "ETTh1", {"long_context/ETTh1": threading.Event()})
+    from msft_runner.results import collect
+
+    records = collect([tmp_path / "runs" / "evidence_long_context"])
+    rows = {r["method"]: r for r in rules.search_rows(records, knobs=rules.LONG_CONTEXT_KNOBS)}
+    assert set(rows) == {"msft", "msft_equal_tokens", "msft_single_scale_long", "lora", "full"}
+    assert rows["lora"]["knob"] == "context length" and rows["lora"]["knob_values"] == ["512", "2048"]
+    assert rows["lora"]["knob_chosen"] == "2048" and rows["full"]["knob_chosen"] == "512"
+    assert rows["msft_equal_tokens"]["candidates"] == len(rules.GRID)  # no knob: the rate grid only
+    later = {(r["method"], r["seed"], rules.run_tag(r["run_dir"])[1]) for r in records if r["seed"]}
+    assert ("lora", 2, "L2048") in later and ("full", 2, "") in later and len(later) == 2 * 5
+    assert "| context length | 512, 2048 | 2048 |" in rules.search_table(records, knobs=rules.LONG_CONTEXT_KNOBS)
 
 
 def test_paired_table_compares_msft_with_every_trained_method_and_marks_the_validation_best():

@@ -42,7 +42,8 @@ def test_suites_and_datasets_run_in_the_order_given(evidence, monkeypatch):
     done = []
     monkeypatch.setattr(evidence, "run_dataset", lambda suite, data, events: done.append((suite, data)))
     evidence.main(["lsf:ETTm1,ETTh1", "pf", "lsf:Weather", "--jobs", "1", "--no-tables"])
-    assert done == [("lsf", "ETTh1"), ("lsf", "ETTm1"), ("pf", "pf_jena_weather"), ("lsf", "Weather")]
+    pf = [("pf", d) for d in ("pf_jena_weather", "pf_etth1", "pf_ettm1")]
+    assert done == [("lsf", "ETTh1"), ("lsf", "ETTm1"), *pf, ("lsf", "Weather")]
 
 
 def test_seeds_caps_every_suite_and_never_raises_one(evidence, monkeypatch):
@@ -79,6 +80,9 @@ def test_bad_arguments_name_the_bad_value(evidence, args, message, capsys):
         ("ablations", "ETTm1", "1"),
         ("budget", "ETTm1", "1"),
         ("pf", "pf_jena_weather", None),
+        ("pf", "pf_ettm1", None),
+        ("long_context", "Weather", "1"),
+        ("long_context336", "ETTm1", "1"),
     ],
 )
 def test_each_suite_trains_and_tests_on_its_test_windows(evidence, tmp_path, monkeypatch, suite, dataset, stride):

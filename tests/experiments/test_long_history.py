@@ -31,6 +31,12 @@ def test_windows_gain_history_and_keep_their_scale_one_part(data_dir, option, fa
         assert torch.equal(last["future_target"], first["future_target"])
 
 
+def test_the_long_context_methods_ask_for_four_times_the_context():
+    """configs/method/msft_equal_tokens (scales [1, 2, 4]) and msft_single_scale_long ([2048] at scale 1)."""
+    for method in ("msft_equal_tokens", "msft_single_scale_long"):
+        assert method_history(compose(["backbone=toy_tiny", f"method={method}", "data.context_length=512"])) == 2048
+
+
 def test_no_per_scale_context_needs_no_history():
     assert method_history(compose(["backbone=toy_tiny", "method=msft"])) is None
     assert method_history(compose(["backbone=toy_tiny", "method=lora"])) is None
