@@ -235,32 +235,68 @@ def search_table(records: list[dict[str, Any]], selection_seed: int = 0, knobs: 
     return "\n".join(lines)
 
 
-def paired_table(chosen: list[dict[str, Any]], metric: str, reference: str = "msft") -> str:
-    """``reference`` against every other trained method, per (dataset, horizon), on the selected runs'
-    test ``metric``; the baseline with the best mean *validation* score is marked (never chosen on test)."""
+def _by_dataset(chosen: list[dict[str, Any]], metric: str, reference: str):
+    """Per (dataset, horizon) where ``reference`` ran: its per-seed scores, the other trained methods'
+    runs by seed, and the one of them with the best mean *validation* score (never chosen on test)."""
     by_key: dict[tuple, dict[str, dict[int, dict[str, Any]]]] = {}
     for r in chosen:
         if r.get(metric) is None:
             continue
         by_key.setdefault((r["dataset"], int(r["horizon"])), {}).setdefault(r["method"], {})[r["seed"]] = r
-    lines = [
-        f"| dataset | H | {reference} vs | seeds | mean {metric.upper()} difference | 95% CI | paired t p | verdict |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
     for (dataset, horizon), methods in sorted(by_key.items()):
         if reference not in methods:
             continue
-        ref = {s: r[metric] for s, r in methods[reference].items()}
         baselines = {m: runs for m, runs in methods.items() if m not in (reference, "zero_shot")}
         if not baselines:
             continue
         best = min(baselines, key=lambda m: sum(r["val_score"] for r in baselines[m].values()) / len(baselines[m]))
+        yield dataset, horizon, methods[reference], baselines, best
+
+
+def _scores(runs: dict[int, dict[str, Any]], metric: str) -> dict[int, float]:
+    return {seed: r[metric] for seed, r in runs.items()}
+
+
+def paired_table(chosen: list[dict[str, Any]], metric: str, reference: str = "msft") -> str:
+    """``reference`` against every other trained method, per (dataset, horizon), on the selected runs'
+    test ``metric``; the baseline with the best mean *validation* score is marked (never chosen on test)."""
+    lines = [
+        f"| dataset | H | {reference} vs | seeds | mean {metric.upper()} difference | 95% CI | paired t p | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    words = {"lower": f"{reference} lower", "higher": f"{reference} higher", "tie": "tie", "n/a": "n/a"}
+    for dataset, horizon, ref, baselines, best in _by_dataset(chosen, metric, reference):
         for method in sorted(baselines, key=lambda m: (m != best, m)):
-            d = paired_difference(ref, {s: r[metric] for s, r in baselines[method].items()})
-            words = {"lower": f"{reference} lower", "higher": f"{reference} higher", "tie": "tie", "n/a": "n/a"}
+            d = paired_difference(_scores(ref, metric), _scores(baselines[method], metric))
             name = f"{method} (best on validation)" if method == best else method
             lines.append(
                 f"| {dataset} | {horizon} | {name} | {d.seeds} | {d.mean:+.4f} | [{d.low:+.4f}, {d.high:+.4f}] | "
                 f"{d.p:.3f} | {words[d.verdict]} |"
             )
+    return "\n".join(lines)
+
+
+def verdict_table(chosen: list[dict[str, Any]], metric: str, reference: str = "msft") -> str:
+    """One row per (dataset, horizon): ``reference``'s test ``metric`` (mean ± std over seeds), the
+    baseline best on validation with its score, their paired difference (95% interval, p) and
+    verdict, and how many of the other trained methods ``reference`` is below, tied with, above."""
+    from msft_runner.results import fmt, mean_std
+
+    lines = [
+        f"| dataset | H | seeds | {reference} | best baseline on validation | its {metric.upper()} | difference [95% CI] | "
+        f"p | verdict | {reference} lower / tie / higher (vs every other trained method) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for dataset, horizon, ref, baselines, best in _by_dataset(chosen, metric, reference):
+        ref_scores = _scores(ref, metric)
+        verdicts = {m: paired_difference(ref_scores, _scores(runs, metric)) for m, runs in baselines.items()}
+        counts = [sum(d.verdict == v for d in verdicts.values()) for v in ("lower", "tie", "higher")]
+        d = verdicts[best]
+        word = {"lower": f"{reference} lower", "higher": f"{reference} higher"}.get(d.verdict, d.verdict)
+        lines.append(
+            f"| {dataset} | {horizon} | {len(ref_scores)} | {fmt(mean_std(list(ref_scores.values())))} | {best} | "
+            f"{fmt(mean_std(list(_scores(baselines[best], metric).values())))} | "
+            f"{d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}] | "
+            f"{d.p:.3f} | {word} | {' / '.join(map(str, counts))} |"
+        )
     return "\n".join(lines)

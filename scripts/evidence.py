@@ -55,6 +55,7 @@ from msft_runner.evidence import (
     paired_table,
     run_tag,
     search_table,
+    verdict_table,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -357,7 +358,12 @@ def write_table(suite: str) -> None:
     records = collect([root])
     metric = "crps" if spec.get("protocol") == "pf" else "mse"
     reference = spec.get("reference", "msft")
-    extra = ""
+    chosen = select(records)
+    extra = (
+        f"\n## Verdict per dataset (test {metric.upper()})\n\n{reference} against the baseline best on validation "
+        "(paired over seeds, as below), and how many of all the other trained methods it is below, tied "
+        "with or above.\n\n" + verdict_table(chosen, metric, reference) + "\n"
+    )
     if "lr_from" not in spec:
         search = search_table(records, SELECTION_SEED, spec.get("knobs"))
         extra += "\n## The search (seed 0, validation)\n\n" + search + "\n"
@@ -365,9 +371,7 @@ def write_table(suite: str) -> None:
         f"\n## {reference} against every other method, seed by seed (test {metric.upper()})\n\n"
         f"Difference = {reference} minus the method, per seed, on the same test windows; 95% t interval over seeds and "
         "the paired t-test's p. An interval that covers 0 is a tie. The baseline with the best mean validation "
-        "score is marked (chosen on validation, never on test).\n\n"
-        + paired_table(select(records), metric, reference)
-        + "\n"
+        "score is marked (chosen on validation, never on test).\n\n" + paired_table(chosen, metric, reference) + "\n"
     )
     path = out / f"{name}.md"
     write_text_atomic(path, path.read_text() + extra)

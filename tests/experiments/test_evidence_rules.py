@@ -162,3 +162,9 @@ def test_paired_table_compares_msft_with_every_trained_method_and_marks_the_vali
     assert len(lines) == 2 and "full (best on validation)" in lines[0] and "zero_shot" not in table
     assert "-0.0200" in lines[0] and "msft lower" in lines[0]
     assert "lora" in lines[1] and "+0.0090" in lines[1]
+    # one row per dataset: msft (mean ± std), the validation-best baseline, the paired verdict, the counts
+    (row,) = rules.verdict_table(chosen, "mse").splitlines()[2:]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:6] == ["ETTh1", "96", "3", "0.4010 ± 0.0010", "full", "0.4210 ± 0.0010"]
+    assert cells[6].startswith("-0.0200") and cells[8] == "msft lower"
+    assert cells[9] == "1 / 0 / 1"  # below full, above lora (+0.0090, interval above 0)
