@@ -63,6 +63,17 @@ BIN = Path(sys.executable).parent
 
 SELECTION_SEED = 0
 LSF_METHODS = ["linear_probe", "prompt_tuning", "lora", "lora_matched", "adalora", "full", "msft"]
+# Issue 30: does longer coarse history help? msft [1, 2, 4] at 512 past steps (today), with equal_tokens
+# (scale 4 sees 2048), one scale at 2048, LoRA and full finetuning at the better of 512 and 2048 on
+# validation (their knob); the same rate search as every suite, 3 seeds; results/long_context/.
+LONG_CONTEXT = dict(
+    methods=["msft", "msft_equal_tokens", "msft_single_scale_long", "lora", "full"],
+    zero_shot=False,
+    seeds=3,
+    knobs=LONG_CONTEXT_KNOBS,
+    out="results/long_context",
+    reference="msft_equal_tokens",
+)
 SUITES = {
     "lsf": dict(data=["ETTh1", "ETTh2", "ETTm1", "ETTm2", "Weather"], methods=LSF_METHODS, zero_shot=True, seeds=5),
     "lsf336": dict(  # the long horizon on two datasets
@@ -102,30 +113,8 @@ SUITES = {
         lr_from="lsf",  # each method at its own lsf choice (rate and knob)
         overrides=["trainer.max_epochs=20"],
     ),
-    # Issue 30: does longer coarse history help? msft [1, 2, 4] at 512 past steps (today), with
-    # equal_tokens (scale 4 sees 2048), one scale at 2048, LoRA and full finetuning at the better of
-    # 512 and 2048 on validation (their knob); the same rate search as every suite, 3 seeds.
-    "long_context": dict(
-        data=["ETTh1", "ETTm1", "Weather"],
-        methods=["msft", "msft_equal_tokens", "msft_single_scale_long", "lora", "full"],
-        zero_shot=False,
-        seeds=3,
-        knobs=LONG_CONTEXT_KNOBS,
-        out="results/long_context",
-        table="lsf",
-        reference="msft_equal_tokens",
-    ),
-    "long_context336": dict(
-        data=["ETTm1"],
-        methods=["msft", "msft_equal_tokens", "msft_single_scale_long", "lora", "full"],
-        zero_shot=False,
-        seeds=3,
-        knobs=LONG_CONTEXT_KNOBS,
-        out="results/long_context",
-        table="lsf336",
-        reference="msft_equal_tokens",
-        overrides=["data.horizon=336"],
-    ),
+    "long_context": dict(LONG_CONTEXT, data=["ETTh1", "ETTm1", "Weather"], table="lsf"),
+    "long_context336": dict(LONG_CONTEXT, data=["ETTm1"], table="lsf336", overrides=["data.horizon=336"]),
 }
 SUBDIR = "${data.name}_H${data.horizon}/${hydra:runtime.choices.backbone}/${method.name}/{lr}/seed${seed}"
 _print_lock = threading.Lock()
