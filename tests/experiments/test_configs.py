@@ -148,18 +148,20 @@ def test_msft_ablations_change_one_option():
     base = settings("msft")
     # msft_authors_fusion: the published objective with their prior and scale-weight lr (3 keys);
     # msft_authors adds scales and freeze_ffn; msft_fused_fusion and msft_residual_paths are msft's defaults now;
-    # the PF candidates train the backbone and fit the fusion by CRPS, the last also with a faster fusion lr
+    # the PF candidates train the backbone and fit the fusion by CRPS, the last also with a faster fusion lr;
+    # msft_equal_tokens adds context_lengths, msft_single_scale_long it and scales
     most = {
         "msft_authors": 6,
         "msft_authors_fusion": 3,
         "msft_fused_fusion": 0,
         "msft_residual_paths": 0,  # msft's default since results/recipe/pf_fusion.md
-        "msft_full_backbone_crps_fast_fusion": 3,
+        "msft_full_backbone_crps": 3,  # and sample_fusion="mixture", a key msft's own options leave at its default
+        "msft_full_backbone_crps_fast_fusion": 4,
     }
     for name in GROUPS["method"]:
         if name.startswith("msft_"):
             variant = settings(name)
-            changed = {k for k in base if variant[k] != base[k]}
+            changed = {k for k in base.keys() | variant.keys() if variant.get(k) != base.get(k)}  # context_lengths
             assert min(1, most.get(name, 2)) <= len(changed) <= most.get(name, 2), (name, changed)
 
 
