@@ -19,7 +19,17 @@ import json
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-FIXED = {"s12": (1, 2), "": (1, 2, 4), "s1248": (1, 2, 4, 8)}  # knob tag -> scale set (msft_runner.evidence.KNOBS)
+
+
+def _fixed_sets() -> dict[str, tuple[int, ...]]:
+    """msft's searched knob in the evidence suite: run-directory tag -> scale set, fewest scales first."""
+    from msft_runner.evidence import KNOBS
+
+    sets = {k.tag: tuple(json.loads(k.value)) for k in KNOBS["msft"][1]}
+    return dict(sorted(sets.items(), key=lambda item: len(item[1])))
+
+
+FIXED = _fixed_sets()
 DATASETS = ("ETTh1", "ETTh2", "ETTm1", "ETTm2", "Weather")
 
 

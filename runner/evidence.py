@@ -257,6 +257,10 @@ def _scores(runs: dict[int, dict[str, Any]], metric: str) -> dict[int, float]:
     return {seed: r[metric] for seed, r in runs.items()}
 
 
+def _verdict_words(verdict: str, reference: str) -> str:
+    return {"lower": f"{reference} lower", "higher": f"{reference} higher"}.get(verdict, verdict)
+
+
 def paired_table(chosen: list[dict[str, Any]], metric: str, reference: str = "msft") -> str:
     """``reference`` against every other trained method, per (dataset, horizon), on the selected runs'
     test ``metric``; the baseline with the best mean *validation* score is marked (never chosen on test)."""
@@ -264,14 +268,13 @@ def paired_table(chosen: list[dict[str, Any]], metric: str, reference: str = "ms
         f"| dataset | H | {reference} vs | seeds | mean {metric.upper()} difference | 95% CI | paired t p | verdict |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    words = {"lower": f"{reference} lower", "higher": f"{reference} higher", "tie": "tie", "n/a": "n/a"}
     for dataset, horizon, ref, baselines, best in _by_dataset(chosen, metric, reference):
         for method in sorted(baselines, key=lambda m: (m != best, m)):
             d = paired_difference(_scores(ref, metric), _scores(baselines[method], metric))
             name = f"{method} (best on validation)" if method == best else method
             lines.append(
                 f"| {dataset} | {horizon} | {name} | {d.seeds} | {d.mean:+.4f} | [{d.low:+.4f}, {d.high:+.4f}] | "
-                f"{d.p:.3f} | {words[d.verdict]} |"
+                f"{d.p:.3f} | {_verdict_words(d.verdict, reference)} |"
             )
     return "\n".join(lines)
 
@@ -292,11 +295,10 @@ def verdict_table(chosen: list[dict[str, Any]], metric: str, reference: str = "m
         verdicts = {m: paired_difference(ref_scores, _scores(runs, metric)) for m, runs in baselines.items()}
         counts = [sum(d.verdict == v for d in verdicts.values()) for v in ("lower", "tie", "higher")]
         d = verdicts[best]
-        word = {"lower": f"{reference} lower", "higher": f"{reference} higher"}.get(d.verdict, d.verdict)
         lines.append(
             f"| {dataset} | {horizon} | {len(ref_scores)} | {fmt(mean_std(list(ref_scores.values())))} | {best} | "
             f"{fmt(mean_std(list(_scores(baselines[best], metric).values())))} | "
             f"{d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}] | "
-            f"{d.p:.3f} | {word} | {' / '.join(map(str, counts))} |"
+            f"{d.p:.3f} | {_verdict_words(d.verdict, reference)} | {' / '.join(map(str, counts))} |"
         )
     return "\n".join(lines)

@@ -354,8 +354,8 @@ def write_table(suite: str) -> None:
         "with or above.\n\n" + verdict_table(chosen, metric, reference) + "\n"
     )
     if "lr_from" not in spec:
-        search = search_table(records, SELECTION_SEED, spec.get("knobs"))
-        extra += "\n## The search (seed 0, validation)\n\n" + search + "\n"
+        searched = search_table(records, SELECTION_SEED, spec.get("knobs"))
+        extra += "\n## The search (seed 0, validation)\n\n" + searched + "\n"
     extra += (
         f"\n## {reference} against every other method, seed by seed (test {metric.upper()})\n\n"
         f"Difference = {reference} minus the method, per seed, on the same test windows; 95% t interval over seeds and "
