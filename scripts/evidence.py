@@ -141,6 +141,44 @@ def knobs_of(suite: str, method: str) -> tuple[Knob, ...]:
     return knob_values(method, SUITES[suite].get("knobs"))
 
 
+def on_disk(roots: list[Path]) -> list[dict]:
+    """The run records under ``roots``, their ``run_dir`` relative to the checkout (as tables name them)."""
+    from msft_runner.results import collect
+
+    records = collect(roots)
+    for r in records:
+        r["run_dir"] = str(Path(r["run_dir"]).resolve().relative_to(REPO.resolve()))
+    return records
+
+
+def committed(suite: str, dataset: str | None = None) -> list[dict]:
+    """The runs of ``suite`` its committed table (``results/.../<table>.csv``) holds: after ``runs/``
+    was cleared (another machine, a fresh clone) the search and the seeds continue from them, and the
+    tables keep them (``msft-results --keep``)."""
+    from msft_runner.results import read_table_csv
+
+    path = table_csv(suite)
+    if not path.is_file():
+        return []
+    prefix = f"runs/{experiment(suite)}/"
+    return [
+        r
+        for r in read_table_csv(path)
+        if str(r.get("run_dir", "")).startswith(prefix) and dataset in (None, r.get("dataset"))
+    ]
+
+
+def table_csv(suite: str) -> Path:
+    spec = SUITES[suite]
+    return REPO / spec.get("out", "results/evidence") / f"{spec.get('table', suite)}.csv"
+
+
+def run_key(run_dir: str) -> tuple[str, int, str]:
+    """(method, seed, rate directory) of ``.../<method>/lr<scale>[_<tag>]/seed<k>``."""
+    parts = Path(run_dir).parts
+    return parts[-3], int(parts[-1].removeprefix("seed")), parts[-2]
+
+
 def train(
     suite: str,
     stage: str,
@@ -152,7 +190,23 @@ def train(
     extra: tuple[str, ...] = (),
 ) -> None:
     """One msft-train multirun: ``methods`` x ``seeds`` x ``lr_scales`` on ``dataset``, test deferred;
-    ``tag`` / ``extra``: a knob value's directory tag and overrides (one method)."""
+    ``tag`` / ``extra``: a knob value's directory tag and overrides (one method). Runs the committed
+    table already holds (`committed`) are not trained again; the rest train one multirun per method
+    and rate."""
+    done = {run_key(r["run_dir"]) for r in committed(suite, dataset) if r.get("status") == "ok"}
+    todo = {(m, s, r) for m in methods for s in seeds for r in lr_scales if (m, s, lr_dir(r, tag)) not in done}
+    if not todo:
+        say(f"{experiment(suite)} {stage}: every run is in the committed table")
+        return
+    if len(todo) < len(methods) * len(seeds) * len(lr_scales):
+        for method, scale in sorted({(m, r) for m, _, r in todo}):
+            missing = tuple(s for s in seeds if (method, s, scale) in todo)
+            _train(suite, f"{stage}_{method}_lr{scale:g}", dataset, [method], missing, (scale,), tag, extra)
+        return
+    _train(suite, stage, dataset, methods, seeds, lr_scales, tag, extra)
+
+
+def _train(suite, stage, dataset, methods, seeds, lr_scales, tag, extra) -> None:
     exp = experiment(suite)
     logs = REPO / "runs" / exp / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -196,12 +250,12 @@ def test_stride(suite: str, dataset: str) -> int | None:
 
 
 def _seed0(suite: str, dataset: str, method: str) -> list[dict]:
-    from msft_runner.results import collect
+    from msft_runner.results import keep_earlier
 
     root = REPO / "runs" / experiment(suite)
     return [
         r
-        for r in collect(sorted(root.glob(f"{dataset}_H*")))
+        for r in keep_earlier(on_disk(sorted(root.glob(f"{dataset}_H*"))), committed(suite, dataset))
         if r.get("method") == method
         and r.get("seed") == SELECTION_SEED
         and r.get("status") == "ok"
@@ -300,11 +354,13 @@ def run_dataset(suite: str, dataset: str, grid_done: dict[str, threading.Event])
 
 def write_table(suite: str) -> None:
     from msft_runner.records import write_text_atomic
-    from msft_runner.results import collect, select
+    from msft_runner.results import keep_earlier, select
 
     root = REPO / "runs" / experiment(suite)
-    if not root.is_dir():
+    earlier = committed(suite)
+    if not root.is_dir() and not earlier:
         return
+    root.mkdir(parents=True, exist_ok=True)
     spec = SUITES[suite]
     out = REPO / spec.get("out", "results/evidence")
     name = spec.get("table", suite)
@@ -319,7 +375,7 @@ def write_table(suite: str) -> None:
             "3x beyond an edge choice (at most twice), then the other values of the method's knob at the chosen "
             f"rate (tables below); seeds 1-{spec['seeds'] - 1} train at seed 0's choice (`runs` counts every candidate). "
         )
-    ran = [d for d in spec["data"] if any(root.glob(f"{d}_H*"))]  # the table names only these
+    ran = [d for d in spec["data"] if any(root.glob(f"{d}_H*")) or any(r["dataset"] == d for r in earlier)]
     strides = {d: test_stride(suite, d) for d in ran}
     note += "Test: only the selected runs are tested (defer_test + msft-evaluate --select). Test windows: "
     note += ", ".join(f"{d} every {k}-th (off-protocol)" if k and k > 1 else f"{d} all" for d, k in strides.items())
@@ -339,12 +395,13 @@ def write_table(suite: str) -> None:
             "--note",
             note,
             *(["--test-stride", ",".join(f"{d}={k}" for d, k in strides.items())] if strides else []),
+            *(["--keep", str(table_csv(suite).relative_to(REPO))] if earlier else []),
         ],
         cwd=REPO,
         check=True,
         stdout=subprocess.DEVNULL,
     )
-    records = collect([root])
+    records = keep_earlier(on_disk([root]), earlier)
     metric = "crps" if spec.get("protocol") == "pf" else "mse"
     reference = spec.get("reference", "msft")
     chosen = select(records)
