@@ -11,14 +11,20 @@ evaluation continues where it stopped when started again; ``msft-results --selec
 ``--test-stride N`` scores every N-th test window (1: all, the protocol) whatever stride the runs
 were trained with, and tests again the chosen runs already tested on other windows; their earlier
 scores stay in ``metrics.json`` under ``tests`` (``msft-results --test-stride`` reads either).
+
+``--jobs N`` tests N runs at a time, each in its own process (give each one torch thread with
+``OMP_NUM_THREADS=1``); a run's scores do not depend on which process tested it.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any
 
 from msft_runner.results import collect_or_exit, needs_test, select
 
@@ -39,7 +45,10 @@ def main(argv: list[str] | None = None) -> None:
         metavar="N",
         help="score every N-th test window (1: every window); runs tested on other windows are tested again",
     )
+    parser.add_argument("--jobs", type=int, default=1, metavar="N", help="test N runs at a time, one process each")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: expected at least 1")
     if args.test_stride is not None and args.test_stride < 1:
         parser.error(f"--test-stride {args.test_stride}: expected a positive integer (1 scores every test window)")
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
@@ -51,25 +60,42 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--test-stride: {len(pf)} PF run(s) (e.g. {pf[0]}); only LSF runs have a test stride")
     todo = [r for r in chosen if needs_test(r, args.test_stride)]
     print(f"{len(chosen)} run(s) chosen, {len(chosen) - len(todo)} already tested, {len(todo)} to test", flush=True)
-    from msft_runner.train import evaluate_run  # torch, lightning: after the arguments are checked
-
     failed = []
-    for i, record in enumerate(sorted(todo, key=lambda r: r["run_dir"]), 1):
-        start = time.perf_counter()
-        try:
-            done = evaluate_run(record["run_dir"], args.test_stride)
-        except Exception as error:  # one broken run must not stop the others: report it at the end
-            failed.append(f"{record['run_dir']}: {type(error).__name__}: {error}")
-            logger.error("[%d/%d] %s failed: %s", i, len(todo), record["run_dir"], failed[-1])
+    outcomes = _outcomes(sorted(r["run_dir"] for r in todo), args.test_stride, args.jobs)
+    for i, (run_dir, done, seconds) in enumerate(outcomes, 1):
+        if isinstance(done, str):  # one broken run must not stop the others: report it at the end
+            failed.append(f"{run_dir}: {done}")
+            logger.error("[%d/%d] %s failed: %s", i, len(todo), run_dir, done)
             continue
         score = "crps" if done.get("protocol") == "pf" else "mse"
-        print(
-            f"[{i}/{len(todo)}] {record['run_dir']}: {score}={done[score]:.4f} ({time.perf_counter() - start:.0f} s)",
-            flush=True,
-        )
+        print(f"[{i}/{len(todo)}] {run_dir}: {score}={done[score]:.4f} ({seconds:.0f} s)", flush=True)
     if failed:
         print(f"\n{len(failed)} run(s) failed:", *failed, sep="\n  ", file=sys.stderr)
         sys.exit(1)
+
+
+def _outcomes(run_dirs: list[str], test_stride: int | None, jobs: int):
+    """`_test` of every run, in order with one job, else as they finish in ``jobs`` processes."""
+    if jobs == 1 or len(run_dirs) < 2:
+        for run_dir in run_dirs:
+            yield _test(run_dir, test_stride)
+        return
+    context = multiprocessing.get_context("spawn")  # a forked child would inherit this process's torch state
+    with ProcessPoolExecutor(min(jobs, len(run_dirs)), mp_context=context) as pool:
+        for future in as_completed([pool.submit(_test, run_dir, test_stride) for run_dir in run_dirs]):
+            yield future.result()
+
+
+def _test(run_dir: str, test_stride: int | None) -> tuple[str, dict[str, Any] | str, float]:
+    """Test one run: (run_dir, its completed record or the error as text, seconds)."""
+    from msft_runner.train import evaluate_run  # torch, lightning: after the arguments are checked
+
+    start = time.perf_counter()
+    try:
+        done: dict[str, Any] | str = evaluate_run(run_dir, test_stride)
+    except Exception as error:
+        done = f"{type(error).__name__}: {error}"
+    return run_dir, done, time.perf_counter() - start
 
 
 if __name__ == "__main__":

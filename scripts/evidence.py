@@ -30,8 +30,10 @@ Protocol, the same for every method (`msft_runner.evidence` holds the rules):
    draws ``results/evidence/lsf.png``.
 
 Every stage skips what is finished (``skip_finished``, deferred tests already done), so the command
-continues a stopped sweep. Each msft-train process runs one torch thread (``--jobs`` of them at a
-time); its log is ``runs/evidence_<suite>/logs/<stage>.log``.
+continues a stopped sweep, and the committed tables stand in for runs that are gone (a fresh clone:
+their runs are neither trained again nor dropped; ``msft-results --keep``). Each msft-train process
+runs one torch thread, ``--jobs`` of them at a time; each dataset's tests run in ``--jobs`` processes
+too. Logs: ``runs/evidence_<suite>/logs/<stage>.log``.
 """
 
 from __future__ import annotations
@@ -124,6 +126,7 @@ if not ENV.get("MSFT_DATA_DIR") and (REPO.parent / "shared" / "data").is_dir():
     ENV["MSFT_DATA_DIR"] = str((REPO.parent / "shared" / "data").resolve())
 PREFIX = ["evidence"]  # --prefix: the experiment name is <prefix>_<suite> (a smoke run keeps its own runs)
 OVERRIDES: list[str] = []  # --override: extra msft-train overrides for every run (e.g. a tiny budget)
+JOBS = [1]  # --jobs: processes at a time, for training and for each dataset's tests
 ONLY_METHODS: list[str] = []  # --methods: only these of each suite's methods (e.g. the baselines first)
 
 
@@ -343,7 +346,7 @@ def run_dataset(suite: str, dataset: str, grid_done: dict[str, threading.Event])
         say(f"{experiment(suite)} {dataset}: testing the selected runs of {sweep.name}")
         with (root / "logs" / f"{dataset}_evaluate.log").open("a") as handle:
             subprocess.run(
-                [str(BIN / "msft-evaluate"), str(sweep), "--select", *stride_option],
+                [str(BIN / "msft-evaluate"), str(sweep), "--select", "--jobs", str(JOBS[0]), *stride_option],
                 cwd=REPO,
                 env=dict(ENV, OMP_NUM_THREADS="1"),
                 stdout=handle,
@@ -432,7 +435,12 @@ def main(argv: list[str] | None = None) -> None:
         metavar="SUITE[:DATA,...]",
         help=f"{', '.join(SUITES)} or all, optionally with some of its datasets (lsf:ETTh1,ETTm1); run in this order",
     )
-    parser.add_argument("--jobs", type=int, default=2, help="msft-train processes at a time (one torch thread each)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="msft-train processes at a time, and msft-evaluate processes per dataset (one torch thread each)",
+    )
     parser.add_argument("--data", nargs="*", help="only these datasets (default: every dataset of the suite)")
     parser.add_argument("--prefix", default="evidence", help="runs go to runs/<prefix>_<suite>")
     parser.add_argument("--override", nargs="*", default=[], help="extra msft-train overrides for every run")
@@ -460,6 +468,7 @@ def main(argv: list[str] | None = None) -> None:
     ONLY_METHODS[:] = args.methods
     if args.jobs < 1:
         parser.error(f"--jobs {args.jobs}: expected at least 1")
+    JOBS[0] = args.jobs
     if args.seeds is not None:
         if args.seeds < 1:
             parser.error(f"--seeds {args.seeds}: expected at least 1")

@@ -195,3 +195,29 @@ def test_a_table_of_mixed_strides_states_the_scoring_once_and_the_strided_datase
     point = {**_rec("lora", 0, 0.1), "scoring": "MSE and MAE of the point forecast"}  # no test_stride: 1
     assert describe_scoring([point, scored("ETTh1", 1)]) == f"MSE and MAE of the point forecast; {paths}"
     assert describe_scoring([_rec("zero_shot", 0, 0.1)]) == ""
+
+
+def test_evaluate_in_several_processes_scores_what_one_process_does(tmp_path, capsys):
+    """--jobs 2: the same runs tested in two spawned processes (one torch thread each) score what the
+    parent scores them in order; a broken run is reported without stopping the other."""
+    path = small_csv(tmp_path / "s.csv")
+    for seed in (0, 1):
+        run(_cfg(path, "method=lora", f"seed={seed}"), tmp_path / "sweep" / f"seed{seed}", {"backbone": "toy_tiny"})
+    tested = {s: json.loads((tmp_path / "sweep" / f"seed{s}" / METRICS).read_text()) for s in (0, 1)}
+    for seed in (0, 1):
+        _defer(tmp_path / "sweep" / f"seed{seed}")
+    (tmp_path / "sweep" / "broken").mkdir()
+    (tmp_path / "sweep" / "broken" / METRICS).write_text(json.dumps({**tested[0], "test": "deferred"}))
+    with pytest.raises(SystemExit):
+        evaluate_main([str(tmp_path / "sweep"), "--jobs", "2"])
+    captured = capsys.readouterr()
+    assert "3 to test" in captured.out and "broken" in captured.err and "1 run(s) failed" in captured.err
+    for seed in (0, 1):
+        again = json.loads((tmp_path / "sweep" / f"seed{seed}" / METRICS).read_text())
+        # Another process may run another number of torch threads, so its sums may be ordered otherwise:
+        # float32 rounding over these few thousand terms stays far below a relative 1e-5.
+        assert (again["mse"], again["mae"]) == pytest.approx((tested[seed]["mse"], tested[seed]["mae"]), rel=1e-5)
+        assert again["windows"] == tested[seed]["windows"]
+    with pytest.raises(SystemExit):
+        evaluate_main([str(tmp_path / "sweep"), "--jobs", "0"])
+    assert "--jobs 0: expected at least 1" in capsys.readouterr().err
