@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -26,6 +27,16 @@ TINY = [
 def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("MSFT_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def evidence(tmp_path, monkeypatch):
+    """scripts/evidence.py as a module, its checkout (``REPO``: runs/, results/) moved to ``tmp_path``."""
+    spec = importlib.util.spec_from_file_location("evidence", REPO / "scripts" / "evidence.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "REPO", tmp_path)
+    return module
 
 
 @pytest.fixture

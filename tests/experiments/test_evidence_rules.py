@@ -2,7 +2,6 @@
 beyond an edge choice until interior (at most twice, then flagged), every method gets the same
 number of knob values, and the paired statistics equal a hand computation."""
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -65,15 +64,6 @@ def test_paired_difference_equals_a_hand_computation():
     assert rules.paired_difference({0: 1.0}, {0: 2.0}).verdict == "n/a"
 
 
-@pytest.fixture
-def driver(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("evidence_driver", REPO / "scripts" / "evidence.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    monkeypatch.setattr(module, "REPO", tmp_path)
-    return module
-
-
 def _fake_msft_train(tmp_path, val_of):
     """A stand-in for msft-train that writes each run's record: validation score ``val_of(method, lr, overrides)``."""
 
@@ -100,14 +90,16 @@ def _fake_msft_train(tmp_path, val_of):
     return run
 
 
-def test_the_search_extends_an_edge_twice_then_flags_it_and_tries_every_knob(driver, tmp_path, monkeypatch):
+def test_the_search_extends_an_edge_twice_then_flags_it_and_tries_every_knob(evidence, tmp_path, monkeypatch):
     def val_of(method, lr, extra):  # lora improves without end as the rate grows; full is best at 1
         score = 1.0 / lr if method == "lora" else abs(math.log(lr))
         return score - (0.01 if "method.peft.r=64" in extra else 0.0)
 
-    monkeypatch.setattr(driver.subprocess, "run", _fake_msft_train(tmp_path, val_of))
-    monkeypatch.setitem(driver.SUITES, "lsf", dict(data=["ETTh1"], methods=["lora", "full"], zero_shot=False, seeds=3))
-    driver.run_dataset("lsf", "ETTh1", {"lsf/ETTh1": threading.Event()})
+    monkeypatch.setattr(evidence.subprocess, "run", _fake_msft_train(tmp_path, val_of))
+    monkeypatch.setitem(
+        evidence.SUITES, "lsf", dict(data=["ETTh1"], methods=["lora", "full"], zero_shot=False, seeds=3)
+    )
+    evidence.run_dataset("lsf", "ETTh1", {"lsf/ETTh1": threading.Event()})
     from msft_runner.results import collect
 
     records = collect([tmp_path / "runs" / "evidence_lsf"])
@@ -124,7 +116,7 @@ def test_the_search_extends_an_edge_twice_then_flags_it_and_tries_every_knob(dri
 
 
 def test_the_long_context_suite_searches_the_context_of_lora_and_full_and_no_knob_of_msft(
-    driver, tmp_path, monkeypatch
+    evidence, tmp_path, monkeypatch
 ):
     """Issue 30's suite: LoRA and full finetuning at the better of 512 and 2048 past steps (their knob,
     at the chosen rate), the msft variants at their own contexts; the other seeds at the whole choice."""
@@ -132,10 +124,10 @@ def test_the_long_context_suite_searches_the_context_of_lora_and_full_and_no_kno
     def val_of(method, lr, extra):  # a longer context helps LoRA only
         return abs(math.log(lr)) - (0.1 if method == "lora" and "data.context_length=2048" in extra else 0.0)
 
-    monkeypatch.setattr(driver.subprocess, "run", _fake_msft_train(tmp_path, val_of))
-    spec = dict(driver.SUITES["long_context"], data=["ETTh1"])
-    monkeypatch.setitem(driver.SUITES, "long_context", spec)
-    driver.run_dataset("long_context", "ETTh1", {"long_context/ETTh1": threading.Event()})
+    monkeypatch.setattr(evidence.subprocess, "run", _fake_msft_train(tmp_path, val_of))
+    spec = dict(evidence.SUITES["long_context"], data=["ETTh1"])
+    monkeypatch.setitem(evidence.SUITES, "long_context", spec)
+    evidence.run_dataset("long_context", "ETTh1", {"long_context/ETTh1": threading.Event()})
     from msft_runner.results import collect
 
     records = collect([tmp_path / "runs" / "evidence_long_context"])

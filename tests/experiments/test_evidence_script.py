@@ -1,7 +1,6 @@
 """scripts/evidence.py (issue 18's suites): the order of work, the learning-rate choice for the
 other seeds, and clear errors for a bad suite or dataset."""
 
-import importlib.util
 import json
 import subprocess
 import threading
@@ -10,15 +9,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def evidence(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("evidence", REPO / "scripts" / "evidence.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    monkeypatch.setattr(module, "REPO", tmp_path)
-    return module
 
 
 def _record(root: Path, method: str, lr: float, seed: int, val: float) -> None:

@@ -3,7 +3,6 @@ after runs/ was cleared): its rows read back as the records they were written fr
 written again from them is the same file, a run still on disk wins over its row, and the evidence
 driver neither trains again what the table holds nor forgets it when it selects."""
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -92,16 +91,6 @@ def test_keep_names_a_file_that_is_not_such_a_table(tmp_path, monkeypatch, capsy
         results_main(["runs/sweep", "--select", "--out", "out", "--name", "t", "--keep", "bad.csv"])
     err = capsys.readouterr().err
     assert "--keep bad.csv" in err and ("msft-results" in err or "columns" in err)
-
-
-@pytest.fixture
-def evidence(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("evidence", REPO / "scripts" / "evidence.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    monkeypatch.setattr(module, "REPO", tmp_path)
-    monkeypatch.chdir(tmp_path)
-    return module
 
 
 def _commit_lsf_table(tmp_path: Path) -> None:
