@@ -171,6 +171,16 @@ def committed(suite: str, dataset: str | None = None) -> list[dict]:
     ]
 
 
+def reusable(rows: list[dict]) -> set[tuple[str, int, str]]:
+    """`run_key` of the committed ``rows`` that need no training: finished, and tested or not selected
+    (a selected run still to be tested needs its checkpoint, which only training it again brings back)."""
+    from msft_runner.results import select
+
+    ok = [r for r in rows if r.get("status") == "ok"]
+    untested = {r["run_dir"] for r in select(ok) if r.get("test") != "done"}
+    return {run_key(r["run_dir"]) for r in ok if r["run_dir"] not in untested}
+
+
 def table_csv(suite: str) -> Path:
     spec = SUITES[suite]
     return REPO / spec.get("out", "results/evidence") / f"{spec.get('table', suite)}.csv"
@@ -194,9 +204,9 @@ def train(
 ) -> None:
     """One msft-train multirun: ``methods`` x ``seeds`` x ``lr_scales`` on ``dataset``, test deferred;
     ``tag`` / ``extra``: a knob value's directory tag and overrides (one method). Runs the committed
-    table already holds (`committed`) are not trained again; the rest train one multirun per method
-    and rate."""
-    done = {run_key(r["run_dir"]) for r in committed(suite, dataset) if r.get("status") == "ok"}
+    table already holds (`committed`) are not trained again, except one validation selects that was
+    never tested (its checkpoint left with the runs); the rest train one multirun per method and rate."""
+    done = reusable(committed(suite, dataset))
     todo = {(m, s, r) for m in methods for s in seeds for r in lr_scales if (m, s, lr_dir(r, tag)) not in done}
     if not todo:
         say(f"{experiment(suite)} {stage}: every run is in the committed table")

@@ -131,3 +131,23 @@ def test_the_driver_trains_only_what_the_committed_table_lacks(evidence, tmp_pat
         ("method=full", "lr_scale=3"),
         ("method=lora", "lr_scale=3"),
     ]
+
+
+def test_a_committed_choice_never_tested_trains_again_for_its_test(evidence, tmp_path, monkeypatch):
+    """A session that ended between training and testing left its selected runs untested in the table,
+    their checkpoints gone: those, and only those, train again."""
+    root = Path("runs/evidence_lsf")
+    _run(root, "lora", 0.3, 0, 0.71)  # not selected: its row suffices
+    _run(root, "lora", 1, 0, 0.69)  # selected, never tested
+    _run(root, "lora", 1, 1, 0.70, mse=0.40, mae=0.41, windows=2785)  # selected and tested
+    results_main([str(root), "--select", "--out", "results/evidence", "--name", "lsf"])
+    shutil.rmtree("runs")
+    calls = []
+    monkeypatch.setattr(
+        evidence.subprocess, "run", lambda args, **kw: calls.append(args) or subprocess.CompletedProcess(args, 0)
+    )
+    evidence.train("lsf", "grid", "ETTh1", ["lora"], (0,), (0.3, 1.0))
+    (args,) = calls
+    assert "seed=0" in args and "lr_scale=1" in args
+    evidence.train("lsf", "seeds", "ETTh1", ["lora"], (1,), (1.0,))
+    assert len(calls) == 1
