@@ -214,7 +214,8 @@ def train(
     if len(todo) < len(methods) * len(seeds) * len(lr_scales):
         for method, scale in sorted({(m, r) for m, _, r in todo}):
             missing = tuple(s for s in seeds if (method, s, scale) in todo)
-            _train(suite, f"{stage}_{method}_lr{scale:g}", dataset, [method], missing, (scale,), tag, extra)
+            part = (f"_{method}" if len(methods) > 1 else "") + (f"_lr{scale:g}" if len(lr_scales) > 1 else "")
+            _train(suite, stage + part, dataset, [method], missing, (scale,), tag, extra)
         return
     _train(suite, stage, dataset, methods, seeds, lr_scales, tag, extra)
 
