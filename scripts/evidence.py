@@ -376,8 +376,7 @@ def write_table(suite: str) -> None:
         return
     root.mkdir(parents=True, exist_ok=True)
     spec = SUITES[suite]
-    out = REPO / spec.get("out", "results/evidence")
-    name = spec.get("table", suite)
+    out, name = table_csv(suite).parent, table_csv(suite).stem
     if "lr_from" in spec:
         note = (
             f"Every method trains at the choice (lr_scale and knob) of {spec.get('lr_method', 'the same method')} "
