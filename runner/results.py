@@ -46,8 +46,21 @@ FIELDS = (
     "nd",
     "nrmse",
     "scoring",
+    "base_fingerprint",
 )
-TEXT_FIELDS = ("backbone", "dataset", "method", "status", "guard", "run_dir", "error", "protocol", "scoring")
+TEXT_FIELDS = (
+    "backbone",
+    "dataset",
+    "method",
+    "status",
+    "guard",
+    "run_dir",
+    "error",
+    "protocol",
+    "scoring",
+    "base_fingerprint",
+)
+LATER_FIELDS = ("base_fingerprint",)  # columns tables written before them lack; their rows read without them
 PF_FIELDS = ("crps", "mase")  # the PF table's columns per method
 # What an LSF test adds to a record; ``record["tests"]`` keeps these per test stride.
 TEST_FIELDS = ("mse", "mae", "windows", "scoring", "test_stride", "windows_per_process", "eval_seconds")
@@ -77,7 +90,7 @@ def read_table_csv(path: Path) -> list[dict[str, Any]]:
     words = lines[0].split()
     strides = parse_test_strides(words[words.index("--test-stride") + 1]) if "--test-stride" in words else 1
     rows = list(csv.DictReader(lines[1:]))
-    missing = sorted(set(FIELDS) - set(rows[0] if rows else FIELDS))
+    missing = sorted(set(FIELDS) - set(LATER_FIELDS) - set(rows[0] if rows else FIELDS))
     if missing:
         raise ValueError(f"{path}: columns {missing} missing; expected msft-results' columns {list(FIELDS)}")
     records = []
@@ -108,9 +121,24 @@ def _number(text: str) -> int | float:
 def keep_earlier(records: list[dict[str, Any]], earlier: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``records`` and the rows of an earlier table (`read_table_csv`) whose run is not among them: a
     run cache that was cleared keeps its finished runs in the table. A run still on disk is read from
-    disk, never from the table."""
+    disk, never from the table.
+
+    ValueError when a kept row started from other pretrained weights (``base_fingerprint``) than the
+    runs on disk of its backbone and seed: the table would mix two checkpoints of one backbone name.
+    Rows of tables written before fingerprints were recorded cannot be checked."""
     present = {str(r.get("run_dir")) for r in records}
-    return records + [r for r in earlier if str(r.get("run_dir")) not in present]
+    kept = [r for r in earlier if str(r.get("run_dir")) not in present]
+    weights = {(r.get("backbone"), r.get("seed")): r for r in records if r.get("base_fingerprint")}
+    for row in kept:
+        disk = weights.get((row.get("backbone"), row.get("seed")))
+        if row.get("base_fingerprint") and disk and disk["base_fingerprint"] != row["base_fingerprint"]:
+            raise ValueError(
+                f"{row['run_dir']} (kept from the earlier table) started from {row['backbone']} weights "
+                f"{row['base_fingerprint'][:19]}..., but {disk['run_dir']} on disk from "
+                f"{disk['base_fingerprint'][:19]}...: one table would mix two checkpoints; train the kept "
+                "runs again or leave the earlier table out"
+            )
+    return records + kept
 
 
 def at_test_stride(records: list[dict[str, Any]], strides: int | dict[str, int]) -> list[dict[str, Any]]:
@@ -416,7 +444,10 @@ def main(argv: list[str] | None = None) -> None:
         except (OSError, ValueError) as error:
             parser.error(f"--keep {args.keep}: {error}")
     roots = [r for r in args.runs if Path(r).is_dir()] if earlier else args.runs
-    records = keep_earlier(collect(list(map(Path, roots))), earlier) if earlier else collect_or_exit(parser, roots)
+    try:
+        records = keep_earlier(collect(list(map(Path, roots))), earlier) if earlier else collect_or_exit(parser, roots)
+    except ValueError as error:
+        parser.error(f"--keep {args.keep}: {error}")
     command = "msft-results " + " ".join(args.runs) + f" --name {args.name} --out {args.out}"
     if args.keep:
         command += f" --keep {args.keep}"

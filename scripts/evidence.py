@@ -39,6 +39,8 @@ too. Logs: ``runs/evidence_<suite>/logs/<stage>.log``.
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.resources
 import os
 import subprocess
 import sys
@@ -164,11 +166,32 @@ def committed(suite: str, dataset: str | None = None) -> list[dict]:
     if not path.is_file():
         return []
     prefix = f"runs/{experiment(suite)}/"
-    return [
+    rows = [
         r
         for r in read_table_csv(path)
         if str(r.get("run_dir", "")).startswith(prefix) and dataset in (None, r.get("dataset"))
     ]
+    # A row started from other pretrained weights than its backbone config builds now is not this
+    # backbone's run any more: it trains again (rows written before fingerprints were kept: unknown).
+    stale = [r for r in rows if r.get("base_fingerprint") and r["base_fingerprint"] != fingerprint_of(r["backbone"])]
+    if stale:
+        say(
+            f"{experiment(suite)}: {len(stale)} row(s) of {path.name} started from other {stale[0]['backbone']} weights; they train again"
+        )
+    return [r for r in rows if r not in stale]
+
+
+@functools.cache
+def fingerprint_of(backbone: str) -> str:
+    """The weights fingerprint (`msft.provenance.fingerprint`) of what ``configs/backbone/<backbone>.yaml`` builds now."""
+    from omegaconf import OmegaConf
+
+    from msft.provenance import fingerprint
+    from msft_runner.backbones import build_backbone
+
+    config = importlib.resources.files("msft_runner.configs") / "backbone" / f"{backbone}.yaml"
+    module, _ = build_backbone(OmegaConf.load(str(config)))
+    return fingerprint(module)
 
 
 def reusable(rows: list[dict]) -> set[tuple[str, int, str]]:

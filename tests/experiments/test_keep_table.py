@@ -16,10 +16,15 @@ from msft_runner.results import main as results_main
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _run(root: Path, method: str, lr: float, seed: int, val: float, **test) -> Path:
+WEIGHTS = "sha256:" + "a" * 64  # the backbone's weights fingerprint (msft.provenance.fingerprint)
+
+
+def _run(root: Path, method: str, lr: float, seed: int, val: float, weights: str | None = None, **test) -> Path:
     run = root / "ETTh1_H96" / "tiny_moirai" / method / f"lr{lr:g}" / f"seed{seed}"
     run.mkdir(parents=True)
     record = dict(status="ok", backbone="tiny_moirai", dataset="ETTh1", horizon=96, method=method, protocol="lsf")
+    if weights is not None:
+        record["base_fingerprint"] = weights
     record.update(lr=1e-3 * lr, lr_scale=lr, seed=seed, val_score=val, trainable_params=49152, steps=80)
     record.update(test="done", test_stride=1, **test) if test else record.update(test="deferred")
     (run / "metrics.json").write_text(json.dumps(record))
@@ -62,6 +67,68 @@ def test_a_cleared_run_cache_keeps_its_rows_and_the_table_is_unchanged(tmp_path,
     assert len(again) == len(first) + 1
     table = Path("out/t.md").read_text()
     assert "| lora | 3 |" in table  # lora's row now averages 3 seeds
+
+
+def test_rows_keep_their_weights_and_a_table_from_before_fingerprints_still_reads(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _run(Path("runs/sweep"), "lora", 1, 0, 0.69, weights=WEIGHTS, mse=0.41, mae=0.42, windows=2785)
+    results_main(["runs/sweep", "--select", "--out", "out", "--name", "t"])
+    (row,) = read_table_csv(Path("out/t.csv"))
+    assert row["base_fingerprint"] == WEIGHTS
+    lines = Path("out/t.csv").read_text().splitlines()  # the same table as written before the column existed
+    header = lines[1].split(",")
+    assert header[-1] == "base_fingerprint"
+    Path("old.csv").write_text("\n".join([lines[0], *(line.rsplit(",", 1)[0] for line in lines[1:])]) + "\n")
+    (old,) = read_table_csv(Path("old.csv"))
+    assert "base_fingerprint" not in old and old["mse"] == 0.41
+
+
+def test_a_kept_row_from_other_weights_than_the_runs_on_disk_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _run(Path("runs/sweep"), "lora", 1, 0, 0.69, weights=WEIGHTS, mse=0.41, mae=0.42, windows=2785)
+    results_main(["runs/sweep", "--select", "--out", "out", "--name", "t"])
+    shutil.rmtree("runs")
+    other = "sha256:" + "b" * 64  # the backbone was pretrained again in between
+    _run(Path("runs/sweep"), "lora", 3, 0, 0.75, weights=other)
+    with pytest.raises(SystemExit):
+        results_main(["runs/sweep", "--select", "--out", "out", "--name", "u", "--keep", "out/t.csv"])
+    err = capsys.readouterr().err
+    assert "runs/sweep/ETTh1_H96/tiny_moirai/lora/lr1/seed0" in err and "sha256:aaaaaaaaaaaa" in err
+    assert "sha256:bbbbbbbbbbbb" in err and "mix" in err
+    assert not Path("out/u.md").exists()
+    shutil.rmtree("runs")  # runs on disk from the same weights: kept
+    _run(Path("runs/sweep"), "lora", 3, 0, 0.75, weights=WEIGHTS)
+    results_main(["runs/sweep", "--select", "--out", "out", "--name", "u", "--keep", "out/t.csv"])
+    assert len(read_table_csv(Path("out/u.csv"))) == 2
+
+
+def test_the_driver_trains_again_committed_rows_of_other_weights(evidence, tmp_path, monkeypatch):
+    root = Path("runs/evidence_lsf")
+    _run(root, "lora", 1, 0, 0.69, weights=WEIGHTS, mse=0.41, mae=0.42, windows=2785)
+    _run(root, "lora", 3, 0, 0.72, weights="sha256:" + "b" * 64)
+    _run(root, "lora", 0.3, 0, 0.71)  # a row from before fingerprints were recorded: cannot be checked
+    results_main([str(root), "--select", "--out", "results/evidence", "--name", "lsf"])
+    shutil.rmtree("runs")
+    monkeypatch.setattr(evidence, "fingerprint_of", lambda backbone: WEIGHTS)
+    kept = sorted(r["lr_scale"] for r in evidence.committed("lsf"))
+    assert kept == [0.3, 1]
+    calls = []
+    monkeypatch.setattr(
+        evidence.subprocess, "run", lambda args, **kw: calls.append(args) or subprocess.CompletedProcess(args, 0)
+    )
+    evidence.train("lsf", "grid", "ETTh1", ["lora"], (0,), (0.3, 1.0, 3.0))
+    (args,) = calls
+    assert "lr_scale=3" in args
+
+
+def test_the_backbone_fingerprint_is_what_its_config_builds(evidence):
+    from omegaconf import OmegaConf
+
+    from msft.provenance import fingerprint
+    from msft_runner.backbones import build_backbone
+
+    module, _ = build_backbone(OmegaConf.load(REPO / "configs" / "backbone" / "toy_tiny.yaml"))
+    assert evidence.fingerprint_of("toy_tiny") == fingerprint(module)
 
 
 def test_a_run_on_disk_wins_over_its_row():
