@@ -2,12 +2,17 @@
 test data is read).
 
 A coarse scale helps when it still resolves the series' dominant seasonality and leaves the backbone
-enough tokens: factors double from 1 while the dominant period keeps at least ``min_per_period``
-samples at the coarser resolution and the context keeps at least ``min_tokens`` patch tokens. The
-dominant period is the peak of the periodogram (averaged over the series, each detrended and
-standardised) among periods of 2 steps up to half the context; a peak that does not stand out
-(``min_peak_ratio`` times the median power) means no seasonality to keep, and then only the token
-budget decides, up to the paper's ``[1, 2, 4]``.
+tokens to attend over: factors double from 1 while the dominant period keeps at least
+``min_per_period`` samples at the coarser resolution and the context keeps at least ``min_tokens``
+patch tokens. The dominant period is the peak of the periodogram (averaged over the series, each
+detrended and standardised) among periods of 2 steps up to half the context; a peak that does not
+stand out (``min_peak_ratio`` times the median power) means no seasonality to keep, and then only the
+token budget decides, up to the paper's ``[1, 2, 4]``.
+
+The thresholds (8 samples per period, 2 tokens) are the ones that agree best with the evidence search's
+validation scores of the fixed sets on the five LSF datasets; `benchmarks.scales_auto` shows every
+pair tried and a leave-one-dataset-out check of choosing them that way
+(``results/long_context/scales_auto.md``).
 """
 
 from __future__ import annotations
@@ -39,37 +44,49 @@ def choose_scales(
     patch_size: int,
     *,
     max_scale: int = 16,
-    min_per_period: int = 4,
-    min_tokens: int = 4,
+    min_per_period: int = 8,
+    min_tokens: int = 2,
     min_peak_ratio: float = 10.0,
 ) -> ScaleChoice:
     """Scales for series of training data (1-D arrays, NaN for missing) seen through ``context_length``
     steps with ``patch_size``-step tokens; see the module docstring for the rule."""
-    for name, value in (("context_length", context_length), ("patch_size", patch_size), ("max_scale", max_scale)):
+    numbers = dict(context_length=context_length, patch_size=patch_size, max_scale=max_scale)
+    numbers.update(min_per_period=min_per_period, min_tokens=min_tokens)
+    for name, value in numbers.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name}={value!r}: expected a positive integer")
     period = dominant_period(series, max_period=context_length // 2, min_peak_ratio=min_peak_ratio)
-    scales, why = [1], ""
+    scales, why = scales_for_period(period, context_length, patch_size, max_scale, min_per_period, min_tokens)
+    found = "no dominant period" if period is None else f"dominant period {period:.1f} steps"
+    choice = ScaleChoice(scales, period, f"{found}; stopped at {scales[-1]}: {why}")
+    logger.info("scales='auto': %s -> %s", choice.reason, list(choice.scales))
+    return choice
+
+
+def scales_for_period(
+    period: float | None,
+    context_length: int,
+    patch_size: int,
+    max_scale: int = 16,
+    min_per_period: int = 8,
+    min_tokens: int = 2,
+) -> tuple[tuple[int, ...], str]:
+    """The factors `choose_scales` keeps for a dominant ``period`` (None: none found), and why it stopped."""
+    scales = [1]
     while True:
         s = scales[-1] * 2
         if s > max_scale:
-            why = f"max_scale={max_scale}"
-            break
+            return tuple(scales), f"max_scale={max_scale}"
         tokens = context_length // (s * patch_size)
         if tokens < min_tokens:
             why = f"scale {s} would leave {tokens} tokens of {patch_size} steps (< {min_tokens}) in {context_length}"
-            break
+            return tuple(scales), why
         if period is None and s > APERIODIC_MAX_SCALE:
-            why = f"no dominant period: at most scale {APERIODIC_MAX_SCALE}"
-            break
+            return tuple(scales), f"no dominant period: at most scale {APERIODIC_MAX_SCALE}"
         if period is not None and period / s < min_per_period:
             why = f"scale {s} would leave {period / s:.1f} samples per period {period:.1f} (< {min_per_period})"
-            break
+            return tuple(scales), why
         scales.append(s)
-    found = "no dominant period" if period is None else f"dominant period {period:.1f} steps"
-    choice = ScaleChoice(tuple(scales), period, f"{found}; stopped at {scales[-1]}: {why}")
-    logger.info("scales='auto': %s -> %s", choice.reason, list(choice.scales))
-    return choice
 
 
 def dominant_period(series: Sequence[np.ndarray], max_period: int, min_peak_ratio: float = 10.0) -> float | None:

@@ -21,4 +21,4 @@ def test_finetune_resolves_auto_scales_from_the_training_part(tmp_path):
     )
     auto = forecaster.training["scales_auto"]
     assert auto["period"] == pytest.approx(24, rel=0.05)
-    assert forecaster.model.scales == tuple(auto["scales"]) == (1, 2, 4)  # 24/8 = 3 < 4 samples per period
+    assert forecaster.model.scales == tuple(auto["scales"]) == (1, 2)  # 24/4 = 6 < 8 samples per period
