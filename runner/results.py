@@ -444,10 +444,12 @@ def main(argv: list[str] | None = None) -> None:
         except (OSError, ValueError) as error:
             parser.error(f"--keep {args.keep}: {error}")
     roots = [r for r in args.runs if Path(r).is_dir()] if earlier else args.runs
-    try:
-        records = keep_earlier(collect(list(map(Path, roots))), earlier) if earlier else collect_or_exit(parser, roots)
-    except ValueError as error:
-        parser.error(f"--keep {args.keep}: {error}")
+    records = collect(list(map(Path, roots))) if earlier else collect_or_exit(parser, roots)
+    if earlier:
+        try:
+            records = keep_earlier(records, earlier)
+        except ValueError as error:  # a kept row from other weights than the runs on disk
+            parser.error(f"--keep {args.keep}: {error}")
     command = "msft-results " + " ".join(args.runs) + f" --name {args.name} --out {args.out}"
     if args.keep:
         command += f" --keep {args.keep}"

@@ -173,12 +173,12 @@ def committed(suite: str, dataset: str | None = None) -> list[dict]:
     ]
     # A row started from other pretrained weights than its backbone config builds now is not this
     # backbone's run any more: it trains again (rows written before fingerprints were kept: unknown).
-    stale = [r for r in rows if r.get("base_fingerprint") and r["base_fingerprint"] != fingerprint_of(r["backbone"])]
-    if stale:
+    fresh = [r for r in rows if not r.get("base_fingerprint") or r["base_fingerprint"] == fingerprint_of(r["backbone"])]
+    if len(fresh) < len(rows):
         say(
-            f"{experiment(suite)}: {len(stale)} row(s) of {path.name} started from other {stale[0]['backbone']} weights; they train again"
+            f"{experiment(suite)}: {len(rows) - len(fresh)} row(s) of {path.name} started from other weights; they train again"
         )
-    return [r for r in rows if r not in stale]
+    return fresh
 
 
 @functools.cache
