@@ -302,3 +302,37 @@ def verdict_table(chosen: list[dict[str, Any]], metric: str, reference: str = "m
             f"{d.p:.3f} | {_verdict_words(d.verdict, reference)} | {' / '.join(map(str, counts))} |"
         )
     return "\n".join(lines)
+
+
+#: the covariate suite (issue 28): msft's rate search only (its scale set stays the default), so the
+#: three data variants get the same search
+COVARIATE_KNOBS: KnobTable = {}
+
+
+def variants_table(chosen: list[dict[str, Any]], metric: str, reference: str) -> str:
+    """Each data variant (a dataset name other than ``reference``) against ``reference`` for the same
+    method, paired over seeds on the selected runs' test ``metric``: both means ± std, their mean
+    validation scores, the difference (variant minus reference), its 95% interval, p and verdict."""
+    from msft_runner.results import fmt, mean_std
+
+    runs: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for r in chosen:
+        if r.get(metric) is not None:
+            runs.setdefault((r["method"], r["dataset"]), {})[r["seed"]] = r
+    lines = [
+        f"| method | data | seeds | val score | test {metric.upper()} | {reference}: val score | {reference}: test "
+        f"{metric.upper()} | difference [95% CI] | p | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (method, dataset), variant in sorted(runs.items()):
+        base = runs.get((method, reference))
+        if dataset == reference or not base:
+            continue
+        d = paired_difference(_scores(variant, metric), _scores(base, metric))
+        val, base_val = (mean_std([r["val_score"] for r in rs.values()])[0] for rs in (variant, base))
+        lines.append(
+            f"| {method} | {dataset} | {d.seeds} | {val:.4f} | {fmt(mean_std(list(_scores(variant, metric).values())))} | "
+            f"{base_val:.4f} | {fmt(mean_std(list(_scores(base, metric).values())))} | "
+            f"{d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}] | {d.p:.3f} | {_verdict_words(d.verdict, dataset)} |"
+        )
+    return "\n".join(lines)

@@ -6,6 +6,7 @@
     .venv/bin/python scripts/evidence.py pf           # Jena weather, ETTh1, ETTm1, PF protocol, 5 seeds
     .venv/bin/python scripts/evidence.py budget       # msft, full, LoRA with 10x the steps, ETTh1/ETTm1, 3 seeds
     .venv/bin/python scripts/evidence.py long_context long_context336  # issue 30: longer coarse history
+    .venv/bin/python scripts/evidence.py covariates   # issue 28: ETTh1's OT alone / + past loads / + calendar
     .venv/bin/python scripts/evidence.py all --jobs 2 # every suite, two msft-train processes at a time
     .venv/bin/python scripts/evidence.py lsf:ETTh1,ETTm1 pf   # some datasets of a suite, then another suite
 
@@ -50,6 +51,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from msft_runner.evidence import (
+    COVARIATE_KNOBS,
     GRID,
     LONG_CONTEXT_KNOBS,
     Knob,
@@ -59,6 +61,7 @@ from msft_runner.evidence import (
     paired_table,
     run_tag,
     search_table,
+    variants_table,
     verdict_table,
 )
 
@@ -119,6 +122,18 @@ SUITES = {
     ),
     "long_context": dict(LONG_CONTEXT, data=["ETTh1", "ETTm1", "Weather"], table="lsf"),
     "long_context336": dict(LONG_CONTEXT, data=["ETTm1"], table="lsf336", overrides=["data.horizon=336"]),
+    # Issue 28: do covariates help? ETTh1's oil temperature alone, with the six loads as past-only
+    # covariates, and with the calendar known over the horizon too (configs/data/ETTh1_OT*.yaml): msft
+    # with the same rate search on each, 3 seeds, each variant paired with the target alone.
+    "covariates": dict(
+        data=["ETTh1_OT", "ETTh1_OT_past", "ETTh1_OT_past_known"],
+        methods=["msft"],
+        zero_shot=True,
+        seeds=3,
+        knobs=COVARIATE_KNOBS,
+        out="results/multivariate",
+        variants_of="ETTh1_OT",
+    ),
 }
 SUBDIR = "${data.name}_H${data.horizon}/${hydra:runtime.choices.backbone}/${method.name}/{lr}/seed${seed}"
 _print_lock = threading.Lock()
@@ -441,20 +456,32 @@ def write_table(suite: str) -> None:
     metric = "crps" if spec.get("protocol") == "pf" else "mse"
     reference = spec.get("reference", "msft")
     chosen = select(records)
-    extra = (
-        f"\n## Verdict per dataset (test {metric.upper()})\n\n{reference} against the baseline best on validation "
-        "(paired over seeds, as below), and how many of all the other trained methods it is below, tied "
-        "with or above.\n\n" + verdict_table(chosen, metric, reference) + "\n"
-    )
+    if "variants_of" in spec:  # one method on several variants of one dataset: each against the plain one
+        base = spec["variants_of"]
+        extra = (
+            f"\n## Each variant against {base} (test {metric.upper()})\n\n"
+            f"Per method, the variant's selected run minus {base}'s, seed by seed, on the same test windows "
+            "(the target's only); 95% t interval over seeds and the paired t-test's p. An interval that covers 0 "
+            "is a tie.\n\n" + variants_table(chosen, metric, base) + "\n"
+        )
+    else:
+        extra = (
+            f"\n## Verdict per dataset (test {metric.upper()})\n\n{reference} against the baseline best on validation "
+            "(paired over seeds, as below), and how many of all the other trained methods it is below, tied "
+            "with or above.\n\n" + verdict_table(chosen, metric, reference) + "\n"
+        )
     if "lr_from" not in spec:
         searched = search_table(records, SELECTION_SEED, spec.get("knobs"))
         extra += "\n## The search (seed 0, validation)\n\n" + searched + "\n"
-    extra += (
-        f"\n## {reference} against every other method, seed by seed (test {metric.upper()})\n\n"
-        f"Difference = {reference} minus the method, per seed, on the same test windows; 95% t interval over seeds and "
-        "the paired t-test's p. An interval that covers 0 is a tie. The baseline with the best mean validation "
-        "score is marked (chosen on validation, never on test).\n\n" + paired_table(chosen, metric, reference) + "\n"
-    )
+    if "variants_of" not in spec:
+        extra += (
+            f"\n## {reference} against every other method, seed by seed (test {metric.upper()})\n\n"
+            f"Difference = {reference} minus the method, per seed, on the same test windows; 95% t interval over seeds "
+            "and the paired t-test's p. An interval that covers 0 is a tie. The baseline with the best mean validation "
+            "score is marked (chosen on validation, never on test).\n\n"
+            + paired_table(chosen, metric, reference)
+            + "\n"
+        )
     path = out / f"{name}.md"
     write_text_atomic(path, path.read_text() + extra)
     say(f"wrote {path}")

@@ -160,3 +160,22 @@ def test_paired_table_compares_msft_with_every_trained_method_and_marks_the_vali
     assert cells[:6] == ["ETTh1", "96", "3", "0.4010 ± 0.0010", "full", "0.4210 ± 0.0010"]
     assert cells[6].startswith("-0.0200") and cells[8] == "msft lower"
     assert cells[9] == "1 / 0 / 1"  # below full, above lora (+0.0090, interval above 0)
+
+
+def test_variants_table_pairs_each_data_variant_with_the_plain_one_per_method():
+    """The covariate suite (issue 28): each variant minus the target alone, seed by seed, per method."""
+
+    def rec(dataset, method, seed, val, mse):
+        return dict(dataset=dataset, horizon=96, method=method, seed=seed, val_score=val, mse=mse)
+
+    chosen = [rec("OT", "msft", s, 0.10, 0.060 + 0.001 * s) for s in range(3)]
+    chosen += [rec("OT_past", "msft", s, 0.12, 0.070 + 0.002 * s) for s in range(3)]  # diffs .010, .011, .012
+    chosen += [rec("OT_known", "msft", s, 0.11, (0.059, 0.062, 0.061)[s]) for s in range(3)]  # -.001, +.001, -.001
+    chosen += [rec("OT", "zero_shot", s, 0.2, 0.063) for s in range(3)]  # no zero-shot run of the variants
+    lines = rules.variants_table(chosen, "mse", "OT").splitlines()[2:]
+    assert len(lines) == 2  # msft's two variants; the plain data and zero-shot (no variant) give no row
+    known, past = ([c.strip() for c in line.strip("|").split("|")] for line in lines)
+    assert past[:7] == ["msft", "OT_past", "3", "0.1200", "0.0720 ± 0.0020", "0.1000", "0.0610 ± 0.0010"]
+    half = 4.302652729911275 * 0.001 / math.sqrt(3)  # t(0.975, 2) * sd of (.010, .011, .012) / sqrt(3)
+    assert past[7] == f"+0.0110 [{0.011 - half:+.4f}, {0.011 + half:+.4f}]" and past[9] == "OT_past higher"
+    assert known[1] == "OT_known" and known[7].startswith("-0.0003") and known[9] == "tie"

@@ -73,6 +73,7 @@ def test_bad_arguments_name_the_bad_value(evidence, args, message, capsys):
         ("pf", "pf_ettm1", None),
         ("long_context", "Weather", "1"),
         ("long_context336", "ETTm1", "1"),
+        ("covariates", "ETTh1_OT_past_known", "1"),
     ],
 )
 def test_each_suite_trains_and_tests_on_its_test_windows(evidence, tmp_path, monkeypatch, suite, dataset, stride):
