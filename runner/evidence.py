@@ -328,11 +328,12 @@ def variants_table(chosen: list[dict[str, Any]], metric: str, reference: str) ->
         base = runs.get((method, reference))
         if dataset == reference or not base:
             continue
-        d = paired_difference(_scores(variant, metric), _scores(base, metric))
+        ours, theirs = _scores(variant, metric), _scores(base, metric)
+        d = paired_difference(ours, theirs)
         val, base_val = (mean_std([r["val_score"] for r in rs.values()])[0] for rs in (variant, base))
         lines.append(
-            f"| {method} | {dataset} | {d.seeds} | {val:.4f} | {fmt(mean_std(list(_scores(variant, metric).values())))} | "
-            f"{base_val:.4f} | {fmt(mean_std(list(_scores(base, metric).values())))} | "
+            f"| {method} | {dataset} | {d.seeds} | {val:.4f} | {fmt(mean_std(list(ours.values())))} | "
+            f"{base_val:.4f} | {fmt(mean_std(list(theirs.values())))} | "
             f"{d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}] | {d.p:.3f} | {_verdict_words(d.verdict, dataset)} |"
         )
     return "\n".join(lines)

@@ -456,8 +456,8 @@ def write_table(suite: str) -> None:
     metric = "crps" if spec.get("protocol") == "pf" else "mse"
     reference = spec.get("reference", "msft")
     chosen = select(records)
-    if "variants_of" in spec:  # one method on several variants of one dataset: each against the plain one
-        base = spec["variants_of"]
+    base = spec.get("variants_of")  # one method on several variants of one dataset: each against the plain one
+    if base:
         extra = (
             f"\n## Each variant against {base} (test {metric.upper()})\n\n"
             f"Per method, the variant's selected run minus {base}'s, seed by seed, on the same test windows "
@@ -473,7 +473,7 @@ def write_table(suite: str) -> None:
     if "lr_from" not in spec:
         searched = search_table(records, SELECTION_SEED, spec.get("knobs"))
         extra += "\n## The search (seed 0, validation)\n\n" + searched + "\n"
-    if "variants_of" not in spec:
+    if not base:
         extra += (
             f"\n## {reference} against every other method, seed by seed (test {metric.upper()})\n\n"
             f"Difference = {reference} minus the method, per seed, on the same test windows; 95% t interval over seeds "
