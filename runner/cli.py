@@ -27,6 +27,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from msft_runner.process import keep_freed_memory
 from msft_runner.train import register_resolvers
 
 register_resolvers()  # before Hydra composes: run folders name a CSV's data set after its file
@@ -121,6 +122,7 @@ class ResultsTable(Callback):
 
 
 def main() -> None:
+    keep_freed_memory()  # before the first large tensor: steps stop faulting their activations in
     _app()
     failed, refused = _failures(), importlib.import_module("msft_runner.cli")._REFUSED
     if failed:

@@ -26,6 +26,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
+from msft_runner.process import keep_freed_memory
 from msft_runner.results import collect_or_exit, needs_test, select
 
 logger = logging.getLogger("msft_runner")
@@ -90,6 +91,7 @@ def _test(run_dir: str, test_stride: int | None) -> tuple[str, dict[str, Any] | 
     """Test one run: (run_dir, its completed record or the error as text, seconds)."""
     from msft_runner.train import evaluate_run  # torch, lightning: after the arguments are checked
 
+    keep_freed_memory()  # in each spawned test process too
     start = time.perf_counter()
     try:
         done: dict[str, Any] | str = evaluate_run(run_dir, test_stride)
