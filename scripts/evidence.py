@@ -33,8 +33,10 @@ Protocol, the same for every method (`msft_runner.evidence` holds the rules):
 Every stage skips what is finished (``skip_finished``, deferred tests already done), so the command
 continues a stopped sweep, and the committed tables stand in for runs that are gone (a fresh clone:
 their runs are neither trained again nor dropped; ``msft-results --keep``). Each msft-train process
-runs one torch thread, ``--jobs`` of them at a time; each dataset's tests run in ``--jobs`` processes
-too. Logs: ``runs/evidence_<suite>/logs/<stage>.log``.
+runs one torch thread, ``--jobs`` of them at a time over all datasets and stages: with ``--jobs`` > 1
+every run trains in its own process (the grid of a one-dataset suite, the seeds of every method at
+once), one multirun per stage otherwise. Each dataset's tests run in ``--jobs`` processes too. Logs:
+``runs/evidence_<suite>/logs/<stage>.log`` (``<stage>_<method>_seed<k>_lr<scale>.log`` per run).
 """
 
 from __future__ import annotations
@@ -144,6 +146,8 @@ if not ENV.get("MSFT_DATA_DIR") and (REPO.parent / "shared" / "data").is_dir():
 PREFIX = ["evidence"]  # --prefix: the experiment name is <prefix>_<suite> (a smoke run keeps its own runs)
 OVERRIDES: list[str] = []  # --override: extra msft-train overrides for every run (e.g. a tiny budget)
 JOBS = [1]  # --jobs: processes at a time, for training and for each dataset's tests
+# --jobs: msft-train processes at a time over every dataset and stage (each run its own process then)
+SLOTS = [threading.BoundedSemaphore(1)]
 ONLY_METHODS: list[str] = []  # --methods: only these of each suite's methods (e.g. the baselines first)
 
 
@@ -249,6 +253,14 @@ def train(
     if not todo:
         say(f"{experiment(suite)} {stage}: every run is in the committed table")
         return
+    if JOBS[0] > 1 and len(todo) > 1:  # one process per run, --jobs at a time (a one-dataset suite too)
+        in_parallel(
+            [
+                functools.partial(_train, suite, f"{stage}_{m}_seed{s}_lr{r:g}", dataset, [m], (s,), (r,), tag, extra)
+                for m, s, r in sorted(todo)
+            ]
+        )
+        return
     if len(todo) < len(methods) * len(seeds) * len(lr_scales):
         for method, scale in sorted({(m, r) for m, _, r in todo}):
             missing = tuple(s for s in seeds if (method, s, scale) in todo)
@@ -288,9 +300,21 @@ def _train(suite, stage, dataset, methods, seeds, lr_scales, tag, extra) -> None
     env = dict(ENV, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TRANSFORMERS_OFFLINE="1")
     log = logs / f"{stage}.log"
     say(f"{exp} {stage}: {len(methods)} method(s) x {len(seeds)} seed(s) x {len(lr_scales)} lr -> {log}")
-    with log.open("a") as handle:
+    with SLOTS[0], log.open("a") as handle:
         code = subprocess.run(args, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT).returncode
     say(f"{exp} {stage}: done (exit {code})")
+
+
+def in_parallel(calls: list) -> None:
+    """Call ``calls`` (stages that start msft-train), ``--jobs`` at a time; `SLOTS` bounds the processes
+    over every dataset, so nested calls never run more than ``--jobs`` trainings. The first error raises."""
+    if JOBS[0] == 1 or len(calls) < 2:
+        for call in calls:
+            call()
+        return
+    with ThreadPoolExecutor(min(JOBS[0], len(calls))) as pool:
+        for future in [pool.submit(call) for call in calls]:
+            future.result()
 
 
 def test_stride(suite: str, dataset: str) -> int | None:
@@ -351,13 +375,23 @@ def search(suite: str, dataset: str, methods: list[str]) -> None:
                 beyond.setdefault(point, []).append(method)
         for point, group in sorted(beyond.items()):
             say(f"{experiment(suite)} {dataset}: {', '.join(group)} chose an edge; extending to lr_scale {point:g}")
-            train(suite, f"{dataset}_grid_ext{step}_lr{point:g}", dataset, group, (SELECTION_SEED,), (point,))
+        in_parallel(
+            [
+                functools.partial(
+                    train, suite, f"{dataset}_grid_ext{step}_lr{point:g}", dataset, group, (SELECTION_SEED,), (point,)
+                )
+                for point, group in sorted(beyond.items())
+            ]
+        )
+    knobs = []
     for method in methods:
         best = grid_choice(suite, dataset, method)[1]
         for knob in knobs_of(suite, method)[1:]:
             if best is not None:
                 stage = f"{dataset}_knob_{method}_{knob.tag}"
-                train(suite, stage, dataset, [method], (SELECTION_SEED,), (best,), knob.tag, knob.overrides)
+                args = (suite, stage, dataset, [method], (SELECTION_SEED,), (best,), knob.tag, knob.overrides)
+                knobs.append(functools.partial(train, *args))
+    in_parallel(knobs)
 
 
 def run_dataset(suite: str, dataset: str, grid_done: dict[str, threading.Event]) -> None:
@@ -382,12 +416,15 @@ def run_dataset(suite: str, dataset: str, grid_done: dict[str, threading.Event])
     else:
         search(suite, dataset, methods)
         grid_done[f"{suite}/{dataset}"].set()
+        stages = []
         for method in methods:
             choice = selected(suite, dataset, method)
             if choice is not None:
                 scale, knob = choice
                 stage = f"{dataset}_seeds_{method}_{lr_dir(scale, knob.tag)}"
-                train(suite, stage, dataset, [method], others, (scale,), knob.tag, knob.overrides)
+                args = (suite, stage, dataset, [method], others, (scale,), knob.tag, knob.overrides)
+                stages.append(functools.partial(train, *args))
+        in_parallel(stages)
     root = REPO / "runs" / experiment(suite)
     stride = test_stride(suite, dataset)
     stride_option = [] if stride is None else ["--test-stride", str(stride)]
@@ -529,6 +566,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.jobs < 1:
         parser.error(f"--jobs {args.jobs}: expected at least 1")
     JOBS[0] = args.jobs
+    SLOTS[0] = threading.BoundedSemaphore(args.jobs)
     if args.seeds is not None:
         if args.seeds < 1:
             parser.error(f"--seeds {args.seeds}: expected at least 1")

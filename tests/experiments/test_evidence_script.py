@@ -4,6 +4,7 @@ other seeds, and clear errors for a bad suite or dataset."""
 import json
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,35 @@ def test_methods_restricts_every_stage_to_those_methods(evidence, tmp_path, monk
     evidence.ONLY_METHODS[:] = []
     with pytest.raises(SystemExit):
         evidence.main(["lsf:ETTh1", "--methods", "loraa"])
+
+
+def test_jobs_train_one_process_per_run_and_never_more_than_jobs_at_once(evidence, tmp_path, monkeypatch):
+    """--jobs 2 on a one-dataset suite: the grid's 5 methods x 5 rates train as 25 processes, the seeds
+    of every method too, at most 2 at a time over all stages; the tests once, after them."""
+    running, peak, calls, lock = [0], [0], [], threading.Lock()
+
+    def fake_run(args, **kwargs):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            calls.append(args)
+        time.sleep(0.01)  # long enough for the pool's other threads to start theirs meanwhile
+        with lock:
+            running[0] -= 1
+        return subprocess.CompletedProcess(args, 0)
+
+    monkeypatch.setattr(evidence.subprocess, "run", fake_run)
+    monkeypatch.setattr(evidence, "selected", lambda suite, data, method: (1.0, evidence.knob_values(method)[0]))
+    monkeypatch.setattr(evidence, "grid_choice", lambda *a: ([0.3, 1.0, 3.0], 1.0))
+    monkeypatch.setattr(evidence, "write_table", lambda suite: None)
+    (tmp_path / "runs" / "evidence_long_context336" / "ETTm1_H336").mkdir(parents=True)
+    evidence.main(["long_context336", "--jobs", "2"])
+    trains = [a for a in calls if a[0].endswith("msft-train")]
+    runs = [tuple(x for x in a if x.startswith(("method=", "seed=", "lr_scale="))) for a in trains]
+    assert all("," not in part for run in runs for part in run)  # one run per process
+    methods = evidence.SUITES["long_context336"]["methods"]
+    grid = {(f"method={m}", "seed=0", f"lr_scale={r:g}") for m in methods for r in evidence.GRID}
+    seeds = {(f"method={m}", f"seed={k}", "lr_scale=1") for m in methods for k in (1, 2)}
+    assert grid | seeds <= set(runs)
+    assert 1 < peak[0] <= 2
+    assert [a for a in calls if a[0].endswith("msft-evaluate")] == [calls[-1]]  # tested last, once
