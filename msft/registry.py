@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import threading
 from dataclasses import dataclass, field
 from importlib import metadata
 from os import PathLike
@@ -440,16 +441,26 @@ def _qualname(t: type) -> str:
     return f"{t.__module__}.{t.__qualname__}"
 
 
-_entry_points_loaded = False
+_entry_points_state = "unloaded"  # then "loading", then "loaded"
+_entry_points_lock = threading.RLock()
 
 
 def _load_entry_points() -> None:
-    global _entry_points_loaded
-    if _entry_points_loaded:
+    """Import every ``msft.backbones`` entry point once. Thread-safe: a thread that comes while
+    another loads waits for the whole registry (the evidence driver asks from several threads), and a
+    backbone module that asks for the registry while it is being imported gets what is there so far."""
+    global _entry_points_state
+    if _entry_points_state == "loaded":
         return
-    _entry_points_loaded = True
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+    with _entry_points_lock:
+        if _entry_points_state != "unloaded":  # loaded meanwhile, or this very thread is loading
+            return
+        _entry_points_state = "loading"
         try:
-            ep.load()
-        except Exception as err:  # a broken optional backbone must not hide the others
-            logger.warning("could not load msft backbone %r (%s): %s", ep.name, ep.value, err)
+            for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+                try:
+                    ep.load()
+                except Exception as err:  # a broken optional backbone must not hide the others
+                    logger.warning("could not load msft backbone %r (%s): %s", ep.name, ep.value, err)
+        finally:
+            _entry_points_state = "loaded"

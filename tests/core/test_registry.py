@@ -71,3 +71,37 @@ def test_msft_parameters_are_found_by_module_type_not_by_name():
 
 def own_params(model):
     return model.msft_parameters().values()
+
+
+def test_threads_that_ask_while_the_entry_points_load_wait_for_all_of_them(monkeypatch):
+    """The evidence driver asks for the registry from several threads at once: one that comes while
+    another thread imports the entry points must get every backbone, not the empty registry of the
+    moment (the bug: a flag set before loading sent it away at once)."""
+    import threading
+    from types import SimpleNamespace
+
+    started, release = threading.Event(), threading.Event()
+    fake_registry: dict = {}
+
+    def slow_load():  # an entry point whose import takes a while
+        started.set()
+        release.wait(timeout=10)
+        fake_registry["late"] = ToySpec
+
+    entry_point = SimpleNamespace(name="late", value="tests.late", load=slow_load)
+    monkeypatch.setattr(registry, "_REGISTRY", fake_registry)
+    monkeypatch.setattr(registry, "_entry_points_state", "unloaded")
+    monkeypatch.setattr(registry.metadata, "entry_points", lambda group: [entry_point])
+
+    seen: list[set[str]] = []
+    first = threading.Thread(target=lambda: seen.append(set(registry.registered_backbones())))
+    first.start()
+    assert started.wait(timeout=10)
+    later = threading.Thread(target=lambda: seen.append(set(registry.registered_backbones())))
+    later.start()
+    later.join(timeout=0.5)  # the bug returned here at once, with nothing registered; the fix waits
+    release.set()
+    first.join(timeout=10)
+    later.join(timeout=10)
+    assert seen == [{"late"}, {"late"}]
+    assert registry._entry_points_state == "loaded"
