@@ -13,11 +13,12 @@
 #      protocol); msft-results --select writes the table results/multivariate/lsf.{md,csv} (validation
 #      and test, mean +- std over seeds), and python -m msft_runner.multivariate notes appends the
 #      search and the paired M-vs-S comparison.
+# The six (method, mode) searches of a dataset run JOBS at a time (default 2; each its own process).
 # Resumable: every stage skips finished runs (skip_finished) and runs already tested.
 # TABLE_ONLY=1 writes the table from whatever finished (no training, no testing).
 #
 #   bash scripts/multivariate_lsf.sh                      # the table (hours on a CPU)
-#   DATASETS=ETTh1 RUNS=runs/smoke OUT=runs/smoke/table bash scripts/multivariate_lsf.sh trainer=tiny data.context_length=64 \
+#   DATASETS=ETTh1 RUNS=runs/smoke OUT=runs/smoke/table bash scripts/multivariate_lsf.sh trainer=tiny data.context_length=128 \
 #     data.horizon=16 data.val_stride=100 data.test_stride=400   # a smoke run: extra overrides go to every run
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,21 +66,38 @@ if [[ ${TABLE_ONLY:-0} != 1 ]]; then
   echo "[$(date -u +%H:%M:%S)] backbone weights sha256 $sha" | tee -a "$ROOT/logs/weights.log"
 fi
 
+search() {  # search DATASET METHOD MODE: seed 0's grid and extensions, then seeds 1, 2 at the choice
+  echo "[$(date -u +%H:%M:%S)] $1 $2 mode $3: seed 0, lr_scale 0.3,1,3"
+  train "$1" "$2" "$3" 0 0.3,1,3
+  local lr
+  while lr=$(lr_rule next "$1" "$2_$3") && [[ -n $lr ]]; do
+    echo "[$(date -u +%H:%M:%S)] $1 $2 mode $3: seed 0 chose an edge; extending to lr_scale $lr"
+    train "$1" "$2" "$3" 0 "$lr"
+  done
+  lr=$(lr_rule chosen "$1" "$2_$3")
+  echo "[$(date -u +%H:%M:%S)] $1 $2 mode $3: seeds 1,2 at the chosen lr_scale $lr"
+  train "$1" "$2" "$3" 1,2 "$lr"
+}
+
+wait_one() {  # wait for one background search; a failed one stops the others and the script
+  if ! wait -n; then
+    echo "a search failed; stopping the others" >&2
+    kill $(jobs -p) 2>/dev/null || true
+    wait || true
+    exit 1
+  fi
+}
+
+JOBS=${JOBS:-2}  # (method, mode) searches that train at once, each a process on one thread
 for dataset in "${DATASETS[@]}"; do
   [[ ${TABLE_ONLY:-0} == 1 ]] && break
   for method in "${METHODS[@]}"; do
     for mode in "${MODES[@]}"; do
-      echo "[$(date -u +%H:%M:%S)] $dataset $method mode $mode: seed 0, lr_scale 0.3,1,3"
-      train "$dataset" "$method" "$mode" 0 0.3,1,3
-      while lr=$(lr_rule next "$dataset" "${method}_$mode") && [[ -n $lr ]]; do
-        echo "[$(date -u +%H:%M:%S)] $dataset $method mode $mode: seed 0 chose an edge; extending to lr_scale $lr"
-        train "$dataset" "$method" "$mode" 0 "$lr"
-      done
-      lr=$(lr_rule chosen "$dataset" "${method}_$mode")
-      echo "[$(date -u +%H:%M:%S)] $dataset $method mode $mode: seeds 1,2 at the chosen lr_scale $lr"
-      train "$dataset" "$method" "$mode" 1,2 "$lr"
+      while (($(jobs -pr | wc -l) >= JOBS)); do wait_one; done
+      search "$dataset" "$method" "$mode" &
     done
   done
+  while (($(jobs -pr | wc -l) > 0)); do wait_one; done
   stride=$(test_stride "$dataset")
   echo "[$(date -u +%H:%M:%S)] $dataset: testing the selected runs on every ${stride}-th test window"
   .venv/bin/msft-evaluate "$ROOT/${dataset}"_H* --select --test-stride "$stride" >>"$ROOT/logs/${dataset}_evaluate.log" 2>&1 ||
