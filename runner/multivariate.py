@@ -7,7 +7,7 @@ Runs are named ``<method>_<mode>`` (mode S: channel independence, mode M: joint 
 
 ``python -m msft_runner.multivariate next ROOT DATASET METHOD``: the next lr_scale to train (nothing
 when the choice is interior or the extensions are used up); ``chosen``: seed 0's choice;
-``notes ROOT [--test-stride ...]``: the search table (with the zero-shot validation score of each mode) and the paired M-vs-S comparison (markdown).
+``notes ROOT [--test-stride ...] [--keep CSV]``: the search table (with the zero-shot validation score of each mode) and the paired M-vs-S comparison (markdown).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from msft_runner.evidence import at_edge, next_lr_scale, run_tag
-from msft_runner.results import at_test_stride, collect, parse_test_strides, select
+from msft_runner.results import at_test_stride, collect, keep_earlier, parse_test_strides, read_table_csv, select
 
 BASE_GRID = (0.3, 1.0, 3.0)
 MODES = ("S", "M")
@@ -150,11 +150,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("dataset", nargs="?")
     parser.add_argument("method", nargs="?", help="the run's method name, <method>_<mode>")
     parser.add_argument("--test-stride", help="as msft-results --test-stride (notes)")
+    parser.add_argument("--keep", help="as msft-results --keep (notes): also the rows of this earlier table whose runs are gone")
     args = parser.parse_args(argv)
-    records = collect([Path(args.root)])
+    records = collect([Path(args.root)]) if Path(args.root).is_dir() else []
+    if args.keep:
+        if args.command != "notes":
+            parser.error("--keep is for notes only: the lr rule reads the runs on disk")
+        try:
+            records = keep_earlier(records, read_table_csv(Path(args.keep)))
+        except (OSError, ValueError) as error:
+            parser.error(f"--keep {args.keep}: {error}")
     if args.command == "notes":
         command = f"python -m msft_runner.multivariate notes {args.root}"
         command += f" --test-stride {args.test_stride}" if args.test_stride else ""
+        command += f" --keep {args.keep}" if args.keep else ""
         print(notes(records, args.test_stride, command), end="")
         return
     if not args.dataset or not args.method:

@@ -106,14 +106,24 @@ done
 
 # The table: the test windows per dataset, the weights' hash (another session may rewrite the embedded
 # weights; every run of the table must have used one version), then the appended search and M vs S.
+# KEEP (default: the committed $OUT/lsf.csv): its rows whose runs are gone from $RUNS stay in the table,
+# so a dataset added later (DATASETS=Weather) joins the datasets trained in an earlier session.
+KEEP=${KEEP-$OUT/lsf.csv}
+[[ -f $KEEP ]] || KEEP=""
+keep=()
+[[ -n $KEEP ]] && keep=(--keep "$KEEP")
 windows=""
-for d in "${DATASETS[@]}"; do
-  compgen -G "$ROOT/${d}_H*" >/dev/null || continue
+for d in ETTh1 ETTh2 Weather; do
+  compgen -G "$ROOT/${d}_H*" >/dev/null || { [[ -n $KEEP ]] && grep -q "^[^,]*,$d," "$KEEP"; } || continue
   k=$(test_stride "$d")
   if [[ $k == 1 ]]; then windows+="$d every window (the protocol); "; else windows+="$d every ${k}-th window (off-protocol: a stride-1 test costs ~1000 s per run here); "; fi
 done
-hashes=$(cut -d' ' -f5 "$ROOT/logs/weights.log" 2>/dev/null | sort -u | tr '\n' ' ')
-.venv/bin/msft-results "$RUNS/$EXPERIMENT" --name lsf --out "$OUT" --select --test-stride "$TEST_STRIDES" \
+hashes=$({
+  cut -d' ' -f5 "$ROOT/logs/weights.log" 2>/dev/null
+  # the kept rows' weights, as the earlier table's note names them
+  [[ -n $KEEP ]] && sed -n 's/.*model.safetensors when the driver started): \([0-9a-f ]*\)\..*/\1/p' "${KEEP%.csv}.md" | tr ' ' '\n'
+} | grep . | sort -u | tr '\n' ' ' || true)
+.venv/bin/msft-results "$RUNS/$EXPERIMENT" --name lsf --out "$OUT" --select --test-stride "$TEST_STRIDES" "${keep[@]}" \
   --trained-by "bash scripts/multivariate_lsf.sh" \
   --note "Tiny MOIRAI, H=96. Mode S: channel independence; mode M: all variates of a window attend to each other \
 (data.mode=M, every wrap with mode=\"M\"). lr_scale 0.3, 1, 3 on seed 0 (the evidence suite's 0.1-10 grid is too \
@@ -121,5 +131,5 @@ expensive on the shared 2-CPU machine this ran on), extended 3x beyond an edge c
 validation; seeds 1, 2 at the choice; only the runs validation selected are tested. Test windows: ${windows%; }. \
 Backbone weights (sha256 prefix of backbones/moirai/tiny_moirai/model.safetensors when the driver started): ${hashes% }.\
 ${MISSING:+ Missing: $MISSING}${EXTRA_NOTE:+ $EXTRA_NOTE}" >/dev/null  # MISSING, EXTRA_NOTE: words for the note
-.venv/bin/python -m msft_runner.multivariate notes "$RUNS/$EXPERIMENT" --test-stride "$TEST_STRIDES" >>"$OUT/lsf.md"
+.venv/bin/python -m msft_runner.multivariate notes "$RUNS/$EXPERIMENT" --test-stride "$TEST_STRIDES" "${keep[@]}" >>"$OUT/lsf.md"
 echo "[$(date -u +%H:%M:%S)] wrote $OUT/lsf.md and $OUT/lsf.csv"

@@ -3,6 +3,7 @@ extended 3x beyond an edge choice at most twice, seed 0's choice is read from va
 paired M-vs-S comparison equals a hand computation on the selected runs."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,24 @@ def test_choice_search_table_and_paired_modes(tmp_path, capsys):
     assert "| ETTh1 | 96 | lora_S | 0.3, 1, 3 | none | 3 | **no (edge)** |" in text
     # M - S per seed: val (0.2-0.3, 0.45-0.45, 0.65-0.35), test (0.7-0.9, 0.6-0.8, 0.5-0.2)
     assert "| ETTh1 | 96 | lora | 3 | +0.0667 | 1 of 3 | -0.0333 (3 seeds) | 2 of 3 |" in text
+
+
+def test_notes_keep_the_rows_of_the_committed_table_whose_runs_are_gone(tmp_path, capsys):
+    """A later dataset's rows are added to a table whose earlier runs were cleared from runs/: the
+    notes read those from the committed CSV (`--keep`, as msft-results) and say the same as before."""
+    from msft_runner import results
+
+    root = tmp_path / "runs"
+    for mode, vals in (("S", (0.5, 0.4, 0.3)), ("M", (0.2, 0.4, 0.6))):
+        for lr, val in zip((0.3, 1, 3), vals, strict=True):
+            _run(root, f"lora_{mode}", lr, 0, val, 0.1 * val if val == min(vals) else None)
+    results.main([str(root), "--name", "lsf", "--out", str(tmp_path / "table"), "--select"])
+    capsys.readouterr()
+    mv.main(["notes", str(root)])
+    before = capsys.readouterr().out
+    for method in ("lora_S", "lora_M"):
+        shutil.rmtree(root / "ETTh1_H96" / "tiny_moirai" / method)
+    mv.main(["notes", str(root), "--keep", str(tmp_path / "table" / "lsf.csv")])
+    after = capsys.readouterr().out
+    assert "| ETTh1 | 96 | lora_S | 0.3, 1, 3 | none | 3 | **no (edge)** |" in after
+    assert after.split("\n", 2)[2] == before.split("\n", 2)[2]  # all but the line naming the command
