@@ -150,7 +150,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("dataset", nargs="?")
     parser.add_argument("method", nargs="?", help="the run's method name, <method>_<mode>")
     parser.add_argument("--test-stride", help="as msft-results --test-stride (notes)")
-    parser.add_argument("--keep", help="as msft-results --keep (notes): also the rows of this earlier table whose runs are gone")
+    parser.add_argument(
+        "--keep", help="as msft-results --keep (notes): also the rows of this earlier table whose runs are gone"
+    )
     args = parser.parse_args(argv)
     records = collect([Path(args.root)]) if Path(args.root).is_dir() else []
     if args.keep:
