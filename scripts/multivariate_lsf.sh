@@ -26,7 +26,8 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS
 RUNS=${RUNS:-runs}
 OUT=${OUT:-results/multivariate}
 EXPERIMENT=multivariate_lsf
-read -ra DATASETS <<<"${DATASETS:-ETTh1 ETTh2 Weather}"  # DATASETS="ETTh1" for a smoke run
+ALL_DATASETS=(ETTh1 ETTh2 Weather)  # the table's datasets
+read -ra DATASETS <<<"${DATASETS:-${ALL_DATASETS[*]}}"  # DATASETS="ETTh1" for a smoke run
 read -ra METHODS <<<"${METHODS:-msft lora full}"
 TEST_STRIDES=${TEST_STRIDES:-Weather=4}  # DATASET=N,...: test every N-th window of DATASET (others: every window)
 MODES=(S M)
@@ -113,7 +114,7 @@ KEEP=${KEEP-$OUT/lsf.csv}
 keep=()
 [[ -n $KEEP ]] && keep=(--keep "$KEEP")
 windows=""
-for d in ETTh1 ETTh2 Weather; do
+for d in "${ALL_DATASETS[@]}"; do
   compgen -G "$ROOT/${d}_H*" >/dev/null || { [[ -n $KEEP ]] && grep -q "^[^,]*,$d," "$KEEP"; } || continue
   k=$(test_stride "$d")
   if [[ $k == 1 ]]; then windows+="$d every window (the protocol); "; else windows+="$d every ${k}-th window (off-protocol: a stride-1 test costs ~1000 s per run here); "; fi
